@@ -1,0 +1,282 @@
+"""The ``transferscope`` command.
+
+Every error a user can cause is a :class:`TransferscopeError`; the CLI prints its one-line message
+without a traceback and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from transferscope import config as config_mod
+from transferscope.errors import TransferscopeError
+
+app = typer.Typer(
+    help="What did my pre-trained model actually transfer? Run transfer-learning studies.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect study configs and presets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Print a user error as one line (no traceback) and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TransferscopeError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def set_data_dir(data_dir: Path | None) -> None:
+    """``--data-dir`` is the same as ``TRANSFERSCOPE_DATA``: where sources look first."""
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise TransferscopeError(f"--data-dir '{data_dir}' is not a directory")
+        os.environ["TRANSFERSCOPE_DATA"] = str(data_dir)
+
+
+def resolve_config(target: str | None, preset: str | None) -> config_mod.StudyConfig:
+    """A config from a YAML file, a preset name, or the default preset (mini)."""
+    if target and preset:
+        raise TransferscopeError("give either a config file or --preset, not both")
+    if target:
+        path = Path(target)
+        if not path.exists() and not target.endswith((".yaml", ".yml")):
+            # A bare word is most likely a preset name: say so rather than 'file not found'.
+            return config_mod.load_preset(target)
+        return config_mod.load(path)
+    return config_mod.load_preset(preset or "mini")
+
+
+@config_app.command("show")
+@friendly_errors
+def config_show(
+    file: str = typer.Argument(None, help="a study YAML file (default: the mini preset)"),
+    preset: str = typer.Option(None, "--preset", "-p", help="a shipped preset name"),
+) -> None:
+    """Print the fully resolved config (every default written out) as YAML."""
+    cfg = resolve_config(file, preset)
+    sys.stdout.write(config_mod.to_yaml(cfg))
+
+
+@config_app.command("presets")
+def config_presets() -> None:
+    """List the shipped presets."""
+    for name in config_mod.preset_names():
+        console.print(name)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise TransferscopeError(f"option '{pair}' must look like KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+@data_app.command("show")
+@friendly_errors
+def data_show(
+    name: str = typer.Argument(..., help="data source, e.g. digits, fashion-mnist"),
+    root: Path = typer.Option(None, "--root", help="directory holding the data"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="same as TRANSFERSCOPE_DATA"),
+    option: list[str] = typer.Option([], "--option", "-o", help="source option KEY=VALUE"),
+    seed: int = typer.Option(0, help="seed of the source's splits"),
+) -> None:
+    """Print split sizes, task type, image shape and class counts of a data source."""
+    import torch
+
+    from transferscope.data import registry
+
+    set_data_dir(data_dir)
+    splits = registry.load(name, root=root, seed=seed, **_parse_options(option))
+    info = splits.info
+    console.print(
+        f"[bold]{name}[/]: {info.task}, {info.num_outputs} outputs, image {info.image_shape}"
+    )
+    table = Table("class", *splits.sizes().keys())
+    counts: dict[str, torch.Tensor] = {}
+    for split, ds in (("train", splits.train), ("test", splits.test), ("dev", splits.dev)):
+        if ds is None:
+            continue
+        targets = _targets_of(ds)
+        if info.task == "multiclass":
+            counts[split] = torch.bincount(targets.long(), minlength=info.num_outputs)
+        else:
+            counts[split] = targets.float().sum(0).long()
+    for i, cname in enumerate(info.class_names):
+        table.add_row(cname, *(str(int(c[i])) for c in counts.values()))
+    table.add_row("[bold]images[/]", *(str(n) for n in splits.sizes().values()))
+    console.print(table)
+
+
+def _targets_of(dataset: Any) -> Any:
+    import torch
+
+    if hasattr(dataset, "targets"):
+        return torch.as_tensor(dataset.targets)
+    return torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))])
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the data sources."""
+    from transferscope.data import registry
+
+    for name in registry.available():
+        console.print(name)
+
+
+def _run_label(run: Any) -> str:
+    extra = []
+    if run.shuffle:
+        extra.append(run.shuffle)
+    if run.checkpoint is not None:
+        extra.append(f"k={run.checkpoint:g}")
+    if run.same_init_as:
+        extra.append("same init")
+    tail = f" ({', '.join(extra)})" if extra else ""
+    return f"{run.spec.kind} {run.target} seed {run.seed}{tail}"
+
+
+@app.command("run")
+@friendly_errors
+def run_cmd(
+    config: str = typer.Argument(None, help="study YAML file or preset name (default: mini)"),
+    preset: str = typer.Option(None, "--preset", "-p", help="a shipped preset name"),
+    out: Path = typer.Option(None, "--out", "-o", help="study directory (default: the config's)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N, mps"),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (CI logs)"),
+) -> None:
+    """Run (or resume) a study: plan, train every run not yet done, report where results are."""
+    import time
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from transferscope.study.executors import DataCache, LocalExecutor, plan_study
+    from transferscope.study.store import StudyStore
+
+    set_data_dir(data_dir)
+    cfg = resolve_config(config, preset)
+    updates: dict[str, Any] = {}
+    if out is not None:
+        updates["output"] = out
+    if device is not None:
+        updates["device"] = device
+    if threads is not None:
+        updates["num_threads"] = threads
+    cfg = cfg.model_copy(update=updates)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    store = StudyStore(Path(cfg.output))
+    cache = DataCache()
+    plan = plan_study(cfg, cache)
+    store.clean_temporaries()
+    store.write_study(cfg, plan)
+    started = time.perf_counter()
+    todo = sum(not store.is_done(r.id) for r in plan.runs)
+    console.print(
+        f"study [bold]{cfg.name}[/] in {store.root}: {len(plan.runs)} runs, {todo} to train"
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+    runs_task = progress.add_task("runs", total=todo)
+    step_task = progress.add_task("", total=1, visible=False)
+
+    def on_start(run: Any, i: int, n: int) -> None:
+        progress.update(step_task, description=_run_label(run), completed=0, visible=True)
+
+    def on_step(run_id: str, step: int, total: int) -> None:
+        progress.update(step_task, completed=step, total=total)
+
+    def on_end(run: Any, summary: dict[str, Any] | None, error: str | None) -> None:
+        progress.advance(runs_task)
+        if error:
+            progress.console.print(f"[red]failed[/] {_run_label(run)}: {error}", highlight=False)
+        elif quiet:
+            console.print(
+                f"done {_run_label(run)}: {summary['metric_name']} {summary['final_metric']:.4f} "
+                f"({summary['seconds']:.1f}s)",
+                highlight=False,
+            )
+
+    executor = LocalExecutor(
+        store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
+    )
+    with progress:
+        outcome = executor.run(plan)
+    failed = [k for k, v in outcome.items() if v.startswith("failed")]
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"trained {sum(v == 'done' for v in outcome.values())} runs in {elapsed:.0f}s "
+        f"({elapsed / 60:.1f} min); {len(failed)} failed; study directory: {store.root.resolve()}"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("status")
+@friendly_errors
+def status_cmd(directory: Path = typer.Argument(..., help="a study directory")) -> None:
+    """List every run of a study: done / partial / failed / pending, final metric, wall time."""
+    from transferscope.study.store import StudyStore
+
+    store = StudyStore(directory)
+    plan = store.read_plan()
+    table = Table("run", "kind", "target", "seed", "variant", "state", "metric", "time")
+    counts: dict[str, int] = {}
+    for run in plan.runs:
+        state = store.state(run.id)
+        counts[state] = counts.get(state, 0) + 1
+        summary = store.summary(run.id) or {}
+        variant = run.shuffle or (f"k={run.checkpoint:g}" if run.checkpoint is not None else "")
+        if run.same_init_as:
+            variant = "same init"
+        metric = f"{summary['final_metric']:.4f}" if "final_metric" in summary else ""
+        seconds = f"{summary['seconds']:.1f}s" if "seconds" in summary else ""
+        table.add_row(
+            run.id, run.spec.kind, run.target, str(run.seed), variant, state, metric, seconds
+        )
+    console.print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

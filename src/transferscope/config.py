@@ -1,0 +1,388 @@
+"""Typed study configuration (pydantic v2), read from YAML with ``safe_load``.
+
+A :class:`StudyConfig` says everything a study does: the source domain P is pre-trained on, the
+target domains, the model, the three training recipes (pretrain / finetune / randinit), seeds,
+shuffles (PAPER.md §1), pre-training trajectory checkpoints (§5), which analyses run, and where the
+study directory is. Every section forbids unknown keys: a typo fails with the key, where it is, and
+the nearest valid key, instead of silently running a different study.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from transferscope.errors import TransferscopeError, did_you_mean
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Section):
+    """One data source (PAPER.md: a source or target domain)."""
+
+    name: str = Field(description="registry name: fashion-mnist, digits, fashion-mosaic, ...")
+    id: str | None = Field(
+        default=None, description="short label used in run names; default: derived from name"
+    )
+    root: Path | None = Field(default=None, description="directory holding the data")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="source-specific options (see `transferscope data`)"
+    )
+
+    @property
+    def label(self) -> str:
+        """The id used in run directory names and the report."""
+        if self.id:
+            return self.id
+        base = self.name.replace("torchvision:", "tv-").replace(":", "-")
+        domain = self.options.get("domain")
+        return f"{base}-{domain}" if domain else base
+
+
+class ModelSpec(Section):
+    """The architecture shared by P, P-T and RI-T."""
+
+    name: str = "fixup-small"
+    pretrained: str | None = Field(
+        default=None, description="'imagenet' (torchvision cache) or a local weights file"
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+Schedule = Literal["constant", "multistep", "cosine"]
+
+
+class TrainSpec(Section):
+    """One training recipe (PAPER.md "Paper training setup")."""
+
+    epochs: int = Field(default=3, ge=0)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    scale_lr_by_batch: bool = Field(
+        default=False, description="multiply lr by batch_size/256, as the paper does"
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    scalar_lr_factor: float = Field(
+        default=0.1, gt=0, description="lr factor for Fixup's scalar biases and scales"
+    )
+    schedule: Schedule = "constant"
+    milestones: list[float] = Field(
+        default_factory=list, description="epochs at which multistep multiplies lr by gamma"
+    )
+    gamma: float = Field(default=0.1, gt=0)
+    mixup_alpha: float = Field(default=0.0, ge=0)
+    eval_points: list[float] = Field(
+        default_factory=list, description="extra fractional epochs at which to evaluate"
+    )
+    checkpoint_points: list[float] = Field(
+        default_factory=list, description="fractional epochs at which to keep weights"
+    )
+    eval_batch_size: int = Field(default=1000, ge=1)
+    max_train_examples: int | None = Field(
+        default=None, ge=1, description="train on a fixed random subset of this size"
+    )
+
+    @field_validator("milestones", "eval_points", "checkpoint_points")
+    @classmethod
+    def _non_negative_sorted(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError(f"must not be negative, got {v}")
+        return sorted(set(v))
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * self.batch_size / 256 if self.scale_lr_by_batch else self.lr
+
+
+class PretrainedSpec(Section):
+    """An external P instead of pre-training one: a model's own weights or a user's trajectory."""
+
+    checkpoints: dict[str, Path] = Field(
+        default_factory=dict,
+        description="trajectory point (e.g. '0', '0.5', '90') -> weights file; the largest is P",
+    )
+
+
+class ShuffleSpec(Section):
+    """Block and pixel shuffles of the target data (PAPER.md §1)."""
+
+    block_sizes: list[int] = Field(default_factory=list)
+    pixel: bool = False
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @field_validator("block_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"block sizes must be >= 1, got {v}")
+        return sorted(set(v), reverse=True)
+
+
+class TrajectorySpec(Section):
+    """Fine-tune from these points of P's pre-training trajectory (PAPER.md §5)."""
+
+    checkpoints: list[float] = Field(default_factory=list, description="epochs (fractions allowed)")
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError(f"must not be negative, got {v}")
+        return sorted(set(v))
+
+
+class AnalysisOptions(Section):
+    enabled: bool = True
+    max_examples: int | None = Field(default=None, ge=1)
+
+
+class CurvesOptions(AnalysisOptions):
+    fraction_of_final: float = Field(default=0.95, gt=0, le=1)
+
+
+class MistakesOptions(AnalysisOptions):
+    pass
+
+
+class SimilarityOptions(AnalysisOptions):
+    layers: list[str] | None = None
+    pooled: bool = False
+    max_examples: int | None = Field(default=2000, ge=1)
+
+
+class DistanceOptions(AnalysisOptions):
+    pass
+
+
+class InterpolationOptions(AnalysisOptions):
+    num_points: int = Field(default=21, ge=2)
+    recalibrate_batchnorm: bool = True
+
+
+class CriticalityOptions(AnalysisOptions):
+    num_alphas: int = Field(default=11, ge=2)
+    num_sigmas: int = Field(default=11, ge=2)
+    noise_samples: int = Field(default=5, ge=1)
+    tolerance: float = Field(default=1.01, ge=1)
+    max_examples: int | None = Field(default=1000, ge=1)
+
+
+class TrajectoryOptions(AnalysisOptions):
+    pass
+
+
+class AnalysesSpec(Section):
+    """Which analyses run and their options; each is on by default."""
+
+    curves: CurvesOptions = Field(default_factory=CurvesOptions)
+    mistakes: MistakesOptions = Field(default_factory=MistakesOptions)
+    similarity: SimilarityOptions = Field(default_factory=SimilarityOptions)
+    distance: DistanceOptions = Field(default_factory=DistanceOptions)
+    interpolation: InterpolationOptions = Field(default_factory=InterpolationOptions)
+    criticality: CriticalityOptions = Field(default_factory=CriticalityOptions)
+    trajectory: TrajectoryOptions = Field(default_factory=TrajectoryOptions)
+
+
+class StudyConfig(Section):
+    """Everything one study does. See DESIGN.md for the study directory it produces."""
+
+    name: str = "study"
+    source: DataSpec
+    targets: list[DataSpec] = Field(min_length=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    pretrained: PretrainedSpec | None = None
+    pretrain: TrainSpec = Field(default_factory=TrainSpec)
+    finetune: TrainSpec = Field(default_factory=TrainSpec)
+    randinit: TrainSpec = Field(default_factory=TrainSpec)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    pretrain_seed: int = 0
+    same_init_pair: bool = Field(
+        default=True, description="also train an RI-T pair from one shared random init (§3)"
+    )
+    shuffles: ShuffleSpec = Field(default_factory=ShuffleSpec)
+    trajectory: TrajectorySpec = Field(default_factory=TrajectorySpec)
+    analyses: AnalysesSpec = Field(default_factory=AnalysesSpec)
+    output: Path = Path("transferscope-study")
+    device: str = Field(default="auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1")
+    num_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        labels = [t.label for t in self.targets]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"targets share the id {sorted(dup)}; give each an 'id'")
+        if self.source.label in labels:
+            raise ValueError(f"a target has the source's id '{self.source.label}'")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, with errors a person can act on
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config section class that the error location ``loc`` points into."""
+    cls: type[BaseModel] | None = StudyConfig
+    for part in loc:
+        if cls is None or isinstance(part, int):
+            continue
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return None
+        cls = _model_in(field.annotation)
+    return cls
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def explain(error: ValidationError, origin: str) -> TransferscopeError:
+    """Turn a pydantic error into one line naming the key, where it is, and the fix."""
+    lines = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            key, parent = str(loc[-1]), loc[:-1]
+            section = _section_at(parent)
+            valid = list(section.model_fields) if section else []
+            where = _format_loc(parent) if parent else "the top level"
+            hint = did_you_mean(key, valid) or (
+                f"; valid keys: {', '.join(valid)}" if valid else ""
+            )
+            lines.append(f"unknown key '{key}' in {where}{hint}")
+        else:
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{_format_loc(loc)}: {err['msg']}{shown}")
+    return TransferscopeError(f"{origin}: " + "; ".join(lines))
+
+
+def from_dict(data: dict[str, Any], origin: str = "config") -> StudyConfig:
+    """Validate a plain dict (as read from YAML) into a :class:`StudyConfig`."""
+    if not isinstance(data, dict):
+        raise TransferscopeError(
+            f"{origin}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as e:
+        raise explain(e, origin) from None
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with transferscope (presets/*.yaml)."""
+    folder = resources.files("transferscope") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise TransferscopeError(f"{origin}: not valid YAML: {e}".replace("\n", " ")) from None
+    return data if data is not None else {}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw mapping of a shipped preset."""
+    names = preset_names()
+    if name not in names:
+        raise TransferscopeError(
+            f"unknown preset '{name}'{did_you_mean(name, names)}; presets: {', '.join(names)}"
+        )
+    text = (resources.files("transferscope") / "presets" / f"{name}.yaml").read_text()
+    return _read_yaml(text, f"preset '{name}'")
+
+
+def load(path: str | Path) -> StudyConfig:
+    """Read a study config from a YAML file.
+
+    A file may start from a preset with ``preset: NAME`` and override any key of it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TransferscopeError(
+            f"config file '{path}' does not exist; pass a YAML file or --preset NAME"
+        )
+    data = _read_yaml(path.read_text(), str(path))
+    if not isinstance(data, dict):
+        raise TransferscopeError(f"{path}: expected a mapping at the top level")
+    if "preset" in data:
+        data = _merge(preset_dict(str(data.pop("preset"))), data)
+    return from_dict(data, str(path))
+
+
+def load_preset(name: str, **overrides: Any) -> StudyConfig:
+    """A shipped preset, optionally with top-level keys replaced (e.g. ``output=...``)."""
+    data = _merge(preset_dict(name), overrides)
+    return from_dict(data, f"preset '{name}'")
+
+
+def to_yaml(config: StudyConfig) -> str:
+    """The fully resolved config (every default written out) as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def check_references(cfg: StudyConfig) -> None:
+    """Check the names a config refers to: data sources, their options, the model and its options.
+
+    Raises a :class:`TransferscopeError` naming the key and the nearest valid name.
+    """
+    from transferscope.data import registry as data_registry
+    from transferscope.models import registry as model_registry
+
+    specs = [("source", cfg.source)] + [(f"targets[{i}]", t) for i, t in enumerate(cfg.targets)]
+    for where, spec in specs:
+        try:
+            data_registry.check_options(spec.name, spec.options)
+        except TransferscopeError as e:
+            raise TransferscopeError(f"{where}: {e}") from None
+    try:
+        model_registry.check_model_options(cfg.model.name, cfg.model.options)
+    except TransferscopeError as e:
+        raise TransferscopeError(f"model: {e}") from None

@@ -1,0 +1,15 @@
+"""Data sources by name, and the shuffles of PAPER.md §1."""
+
+from transferscope.data.base import DataInfo, Splits, TensorImageDataset
+from transferscope.data.registry import available, load
+from transferscope.data.shuffle import block_shuffle, pixel_shuffle
+
+__all__ = [
+    "DataInfo",
+    "Splits",
+    "TensorImageDataset",
+    "available",
+    "block_shuffle",
+    "load",
+    "pixel_shuffle",
+]

@@ -1,0 +1,79 @@
+"""Types shared by every data source: split metadata and the in-memory dataset.
+
+A data source returns a :class:`Splits`: train / test (and dev where the data has one) datasets plus
+:class:`DataInfo`. Every dataset yields ``(image, target)`` with ``image`` a normalised float tensor of
+shape (C, H, W) and ``target`` an int64 class index (multiclass) or a float32 0/1 vector of length
+``num_outputs`` (multilabel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+Task = Literal["multiclass", "multilabel"]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model trained on this data must output and what its inputs look like."""
+
+    name: str
+    task: Task
+    num_outputs: int
+    image_shape: tuple[int, int, int]
+    """(channels, height, width) of every image after the source's transforms."""
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...] = field(default=())
+    """Per-channel normalisation mean applied by the source (informational)."""
+    std: tuple[float, ...] = field(default=())
+
+
+class TensorImageDataset(Dataset):
+    """A dataset held as tensors: ``images`` (N, C, H, W) float32, ``targets`` (N,) or (N, K).
+
+    Small data lives like this so the training loop indexes whole batches at once and does no
+    per-sample PIL work; :func:`transferscope.training.loaders.batches` uses ``images`` directly.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images = images
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.targets[index]
+
+
+@dataclass
+class Splits:
+    """The splits of one data source plus its metadata."""
+
+    info: DataInfo
+    train: Dataset
+    test: Dataset
+    dev: Dataset | None = None
+
+    def sizes(self) -> dict[str, int]:
+        out = {"train": len(self.train), "test": len(self.test)}
+        if self.dev is not None:
+            out["dev"] = len(self.dev)
+        return out
+
+
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """Channel-wise (x - mean) / std for a (N, C, H, W) float tensor."""
+    m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
+    return (images - m) / s

@@ -1,0 +1,34 @@
+"""The one exception type for mistakes a user can make (bad config, bad data, bad checkpoint).
+
+The CLI prints its message as one line, without a traceback, and exits non-zero. Messages name the
+offending file, key or value and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TransferscopeError(Exception):
+    """A problem with the user's input that the user can fix; the message says how."""
+
+
+def nearest(name: str, choices: Iterable[str]) -> str | None:
+    """The closest valid spelling of ``name`` among ``choices`` (None if nothing is close)."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix for error messages, or '' when nothing is close."""
+    match = nearest(name, choices)
+    return f" (did you mean '{match}'?)" if match else ""
+
+
+def unknown_name(what: str, name: str, choices: Iterable[str]) -> TransferscopeError:
+    """Error for an unknown registry name: names the value, the nearest match and the valid set."""
+    choices = sorted(choices)
+    return TransferscopeError(
+        f"unknown {what} '{name}'{did_you_mean(name, choices)}; valid: {', '.join(choices)}"
+    )

@@ -1,0 +1,214 @@
+"""Executing a study's plan: build each run's model and data, train it, mark it done.
+
+The local executor runs the plan in order in this process; finished runs (``DONE``) are skipped,
+partial ones resume from their last resume point. A run that fails (e.g. diverges) gets a
+``FAILED`` marker and the study goes on with the runs that do not depend on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferscope.config import StudyConfig
+from transferscope.data import registry as data_registry
+from transferscope.data.base import DataInfo, Splits, TensorImageDataset
+from transferscope.data.shuffle import shuffle_images
+from transferscope.errors import TransferscopeError
+from transferscope.models import build_model, load_state, transfer
+from transferscope.models.weights import read_state
+from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+from transferscope.training.loaders import BatchTransform
+from transferscope.training.trainer import Trainer, pick_device
+
+
+@dataclass
+class DataCache:
+    """Loads each data source once per process and keeps shuffled copies of in-memory data."""
+
+    _splits: dict[str, Splits] = field(default_factory=dict)
+    _shuffled: dict[tuple[str, str, int], Splits] = field(default_factory=dict)
+
+    def get(self, spec: Any) -> Splits:
+        key = spec.model_dump_json()
+        if key not in self._splits:
+            self._splits[key] = data_registry.load(spec.name, root=spec.root, **spec.options)
+        return self._splits[key]
+
+    def shuffled(self, spec: Any, shuffle: ShuffleRef) -> tuple[Splits, BatchTransform | None]:
+        """Splits with the shuffle applied, or the plain splits and a per-batch transform."""
+        splits = self.get(spec)
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return shuffle_images(x, shuffle.kind, shuffle.seed, shuffle.block_size)
+
+        if not (
+            isinstance(splits.train, TensorImageDataset)
+            and isinstance(splits.test, TensorImageDataset)
+        ):
+            return splits, fn
+        key = (spec.model_dump_json(), shuffle.label, shuffle.seed)
+        if key not in self._shuffled:
+            self._shuffled[key] = Splits(
+                info=splits.info,
+                train=TensorImageDataset(fn(splits.train.images), splits.train.targets),
+                test=TensorImageDataset(fn(splits.test.images), splits.test.targets),
+            )
+        return self._shuffled[key], None
+
+
+def infos_of(cfg: StudyConfig, cache: DataCache) -> dict[str, DataInfo]:
+    """Metadata of the source and every target, keyed by label (loads the data once)."""
+    out = {t.label: cache.get(t).info for t in cfg.targets}
+    if cfg.pretrained is None and cfg.model.pretrained is None:
+        out[cfg.source.label] = cache.get(cfg.source).info
+    return out
+
+
+def plan_study(cfg: StudyConfig, cache: DataCache) -> Plan:
+    from transferscope.config import check_references
+
+    check_references(cfg)
+    return build_plan(cfg, infos_of(cfg, cache))
+
+
+def _in_channels(info: DataInfo) -> int:
+    return info.image_shape[0]
+
+
+def build_start_model(
+    spec: RunSpec, target: DataInfo, source: DataInfo | None, store: StudyStore
+) -> nn.Module:
+    """The model a run starts from: random init, or P's weights with a fresh head (P-T)."""
+    opts = spec.model.options
+    if spec.kind in ("P", "RI-T"):
+        torch.manual_seed(spec.init_seed if spec.init_seed is not None else spec.seed)
+        return build_model(spec.model.name, target.num_outputs, _in_channels(target), **opts)
+    # P-T and P@k-T: P's architecture and weights, then a fresh head.
+    if spec.parent is not None:
+        assert source is not None
+        p = build_model(spec.model.name, source.num_outputs, _in_channels(source), **opts)
+        path = store.weights_path(spec.parent, spec.parent_checkpoint or "final")
+        load_state(p, ckpt.load_weights(path), what=str(path))
+    elif spec.init_file is not None:
+        state = read_state(spec.init_file)
+        head_out = _head_outputs(state)
+        p = build_model(
+            spec.model.name, head_out or target.num_outputs, _in_channels(target), **opts
+        )
+        load_state(p, state, what=str(spec.init_file), ignore_head=head_out is None)
+    else:
+        p = build_model(
+            spec.model.name,
+            target.num_outputs,
+            _in_channels(target),
+            pretrained=spec.model.pretrained,
+            **opts,
+        )
+    return transfer(p, target.num_outputs, seed=spec.seed)
+
+
+def _head_outputs(state: dict[str, torch.Tensor]) -> int | None:
+    for key in ("fc.weight", "head.fc.weight", "classifier.weight", "head.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    return None
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def execute_run(
+    run: PlannedRun,
+    cfg: StudyConfig,
+    store: StudyStore,
+    cache: DataCache,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Train one planned run into its directory and mark it done; returns its DONE summary."""
+    spec = run.spec
+    run_dir = store.prepare_run(run)
+    for dep in run.depends_on:
+        if not store.is_done(dep):
+            raise TransferscopeError(f"run {run.id} needs run {dep}, which has not finished")
+    splits, transform = (
+        cache.shuffled(spec.data, spec.shuffle) if spec.shuffle else (cache.get(spec.data), None)
+    )
+    source_info = cache.get(cfg.source).info if spec.parent else None
+    model = build_start_model(spec, splits.info, source_info, store)
+    trainer = Trainer(
+        spec=spec.train,
+        task=splits.info.task,
+        seed=spec.seed,
+        device=device,
+        run_dir=run_dir,
+        transform=transform,
+        on_step=(lambda s, t: progress(run.id, s, t)) if progress else None,
+    )
+    started = time.time()
+    result = trainer.fit(model, splits.train, splits.test)
+    summary = {
+        "id": run.id,
+        "kind": spec.kind,
+        "target": run.target,
+        "metric_name": result.final.metric_name,
+        "final_metric": result.final.metric,
+        "final_loss": result.final.loss,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
+        "wall_seconds_this_session": time.time() - started,
+        "device": str(device),
+    }
+    store.mark_done(run.id, summary)
+    return summary
+
+
+@dataclass
+class LocalExecutor:
+    """Runs a plan in this process, one run after another, skipping finished runs."""
+
+    store: StudyStore
+    cfg: StudyConfig
+    cache: DataCache = field(default_factory=DataCache)
+    on_run_start: Callable[[PlannedRun, int, int], None] | None = None
+    on_run_end: Callable[[PlannedRun, dict[str, Any] | None, str | None], None] | None = None
+    progress: ProgressFn | None = None
+
+    def run(self, plan: Plan) -> dict[str, str]:
+        """Execute every run not yet done; returns run id -> 'done' / 'skipped' / 'failed: ...'."""
+        device = pick_device(self.cfg.device)
+        outcome: dict[str, str] = {}
+        failed: set[str] = set()
+        todo = [r for r in plan.runs if not self.store.is_done(r.id)]
+        for r in plan.runs:
+            if self.store.is_done(r.id):
+                outcome[r.id] = "skipped"
+        for i, run in enumerate(todo):
+            if any(d in failed for d in run.depends_on):
+                outcome[run.id] = "failed: a run it depends on failed"
+                failed.add(run.id)
+                continue
+            if self.on_run_start:
+                self.on_run_start(run, i, len(todo))
+            try:
+                summary = execute_run(run, self.cfg, self.store, self.cache, device, self.progress)
+            except TransferscopeError as e:
+                self.store.mark_failed(run.id, str(e))
+                outcome[run.id] = f"failed: {e}"
+                failed.add(run.id)
+                if self.on_run_end:
+                    self.on_run_end(run, None, str(e))
+                continue
+            outcome[run.id] = "done"
+            if self.on_run_end:
+                self.on_run_end(run, summary, None)
+        return outcome

@@ -1,0 +1,272 @@
+"""From a :class:`StudyConfig` to the list of training runs of a study (PAPER.md §1-§5).
+
+- P: pre-training on the source, keeping the trajectory checkpoints (or an external P);
+- for each target and seed: P-T and RI-T, plus one RI-T that shares the first RI-T's random init
+  (the same-init barrier of §3);
+- for each block size / pixel shuffle and shuffle seed: P-T and RI-T on shuffled target data;
+- for each trajectory checkpoint k: P@k-T.
+
+A run's id is ``<kind>-<target>-<hash>``: the hash is over the run's resolved config with every
+field left at its default omitted, so a new option added later does not change the ids of runs
+that already finished (the open_lth convention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from transferscope.config import DataSpec, ModelSpec, Section, StudyConfig, TrainSpec
+from transferscope.data.base import DataInfo
+from transferscope.errors import TransferscopeError
+
+Kind = Literal["P", "P-T", "RI-T", "P@k-T"]
+_SLUG = {"P": "P", "P-T": "PT", "RI-T": "RIT", "P@k-T": "PkT"}
+
+
+class ShuffleRef(Section):
+    """A block shuffle (``block_size``) or a pixel shuffle (``block_size`` None) with its seed."""
+
+    kind: Literal["block", "pixel"]
+    block_size: int | None = None
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"b{self.block_size}" if self.kind == "block" else "pixel"
+
+
+class RunSpec(Section):
+    """Everything that determines one training run's result."""
+
+    kind: Kind
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec
+    seed: int = Field(description="data order, mixup and the fresh head of P-T")
+    init_seed: int | None = Field(default=None, description="random init; default: seed")
+    parent: str | None = Field(default=None, description="run id whose weights P-T starts from")
+    parent_checkpoint: str | None = Field(default=None, description="'final' or 'epoch-<k>'")
+    init_file: Path | None = Field(default=None, description="external P weights for P-T")
+    shuffle: ShuffleRef | None = None
+
+    def digest(self) -> str:
+        """Hash of the run's config with default-valued fields left out."""
+        text = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def run_id(self) -> str:
+        return f"{_SLUG[self.kind]}-{self.data.label}-{self.digest()}"
+
+
+class PlannedRun(Section):
+    """A run plus the roles the analyses look it up by."""
+
+    id: str
+    spec: RunSpec
+    target: str = Field(description="target label, or the source label for P")
+    seed: int
+    shuffle: str | None = Field(default=None, description="'b7', 'pixel' or None")
+    shuffle_seed: int | None = None
+    checkpoint: float | None = Field(default=None, description="P@k-T: the trajectory point k")
+    same_init_as: str | None = Field(default=None, description="RI-T sharing this one's init")
+    depends_on: list[str] = Field(default_factory=list)
+
+
+class Plan(Section):
+    runs: list[PlannedRun]
+
+    def by_id(self) -> dict[str, PlannedRun]:
+        return {r.id: r for r in self.runs}
+
+    def select(self, **roles: object) -> list[PlannedRun]:
+        """Runs whose attributes (``kind`` reads the spec) equal every given role."""
+        out = []
+        for r in self.runs:
+            attrs = {"kind": r.spec.kind, **r.model_dump(exclude={"spec"})}
+            if all(attrs.get(k) == v for k, v in roles.items()):
+                out.append(r)
+        return out
+
+
+def _trajectory_name(k: float) -> str:
+    return f"epoch-{k:g}"
+
+
+def check_shuffles(cfg: StudyConfig, infos: dict[str, DataInfo]) -> None:
+    """Every block size must divide every target's image sides (PAPER.md §1)."""
+    for target in cfg.targets:
+        _, h, w = infos[target.label].image_shape
+        for b in cfg.shuffles.block_sizes:
+            if h % b or w % b:
+                raise TransferscopeError(
+                    f"shuffles.block_sizes: {b} does not divide the {h}x{w} images of target "
+                    f"'{target.label}'; use divisors of {h} and {w}"
+                )
+
+
+def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
+    """The runs of a study, in an order that respects their dependencies.
+
+    Args:
+        cfg: the study config.
+        infos: metadata of the source and every target, keyed by their labels (image sizes are
+            needed to check block sizes).
+    """
+    check_shuffles(cfg, infos)
+    runs: list[PlannedRun] = []
+    external = cfg.pretrained is not None and bool(cfg.pretrained.checkpoints)
+    p_id: str | None = None
+    if not external and cfg.model.pretrained is None:
+        points = sorted({*cfg.pretrain.checkpoint_points, *cfg.trajectory.checkpoints})
+        for k in cfg.trajectory.checkpoints:
+            if k > cfg.pretrain.epochs:
+                raise TransferscopeError(
+                    f"trajectory.checkpoints: {k:g} is past the end of pre-training "
+                    f"(pretrain.epochs = {cfg.pretrain.epochs})"
+                )
+        p_spec = RunSpec(
+            kind="P",
+            data=cfg.source,
+            model=cfg.model,
+            train=cfg.pretrain.model_copy(update={"checkpoint_points": points}),
+            seed=cfg.pretrain_seed,
+        )
+        p_id = p_spec.run_id
+        runs.append(
+            PlannedRun(id=p_id, spec=p_spec, target=cfg.source.label, seed=cfg.pretrain_seed)
+        )
+
+    def p_start(k: float | None) -> dict[str, object]:
+        """Where a P-T (k None: the final P) or a P@k-T starts from."""
+        if external:
+            assert cfg.pretrained is not None
+            files = {float(key): path for key, path in cfg.pretrained.checkpoints.items()}
+            point = max(files) if k is None else k
+            if point not in files:
+                raise TransferscopeError(
+                    f"trajectory.checkpoints: {k:g} has no file in pretrained.checkpoints "
+                    f"(have {', '.join(f'{x:g}' for x in sorted(files))})"
+                )
+            return {"init_file": files[point]}
+        if p_id is None:  # torchvision weights: the model spec says pretrained
+            return {}
+        return {"parent": p_id, "parent_checkpoint": "final" if k is None else _trajectory_name(k)}
+
+    def add(spec: RunSpec, target: DataSpec, **roles: object) -> PlannedRun:
+        deps = [spec.parent] if spec.parent else []
+        run = PlannedRun(id=spec.run_id, spec=spec, target=target.label, depends_on=deps, **roles)
+        runs.append(run)
+        return run
+
+    for target in cfg.targets:
+        first_rit: PlannedRun | None = None
+        for seed in cfg.seeds:
+            add(
+                RunSpec(
+                    kind="P-T",
+                    data=target,
+                    model=cfg.model,
+                    train=cfg.finetune,
+                    seed=seed,
+                    **p_start(None),
+                ),
+                target,
+                seed=seed,
+            )
+            rit = add(
+                RunSpec(
+                    kind="RI-T",
+                    data=target,
+                    model=_random_init(cfg.model),
+                    train=cfg.randinit,
+                    seed=seed,
+                ),
+                target,
+                seed=seed,
+            )
+            first_rit = first_rit or rit
+        if cfg.same_init_pair and first_rit is not None and len(cfg.seeds) > 1:
+            seed = cfg.seeds[1]
+            add(
+                RunSpec(
+                    kind="RI-T",
+                    data=target,
+                    model=_random_init(cfg.model),
+                    train=cfg.randinit,
+                    seed=seed,
+                    init_seed=cfg.seeds[0],
+                ),
+                target,
+                seed=seed,
+                same_init_as=first_rit.id,
+            )
+        shuffles = [
+            ShuffleRef(kind="block", block_size=b, seed=s)
+            for b in cfg.shuffles.block_sizes
+            for s in cfg.shuffles.seeds
+        ]
+        if cfg.shuffles.pixel:
+            shuffles += [ShuffleRef(kind="pixel", seed=s) for s in cfg.shuffles.seeds]
+        _, h, w = infos[target.label].image_shape
+        seed = cfg.seeds[0]
+        for sh in shuffles:
+            if sh.kind == "block" and sh.block_size == h == w:
+                continue  # block = image: no shuffle, the unshuffled runs are this point
+            roles = {"seed": seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
+            add(
+                RunSpec(
+                    kind="P-T",
+                    data=target,
+                    model=cfg.model,
+                    train=cfg.finetune,
+                    seed=seed,
+                    shuffle=sh,
+                    **p_start(None),
+                ),
+                target,
+                **roles,
+            )
+            add(
+                RunSpec(
+                    kind="RI-T",
+                    data=target,
+                    model=_random_init(cfg.model),
+                    train=cfg.randinit,
+                    seed=seed,
+                    shuffle=sh,
+                ),
+                target,
+                **roles,
+            )
+        for k in cfg.trajectory.checkpoints:
+            add(
+                RunSpec(
+                    kind="P@k-T",
+                    data=target,
+                    model=cfg.model,
+                    train=cfg.finetune,
+                    seed=seed,
+                    **p_start(k),
+                ),
+                target,
+                seed=seed,
+                checkpoint=k,
+            )
+    ids = [r.id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise AssertionError("two planned runs share an id")  # a bug, not a user error
+    return Plan(runs=runs)
+
+
+def _random_init(model: ModelSpec) -> ModelSpec:
+    """RI-T uses the same architecture without any pre-trained weights."""
+    return model.model_copy(update={"pretrained": None}) if model.pretrained else model
+
+
+__all__ = ["Plan", "PlannedRun", "RunSpec", "ShuffleRef", "TrainSpec", "build_plan"]

@@ -1,0 +1,365 @@
+"""The training loop shared by P, P-T and RI-T (PAPER.md "Paper training setup").
+
+SGD with momentum and weight decay (Fixup's scalar biases and scales at ``scalar_lr_factor`` x lr),
+a schedule recomputed from the step, optional mixup, bf16 autocast on CUDA. It evaluates at epoch 0,
+after every epoch and at requested fractional epochs, and keeps weights at requested fractional
+epochs. With a ``run_dir`` everything is written there atomically and an interrupted run resumes
+from its last resume point to the same final weights as an uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from transferscope import atomic
+from transferscope.config import TrainSpec
+from transferscope.data.base import Task
+from transferscope.errors import TransferscopeError
+from transferscope.training import checkpoints as ckpt
+from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.metrics import Evaluation, evaluate, loss_fn
+from transferscope.training.schedule import lr_at
+
+METRICS = "metrics.jsonl"
+PREDICTIONS = "predictions"
+
+
+class DivergedError(TransferscopeError):
+    """The training loss became NaN or infinite."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TransferscopeError(
+            f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TransferscopeError(
+            f"device '{name}' asked for, but CUDA is not available here; use auto or cpu"
+        )
+    return device
+
+
+def scalar_parameter_names(model: nn.Module) -> set[str]:
+    """Fixup's scalar biases and multipliers: every parameter with a single element."""
+    return {n for n, p in model.named_parameters() if p.numel() == 1}
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
+    """SGD with two groups: ordinary weights at lr, scalar (Fixup) parameters at lr x factor."""
+    scalars = scalar_parameter_names(model)
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n not in scalars], "lr_factor": 1.0},
+        {
+            "params": [p for n, p in model.named_parameters() if n in scalars],
+            "lr_factor": spec.scalar_lr_factor,
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(
+        groups, lr=spec.effective_lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
+
+
+def _points_to_steps(points: list[float], steps_per_epoch: int, total: int) -> dict[int, float]:
+    """Map fractional epochs to the step at which they fall (later points win a shared step)."""
+    out: dict[int, float] = {}
+    for p in sorted(points):
+        step = round(p * steps_per_epoch)
+        if 0 <= step <= total:
+            out[step] = p
+    return out
+
+
+@dataclass
+class FitResult:
+    """What a finished fit produced."""
+
+    final: Evaluation
+    history: list[dict[str, Any]]
+    steps: int
+    seconds: float
+    checkpoints: dict[float, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Trainer:
+    """Fits ``model`` on ``train`` and evaluates on ``test`` following ``spec``.
+
+    Args:
+        spec: epochs, batch size, optimiser, schedule, eval and checkpoint points.
+        task: 'multiclass' (cross-entropy, accuracy) or 'multilabel' (BCE, mean AUC).
+        seed: fixes the data order and mixup draws (the model's init is the caller's).
+        device: where to train.
+        run_dir: where metrics, checkpoints and predictions go; None keeps everything in memory.
+        transform: applied to every image batch on the device (block / pixel shuffle).
+        resume_every_s: also save resume state after this many seconds inside an epoch.
+        on_step: called after each step with (step, total_steps).
+        on_eval: called with each metrics row.
+    """
+
+    spec: TrainSpec
+    task: Task
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    run_dir: Path | None = None
+    transform: BatchTransform | None = None
+    resume_every_s: float = 60.0
+    num_workers: int | None = None
+    on_step: Callable[[int, int], None] | None = None
+    on_eval: Callable[[dict[str, Any]], None] | None = None
+
+    # ------------------------------------------------------------------ files
+    def _path(self, *parts: str) -> Path | None:
+        return self.run_dir.joinpath(*parts) if self.run_dir is not None else None
+
+    def _write_rows(self, rows: list[dict[str, Any]]) -> None:
+        path = self._path(METRICS)
+        if path is not None:
+            atomic.write_jsonl(path, rows)
+
+    def _resume_state(self) -> tuple[dict, dict, dict[str, Any]] | None:
+        path = self._path("checkpoints", ckpt.RESUME)
+        if path is None or not path.exists():
+            return None
+        return ckpt.load_resume(path)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, model: nn.Module, train: Dataset, test: Dataset) -> FitResult:
+        """Train ``model`` in place; returns the final evaluation and the metrics history."""
+        spec = self.spec
+        model.to(self.device)
+        n = len(train)
+        if spec.max_train_examples is not None and spec.max_train_examples < n:
+            subset = torch.from_numpy(
+                np.sort(np.random.default_rng(self.seed).permutation(n)[: spec.max_train_examples])
+            )
+        else:
+            subset = None
+        n_used = len(subset) if subset is not None else n
+        steps_per_epoch = max(1, math.ceil(n_used / spec.batch_size))
+        total = spec.epochs * steps_per_epoch
+        eval_steps = _points_to_steps(
+            [*range(spec.epochs + 1), *spec.eval_points], steps_per_epoch, total
+        )
+        ckpt_steps = _points_to_steps([0.0, *spec.checkpoint_points], steps_per_epoch, total)
+
+        optimizer = make_optimizer(model, spec)
+        params = dict(model.named_parameters())
+        mix_rng = np.random.default_rng([self.seed, 7])
+        rows: list[dict[str, Any]] = []
+        step, elapsed, train_losses = 0, 0.0, []
+        done_boundary = -1
+
+        resumed = self._resume_state()
+        if resumed is not None:
+            model_state, momentum, info = resumed
+            model.load_state_dict(model_state)
+            for name, buf in momentum.items():
+                optimizer.state[params[name]]["momentum_buffer"] = buf.to(self.device)
+            step, elapsed = info["step"], info["elapsed"]
+            mix_rng.bit_generator.state = info["mix_rng"]
+            train_losses = info["train_losses"]
+            done_boundary = step
+            rows = [r for r in _read_rows(self._path(METRICS)) if r["step"] <= step]
+
+        start_time = time.perf_counter() - elapsed
+        last_resume_save = time.perf_counter()
+        saved: dict[float, Path] = {}
+        order: torch.Tensor | None = None
+        batches = None
+        model.train()
+
+        while True:
+            if step != done_boundary:
+                if step in eval_steps:
+                    rows.append(
+                        self._eval_row(model, test, step, steps_per_epoch, train_losses, start_time)
+                    )
+                    train_losses = []
+                    self._write_rows(rows)
+                    if self.on_eval:
+                        self.on_eval(rows[-1])
+                if step in ckpt_steps and self.run_dir is not None:
+                    path = self._path(
+                        "checkpoints", ckpt.point_name(ckpt_steps[step]) + ".safetensors"
+                    )
+                    ckpt.save_weights(path, model.state_dict())
+                    saved[ckpt_steps[step]] = path
+                epoch_end = step % steps_per_epoch == 0
+                if (
+                    self.run_dir is not None
+                    and step > 0
+                    and (epoch_end or time.perf_counter() - last_resume_save > self.resume_every_s)
+                    and step < total
+                ):
+                    self._save_resume(
+                        model, optimizer, params, step, start_time, mix_rng, train_losses
+                    )
+                    last_resume_save = time.perf_counter()
+            if step >= total:
+                break
+            epoch, pos = divmod(step, steps_per_epoch)
+            if batches is None or pos == 0:
+                order = epoch_order(n_used, self.seed, epoch)
+                if subset is not None:
+                    order = subset[order]
+                batches = iterate(
+                    train,
+                    spec.batch_size,
+                    order=order[pos * spec.batch_size :],
+                    device=self.device,
+                    transform=self.transform,
+                    num_workers=self.num_workers,
+                )
+            x, y = next(batches)
+            lr = lr_at(spec, step / steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_factor"]
+            loss = self._train_step(model, optimizer, x, y, mix_rng)
+            if not math.isfinite(loss):
+                raise DivergedError(
+                    f"training diverged: loss {loss} at epoch {epoch + 1}, step {step + 1} "
+                    f"(lr {lr:g}); lower the learning rate"
+                    + (f" (run '{self.run_dir}')" if self.run_dir else "")
+                )
+            train_losses.append(loss)
+            step += 1
+            if self.on_step:
+                self.on_step(step, total)
+
+        final_eval = evaluate(
+            model, test, self.task, spec.eval_batch_size, self.device, self.transform
+        )
+        seconds = time.perf_counter() - start_time
+        if self.run_dir is not None:
+            ckpt.save_weights(self._path("checkpoints", ckpt.FINAL), model.state_dict())
+            atomic.write_npy(
+                self._path(PREDICTIONS, "test_outputs.npy"), final_eval.outputs.numpy()
+            )
+            atomic.write_npy(
+                self._path(PREDICTIONS, "test_targets.npy"), final_eval.targets.numpy()
+            )
+            resume = self._path("checkpoints", ckpt.RESUME)
+            if resume is not None and resume.exists():
+                resume.unlink()
+        return FitResult(final_eval, rows, total, seconds, saved)
+
+    def _train_step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        mix_rng: np.random.Generator,
+    ) -> float:
+        alpha = self.spec.mixup_alpha
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            if alpha > 0:
+                lam = float(mix_rng.beta(alpha, alpha))
+                perm = torch.from_numpy(mix_rng.permutation(len(x))).to(x.device)
+                out = model(lam * x + (1 - lam) * x[perm])
+                if self.task == "multiclass":
+                    loss = lam * loss_fn(self.task, out, y) + (1 - lam) * loss_fn(
+                        self.task, out, y[perm]
+                    )
+                else:
+                    loss = loss_fn(self.task, out, lam * y + (1 - lam) * y[perm])
+            else:
+                loss = loss_fn(self.task, model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def _eval_row(
+        self,
+        model: nn.Module,
+        test: Dataset,
+        step: int,
+        steps_per_epoch: int,
+        train_losses: list[float],
+        start_time: float,
+    ) -> dict[str, Any]:
+        result = evaluate(
+            model, test, self.task, self.spec.eval_batch_size, self.device, self.transform
+        )
+        model.train()
+        row: dict[str, Any] = {
+            "epoch": step / steps_per_epoch,
+            "step": step,
+            "split": "test",
+            **result.row(),
+            "train_loss": float(np.mean(train_losses)) if train_losses else None,
+            "lr": lr_at(self.spec, step / steps_per_epoch),
+            "seconds": time.perf_counter() - start_time,
+        }
+        return row
+
+    def _save_resume(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        params: dict[str, nn.Parameter],
+        step: int,
+        start_time: float,
+        mix_rng: np.random.Generator,
+        train_losses: list[float],
+    ) -> None:
+        names = {id(p): n for n, p in params.items()}
+        momentum = {
+            names[id(p)]: s["momentum_buffer"]
+            for p, s in optimizer.state.items()
+            if s.get("momentum_buffer") is not None
+        }
+        info = {
+            "step": step,
+            "elapsed": time.perf_counter() - start_time,
+            "mix_rng": _jsonable(mix_rng.bit_generator.state),
+            "train_losses": train_losses,
+        }
+        ckpt.save_resume(self._path("checkpoints", ckpt.RESUME), model.state_dict(), momentum, info)
+
+
+def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(state, default=int))
+
+
+def _read_rows(path: Path | None) -> list[dict[str, Any]]:
+    """Rows of a metrics file; a torn last line (crash mid-write of an older version) is dropped."""
+    if path is None or not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The evaluation rows of a run directory, in order."""
+    return _read_rows(Path(run_dir) / METRICS)

@@ -1,0 +1,22 @@
+"""Shared fixtures. Tests never download: real data comes from Debian's Fashion-MNIST package
+(installed by .ci/run and `make test`'s README instructions) and scikit-learn's bundled digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from transferscope.data import fashion_mnist
+
+
+def fashion_available() -> bool:
+    try:
+        fashion_mnist.locate(download=False)
+    except Exception:
+        return False
+    return True
+
+
+requires_fashion = pytest.mark.skipif(
+    not fashion_available(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)

@@ -1,0 +1,135 @@
+import pytest
+
+from transferscope import config
+from transferscope.data.base import DataInfo
+from transferscope.errors import TransferscopeError
+from transferscope.study.plan import RunSpec, build_plan
+
+
+def info(side=28, task="multiclass", outputs=10):
+    return DataInfo("x", task, outputs, (1, side, side), tuple(map(str, range(outputs))))
+
+
+def infos_for(cfg, side=28):
+    out = {t.label: info(side) for t in cfg.targets}
+    out[cfg.source.label] = info(side)
+    return out
+
+
+def micro():
+    return config.load_preset("micro")
+
+
+def test_micro_plan_has_every_kind_of_run():
+    cfg = micro()
+    plan = build_plan(cfg, infos_for(cfg))
+    assert len(plan.select(kind="P")) == 1
+    for t in ("digits", "fashion-mosaic"):
+        assert len(plan.select(kind="P-T", target=t, shuffle=None)) == 2
+        assert len(plan.select(kind="RI-T", target=t, shuffle=None)) == 3  # 2 seeds + same init
+        same = [r for r in plan.select(kind="RI-T", target=t) if r.same_init_as]
+        assert len(same) == 1
+        partner = plan.by_id()[same[0].same_init_as]
+        assert partner.spec.init_seed in (None, same[0].spec.init_seed)
+        assert same[0].spec.init_seed == partner.spec.seed and same[0].seed != partner.seed
+        assert {r.shuffle for r in plan.select(kind="P-T", target=t) if r.shuffle} == {
+            "b7",
+            "pixel",
+        }
+        assert {r.checkpoint for r in plan.select(kind="P@k-T", target=t)} == {0.25, 2.0}
+    assert len(plan.runs) == 1 + 2 * (2 + 3 + 4 + 2)
+
+
+def test_dependencies_point_to_p_and_come_first():
+    cfg = micro()
+    plan = build_plan(cfg, infos_for(cfg))
+    p = plan.select(kind="P")[0]
+    seen = set()
+    for run in plan.runs:
+        assert all(d in seen for d in run.depends_on)
+        seen.add(run.id)
+        if run.spec.kind in ("P-T", "P@k-T"):
+            assert run.depends_on == [p.id]
+    ks = {r.spec.parent_checkpoint for r in plan.select(kind="P@k-T")}
+    assert ks == {"epoch-0.25", "epoch-2"}
+    # P keeps the checkpoints the trajectory needs.
+    assert {0.25, 2.0} <= set(p.spec.train.checkpoint_points)
+
+
+def test_ids_are_stable_and_skip_defaults():
+    cfg = micro()
+    a = build_plan(cfg, infos_for(cfg))
+    b = build_plan(micro(), infos_for(cfg))
+    assert [r.id for r in a.runs] == [r.id for r in b.runs]
+    spec = a.runs[1].spec
+    # Writing a default value explicitly (as a newly added option would be) keeps the id.
+    explicit = spec.model_copy(update={"train": spec.train.model_copy(update={"momentum": 0.9})})
+    assert explicit.run_id == spec.run_id
+    changed = spec.model_copy(update={"seed": spec.seed + 100})
+    assert changed.run_id != spec.run_id
+    assert spec.run_id.startswith("PT-digits-")
+
+
+def test_ids_unique_and_p_change_propagates():
+    cfg = micro()
+    plan = build_plan(cfg, infos_for(cfg))
+    assert len({r.id for r in plan.runs}) == len(plan.runs)
+    other = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"lr": 0.01})})
+    plan2 = build_plan(other, infos_for(cfg))
+    pt1 = {r.id for r in plan.select(kind="P-T")}
+    pt2 = {r.id for r in plan2.select(kind="P-T")}
+    assert not pt1 & pt2  # P-T hashes include their parent P
+    assert {r.id for r in plan.select(kind="RI-T")} == {r.id for r in plan2.select(kind="RI-T")}
+
+
+def test_block_size_must_divide_image():
+    cfg = micro()
+    with pytest.raises(TransferscopeError, match=r"block_sizes: 7 does not divide the 32x32"):
+        build_plan(cfg, infos_for(cfg, side=32))
+
+
+def test_block_equal_to_side_is_the_unshuffled_run():
+    cfg = micro().model_copy(update={"shuffles": config.ShuffleSpec(block_sizes=[28, 7])})
+    plan = build_plan(cfg, infos_for(cfg))
+    assert {r.shuffle for r in plan.runs if r.shuffle} == {"b7"}
+
+
+def test_trajectory_point_past_pretraining_is_an_error():
+    cfg = micro().model_copy(update={"trajectory": config.TrajectorySpec(checkpoints=[5])})
+    with pytest.raises(TransferscopeError, match="past the end of pre-training"):
+        build_plan(cfg, infos_for(cfg))
+
+
+def test_external_p_trajectory_files(tmp_path):
+    files = {"0": tmp_path / "a.safetensors", "2": tmp_path / "b.safetensors"}
+    cfg = micro().model_copy(
+        update={
+            "pretrained": config.PretrainedSpec(checkpoints=files),
+            "trajectory": config.TrajectorySpec(checkpoints=[0]),
+        }
+    )
+    plan = build_plan(cfg, infos_for(cfg))
+    assert not plan.select(kind="P")
+    assert {r.spec.init_file for r in plan.select(kind="P-T", shuffle=None)} == {files["2"]}
+    assert plan.select(kind="P@k-T")[0].spec.init_file == files["0"]
+    bad = cfg.model_copy(update={"trajectory": config.TrajectorySpec(checkpoints=[1])})
+    with pytest.raises(TransferscopeError, match=r"no file in pretrained\.checkpoints"):
+        build_plan(bad, infos_for(cfg))
+
+
+@pytest.mark.parametrize("name", ["domainnet", "chexpert"])
+def test_paper_presets_plan(name):
+    cfg = config.load_preset(name)
+    infos = {t.label: info(224) for t in cfg.targets}
+    infos[cfg.source.label] = info(224, outputs=1000)
+    plan = build_plan(cfg, infos)
+    p = plan.select(kind="P")[0]
+    assert p.spec.model.name == "fixup-resnet50"
+    assert len(plan.select(kind="P@k-T")) == 13 * len(cfg.targets)
+
+
+def test_runspec_rejects_unknown_fields():
+    with pytest.raises(Exception, match="extra"):
+        RunSpec.model_validate(
+            {"kind": "P", "data": {"name": "x"}, "model": {}, "train": {}, "seed": 0, "bogus": 1}
+        )

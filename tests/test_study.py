@@ -1,0 +1,162 @@
+"""End-to-end tests of `transferscope run` on the micro preset (real Fashion-MNIST and digits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+
+from conftest import requires_fashion
+
+pytestmark = [requires_fashion, pytest.mark.slow]
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "transferscope", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        **kwargs,
+    )
+
+
+def run_micro(out: Path) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    result = cli("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", "2")
+    return result, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("micro") / "study"
+    result, seconds = run_micro(out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, seconds
+
+
+def rows(path: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
+
+
+def assert_same_results(a: Path, b: Path) -> None:
+    store_a, store_b = StudyStore(a), StudyStore(b)
+    plan = store_a.read_plan()
+    assert [r.id for r in plan.runs] == [r.id for r in store_b.read_plan().runs]
+    for run in plan.runs:
+        assert store_b.is_done(run.id), run.id
+        wa = ckpt.load_weights(store_a.weights_path(run.id))
+        wb = ckpt.load_weights(store_b.weights_path(run.id))
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), f"{run.id}: {k} differs"
+        assert rows(store_a.run_dir(run.id) / "metrics.jsonl") == rows(
+            store_b.run_dir(run.id) / "metrics.jsonl"
+        )
+    leftovers = [p for p in b.rglob("*") if p.name.endswith(".tmp") or p.name == ckpt.RESUME]
+    assert not leftovers
+
+
+def test_micro_study_completes_with_every_run_done(reference):
+    out, _ = reference
+    store = StudyStore(out)
+    plan = store.read_plan()
+    assert all(store.is_done(r.id) for r in plan.runs)
+    assert (out / "study.yaml").is_file()
+    for run in plan.runs:
+        d = store.run_dir(run.id)
+        assert (d / "run.yaml").is_file() and (d / "predictions" / "test_outputs.npy").is_file()
+        assert (d / "checkpoints" / "epoch-0.safetensors").is_file()
+    p = plan.select(kind="P")[0]
+    for k in ("epoch-0.25", "epoch-2"):
+        assert store.weights_path(p.id, k).is_file()
+
+
+def test_rerun_skips_everything(reference):
+    out, _ = reference
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("final.safetensors")}
+    result, _ = run_micro(out)
+    assert result.returncode == 0, result.stderr
+    assert "0 to train" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("final.safetensors")} == before
+
+
+def test_status_lists_every_run(reference):
+    out, _ = reference
+    result = cli("status", str(out))
+    assert result.returncode == 0, result.stderr
+    n = len(StudyStore(out).read_plan().runs)
+    assert f"{n} done" in result.stdout
+
+
+def test_sigkill_at_a_random_point_then_rerun_gives_identical_results(reference, tmp_path):
+    ref_out, ref_seconds = reference
+    seed = int(os.environ.get("KILL_SEED", random.randrange(10**6)))
+    delay = random.Random(seed).uniform(2.0, max(3.0, 0.8 * ref_seconds))
+    print(f"KILL_SEED={seed}: SIGKILL after {delay:.1f}s of a {ref_seconds:.1f}s study")
+    out = tmp_path / "study"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "transferscope",
+            "run",
+            "--preset",
+            "micro",
+            "--out",
+            str(out),
+            "--quiet",
+            "--threads",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    result, _ = run_micro(out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_same_results(ref_out, out)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--preset", "mnii"], "unknown preset 'mnii' (did you mean 'mini'?)"),
+        (["run", "--preset", "micro", "--data-dir", "/nonexistent/dir"], "is not a directory"),
+        (["run", "/nonexistent/study.yaml"], "does not exist"),
+    ],
+)
+def test_run_errors_are_one_line_without_traceback(args, needle, tmp_path):
+    result = cli(*args, "--out", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_error_in_file(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("preset: micro\nfinetune: {lr: -1}\nmodel: {name: fixup-smal}\n")
+    result = cli("run", str(path), "--out", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert "finetune.lr" in result.stderr and "Traceback" not in result.stderr
+    path.write_text("preset: micro\nmodel: {name: fixup-smal}\n")
+    result = cli("run", str(path), "--out", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert "fixup-small" in result.stderr

@@ -1,0 +1,196 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transferscope.config import TrainSpec
+from transferscope.data.base import TensorImageDataset
+from transferscope.errors import TransferscopeError
+from transferscope.training import checkpoints as ckpt
+from transferscope.training.metrics import per_task_auc, score
+from transferscope.training.schedule import lr_at
+from transferscope.training.trainer import (
+    DivergedError,
+    Trainer,
+    make_optimizer,
+    pick_device,
+    read_metrics,
+)
+
+
+def toy_data(n=128, multilabel=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    if multilabel:
+        y = torch.stack([(x[:, 0, :4].mean((1, 2)) > 0), (x[:, 0, 4:].mean((1, 2)) > 0)], 1).float()
+    else:
+        y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 0, :, :4].mean((1, 2)) > 0).long()
+    return TensorImageDataset(x[: n * 3 // 4], y[: n * 3 // 4]), TensorImageDataset(
+        x[n * 3 // 4 :], y[n * 3 // 4 :]
+    )
+
+
+class Tiny(nn.Module):
+    def __init__(self, outputs=4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.gain = nn.Parameter(torch.ones(1))  # a Fixup-style scalar
+        self.fc = nn.Linear(4 * 8 * 8, outputs)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x) * self.gain).flatten(1))
+
+
+def fresh(outputs=4):
+    torch.manual_seed(0)
+    return Tiny(outputs)
+
+
+SPEC = TrainSpec(
+    epochs=3,
+    batch_size=16,
+    lr=0.05,
+    schedule="cosine",
+    eval_points=[0.5],
+    checkpoint_points=[0.25, 1, 3],
+    mixup_alpha=0.4,
+)
+
+
+def test_same_seed_gives_bit_identical_weights():
+    train, test = toy_data()
+    a, b = fresh(), fresh()
+    Trainer(SPEC, "multiclass", seed=3).fit(a, train, test)
+    Trainer(SPEC, "multiclass", seed=3).fit(b, train, test)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    c = fresh()
+    Trainer(SPEC, "multiclass", seed=4).fit(c, train, test)
+    assert not torch.equal(a.fc.weight, c.fc.weight)
+
+
+def test_evaluates_at_zero_each_epoch_and_fractions(tmp_path):
+    train, test = toy_data()
+    result = Trainer(SPEC, "multiclass", seed=0, run_dir=tmp_path).fit(fresh(), train, test)
+    epochs = [r["epoch"] for r in result.history]
+    assert epochs == [0.0, 0.5, 1.0, 2.0, 3.0]
+    assert result.history[0]["train_loss"] is None
+    assert all(r["train_loss"] > 0 for r in result.history[1:])
+    assert read_metrics(tmp_path) == result.history
+    assert result.final.metric == pytest.approx(result.history[-1]["metric"])
+
+
+def test_checkpoints_initial_weights_and_predictions(tmp_path):
+    train, test = toy_data()
+    model = fresh()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    Trainer(SPEC, "multiclass", seed=0, run_dir=tmp_path).fit(model, train, test)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == [
+        "epoch-0.25.safetensors",
+        "epoch-0.safetensors",
+        "epoch-1.safetensors",
+        "epoch-3.safetensors",
+        "final.safetensors",
+    ]
+    saved_init = ckpt.load_weights(tmp_path / "checkpoints" / "epoch-0.safetensors")
+    assert all(torch.equal(saved_init[k], v) for k, v in init.items())
+    final = ckpt.load_weights(tmp_path / "checkpoints" / "final.safetensors")
+    assert all(torch.equal(final[k], v) for k, v in model.state_dict().items())
+    import numpy as np
+
+    outputs = np.load(tmp_path / "predictions" / "test_outputs.npy")
+    assert outputs.shape == (len(test), 4)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [5, 9, 12])
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, stop_at):
+    train, test = toy_data()
+    reference = fresh()
+    ref = Trainer(SPEC, "multiclass", seed=1, run_dir=tmp_path / "ref").fit(reference, train, test)
+
+    def boom(step, total):
+        if step == stop_at:
+            raise Interrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
+            fresh(), train, test
+        )
+    assert (run_dir / "checkpoints" / ckpt.RESUME).exists()
+    resumed = fresh()
+    # A different init proves the weights come from the resume file.
+    torch.nn.init.normal_(resumed.fc.weight)
+    out = Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
+    for k, v in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(out.history) == strip(ref.history)
+    assert not (run_dir / "checkpoints" / ckpt.RESUME).exists()
+
+
+def test_multilabel_reports_per_task_auc():
+    train, test = toy_data(n=200, multilabel=True)
+    spec = TrainSpec(epochs=5, batch_size=16, lr=0.1)
+    result = Trainer(spec, "multilabel", seed=0).fit(fresh(outputs=2), train, test)
+    assert result.final.metric_name == "mean_auc"
+    assert len(result.final.per_task) == 2
+    assert result.final.metric > 0.7
+
+
+def test_auc_matches_definition_and_handles_single_class_task():
+    outputs = torch.tensor([[0.1, 0.0], [0.9, 0.0], [0.4, 0.0], [0.8, 0.0]])
+    targets = torch.tensor([[0, 1], [1, 1], [1, 1], [0, 1]]).float()
+    aucs = per_task_auc(outputs, targets)
+    # Positive scores {0.9, 0.4} vs negative {0.1, 0.8}: 3 of 4 pairs ordered correctly.
+    assert aucs[0] == pytest.approx(0.75)
+    assert math.isnan(aucs[1])
+    assert score("multilabel", outputs, targets).metric == pytest.approx(0.75)
+
+
+def test_divergence_names_epoch_and_step():
+    train, test = toy_data()
+    spec = TrainSpec(epochs=2, batch_size=16, lr=1e6, momentum=0.0)
+    with pytest.raises(DivergedError, match=r"diverged.*epoch \d+, step \d+"):
+        Trainer(spec, "multiclass").fit(fresh(), train, test)
+
+
+def test_scalar_parameters_train_at_a_tenth_of_lr():
+    opt = make_optimizer(fresh(), TrainSpec(lr=0.2))
+    factors = sorted(g["lr_factor"] for g in opt.param_groups)
+    assert factors == [0.1, 1.0]
+    scalar_group = next(g for g in opt.param_groups if g["lr_factor"] == 0.1)
+    assert [p.numel() for p in scalar_group["params"]] == [1]
+
+
+def test_schedules():
+    spec = TrainSpec(epochs=10, lr=1.0, schedule="multistep", milestones=[3, 6], gamma=0.1)
+    assert [lr_at(spec, e) for e in (0, 2.9, 3, 6.5)] == pytest.approx([1, 1, 0.1, 0.01])
+    cos = TrainSpec(epochs=10, lr=1.0, schedule="cosine")
+    assert (
+        lr_at(cos, 0) == 1
+        and lr_at(cos, 5) == pytest.approx(0.5)
+        and lr_at(cos, 10) == pytest.approx(0)
+    )
+    scaled = TrainSpec(lr=0.1, batch_size=32, scale_lr_by_batch=True)
+    assert lr_at(scaled, 0) == pytest.approx(0.1 * 32 / 256)
+
+
+def test_pick_device():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(TransferscopeError, match="unknown device"):
+        pick_device("tpu:0")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(TransferscopeError, match=r"bad\.safetensors"):
+        ckpt.load_weights(path)
