@@ -194,3 +194,20 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(TransferscopeError, match=r"bad\.safetensors"):
         ckpt.load_weights(path)
+
+
+def test_finished_but_unmarked_run_does_not_retrain(tmp_path):
+    # A crash after fit but before the study writes DONE: the rerun must not train again.
+    train, test = toy_data()
+    first = fresh()
+    Trainer(SPEC, "multiclass", seed=2, run_dir=tmp_path, keep_resume=True).fit(first, train, test)
+    assert (tmp_path / "checkpoints" / ckpt.RESUME).exists()
+    steps = []
+    again = fresh()
+    trainer = Trainer(
+        SPEC, "multiclass", seed=2, run_dir=tmp_path, on_step=lambda s, t: steps.append(s)
+    )
+    trainer.fit(again, train, test)
+    assert steps == []
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in first.state_dict().items())
+    assert not (tmp_path / "checkpoints" / ckpt.RESUME).exists()

@@ -9,7 +9,9 @@ torchvision's local cache, or a local file) under a fresh head, and attaches the
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +109,7 @@ def build_model(
     name: str,
     num_outputs: int,
     in_channels: int = 3,
-    pretrained: str | None = None,
+    pretrained: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build model ``name`` with ``num_outputs`` logits for ``in_channels``-channel images.
@@ -135,9 +137,13 @@ def build_model(
             f"{in_channels}"
         )
     model = entry.builder(num_outputs=num_outputs, in_channels=in_channels, **fixed, **options)
-    set_layout(model, layout(model))
+    # Some timm architectures have no inferable layout: the model is still usable, and the
+    # analyses that need a layout ask for explicit layer names.
+    with contextlib.suppress(TransferscopeError):
+        set_layout(model, layout(model))
     if pretrained is None:
         return model
+    pretrained = str(pretrained)
     if pretrained.lower().partition(":")[0] == "imagenet":
         if entry.imagenet is None:
             raise TransferscopeError(

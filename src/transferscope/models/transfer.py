@@ -29,8 +29,8 @@ def replace_head(model: nn.Module, num_outputs: int, seed: int | None = None) ->
     Fixup networks (``model.zero_init_head`` true) get a zero head, as Fixup prescribes. Others
     get torch's default init, drawn under ``torch.manual_seed(seed)`` when ``seed`` is given (so
     two calls with one seed give the same head, and the global RNG is left untouched) and from the
-    global RNG otherwise. A linear head is rebuilt with the same input size; timm models with
-    another kind of head use their ``reset_classifier``. The head keeps the old one's device and
+    global RNG otherwise. timm models use their ``reset_classifier``; other models need an
+    ``nn.Linear`` head, rebuilt with the same input size. The head keeps the old one's device and
     dtype.
     """
     if num_outputs < 1:
@@ -42,12 +42,13 @@ def replace_head(model: nn.Module, num_outputs: int, seed: int | None = None) ->
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        if isinstance(old, nn.Linear):
-            new: nn.Module = nn.Linear(old.in_features, num_outputs, bias=old.bias is not None)
-            model.set_submodule(path, new)
-        elif hasattr(model, "reset_classifier"):
+        if callable(getattr(model, "reset_classifier", None)):
+            # timm's own way, which also updates model.num_classes and pooling.
             model.reset_classifier(num_outputs)
-            new = model.get_submodule(path)
+            new: nn.Module = model.get_submodule(path)
+        elif isinstance(old, nn.Linear):
+            new = nn.Linear(old.in_features, num_outputs, bias=old.bias is not None)
+            model.set_submodule(path, new)
         else:
             raise TransferscopeError(
                 f"cannot replace the head '{path}' of a {type(model).__name__}: it is a "

@@ -91,7 +91,7 @@ def load_state(
     ]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k} expects {tuple(expected[k].shape)}, got {tuple(v.shape)}"
+        f"{k}: expected {tuple(expected[k].shape)} vs got {tuple(v.shape)}"
         for k, v in state.items()
         if k in expected and tuple(v.shape) != tuple(expected[k].shape)
     ]

@@ -152,6 +152,7 @@ def execute_run(
         run_dir=run_dir,
         transform=transform,
         on_step=(lambda s, t: progress(run.id, s, t)) if progress else None,
+        keep_resume=True,
     )
     started = time.time()
     result = trainer.fit(model, splits.train, splits.test)
@@ -169,6 +170,7 @@ def execute_run(
         "device": str(device),
     }
     store.mark_done(run.id, summary)
+    trainer.discard_resume()
     return summary
 
 

@@ -158,106 +158,58 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
             return {}
         return {"parent": p_id, "parent_checkpoint": "final" if k is None else _trajectory_name(k)}
 
-    def add(spec: RunSpec, target: DataSpec, **roles: object) -> PlannedRun:
+    def add(spec: RunSpec, **roles: object) -> PlannedRun:
         deps = [spec.parent] if spec.parent else []
-        run = PlannedRun(id=spec.run_id, spec=spec, target=target.label, depends_on=deps, **roles)
+        run = PlannedRun(
+            id=spec.run_id, spec=spec, target=spec.data.label, depends_on=deps, **roles
+        )
         runs.append(run)
         return run
 
+    def pt(target: DataSpec, seed: int, k: float | None = None, **extra: object) -> RunSpec:
+        kind = "P-T" if k is None else "P@k-T"
+        return RunSpec(
+            kind=kind,
+            data=target,
+            model=cfg.model,
+            train=cfg.finetune,
+            seed=seed,
+            **p_start(k),
+            **extra,
+        )
+
+    def rit(target: DataSpec, seed: int, **extra: object) -> RunSpec:
+        model = _random_init(cfg.model)
+        return RunSpec(
+            kind="RI-T", data=target, model=model, train=cfg.randinit, seed=seed, **extra
+        )
+
+    shuffles = [
+        ShuffleRef(kind="block", block_size=b, seed=s)
+        for b in cfg.shuffles.block_sizes
+        for s in cfg.shuffles.seeds
+    ]
+    if cfg.shuffles.pixel:
+        shuffles += [ShuffleRef(kind="pixel", seed=s) for s in cfg.shuffles.seeds]
+    first_seed = cfg.seeds[0]
     for target in cfg.targets:
-        first_rit: PlannedRun | None = None
+        rits = []
         for seed in cfg.seeds:
-            add(
-                RunSpec(
-                    kind="P-T",
-                    data=target,
-                    model=cfg.model,
-                    train=cfg.finetune,
-                    seed=seed,
-                    **p_start(None),
-                ),
-                target,
-                seed=seed,
-            )
-            rit = add(
-                RunSpec(
-                    kind="RI-T",
-                    data=target,
-                    model=_random_init(cfg.model),
-                    train=cfg.randinit,
-                    seed=seed,
-                ),
-                target,
-                seed=seed,
-            )
-            first_rit = first_rit or rit
-        if cfg.same_init_pair and first_rit is not None and len(cfg.seeds) > 1:
-            seed = cfg.seeds[1]
-            add(
-                RunSpec(
-                    kind="RI-T",
-                    data=target,
-                    model=_random_init(cfg.model),
-                    train=cfg.randinit,
-                    seed=seed,
-                    init_seed=cfg.seeds[0],
-                ),
-                target,
-                seed=seed,
-                same_init_as=first_rit.id,
-            )
-        shuffles = [
-            ShuffleRef(kind="block", block_size=b, seed=s)
-            for b in cfg.shuffles.block_sizes
-            for s in cfg.shuffles.seeds
-        ]
-        if cfg.shuffles.pixel:
-            shuffles += [ShuffleRef(kind="pixel", seed=s) for s in cfg.shuffles.seeds]
+            add(pt(target, seed), seed=seed)
+            rits.append(add(rit(target, seed), seed=seed))
+        if cfg.same_init_pair and len(cfg.seeds) > 1:
+            # Same init as the first RI-T, different data order and mixup draws (PAPER.md §3).
+            second = cfg.seeds[1]
+            add(rit(target, second, init_seed=first_seed), seed=second, same_init_as=rits[0].id)
         _, h, w = infos[target.label].image_shape
-        seed = cfg.seeds[0]
         for sh in shuffles:
             if sh.kind == "block" and sh.block_size == h == w:
                 continue  # block = image: no shuffle, the unshuffled runs are this point
-            roles = {"seed": seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
-            add(
-                RunSpec(
-                    kind="P-T",
-                    data=target,
-                    model=cfg.model,
-                    train=cfg.finetune,
-                    seed=seed,
-                    shuffle=sh,
-                    **p_start(None),
-                ),
-                target,
-                **roles,
-            )
-            add(
-                RunSpec(
-                    kind="RI-T",
-                    data=target,
-                    model=_random_init(cfg.model),
-                    train=cfg.randinit,
-                    seed=seed,
-                    shuffle=sh,
-                ),
-                target,
-                **roles,
-            )
+            roles = {"seed": first_seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
+            add(pt(target, first_seed, shuffle=sh), **roles)
+            add(rit(target, first_seed, shuffle=sh), **roles)
         for k in cfg.trajectory.checkpoints:
-            add(
-                RunSpec(
-                    kind="P@k-T",
-                    data=target,
-                    model=cfg.model,
-                    train=cfg.finetune,
-                    seed=seed,
-                    **p_start(k),
-                ),
-                target,
-                seed=seed,
-                checkpoint=k,
-            )
+            add(pt(target, first_seed, k=k), seed=first_seed, checkpoint=k)
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):
         raise AssertionError("two planned runs share an id")  # a bug, not a user error

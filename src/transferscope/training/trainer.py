@@ -26,6 +26,7 @@ from transferscope import atomic
 from transferscope.config import TrainSpec
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
+from transferscope.models import scalar_parameter_names
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.loaders import BatchTransform, epoch_order, iterate
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
@@ -58,11 +59,6 @@ def pick_device(name: str = "auto") -> torch.device:
             f"device '{name}' asked for, but CUDA is not available here; use auto or cpu"
         )
     return device
-
-
-def scalar_parameter_names(model: nn.Module) -> set[str]:
-    """Fixup's scalar biases and multipliers: every parameter with a single element."""
-    return {n for n, p in model.named_parameters() if p.numel() == 1}
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
@@ -116,6 +112,8 @@ class Trainer:
         resume_every_s: also save resume state after this many seconds inside an epoch.
         on_step: called after each step with (step, total_steps).
         on_eval: called with each metrics row.
+        keep_resume: keep ``resume.safetensors`` after a finished fit (the study deletes it only
+            once DONE is written, so a crash between the two never retrains a finished run).
     """
 
     spec: TrainSpec
@@ -128,6 +126,7 @@ class Trainer:
     num_workers: int | None = None
     on_step: Callable[[int, int], None] | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
+    keep_resume: bool = False
 
     # ------------------------------------------------------------------ files
     def _path(self, *parts: str) -> Path | None:
@@ -143,6 +142,11 @@ class Trainer:
         if path is None or not path.exists():
             return None
         return ckpt.load_resume(path)
+
+    def discard_resume(self) -> None:
+        path = self._path("checkpoints", ckpt.RESUME)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ loop
     def fit(self, model: nn.Module, train: Dataset, test: Dataset) -> FitResult:
@@ -211,7 +215,6 @@ class Trainer:
                     self.run_dir is not None
                     and step > 0
                     and (epoch_end or time.perf_counter() - last_resume_save > self.resume_every_s)
-                    and step < total
                 ):
                     self._save_resume(
                         model, optimizer, params, step, start_time, mix_rng, train_losses
@@ -260,9 +263,8 @@ class Trainer:
             atomic.write_npy(
                 self._path(PREDICTIONS, "test_targets.npy"), final_eval.targets.numpy()
             )
-            resume = self._path("checkpoints", ckpt.RESUME)
-            if resume is not None and resume.exists():
-                resume.unlink()
+            if not self.keep_resume:
+                self.discard_resume()
         return FitResult(final_eval, rows, total, seconds, saved)
 
     def _train_step(

@@ -1,0 +1,34 @@
+"""Run every benchmark in bench/ and print a summary table; results go to bench/results/."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sys
+from pathlib import Path
+
+import bench
+
+
+def main(names: list[str]) -> None:
+    results = []
+    for info in pkgutil.iter_modules(bench.__path__):
+        if info.name.startswith("_") or (names and info.name not in names):
+            continue
+        module = importlib.import_module(f"bench.{info.name}")
+        if not hasattr(module, "main"):
+            continue
+        result = module.main()
+        out = Path(__file__).parent / "results" / f"{info.name}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result))
+        results.append((info.name, result))
+    print(f"\n{'benchmark':<24} {'ratio':>8}  goal")
+    for name, r in results:
+        print(f"{name:<24} {r['ratio']:>8.3f}  {r.get('goal', '')}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
