@@ -6,6 +6,16 @@ learning?" (NeurIPS 2020) on a user's own models and data. Every analysis is a f
 together and writes a report.
 """
 
+from transferscope.analysis.curves import (
+    aggregate_curves,
+    compare_curves,
+    convergence_speed,
+    relative_drop,
+    shuffle_gaps,
+)
+from transferscope.analysis.distance import parameter_distance
+from transferscope.analysis.mistakes import compare_mistakes
+from transferscope.analysis.similarity import CKAAccumulator, feature_similarity, linear_cka
 from transferscope.config import StudyConfig, load_preset
 from transferscope.data.shuffle import block_shuffle, pixel_shuffle
 from transferscope.errors import TransferscopeError
@@ -13,10 +23,20 @@ from transferscope.errors import TransferscopeError
 __version__ = "0.1.0"
 
 __all__ = [
+    "CKAAccumulator",
     "StudyConfig",
     "TransferscopeError",
     "__version__",
+    "aggregate_curves",
     "block_shuffle",
+    "compare_curves",
+    "compare_mistakes",
+    "convergence_speed",
+    "feature_similarity",
+    "linear_cka",
     "load_preset",
+    "parameter_distance",
     "pixel_shuffle",
+    "relative_drop",
+    "shuffle_gaps",
 ]

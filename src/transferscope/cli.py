@@ -176,8 +176,9 @@ def run_cmd(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N, mps"),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (CI logs)"),
+    analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="analyse after training"),
 ) -> None:
-    """Run (or resume) a study: plan, train every run not yet done, report where results are."""
+    """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is."""
     import time
 
     import torch
@@ -246,10 +247,49 @@ def run_cmd(
     elapsed = time.perf_counter() - started
     console.print(
         f"trained {sum(v == 'done' for v in outcome.values())} runs in {elapsed:.0f}s "
-        f"({elapsed / 60:.1f} min); {len(failed)} failed; study directory: {store.root.resolve()}"
+        f"({elapsed / 60:.1f} min); {len(failed)} failed"
     )
+    if analyses:
+        _analyze(store, None, force=False, cache=cache)
+    console.print(f"study directory: {store.root.resolve()}")
     if failed:
         raise typer.Exit(1)
+
+
+def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None) -> None:
+    import time
+
+    from transferscope.study.analyze import run_analyses
+
+    started: dict[str, float] = {}
+
+    def progress(name: str, message: str) -> None:
+        if message == "running":
+            started[name] = time.perf_counter()
+            return
+        took = f" ({time.perf_counter() - started[name]:.1f}s)" if name in started else ""
+        console.print(f"analysis {name}: {message}{took}", highlight=False)
+
+    written = run_analyses(store, only=only, progress=progress, force=force, cache=cache)
+    if written:
+        console.print(f"analyses in {store.analyses_dir.resolve()}")
+
+
+@app.command("analyze")
+@friendly_errors
+def analyze_cmd(
+    directory: Path = typer.Argument(..., help="a study directory"),
+    only: list[str] = typer.Option(None, "--only", help="run only this analysis (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="recompute results that exist"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
+) -> None:
+    """Run the analyses of a study on its finished runs; writes DIR/analyses/<name>.json."""
+    from transferscope.study.store import StudyStore
+
+    set_data_dir(data_dir)
+    store = StudyStore(directory)
+    store.read_plan()  # a clear error when DIR is not a study
+    _analyze(store, only or None, force)
 
 
 @app.command("status")

@@ -1,0 +1,54 @@
+"""The paper's analyses as pure functions on tensors, modules and metrics rows (PAPER.md §1-§2).
+
+Nothing here reads or writes files: :mod:`transferscope.study.analyze` feeds these functions from a
+study directory, and a notebook can call them on any ``torch.nn.Module``.
+
+- :mod:`.curves`: learning curves, convergence speed, shuffle gap (§1).
+- :mod:`.mistakes`: common / uncommon mistakes of two models (§2).
+- :mod:`.similarity`: linear CKA, streamed and minibatch CKA, per-layer feature similarity (§2).
+- :mod:`.distance`: parameter distance, whole network and per module (§2).
+"""
+
+from transferscope.analysis.curves import (
+    aggregate_curves,
+    compare_curves,
+    convergence_speed,
+    final_metric,
+    relative_drop,
+    shuffle_gaps,
+)
+from transferscope.analysis.distance import (
+    ParameterDistance,
+    layout_modules,
+    module_of,
+    parameter_distance,
+)
+from transferscope.analysis.mistakes import MistakeCells, MistakeComparison, compare_mistakes
+from transferscope.analysis.similarity import (
+    CKAAccumulator,
+    feature_similarity,
+    hsic_unbiased,
+    linear_cka,
+    linear_cka_gram,
+)
+
+__all__ = [
+    "CKAAccumulator",
+    "MistakeCells",
+    "MistakeComparison",
+    "ParameterDistance",
+    "aggregate_curves",
+    "compare_curves",
+    "compare_mistakes",
+    "convergence_speed",
+    "feature_similarity",
+    "final_metric",
+    "hsic_unbiased",
+    "layout_modules",
+    "linear_cka",
+    "linear_cka_gram",
+    "module_of",
+    "parameter_distance",
+    "relative_drop",
+    "shuffle_gaps",
+]

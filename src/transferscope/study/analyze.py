@@ -1,0 +1,498 @@
+"""Study steps for PAPER.md §1-§2: read a study directory, write ``analyses/<name>.json``.
+
+- ``curves``: per target, P-T against RI-T test metric per epoch (mean and spread over seeds),
+  epochs to a fraction of the final metric, and per block size / pixel shuffle the relative drop
+  and speed gap (:mod:`transferscope.analysis.curves`).
+- ``mistakes``: per target, P-T/P-T, RI-T/RI-T and P-T/RI-T on the unshuffled data, from each
+  run's saved test predictions (:mod:`transferscope.analysis.mistakes`).
+- ``similarity``: per target, linear CKA at the paper's layers for P-T/P-T, P-T/RI-T, RI-T/RI-T
+  and P/P-T, models rebuilt from each run's spec and final weights, on the target's test split
+  (:mod:`transferscope.analysis.similarity`).
+- ``distance``: per target, parameter distance for P-T/P-T, RI-T/RI-T (independent and same-init),
+  P-T/RI-T, P-T/P, RI-T/P (when the shapes allow), P@k/P-T and P@k-T/P-T
+  (:mod:`transferscope.analysis.distance`).
+
+Every JSON holds ``status`` ('ok' or 'skipped' with a ``reason``), the pairs and numbers, the run
+ids it used (``runs_used``) and the planned runs it needed but found unfinished
+(``runs_missing``). A JSON whose status is 'ok' is reused unless ``force``, its options changed, or
+a run it missed has finished since.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferscope import atomic
+from transferscope.analysis import curves as curves_lib
+from transferscope.analysis.distance import parameter_distance
+from transferscope.analysis.mistakes import compare_mistakes
+from transferscope.analysis.similarity import feature_similarity
+from transferscope.config import StudyConfig
+from transferscope.errors import TransferscopeError, unknown_name
+from transferscope.models import load_state
+from transferscope.study.executors import DataCache, build_start_model
+from transferscope.study.plan import Plan, PlannedRun
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+from transferscope.training.loaders import iterate
+from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
+
+ANALYSES = ("curves", "mistakes", "similarity", "distance")
+# How many example indices of each mistakes cell go into the JSON (the counts are always full).
+MAX_INDICES = 64
+SIMILARITY_BATCH = 256
+
+ProgressFn = Callable[[str, str], None]
+
+
+@dataclass
+class _Context:
+    """What one analysis step reads, and the runs it used or missed."""
+
+    store: StudyStore
+    cfg: StudyConfig
+    plan: Plan
+    cache: DataCache
+    used: set[str] = field(default_factory=set)
+    missing: set[str] = field(default_factory=set)
+
+    def done(self, run: PlannedRun) -> bool:
+        """Whether ``run`` finished; records it as used or missing."""
+        if self.store.is_done(run.id):
+            self.used.add(run.id)
+            return True
+        self.missing.add(run.id)
+        return False
+
+    def runs(self, **roles: Any) -> list[PlannedRun]:
+        """Planned runs with these roles, by seed, shuffle seed, then trajectory point."""
+        return sorted(
+            self.plan.select(**roles),
+            key=lambda r: (
+                r.seed,
+                r.shuffle_seed or 0,
+                -1.0 if r.checkpoint is None else r.checkpoint,
+            ),
+        )
+
+    def independent(self, kind: str, target: str) -> list[PlannedRun]:
+        """Unshuffled runs of ``kind`` on ``target`` with their own init (one per seed)."""
+        return [r for r in self.runs(kind=kind, target=target, shuffle=None) if not r.same_init_as]
+
+    def p_run(self) -> PlannedRun | None:
+        runs = self.plan.select(kind="P")
+        return runs[0] if runs else None
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason}
+
+
+def _unfinished(ctx: _Context, runs: list[PlannedRun]) -> str | None:
+    """A reason naming the runs that have not finished, or None when all have."""
+    waiting = [r.id for r in runs if not ctx.done(r)]
+    return f"runs not finished: {', '.join(waiting)}" if waiting else None
+
+
+def _pairs(ctx: _Context, target: str) -> list[tuple[str, PlannedRun, PlannedRun]]:
+    """P-T/P-T and RI-T/RI-T over seeds, P-T/RI-T at matching seeds (unshuffled runs)."""
+    pts, rits = ctx.independent("P-T", target), ctx.independent("RI-T", target)
+    out = [("P-T/P-T", a, b) for a, b in itertools.combinations(pts, 2)]
+    out += [("RI-T/RI-T", a, b) for a, b in itertools.combinations(rits, 2)]
+    out += [("P-T/RI-T", a, b) for a in pts for b in rits if a.seed == b.seed]
+    return out
+
+
+def _pair_entry(name: str, a: PlannedRun, b: PlannedRun, **extra: Any) -> dict[str, Any]:
+    return {"pair": name, "runs": [a.id, b.id], "seeds": [a.seed, b.seed], **extra}
+
+
+# --------------------------------------------------------------------------------------------
+# curves
+
+
+def _curves(ctx: _Context) -> dict[str, Any]:
+    fraction = ctx.cfg.analyses.curves.fraction_of_final
+    targets: dict[str, Any] = {}
+    for target in (t.label for t in ctx.cfg.targets):
+        pts, rits = ctx.independent("P-T", target), ctx.independent("RI-T", target)
+        if not pts or not rits:
+            targets[target] = _skipped("the plan has no unshuffled P-T and RI-T runs")
+            continue
+        pts = [r for r in pts if ctx.done(r)]
+        rits = [r for r in rits if ctx.done(r)]
+        if not pts or not rits:
+            targets[target] = _skipped("no finished P-T or no finished RI-T run")
+            continue
+        entry = curves_lib.compare_curves(_rows(ctx, pts), _rows(ctx, rits), fraction)
+        entry["runs"] = {"P-T": [r.id for r in pts], "RI-T": [r.id for r in rits]}
+        entry["metric_name"] = _metric_name(ctx, pts[0])
+        by_shuffle: dict[str | None, tuple[list, list]] = {}
+        shuffle_runs: dict[str | None, dict[str, list[str]]] = {}
+        labels = sorted({r.shuffle for r in ctx.plan.select(target=target) if r.shuffle})
+        for label in [None, *labels]:
+            s_pt = [r for r in ctx.runs(kind="P-T", target=target, shuffle=label) if ctx.done(r)]
+            s_rit = [
+                r
+                for r in ctx.runs(kind="RI-T", target=target, shuffle=label)
+                if not r.same_init_as and ctx.done(r)
+            ]
+            if label is not None and not (s_pt and s_rit):
+                continue
+            by_shuffle[label] = (_rows(ctx, s_pt), _rows(ctx, s_rit))
+            shuffle_runs[label] = {"P-T": [r.id for r in s_pt], "RI-T": [r.id for r in s_rit]}
+        gaps = curves_lib.shuffle_gaps(by_shuffle, fraction)
+        for gap in gaps:
+            gap["runs"] = shuffle_runs[gap["shuffle"]]
+        entry["shuffles"] = gaps
+        targets[target] = {"status": "ok", **entry}
+    return {"targets": targets, "fraction": fraction}
+
+
+def _rows(ctx: _Context, runs: list[PlannedRun]) -> list[list[dict[str, Any]]]:
+    return [read_metrics(ctx.store.run_dir(r.id)) for r in runs]
+
+
+def _metric_name(ctx: _Context, run: PlannedRun) -> str | None:
+    summary = ctx.store.summary(run.id) or {}
+    if summary.get("metric_name"):
+        return str(summary["metric_name"])
+    rows = read_metrics(ctx.store.run_dir(run.id))
+    return rows[-1].get("metric_name") if rows else None
+
+
+# --------------------------------------------------------------------------------------------
+# mistakes
+
+
+def _predictions(ctx: _Context, run: PlannedRun) -> tuple[np.ndarray, np.ndarray]:
+    folder = ctx.store.run_dir(run.id) / PREDICTIONS
+    paths = folder / "test_outputs.npy", folder / "test_targets.npy"
+    for path in paths:
+        if not path.is_file():
+            raise TransferscopeError(f"run {run.id} has no '{path}'")
+    return np.load(paths[0], allow_pickle=False), np.load(paths[1], allow_pickle=False)
+
+
+def _mistakes(ctx: _Context) -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    for target in (t.label for t in ctx.cfg.targets):
+        entries = []
+        for name, a, b in _pairs(ctx, target):
+            entry = _pair_entry(name, a, b)
+            reason = _unfinished(ctx, [a, b])
+            if reason:
+                entries.append({**entry, **_skipped(reason)})
+                continue
+            try:
+                out_a, y_a = _predictions(ctx, a)
+                out_b, y_b = _predictions(ctx, b)
+            except TransferscopeError as e:
+                entries.append({**entry, **_skipped(str(e))})
+                continue
+            if y_a.shape != y_b.shape or not np.array_equal(y_a, y_b):
+                entries.append({**entry, **_skipped("the two runs were tested on other examples")})
+                continue
+            result = compare_mistakes(out_a, out_b, y_a)
+            entries.append({**entry, "status": "ok", **result.to_dict(MAX_INDICES)})
+        targets[target] = {"pairs": entries}
+    return {"targets": targets, "max_indices_per_cell": MAX_INDICES}
+
+
+# --------------------------------------------------------------------------------------------
+# similarity
+
+
+def _final_model(ctx: _Context, run: PlannedRun) -> nn.Module:
+    """A run's architecture (as it was trained) with its final weights."""
+    model = _start_model(ctx, run)
+    path = ctx.store.weights_path(run.id, "final")
+    load_state(model, ckpt.load_weights(path), what=str(path))
+    return model
+
+
+def _start_model(ctx: _Context, run: PlannedRun) -> nn.Module:
+    spec = run.spec
+    info = ctx.cache.get(spec.data).info
+    source = ctx.cache.get(ctx.cfg.source).info if spec.parent else None
+    # build_start_model seeds the global RNG for random inits; keep the caller's RNG untouched.
+    with torch.random.fork_rng(devices=[]):
+        return build_start_model(spec, info, source, ctx.store)
+
+
+def _p_model(ctx: _Context, pt: PlannedRun) -> tuple[nn.Module, str]:
+    """P for the P/P-T pair: the P run's final weights, or (external P) P-T's start model."""
+    p = ctx.p_run()
+    if p is not None:
+        return _final_model(ctx, p), p.id
+    # P came from a file or torchvision: P-T's starting point is P with a fresh head, and the
+    # head is not among the compared layers.
+    return _start_model(ctx, pt), f"{pt.id}@start"
+
+
+def _similarity(ctx: _Context) -> dict[str, Any]:
+    opts = ctx.cfg.analyses.similarity
+    device = pick_device(ctx.cfg.device)
+    targets: dict[str, Any] = {}
+    for target in ctx.cfg.targets:
+        label = target.label
+        # (pair, A or None for P, B): P is the P run when the study pre-trained one.
+        pairs: list[tuple[str, PlannedRun | None, PlannedRun]] = list(_pairs(ctx, label))
+        pairs += [("P/P-T", None, pt) for pt in ctx.independent("P-T", label)]
+        p_run = ctx.p_run()
+        entries = []
+        for name, a, b in pairs:
+            needs = [r for r in (a if a is not None else p_run, b) if r is not None]
+            entry: dict[str, Any] = {"pair": name, "runs": [r.id for r in needs]}
+            entry["seeds"] = [b.seed] if a is None else [a.seed, b.seed]
+            reason = _unfinished(ctx, needs)
+            if reason:
+                entries.append({**entry, **_skipped(reason)})
+                continue
+            try:
+                if a is None:
+                    model_a, p_id = _p_model(ctx, b)
+                    entry["runs"] = [p_id, b.id]
+                else:
+                    model_a = _final_model(ctx, a)
+                model_b = _final_model(ctx, b)
+            except TransferscopeError as e:
+                entries.append({**entry, **_skipped(str(e))})
+                continue
+            test = ctx.cache.get(b.spec.data).test
+            values = feature_similarity(
+                model_a.to(device),
+                model_b.to(device),
+                iterate(test, SIMILARITY_BATCH, device=device),
+                layers=opts.layers,
+                pooled=opts.pooled,
+                max_examples=opts.max_examples,
+            )
+            examples = len(test) if opts.max_examples is None else min(len(test), opts.max_examples)
+            entries.append({**entry, "status": "ok", "cka": values, "examples": examples})
+        targets[label] = {"pairs": entries}
+    return {
+        "targets": targets,
+        "split": "test",
+        "pooled": opts.pooled,
+        "max_examples": opts.max_examples,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# distance
+
+
+def _weights(ctx: _Context, run_id: str, checkpoint: str = "final") -> dict[str, torch.Tensor]:
+    return ckpt.load_weights(ctx.store.weights_path(run_id, checkpoint))
+
+
+def _p_weights(ctx: _Context, child: PlannedRun, k: float | None) -> tuple[str, str] | None:
+    """(run id, checkpoint) holding P (``k`` None) or P@k: the P run's, or ``child``'s start."""
+    p = ctx.p_run()
+    if p is not None:
+        if not ctx.done(p):
+            return None
+        return p.id, "final" if k is None else ckpt.point_name(k)
+    # An external P: the child fine-tuned from it kept its starting weights as epoch-0.
+    if not ctx.done(child):
+        return None
+    return child.id, ckpt.point_name(0)
+
+
+@dataclass
+class _Job:
+    """One distance pair: two (run id, checkpoint) weight files and the runs that must be done."""
+
+    pair: str
+    needs: list[PlannedRun]
+    a: tuple[str, str]
+    b: tuple[str, str]
+    exclude_head: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _distance_jobs(ctx: _Context, target: str) -> tuple[list[_Job], list[dict[str, Any]]]:
+    """The pairs to measure on ``target``, and entries for pairs that cannot be measured yet."""
+    jobs: list[_Job] = []
+    waiting: list[dict[str, Any]] = []
+
+    def finals(pair: str, a: PlannedRun, b: PlannedRun, **extra: Any) -> None:
+        jobs.append(_Job(pair, [a, b], (a.id, "final"), (b.id, "final"), extra=extra))
+
+    for pair, a, b in _pairs(ctx, target):
+        finals(pair, a, b)
+    by_id = ctx.plan.by_id()
+    for r in ctx.runs(kind="RI-T", target=target, shuffle=None):
+        if r.same_init_as and r.same_init_as in by_id:
+            finals("RI-T/RI-T same init", by_id[r.same_init_as], r)
+    pts = ctx.independent("P-T", target)
+    for kind, runs in (("P-T", pts), ("RI-T", ctx.independent("RI-T", target))):
+        for r in runs:
+            # P is located through a P-T run: RI-T did not start from it. P's head answers the
+            # source's question, so it is always left out.
+            via = r if kind == "P-T" else (pts[0] if pts else None)
+            p = _p_weights(ctx, via, None) if via is not None else None
+            if p is None or not ctx.done(r):
+                waiting.append(
+                    {"pair": f"{kind}/P", "runs": [r.id], "seeds": [r.seed]}
+                    | _skipped("P's weights or this run are not available yet")
+                )
+                continue
+            jobs.append(_Job(f"{kind}/P", [r], (r.id, "final"), p, exclude_head=True))
+    reference = pts[0] if pts else None
+    for r in ctx.runs(kind="P@k-T", target=target):
+        if reference is None or r.checkpoint is None:
+            continue
+        k = {"checkpoint": r.checkpoint}
+        pk = _p_weights(ctx, r, r.checkpoint)
+        if pk is None or not ctx.done(reference):
+            waiting.append(
+                {"pair": "P@k/P-T", "runs": [r.id, reference.id], **k}
+                | _skipped("P@k's weights or P-T are not available yet")
+            )
+        else:
+            jobs.append(_Job("P@k/P-T", [reference], pk, (reference.id, "final"), True, extra=k))
+        finals("P@k-T/P-T", r, reference, **k)
+    return jobs, waiting
+
+
+def _distance(ctx: _Context) -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    for target in (t.label for t in ctx.cfg.targets):
+        jobs, entries = _distance_jobs(ctx, target)
+        for job in jobs:
+            entry: dict[str, Any] = {
+                "pair": job.pair,
+                "runs": [job.a[0], job.b[0]],
+                "checkpoints": [job.a[1], job.b[1]],
+                "seeds": [r.seed for r in job.needs],
+                **job.extra,
+            }
+            reason = _unfinished(ctx, job.needs)
+            if reason:
+                entries.append({**entry, **_skipped(reason)})
+                continue
+            try:
+                result = parameter_distance(
+                    _weights(ctx, *job.a), _weights(ctx, *job.b), exclude_head=job.exclude_head
+                )
+            except TransferscopeError as e:
+                entries.append({**entry, **_skipped(str(e))})
+                continue
+            entries.append({**entry, "status": "ok", **result.to_dict()})
+        targets[target] = {"pairs": entries}
+    return {"targets": targets}
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+_STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
+    "curves": _curves,
+    "mistakes": _mistakes,
+    "similarity": _similarity,
+    "distance": _distance,
+}
+
+
+def _has_results(doc: dict[str, Any]) -> bool:
+    for entry in doc.get("targets", {}).values():
+        if entry.get("status") == "ok":
+            return True
+        if any(p.get("status") == "ok" for p in entry.get("pairs", [])):
+            return True
+    return False
+
+
+def _options(cfg: StudyConfig, name: str) -> dict[str, Any]:
+    return getattr(cfg.analyses, name).model_dump(mode="json")
+
+
+def _is_current(store: StudyStore, path: Path, options: dict[str, Any]) -> bool:
+    """A finished result that nothing has changed since: same options, no missed run now done."""
+    if not path.is_file():
+        return False
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if doc.get("status") != "ok" or doc.get("options") != options:
+        return False
+    return not any(store.is_done(rid) for rid in doc.get("runs_missing", []))
+
+
+def run_analyses(
+    store: StudyStore,
+    only: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+    cache: DataCache | None = None,
+) -> dict[str, Path]:
+    """Run the §1-§2 analyses of a study and write ``analyses/<name>.json`` for each.
+
+    Args:
+        store: the study directory (its plan.json, study.yaml and runs/).
+        only: names among :data:`ANALYSES` to run (default: all); an unknown name is an error.
+        progress: called as ``progress(name, message)`` with 'running', 'done', 'cached',
+            'disabled' or 'skipped: <reason>'.
+        force: recompute even when an up-to-date result exists.
+        cache: data already loaded by the caller (e.g. the executor's), reused for similarity.
+
+    Returns:
+        name -> path of its JSON, for every analysis that has one (computed, reused or skipped).
+        An analysis disabled in ``analyses.<name>.enabled`` writes nothing and is left out.
+    """
+    names = list(ANALYSES) if only is None else list(only)
+    for name in names:
+        if name not in _STEPS:
+            raise unknown_name("analysis", name, ANALYSES)
+    cfg = store.read_config()
+    plan = store.read_plan()
+    cache = cache or DataCache()
+    notify = progress or (lambda name, message: None)
+    out: dict[str, Path] = {}
+    for name in names:
+        path = store.analyses_dir / f"{name}.json"
+        options = _options(cfg, name)
+        if not options.get("enabled", True):
+            notify(name, "disabled")
+            continue
+        if not force and _is_current(store, path, options):
+            notify(name, "cached")
+            out[name] = path
+            continue
+        notify(name, "running")
+        ctx = _Context(store, cfg, plan, cache)
+        doc = _STEPS[name](ctx)
+        status = "ok" if _has_results(doc) else "skipped"
+        doc = {
+            "analysis": name,
+            "status": status,
+            **doc,
+            "options": options,
+            "runs_used": sorted(ctx.used),
+            "runs_missing": sorted(ctx.missing - ctx.used),
+        }
+        if status == "skipped":
+            doc["reason"] = (
+                f"runs not finished: {', '.join(sorted(ctx.missing))}"
+                if ctx.missing
+                else "the plan has no runs this analysis compares"
+            )
+        atomic.write_json(path, doc)
+        notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
+        out[name] = path
+    return out
+
+
+__all__ = ["ANALYSES", "run_analyses"]

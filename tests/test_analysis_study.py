@@ -1,0 +1,161 @@
+"""The §1-§2 study steps on a tiny hand-made study directory (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from transferscope import TransferscopeError
+from transferscope.config import StudyConfig
+from transferscope.data.base import DataInfo, Splits, TensorImageDataset
+from transferscope.models import build_model
+from transferscope.study.analyze import run_analyses
+from transferscope.study.executors import DataCache
+from transferscope.study.plan import build_plan
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+
+N_TEST = 20
+INFO = DataInfo("digits", "multiclass", 10, (1, 8, 8), tuple(str(d) for d in range(10)))
+# P-T: better and faster than RI-T (reaches 95% of its final metric at epoch 1, RI-T at epoch 3).
+CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5, 0.8]}
+
+
+class FakeData(DataCache):
+    """Random 8x8 images for every data spec: the steps never load (or import) real data."""
+
+    def get(self, spec):
+        g = torch.Generator().manual_seed(0)
+        images = torch.randn(40, 1, 8, 8, generator=g)
+        labels = torch.randint(0, 10, (40,), generator=g)
+        data = TensorImageDataset(images, labels)
+        return Splits(info=INFO, train=data, test=data)
+
+
+def _config() -> StudyConfig:
+    digits = {"name": "digits", "options": {"image_size": 8}}
+    return StudyConfig.model_validate(
+        {
+            "name": "fake",
+            "source": {**digits, "id": "src"},
+            "targets": [digits],
+            "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
+            "pretrain": {"epochs": 1, "checkpoint_points": [1]},
+            "seeds": [0, 1],
+            "shuffles": {"block_sizes": [4]},
+            "trajectory": {"checkpoints": [1]},
+            "analyses": {"similarity": {"max_examples": 24}},
+        }
+    )
+
+
+def _weights(seed: int, base: dict[str, torch.Tensor] | None, scale: float) -> dict:
+    torch.manual_seed(seed)
+    state = build_model("fixup-small", 10, 1, widths=[4, 4, 4]).state_dict()
+    start = base if base is not None else state
+    return {k: start[k] + scale * torch.randn_like(v) for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    cfg = _config()
+    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
+    store = StudyStore(tmp_path_factory.mktemp("fake") / "study")
+    store.write_study(cfg, plan)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 10, N_TEST)
+    p_final: dict[str, torch.Tensor] | None = None
+    pending = None
+    for i, run in enumerate(plan.runs):
+        d = store.prepare_run(run)
+        kind = run.spec.kind
+        from_p = kind in ("P-T", "P@k-T")
+        start = p_final if from_p else _weights(100 + i, None, 0.1)
+        final = _weights(i, start, 0.02 if from_p else 0.3)
+        ckpt.save_weights(store.weights_path(run.id, "epoch-0"), start)
+        ckpt.save_weights(store.weights_path(run.id, "final"), final)
+        if kind == "P":
+            p_final = final
+            ckpt.save_weights(store.weights_path(run.id, "epoch-1"), final)
+        curve = CURVES["P-T" if from_p else kind]
+        rows = [
+            {"epoch": e, "step": 10 * e, "split": "test", "metric": m, "metric_name": "accuracy"}
+            for e, m in enumerate(curve)
+        ]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / "predictions").mkdir()
+        np.save(d / "predictions" / "test_outputs.npy", rng.normal(size=(N_TEST, 10)))
+        np.save(d / "predictions" / "test_targets.npy", targets)
+        if kind == "RI-T" and run.shuffle == "b4":
+            pending = run  # left unfinished: the b4 shuffle point must be skipped
+            continue
+        store.mark_done(run.id, {"metric_name": "accuracy", "final_metric": curve[-1]})
+    return store, plan, pending
+
+
+def test_study_steps_write_every_analysis(study):
+    store, plan, pending = study
+    calls: list[tuple[str, str]] = []
+    paths = run_analyses(
+        store, progress=lambda name, msg: calls.append((name, msg)), cache=FakeData()
+    )
+    assert set(paths) == {"curves", "mistakes", "similarity", "distance"}
+    docs = {name: json.loads(path.read_text()) for name, path in paths.items()}
+    assert all(doc["status"] == "ok" for doc in docs.values())
+
+    curves = docs["curves"]["targets"]["digits"]
+    assert curves["P-T"]["epochs_to_fraction"] == [1.0, 1.0]
+    assert curves["RI-T"]["epochs_to_fraction"] == [3.0, 3.0]
+    assert curves["speed_gap_epochs"] == 2.0
+    assert curves["relative_drop"] == pytest.approx(100 * (0.93 - 0.8) / 0.93)
+    assert [g["shuffle"] for g in curves["shuffles"]] == [None]  # b4's RI-T is not done
+    assert pending.id in docs["curves"]["runs_missing"]
+
+    mistakes = docs["mistakes"]["targets"]["digits"]["pairs"]
+    assert sorted(p["pair"] for p in mistakes) == ["P-T/P-T", "P-T/RI-T", "P-T/RI-T", "RI-T/RI-T"]
+    for p in mistakes:
+        cells = p["counts"]
+        total = cells["both_correct"] + cells["uncommon"] + cells["both_wrong"]
+        assert total == N_TEST and len(p["indices"]["both_wrong"]) <= 64
+
+    sim = {p["pair"]: p for p in docs["similarity"]["targets"]["digits"]["pairs"]}
+    assert set(sim) == {"P-T/P-T", "RI-T/RI-T", "P-T/RI-T", "P/P-T"}
+    assert list(sim["P/P-T"]["cka"]) == ["conv1", "layer1", "layer2", "layer3"]
+    assert sim["P/P-T"]["runs"][0] == plan.select(kind="P")[0].id
+    assert all(0 <= v <= 1 for p in sim.values() for v in p["cka"].values())
+    assert sim["P-T/P-T"]["examples"] == 24
+
+    dist: dict[str, list] = {}
+    for p in docs["distance"]["targets"]["digits"]["pairs"]:
+        dist.setdefault(p["pair"], []).append(p)
+    assert {"P-T/P-T", "RI-T/RI-T", "RI-T/RI-T same init", "P-T/P", "RI-T/P"} <= set(dist)
+    assert {"P@k/P-T", "P@k-T/P-T"} <= set(dist)
+    # P-T moved little from P (noise 0.02) and two RI-T runs are far apart (noise 0.3)
+    assert dist["P-T/P-T"][0]["total"] < dist["RI-T/RI-T"][0]["total"]
+    assert "fc.weight" in dist["P-T/P"][0]["excluded"]
+    module_sq = sum(v**2 for v in dist["RI-T/RI-T"][0]["per_module"].values())
+    assert math.sqrt(module_sq) == pytest.approx(dist["RI-T/RI-T"][0]["total"])
+
+    # Second call: nothing changed, everything is reused.
+    calls.clear()
+    run_analyses(store, progress=lambda name, msg: calls.append((name, msg)), cache=FakeData())
+    assert {msg for _, msg in calls} == {"cached"}
+
+    # The missing run finishes: curves (which needed it) is recomputed, mistakes is not.
+    store.mark_done(pending.id, {"metric_name": "accuracy", "final_metric": 0.8})
+    calls.clear()
+    run_analyses(store, only=["curves", "mistakes"], progress=lambda n, m: calls.append((n, m)))
+    assert not any(m == "running" for n, m in calls if n == "mistakes")
+    assert dict(calls)["mistakes"] == "cached" and ("curves", "done") in calls
+    redone = json.loads(paths["curves"].read_text())["targets"]["digits"]["shuffles"]
+    assert [g["shuffle"] for g in redone] == [None, "b4"]
+
+
+def test_unknown_analysis_name_is_an_error(study):
+    store, _, _ = study
+    with pytest.raises(TransferscopeError, match="did you mean 'curves'"):
+        run_analyses(store, only=["curve"])
