@@ -133,3 +133,23 @@ def test_runspec_rejects_unknown_fields():
         RunSpec.model_validate(
             {"kind": "P", "data": {"name": "x"}, "model": {}, "train": {}, "seed": 0, "bogus": 1}
         )
+
+
+def test_pixel_shuffle_of_one_channel_images_is_block_one():
+    import torch
+
+    from transferscope import block_shuffle, pixel_shuffle
+
+    images = torch.randn(3, 1, 8, 8)
+    assert torch.equal(block_shuffle(images, 1, seed=4), pixel_shuffle(images, seed=4))
+    cfg = micro().model_copy(
+        update={"shuffles": config.ShuffleSpec(block_sizes=[7, 1], pixel=True)}
+    )
+    plan = build_plan(cfg, infos_for(cfg))
+    assert {r.shuffle for r in plan.runs if r.shuffle} == {"b7", "b1"}
+    three = {
+        t.label: DataInfo("x", "multiclass", 10, (3, 28, 28), tuple("0123456789"))
+        for t in cfg.targets
+    }
+    three[cfg.source.label] = info()
+    assert "pixel" in {r.shuffle for r in build_plan(cfg, three).runs}

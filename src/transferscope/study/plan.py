@@ -3,7 +3,9 @@
 - P: pre-training on the source, keeping the trajectory checkpoints (or an external P);
 - for each target and seed: P-T and RI-T, plus one RI-T that shares the first RI-T's random init
   (the same-init barrier of §3);
-- for each block size / pixel shuffle and shuffle seed: P-T and RI-T on shuffled target data;
+- for each block size / pixel shuffle and shuffle seed: P-T and RI-T on shuffled target data
+  (none for a block as large as the image, nor for a pixel shuffle of one-channel images when
+  block size 1 is planned: both would repeat another run exactly);
 - for each trajectory checkpoint k: P@k-T.
 
 A run's id is ``<kind>-<target>-<hash>``: the hash is over the run's resolved config with every
@@ -201,10 +203,12 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
             # Same init as the first RI-T, different data order and mixup draws (PAPER.md §3).
             second = cfg.seeds[1]
             add(rit(target, second, init_seed=first_seed), seed=second, same_init_as=rits[0].id)
-        _, h, w = infos[target.label].image_shape
+        c, h, w = infos[target.label].image_shape
         for sh in shuffles:
             if sh.kind == "block" and sh.block_size == h == w:
                 continue  # block = image: no shuffle, the unshuffled runs are this point
+            if sh.kind == "pixel" and c == 1 and 1 in cfg.shuffles.block_sizes:
+                continue  # one channel: a pixel shuffle is the block-1 shuffle, same permutation
             roles = {"seed": first_seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
             add(pt(target, first_seed, shuffle=sh), **roles)
             add(rit(target, first_seed, shuffle=sh), **roles)
