@@ -6,6 +6,7 @@ learning?" (NeurIPS 2020) on a user's own models and data. Every analysis is a f
 together and writes a report.
 """
 
+from transferscope.analysis.criticality import module_criticality
 from transferscope.analysis.curves import (
     aggregate_curves,
     compare_curves,
@@ -14,8 +15,10 @@ from transferscope.analysis.curves import (
     shuffle_gaps,
 )
 from transferscope.analysis.distance import parameter_distance
+from transferscope.analysis.interpolation import interpolate
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.analysis.similarity import CKAAccumulator, feature_similarity, linear_cka
+from transferscope.analysis.trajectory import trajectory_summary
 from transferscope.config import StudyConfig, load_preset
 from transferscope.data.shuffle import block_shuffle, pixel_shuffle
 from transferscope.errors import TransferscopeError
@@ -33,10 +36,13 @@ __all__ = [
     "compare_mistakes",
     "convergence_speed",
     "feature_similarity",
+    "interpolate",
     "linear_cka",
     "load_preset",
+    "module_criticality",
     "parameter_distance",
     "pixel_shuffle",
     "relative_drop",
     "shuffle_gaps",
+    "trajectory_summary",
 ]

@@ -221,11 +221,17 @@ def run_cmd(
     runs_task = progress.add_task("runs", total=todo)
     step_task = progress.add_task("", total=1, visible=False)
 
+    current: dict[str, Any] = {}
+
     def on_start(run: Any, i: int, n: int) -> None:
-        progress.update(step_task, description=_run_label(run), completed=0, visible=True)
+        current.update(label=_run_label(run), epochs=run.spec.train.epochs)
+        progress.update(step_task, description=current["label"], completed=0, visible=True)
 
     def on_step(run_id: str, step: int, total: int) -> None:
-        progress.update(step_task, completed=step, total=total)
+        epochs = current["epochs"]
+        epoch = min(epochs, 1 + step * epochs // max(total, 1))
+        label = f"{current['label']} · epoch {epoch}/{epochs}"
+        progress.update(step_task, completed=step, total=total, description=label)
 
     def on_end(run: Any, summary: dict[str, Any] | None, error: str | None) -> None:
         progress.advance(runs_task)
@@ -251,6 +257,7 @@ def run_cmd(
     )
     if analyses:
         _analyze(store, None, force=False, cache=cache)
+        _report(store.root)
     console.print(f"study directory: {store.root.resolve()}")
     if failed:
         raise typer.Exit(1)
@@ -273,6 +280,36 @@ def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None)
     written = run_analyses(store, only=only, progress=progress, force=force, cache=cache)
     if written:
         console.print(f"analyses in {store.analyses_dir.resolve()}")
+
+
+def _report(directory: Path) -> Path:
+    import time
+
+    from transferscope.report import build_report
+
+    started = time.perf_counter()
+    path = build_report(directory)
+    console.print(
+        f"report ({time.perf_counter() - started:.0f}s): {path.resolve()}", highlight=False
+    )
+    return path
+
+
+@app.command("report")
+@friendly_errors
+def report_cmd(
+    directory: Path = typer.Argument(..., help="a study directory"),
+    fmt: str = typer.Option("html", "--format", help="html (DIR/report/index.html) or md (stdout)"),
+) -> None:
+    """Write the study's HTML report, or print its markdown summary with the findings table."""
+    from transferscope.report import markdown_summary
+
+    if fmt == "md":
+        sys.stdout.write(markdown_summary(directory))
+    elif fmt == "html":
+        _report(directory)
+    else:
+        raise TransferscopeError(f"unknown report format '{fmt}'; use html or md")
 
 
 @app.command("analyze")

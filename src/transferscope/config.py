@@ -173,6 +173,9 @@ class DistanceOptions(AnalysisOptions):
 class InterpolationOptions(AnalysisOptions):
     num_points: int = Field(default=21, ge=2)
     recalibrate_batchnorm: bool = True
+    recalibration_examples: int | None = Field(
+        default=2000, ge=1, description="training examples for BatchNorm statistics at each λ"
+    )
 
 
 class CriticalityOptions(AnalysisOptions):
@@ -181,10 +184,24 @@ class CriticalityOptions(AnalysisOptions):
     noise_samples: int = Field(default=5, ge=1)
     tolerance: float = Field(default=1.01, ge=1)
     max_examples: int | None = Field(default=1000, ge=1)
+    epsilon: float | None = Field(
+        default=None, gt=0, description="absolute loss threshold; overrides tolerance"
+    )
+    max_sigma: float = Field(default=1.0, gt=0, description="largest noise standard deviation")
+    # The heat maps evaluate every cell (no search): a coarse grid keeps them cheap.
+    heatmap_alphas: int = Field(default=4, ge=2)
+    heatmap_sigmas: int = Field(default=4, ge=2)
+    heatmap_noise_samples: int = Field(default=1, ge=1)
+    eval_max_examples: int | None = Field(
+        default=500, ge=1, description="test examples for the rewind test and heat maps"
+    )
 
 
 class TrajectoryOptions(AnalysisOptions):
-    pass
+    fraction_of_final: float = Field(default=0.95, gt=0, le=1)
+    barrier: bool = Field(default=True, description="interpolate P@k-T to P-T (§3-§5)")
+    num_points: int = Field(default=11, ge=2)
+    recalibrate_batchnorm: bool = True
 
 
 class AnalysesSpec(Section):

@@ -1,4 +1,4 @@
-"""Study steps for PAPER.md §1-§2: read a study directory, write ``analyses/<name>.json``.
+"""Study steps for PAPER.md §1-§5: read a study directory, write ``analyses/<name>.json``.
 
 - ``curves``: per target, P-T against RI-T test metric per epoch (mean and spread over seeds),
   epochs to a fraction of the final metric, and per block size / pixel shuffle the relative drop
@@ -11,6 +11,14 @@
 - ``distance``: per target, parameter distance for P-T/P-T, RI-T/RI-T (independent and same-init),
   P-T/RI-T, P-T/P, RI-T/P (when the shapes allow), P@k/P-T and P@k-T/P-T
   (:mod:`transferscope.analysis.distance`).
+- ``interpolation`` (§3): per target, loss and metric along the straight line between P-T/P-T,
+  RI-T/RI-T (independent and same-init), P-T/RI-T, P/P-T and P@k/P-T (body only: both ends use
+  P-T's head), with the barriers (:mod:`transferscope.analysis.interpolation`).
+- ``criticality`` (§4): per target, μ_i(ε) per module, the rewind test and heat maps for the
+  first seed's P-T and RI-T, from each run's epoch-0 and final weights
+  (:mod:`transferscope.analysis.criticality`).
+- ``trajectory`` (§5): per target, final metric, speed and barrier to P-T of P@k-T against k, with
+  the final P-T as the last point (:mod:`transferscope.analysis.trajectory`).
 
 Every JSON holds ``status`` ('ok' or 'skipped' with a ``reason``), the pairs and numbers, the run
 ids it used (``runs_used``) and the planned runs it needed but found unfinished
@@ -33,20 +41,38 @@ from torch import nn
 
 from transferscope import atomic
 from transferscope.analysis import curves as curves_lib
+from transferscope.analysis.criticality import (
+    criticality_heatmap,
+    module_criticality,
+    rewind_modules,
+)
 from transferscope.analysis.distance import parameter_distance
+from transferscope.analysis.interpolation import InterpolationResult, interpolate
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.analysis.similarity import feature_similarity
+from transferscope.analysis.trajectory import trajectory_point
 from transferscope.config import StudyConfig
+from transferscope.data.base import TensorImageDataset
 from transferscope.errors import TransferscopeError, unknown_name
 from transferscope.models import load_state
+from transferscope.models.layout import layout as model_layout
 from transferscope.study.executors import DataCache, build_start_model
 from transferscope.study.plan import Plan, PlannedRun
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
-from transferscope.training.loaders import iterate
+from transferscope.training.loaders import epoch_order, iterate
+from transferscope.training.metrics import metric_name
 from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
 
-ANALYSES = ("curves", "mistakes", "similarity", "distance")
+ANALYSES = (
+    "curves",
+    "mistakes",
+    "similarity",
+    "distance",
+    "interpolation",
+    "criticality",
+    "trajectory",
+)
 # How many example indices of each mistakes cell go into the JSON (the counts are always full).
 MAX_INDICES = 64
 SIMILARITY_BATCH = 256
@@ -395,6 +421,336 @@ def _distance(ctx: _Context) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# interpolation, criticality, trajectory (PAPER.md §3-§5)
+
+
+def _subset(data: Any, max_examples: int | None, seed: int = 0) -> Any:
+    """A fixed random subset of at most ``max_examples`` examples (the data itself if smaller)."""
+    n = len(data)
+    if max_examples is None or max_examples >= n:
+        return data
+    idx = epoch_order(n, seed, 0)[:max_examples]
+    if isinstance(data, TensorImageDataset):
+        return TensorImageDataset(data.images[idx], data.targets[idx])
+    return torch.utils.data.Subset(data, idx.tolist())
+
+
+def _with_head(
+    body: dict[str, torch.Tensor], donor: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """``body`` with its classifier entries replaced by ``donor``'s (P's head answers the
+    source's question and may have another shape: P/P-T paths interpolate the body only)."""
+    head = model_layout(model).head
+
+    def within(key: str) -> bool:
+        return key == head or key.startswith(head + ".")
+
+    out = {k: v for k, v in body.items() if not within(k)}
+    out.update({k: v for k, v in donor.items() if within(k)})
+    return out
+
+
+@dataclass
+class _Path:
+    """One interpolation pair: weights A and B, the run whose architecture (and head) is used."""
+
+    pair: str
+    needs: list[PlannedRun]
+    a: tuple[str, str]
+    b: tuple[str, str]
+    model_run: PlannedRun
+    body_only: bool = False
+    k: float | None = None
+
+
+def _interpolation_paths(ctx: _Context, target: str) -> tuple[list[_Path], list[dict[str, Any]]]:
+    paths: list[_Path] = []
+    waiting: list[dict[str, Any]] = []
+
+    def finals(pair: str, a: PlannedRun, b: PlannedRun) -> None:
+        paths.append(_Path(pair, [a, b], (a.id, "final"), (b.id, "final"), b))
+
+    for pair, a, b in _pairs(ctx, target):
+        finals(pair, a, b)
+    by_id = ctx.plan.by_id()
+    for r in ctx.runs(kind="RI-T", target=target, shuffle=None):
+        if r.same_init_as and r.same_init_as in by_id:
+            finals("RI-T/RI-T same init", by_id[r.same_init_as], r)
+    pts = ctx.independent("P-T", target)
+    for pt in pts:
+        p = _p_weights(ctx, pt, None)
+        if p is None:
+            waiting.append(
+                {"pair": "P/P-T", "k": None, "runs": [pt.id]}
+                | _skipped("P's weights or this P-T run are not available yet")
+            )
+            continue
+        paths.append(_Path("P/P-T", [pt], p, (pt.id, "final"), pt, body_only=True))
+    reference = pts[0] if pts else None
+    for r in ctx.runs(kind="P@k-T", target=target):
+        if reference is None or r.checkpoint is None:
+            continue
+        pk = _p_weights(ctx, r, r.checkpoint)
+        if pk is None:
+            waiting.append(
+                {"pair": "P@k/P-T", "k": r.checkpoint, "runs": [r.id, reference.id]}
+                | _skipped("P@k's weights are not available yet")
+            )
+            continue
+        paths.append(
+            _Path(
+                "P@k/P-T", [reference], pk, (reference.id, "final"), reference, True, r.checkpoint
+            )
+        )
+    return paths, waiting
+
+
+def _interpolate_runs(
+    ctx: _Context,
+    model_run: PlannedRun,
+    a: tuple[str, str],
+    b: tuple[str, str],
+    num_points: int,
+    recalibrate: bool,
+    body_only: bool = False,
+    max_examples: int | None = None,
+    recalibration_examples: int | None = 2000,
+) -> InterpolationResult:
+    """Interpolate two weight files with ``model_run``'s architecture on its target test split."""
+    model = _start_model(ctx, model_run)
+    state_a, state_b = _weights(ctx, *a), _weights(ctx, *b)
+    if body_only:
+        state_a = _with_head(state_a, state_b, model)
+    splits = ctx.cache.get(model_run.spec.data)
+    return interpolate(
+        model,
+        state_a,
+        state_b,
+        _subset(splits.test, max_examples),
+        num_points,
+        task=splits.info.task,
+        train_data=splits.train,
+        # None: recalibrate exactly when the model has BatchNorm statistics.
+        recalibrate_batchnorm=None if recalibrate else False,
+        device=pick_device(ctx.cfg.device),
+        batch_size=model_run.spec.train.eval_batch_size,
+        recalibration_examples=recalibration_examples,
+    )
+
+
+def _interpolation(ctx: _Context) -> dict[str, Any]:
+    opts = ctx.cfg.analyses.interpolation
+    targets: dict[str, Any] = {}
+    for target in ctx.cfg.targets:
+        paths, entries = _interpolation_paths(ctx, target.label)
+        for path in paths:
+            entry: dict[str, Any] = {
+                "pair": path.pair,
+                "k": path.k,
+                "runs": [path.a[0], path.b[0]],
+                "checkpoints": [path.a[1], path.b[1]],
+            }
+            if path.body_only:
+                entry["head"] = f"both ends use {path.b[0]}'s final head (body interpolated)"
+            reason = _unfinished(ctx, path.needs)
+            if reason:
+                entries.append({**entry, **_skipped(reason)})
+                continue
+            try:
+                result = _interpolate_runs(
+                    ctx,
+                    path.model_run,
+                    path.a,
+                    path.b,
+                    opts.num_points,
+                    opts.recalibrate_batchnorm,
+                    path.body_only,
+                    opts.max_examples,
+                    opts.recalibration_examples,
+                )
+            except TransferscopeError as e:
+                entries.append({**entry, **_skipped(str(e))})
+                continue
+            entries.append({**entry, "status": "ok", **result.to_dict()})
+        info = ctx.cache.get(target).info
+        targets[target.label] = {"metric_name": metric_name(info.task), "pairs": entries}
+    return {"targets": targets, "split": "test"}
+
+
+def _criticality(ctx: _Context) -> dict[str, Any]:
+    device = pick_device(ctx.cfg.device)
+    first = ctx.cfg.seeds[0]
+    targets: dict[str, Any] = {}
+    for target in (t.label for t in ctx.cfg.targets):
+        out: dict[str, Any] = {}
+        for kind in ("P-T", "RI-T"):
+            runs = [r for r in ctx.independent(kind, target) if r.seed == first]
+            if not runs:
+                out[kind] = _skipped(f"the plan has no unshuffled {kind} run with seed {first}")
+                continue
+            run = runs[0]
+            reason = _unfinished(ctx, [run])
+            if reason:
+                out[kind] = {"run": run.id, **_skipped(reason)}
+                continue
+            try:
+                model = _start_model(ctx, run)
+                # θ⁰: P-T's start (P with the fresh head) or RI-T's random init.
+                init, final = _weights(ctx, run.id, ckpt.point_name(0)), _weights(ctx, run.id)
+            except TransferscopeError as e:
+                out[kind] = {"run": run.id, **_skipped(str(e))}
+                continue
+            common = {
+                "task": ctx.cache.get(run.spec.data).info.task,
+                "device": device,
+                "batch_size": run.spec.train.eval_batch_size,
+            }
+            try:
+                out[kind] = _criticality_entry(ctx, run, model, init, final, common)
+            except TransferscopeError as e:
+                out[kind] = {"run": run.id, **_skipped(str(e))}
+        targets[target] = out
+    return {
+        "targets": targets,
+        "loss_split": "train",
+        "rewind_split": "test",
+        "heatmap_split": "test",
+    }
+
+
+def _criticality_entry(
+    ctx: _Context,
+    run: PlannedRun,
+    model: nn.Module,
+    init: dict[str, torch.Tensor],
+    final: dict[str, torch.Tensor],
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """μ per module on the training subset, rewind test and heat maps on the test split."""
+    opts = ctx.cfg.analyses.criticality
+    splits = ctx.cache.get(run.spec.data)
+    result = module_criticality(
+        model, init, final, splits.train,
+        num_alphas=opts.num_alphas, num_sigmas=opts.num_sigmas,
+        noise_samples=opts.noise_samples, tolerance=opts.tolerance,
+        epsilon=opts.epsilon, max_sigma=opts.max_sigma, seed=run.seed,
+        max_examples=opts.max_examples, **common,
+    )  # fmt: skip
+    rewind = rewind_modules(
+        model, init, final, splits.test, result.modules,
+        max_examples=opts.eval_max_examples, **common,
+    )  # fmt: skip
+    heatmap = criticality_heatmap(
+        model, init, final, splits.test, result.modules,
+        num_alphas=opts.heatmap_alphas, num_sigmas=opts.heatmap_sigmas,
+        noise_samples=opts.heatmap_noise_samples, max_sigma=opts.max_sigma,
+        seed=run.seed, max_examples=opts.eval_max_examples, **common,
+    )  # fmt: skip
+    return {
+        "status": "ok",
+        "run": run.id,
+        **result.to_dict(),
+        "final_metric": rewind["final"]["metric"],
+        "final_test_loss": rewind["final"]["loss"],
+        "rewind": {m: rewind[m]["metric"] for m in result.modules},
+        "rewind_loss": {m: rewind[m]["loss"] for m in result.modules},
+        "heatmap": heatmap,
+    }
+
+
+def _final_k(ctx: _Context) -> float | None:
+    """The epoch of the final P: P's pre-training length, or the last external checkpoint."""
+    if ctx.p_run() is not None:
+        return float(ctx.cfg.pretrain.epochs)
+    if ctx.cfg.pretrained is not None and ctx.cfg.pretrained.checkpoints:
+        return float(max(float(k) for k in ctx.cfg.pretrained.checkpoints))
+    return None
+
+
+def _trajectory(ctx: _Context) -> dict[str, Any]:
+    opts = ctx.cfg.analyses.trajectory
+    targets: dict[str, Any] = {}
+    for target in (t.label for t in ctx.cfg.targets):
+        by_k: dict[float, list[PlannedRun]] = {}
+        for r in ctx.runs(kind="P@k-T", target=target, shuffle=None):
+            if r.checkpoint is not None:
+                by_k.setdefault(float(r.checkpoint), []).append(r)
+        if not by_k:
+            targets[target] = _skipped("the plan has no P@k-T runs (trajectory.checkpoints)")
+            continue
+        pts = ctx.independent("P-T", target)
+        final_k = _final_k(ctx)
+        points = []
+        for k in sorted(by_k):
+            done = [r for r in by_k[k] if ctx.done(r)]
+            if done:
+                points.append(_trajectory_point(ctx, k, done, pts, opts))
+        done_pts = [r for r in pts if ctx.done(r)]
+        if done_pts and final_k is not None:
+            ref = trajectory_point(_rows(ctx, done_pts), opts.fraction_of_final)
+            points.append(
+                {
+                    "k": final_k,
+                    "runs": [r.id for r in done_pts],
+                    "final_metric": ref["final_metric"],
+                    "epochs_to_fraction": ref["epochs_to_fraction"],
+                    # P-T against itself: no barrier by definition.
+                    "barrier_metric": 0.0 if opts.barrier else None,
+                    "barrier_loss": 0.0 if opts.barrier else None,
+                    "reference": "P-T",
+                }
+            )
+        if not points:
+            targets[target] = _skipped("no finished P@k-T or P-T run")
+            continue
+        info = ctx.cache.get(next(t for t in ctx.cfg.targets if t.label == target)).info
+        targets[target] = {
+            "status": "ok",
+            "metric_name": metric_name(info.task),
+            "points": points,
+            "final_k": final_k,
+        }
+    return {"targets": targets, "fraction": opts.fraction_of_final}
+
+
+def _trajectory_point(
+    ctx: _Context, k: float, runs: list[PlannedRun], pts: list[PlannedRun], opts: Any
+) -> dict[str, Any]:
+    """Mean final metric and speed of the P@k-T runs, and their mean barrier to P-T (same seed)."""
+    summary = trajectory_point(_rows(ctx, runs), opts.fraction_of_final)
+    point: dict[str, Any] = {
+        "k": k,
+        "runs": [r.id for r in runs],
+        "final_metric": summary["final_metric"],
+        "epochs_to_fraction": summary["epochs_to_fraction"],
+        "barrier_metric": None,
+        "barrier_loss": None,
+    }
+    if not opts.barrier:
+        return point
+    barriers: list[tuple[float, float]] = []
+    partners = []
+    for r in runs:
+        same = [p for p in pts if p.seed == r.seed]
+        if not same or not ctx.done(same[0]):
+            continue
+        try:
+            res = _interpolate_runs(
+                ctx, same[0], (r.id, "final"), (same[0].id, "final"), opts.num_points,
+                opts.recalibrate_batchnorm, max_examples=opts.max_examples,
+            )  # fmt: skip
+        except TransferscopeError:
+            continue
+        barriers.append((res.barrier_metric, res.barrier_loss))
+        partners.append(same[0].id)
+    if barriers:
+        point["barrier_metric"] = float(np.mean([b[0] for b in barriers]))
+        point["barrier_loss"] = float(np.mean([b[1] for b in barriers]))
+        point["barrier_partners"] = partners
+    return point
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 
 _STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
@@ -402,6 +758,9 @@ _STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "mistakes": _mistakes,
     "similarity": _similarity,
     "distance": _distance,
+    "interpolation": _interpolation,
+    "criticality": _criticality,
+    "trajectory": _trajectory,
 }
 
 
@@ -410,6 +769,9 @@ def _has_results(doc: dict[str, Any]) -> bool:
         if entry.get("status") == "ok":
             return True
         if any(p.get("status") == "ok" for p in entry.get("pairs", [])):
+            return True
+        # criticality: one result per kind ('P-T', 'RI-T') under the target
+        if any(isinstance(v, dict) and v.get("status") == "ok" for v in entry.values()):
             return True
     return False
 

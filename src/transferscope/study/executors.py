@@ -168,10 +168,23 @@ def execute_run(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
         "wall_seconds_this_session": time.time() - started,
         "device": str(device),
+        "versions": _versions(),
     }
     store.mark_done(run.id, summary)
     trainer.discard_resume()
     return summary
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    from transferscope import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transferscope": __version__,
+    }
 
 
 @dataclass

@@ -1,0 +1,510 @@
+"""Module criticality (Chatterji et al.), the rewind test and criticality heat maps (PAPER.md §4).
+
+For a module i with initial value θ_i^0 (P-T: P's weights; RI-T: the random init) and final value
+θ_i^F, let θ_i^α = (1 − α) θ_i^0 + α θ_i^F with every other module at its final value. Then
+
+    μ_i(ε) = min over feasible (α, σ) of  α² ‖θ_i^F − θ_i^0‖²_F / σ²
+
+where (α, σ) is feasible when E_{u ~ N(0, σ² I)} L_S(θ_i^α + u, θ_{-i}^F) ≤ ε, the expectation
+being the mean over ``noise_samples`` draws of u (on module i's parameters only) and L_S the mean
+training loss on a fixed subset of at most ``max_examples`` training examples. ε is
+``tolerance × L_S(θ^F)`` or an absolute ``epsilon``. The network criticality is the sum over
+modules. α runs over ``linspace(0, 1, num_alphas)`` and σ over ``num_sigmas`` evenly spaced values
+in (0, ``max_sigma``]: σ = 0 is left out (μ would be infinite unless α = 0). At α = 0 the module
+is rewound to θ_i^0 and μ = 0 whenever that is feasible for some σ.
+
+Search: for a fixed α, μ falls as σ grows, so only the largest feasible σ matters. Assuming that
+feasibility is monotone in σ (more noise never lowers the expected loss), it is found by bisection
+over the σ grid, and only over the σ values that could still beat the best μ found so far. The
+noise draws are fixed per (module, sample) (common random numbers), so the search and the
+exhaustive grid (``search="grid"``) decide every (α, σ) identically. An evaluation stops as soon as
+the running sum of per-sample losses exceeds ``noise_samples × ε``: losses are non-negative, so the
+mean can only end above ε (an exact shortcut, not a heuristic).
+
+Also here: :func:`rewind_modules` (set one module back to θ_i^0 and evaluate) and
+:func:`criticality_heatmap` (metric over an (α, σ) grid per module, with the distance
+α ‖θ_i^F − θ_i^0‖), usually on a coarser grid with one noise sample to stay cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.data import Dataset
+
+from transferscope.data.base import Task
+from transferscope.errors import TransferscopeError
+from transferscope.models.layout import layout
+from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.metrics import loss_fn, score
+
+Search = Literal["bisection", "grid"]
+
+
+def default_modules(model: nn.Module) -> list[str]:
+    """The stem, every residual block and the head, input to output (module paths)."""
+    parts = layout(model)
+    return [parts.stem, *parts.blocks, parts.head]
+
+
+def _within(key: str, module: str) -> bool:
+    return key == module or key.startswith(module + ".")
+
+
+def _check_states(
+    model: nn.Module, init_state: Mapping[str, Tensor], final_state: Mapping[str, Tensor]
+) -> None:
+    names = dict(model.state_dict())
+    for label, state in (("init_state", init_state), ("final_state", final_state)):
+        bad = sorted(k for k in names if k not in state or state[k].shape != names[k].shape)
+        extra = sorted(set(state) - set(names))
+        if bad or extra:
+            listed = ", ".join([*bad, *extra][:8])
+            raise TransferscopeError(
+                f"{label} does not fit the model: missing, extra or reshaped entries {listed}"
+            )
+
+
+def _batches(
+    data: Dataset,
+    max_examples: int | None,
+    batch_size: int,
+    device: torch.device,
+    transform: BatchTransform | None,
+    seed: int = 0,
+) -> list[tuple[Tensor, Tensor]]:
+    """A fixed random subset of ``data``, loaded once and kept on ``device`` (re-used per probe)."""
+    n = len(data)  # type: ignore[arg-type]
+    order = None if max_examples is None or max_examples >= n else epoch_order(n, seed, 0)
+    if order is not None:
+        order = order[:max_examples]
+    out = list(iterate(data, batch_size, order=order, device=device, transform=transform))
+    if not out:
+        raise TransferscopeError("module criticality needs a non-empty data set")
+    return out
+
+
+class _Probe:
+    """Loss or metric of the model with a given state on preloaded batches; counts forwards."""
+
+    def __init__(self, model: nn.Module, batches: list[tuple[Tensor, Tensor]], task: Task) -> None:
+        self.model = model.eval()
+        self.batches = batches
+        self.task = task
+        self.n = sum(len(y) for _, y in batches)
+        self.forwards = 0
+
+    def _forward(self, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        self.forwards += 1
+        cast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if x.device.type == "cuda"
+            else nullcontext()
+        )
+        with cast:
+            return functional_call(self.model, dict(state), (x,)).float()
+
+    @torch.no_grad()
+    def loss_sum(self, state: Mapping[str, Tensor], offset: float = 0.0, limit: float = math.inf):
+        """Mean loss over the batches; stops once ``offset`` + the running mean exceeds ``limit``.
+
+        The running mean only grows (losses are >= 0), so a stopped evaluation is certainly above
+        ``limit``; its (partial) value is returned.
+        """
+        total = 0.0
+        for x, y in self.batches:
+            total += loss_fn(self.task, self._forward(state, x), y).item() * len(y)
+            if offset + total / self.n > limit:
+                break
+        return total / self.n
+
+    @torch.no_grad()
+    def evaluate(self, state: Mapping[str, Tensor]) -> tuple[float, float]:
+        """(loss, metric) over all batches."""
+        outs = [self._forward(state, x).cpu() for x, _ in self.batches]
+        ev = score(self.task, torch.cat(outs), torch.cat([y.cpu() for _, y in self.batches]))
+        return ev.loss, ev.metric
+
+
+class _Module:
+    """One module's keys, its θ^0 and θ^F entries, Δ norm and fixed noise draws."""
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        params: set[str],
+        init: Mapping[str, Tensor],
+        final: Mapping[str, Tensor],
+        samples: int,
+        seed: int,
+    ) -> None:
+        self.name = name
+        self.keys = [k for k in final if _within(k, name)]
+        if not self.keys:
+            raise TransferscopeError(f"module '{name}' has no entries in the model's state")
+        self.init = {k: init[k] for k in self.keys}
+        self.final = {k: final[k] for k in self.keys}
+        self.params = [k for k in self.keys if k in params and final[k].is_floating_point()]
+        sq = sum(float((final[k].double() - init[k].double()).pow(2).sum()) for k in self.params)
+        self.distance = math.sqrt(sq)
+        # Common random numbers: one standard-normal draw per (module, sample), reused for every
+        # (α, σ) so that the bisection and the exhaustive grid see the same noise.
+        self.noise: list[dict[str, Tensor]] = []
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
+        for _ in range(samples):
+            self.noise.append(
+                {
+                    k: torch.randn(final[k].shape, generator=g, dtype=torch.float32)
+                    .to(final[k].device)
+                    .to(final[k].dtype)
+                    for k in self.params
+                }
+            )
+
+    def state(
+        self, base: Mapping[str, Tensor], alpha: float, sigma: float = 0.0, sample: int = 0
+    ) -> dict[str, Tensor]:
+        """The full state with this module at θ^α (+ σ × noise draw ``sample``)."""
+        out = dict(base)
+        for k in self.keys:
+            a, f = self.init[k], self.final[k]
+            out[k] = torch.lerp(a, f, alpha) if f.is_floating_point() else a
+        if sigma > 0:
+            for k in self.params:
+                out[k] = out[k] + sigma * self.noise[sample][k]
+        return out
+
+
+@dataclass
+class CriticalityResult:
+    """μ_i(ε) per module and the network criticality (PAPER.md §4).
+
+    Attributes:
+        modules: module paths, input to output.
+        mu: μ_i, or None when no (α, σ) on the grid is feasible.
+        distance: ‖θ_i^F − θ_i^0‖_F over the module's parameters.
+        argmin: the (α, σ) attaining μ_i, or None.
+        network_criticality: the sum of the finite μ_i (see ``infeasible`` for the others).
+        infeasible: modules with μ_i None (their criticality exceeds what the grid can show).
+        final_loss: L_S(θ^F), mean training loss on the subset (nats); epsilon: the threshold.
+        alphas, sigmas: the grids searched. forward_passes: model forwards (batches) spent.
+        examples: size of the training subset.
+    """
+
+    modules: list[str]
+    mu: dict[str, float | None]
+    distance: dict[str, float]
+    argmin: dict[str, tuple[float, float] | None]
+    network_criticality: float
+    infeasible: list[str]
+    final_loss: float
+    epsilon: float
+    alphas: list[float]
+    sigmas: list[float]
+    forward_passes: int
+    examples: int
+    search: str = "bisection"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modules": self.modules,
+            "mu": self.mu,
+            "network_criticality": self.network_criticality,
+            "infeasible_modules": self.infeasible,
+            "distance": self.distance,
+            "argmin": {m: list(v) if v else None for m, v in self.argmin.items()},
+            "final_loss": self.final_loss,
+            "epsilon": self.epsilon,
+            "alphas": self.alphas,
+            "sigmas": self.sigmas,
+            "forward_passes": self.forward_passes,
+            "examples": self.examples,
+            "search": self.search,
+        }
+
+
+def sigma_grid(num_sigmas: int, max_sigma: float = 1.0) -> list[float]:
+    """``num_sigmas`` evenly spaced noise levels in (0, max_sigma] (σ = 0 excluded)."""
+    return [max_sigma * (j + 1) / num_sigmas for j in range(num_sigmas)]
+
+
+def alpha_grid(num_alphas: int) -> list[float]:
+    return [float(a) for a in torch.linspace(0, 1, num_alphas, dtype=torch.float64)]
+
+
+def module_criticality(
+    model: nn.Module,
+    init_state: Mapping[str, Tensor],
+    final_state: Mapping[str, Tensor],
+    data: Dataset,
+    modules: Sequence[str] | None = None,
+    *,
+    task: Task = "multiclass",
+    num_alphas: int = 11,
+    num_sigmas: int = 11,
+    noise_samples: int = 5,
+    tolerance: float = 1.01,
+    epsilon: float | None = None,
+    max_sigma: float = 1.0,
+    seed: int = 0,
+    max_examples: int | None = 1000,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform | None = None,
+    search: Search = "bisection",
+) -> CriticalityResult:
+    """μ_i(ε) of each module and the network criticality (PAPER.md §4; see the module docstring).
+
+    Args:
+        model: the architecture (its own weights are not used or changed).
+        init_state, final_state: θ^0 and θ^F, state dicts of ``model``.
+        data: TRAINING data; a fixed random subset of ``max_examples`` is loaded once.
+        modules: module paths (default: stem, residual blocks, head, as in
+            :func:`default_modules`).
+        task: 'multiclass' or 'multilabel' (decides the loss).
+        num_alphas, num_sigmas: grid sizes; noise_samples: draws of u per (α, σ).
+        tolerance: ε = tolerance × L_S(θ^F), unless ``epsilon`` (absolute, nats) is given.
+        max_sigma: the largest σ (absolute standard deviation per weight).
+        seed: of the noise draws and of the subset.
+        search: 'bisection' (the largest feasible σ per α by bisection, pruned by the best μ so
+            far) or 'grid' (every (α, σ) with every sample: the exhaustive reference).
+
+    Returns:
+        A :class:`CriticalityResult` (μ in units of squared weight distance over squared σ).
+    """
+    if search not in ("bisection", "grid"):
+        raise TransferscopeError(f"search must be 'bisection' or 'grid', got '{search}'")
+    if num_alphas < 2 or num_sigmas < 1 or noise_samples < 1 or max_sigma <= 0:
+        raise TransferscopeError(
+            "module criticality needs num_alphas >= 2, num_sigmas >= 1, noise_samples >= 1 and "
+            f"max_sigma > 0; got {num_alphas}, {num_sigmas}, {noise_samples}, {max_sigma}"
+        )
+    _check_states(model, init_state, final_state)
+    device = torch.device(device)
+    names = list(modules) if modules is not None else default_modules(model)
+    params = {k for k, _ in model.named_parameters()}
+    init = {k: v.detach().to(device) for k, v in init_state.items()}
+    final = {k: v.detach().to(device) for k, v in final_state.items()}
+    work = _copy_structure(model, device)
+    probe = _Probe(work, _batches(data, max_examples, batch_size, device, transform, seed), task)
+    final_loss = probe.loss_sum(final)
+    if not math.isfinite(final_loss):
+        raise TransferscopeError(
+            f"the final weights' training loss is {final_loss}: module criticality needs a "
+            "trained model with a finite loss"
+        )
+    eps = float(epsilon) if epsilon is not None else tolerance * final_loss
+    alphas, sigmas = alpha_grid(num_alphas), sigma_grid(num_sigmas, max_sigma)
+    mu: dict[str, float | None] = {}
+    argmin: dict[str, tuple[float, float] | None] = {}
+    distance: dict[str, float] = {}
+    for index, name in enumerate(names):
+        mod = _Module(name, index, params, init, final, noise_samples, seed)
+        distance[name] = mod.distance
+
+        def feasible(alpha: float, sigma: float, early: bool, mod: _Module = mod) -> bool:
+            limit = noise_samples * eps
+            total = 0.0
+            for s in range(noise_samples):
+                state = mod.state(final, alpha, sigma, s)
+                total += probe.loss_sum(state, total, limit if early else math.inf)
+                if early and total > limit:
+                    return False
+            return total <= limit
+
+        find = _bisect if search == "bisection" else _exhaustive
+        best = find(feasible, alphas, sigmas, mod.distance**2)
+        mu[name] = None if best is None else best[0]
+        argmin[name] = None if best is None else (best[1], best[2])
+    finite = [v for v in mu.values() if v is not None]
+    return CriticalityResult(
+        modules=names,
+        mu=mu,
+        distance=distance,
+        argmin=argmin,
+        network_criticality=float(sum(finite)),
+        infeasible=[m for m, v in mu.items() if v is None],
+        final_loss=final_loss,
+        epsilon=eps,
+        alphas=alphas,
+        sigmas=sigmas,
+        forward_passes=probe.forwards,
+        examples=probe.n,
+        search=search,
+    )
+
+
+Best = tuple[float, float, float] | None  # (μ, α, σ)
+
+
+def _exhaustive(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) -> Best:
+    """Every (α, σ), every noise sample in full: the reference the bisection must agree with."""
+    best: Best = None
+    for alpha in alphas:
+        for sigma in sigmas:
+            if feasible(alpha, sigma, early=False):
+                value = alpha**2 * d2 / sigma**2
+                if best is None or value < best[0]:
+                    best = (value, alpha, sigma)
+    return best
+
+
+def _bisect(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) -> Best:
+    """The largest feasible σ per α by bisection, only over σ that could beat the best μ."""
+    best: Best = None
+    for alpha in alphas:
+        if alpha == 0 or d2 == 0:
+            # μ = 0 at any feasible σ; feasibility is monotone, so the smallest σ decides.
+            if feasible(alpha, sigmas[0], early=True):
+                return (0.0, alpha, sigmas[0])
+            continue
+        # α² d² / σ² < best  <=>  σ > α d / sqrt(best): skip the σ that cannot improve.
+        candidates = [
+            j for j, s in enumerate(sigmas) if best is None or alpha**2 * d2 / s**2 < best[0]
+        ]
+        if not candidates:
+            continue
+        lo = candidates[0]
+        if not feasible(alpha, sigmas[lo], early=True):
+            continue  # monotone: every larger σ is infeasible too
+        hi = len(sigmas)  # first index known (or assumed) infeasible
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if feasible(alpha, sigmas[mid], early=True):
+                lo = mid
+            else:
+                hi = mid
+        value = alpha**2 * d2 / sigmas[lo] ** 2
+        if best is None or value < best[0]:
+            best = (value, alpha, sigmas[lo])
+    return best
+
+
+def _copy_structure(model: nn.Module, device: torch.device) -> nn.Module:
+    return copy.deepcopy(model).to(device).eval()
+
+
+def rewind_modules(
+    model: nn.Module,
+    init_state: Mapping[str, Tensor],
+    final_state: Mapping[str, Tensor],
+    data: Dataset,
+    modules: Sequence[str] | None = None,
+    *,
+    task: Task = "multiclass",
+    max_examples: int | None = None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform | None = None,
+) -> dict[str, dict[str, float]]:
+    """Rewind one module at a time to θ_i^0 (others final) and evaluate (PAPER.md §4).
+
+    Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on ``data`` (the
+    test split, at most ``max_examples`` examples: a fixed random subset).
+    """
+    _check_states(model, init_state, final_state)
+    device = torch.device(device)
+    names = list(modules) if modules is not None else default_modules(model)
+    init = {k: v.detach().to(device) for k, v in init_state.items()}
+    final = {k: v.detach().to(device) for k, v in final_state.items()}
+    probe = _Probe(
+        _copy_structure(model, device),
+        _batches(data, max_examples, batch_size, device, transform),
+        task,
+    )
+    loss, metric = probe.evaluate(final)
+    out = {"final": {"loss": loss, "metric": metric}}
+    params = {k for k, _ in model.named_parameters()}
+    for index, name in enumerate(names):
+        mod = _Module(name, index, params, init, final, 0, 0)
+        loss, metric = probe.evaluate(mod.state(final, 0.0))
+        out[name] = {"loss": loss, "metric": metric}
+    return out
+
+
+def criticality_heatmap(
+    model: nn.Module,
+    init_state: Mapping[str, Tensor],
+    final_state: Mapping[str, Tensor],
+    data: Dataset,
+    modules: Sequence[str] | None = None,
+    *,
+    task: Task = "multiclass",
+    num_alphas: int = 4,
+    num_sigmas: int = 4,
+    noise_samples: int = 1,
+    max_sigma: float = 1.0,
+    seed: int = 0,
+    max_examples: int | None = 500,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metric over an (α, σ) grid per module, as in the paper's heat maps (PAPER.md §4).
+
+    σ runs over ``linspace(0, max_sigma, num_sigmas)`` (σ = 0 included: no noise) and α over
+    ``linspace(0, 1, num_alphas)``; each cell is the mean metric over ``noise_samples`` draws
+    (one evaluation where σ = 0). Defaults are coarser than the μ search to stay cheap: the cost is
+    modules × num_alphas × (1 + (num_sigmas − 1) × noise_samples) passes over ``data``.
+
+    Returns:
+        module -> {"alphas": [A], "sigmas": [S], "distance": [A] (α ‖θ_i^F − θ_i^0‖_F),
+        "metric": [[S] per α] (rows α, columns σ), "loss": same shape}.
+    """
+    _check_states(model, init_state, final_state)
+    device = torch.device(device)
+    names = list(modules) if modules is not None else default_modules(model)
+    init = {k: v.detach().to(device) for k, v in init_state.items()}
+    final = {k: v.detach().to(device) for k, v in final_state.items()}
+    probe = _Probe(
+        _copy_structure(model, device),
+        _batches(data, max_examples, batch_size, device, transform, seed),
+        task,
+    )
+    params = {k for k, _ in model.named_parameters()}
+    alphas = alpha_grid(num_alphas)
+    sigmas = [float(s) for s in torch.linspace(0, max_sigma, num_sigmas, dtype=torch.float64)]
+    out: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(names):
+        mod = _Module(name, index, params, init, final, noise_samples, seed)
+        metric_rows, loss_rows = [], []
+        for alpha in alphas:
+            metric_row, loss_row = [], []
+            for sigma in sigmas:
+                draws = [
+                    probe.evaluate(mod.state(final, alpha, sigma, s))
+                    for s in range(noise_samples if sigma > 0 else 1)
+                ]
+                loss_row.append(sum(d[0] for d in draws) / len(draws))
+                metric_row.append(sum(d[1] for d in draws) / len(draws))
+            metric_rows.append(metric_row)
+            loss_rows.append(loss_row)
+        out[name] = {
+            "alphas": alphas,
+            "sigmas": sigmas,
+            "distance": [alpha * mod.distance for alpha in alphas],
+            "metric": metric_rows,
+            "loss": loss_rows,
+        }
+    return out
+
+
+__all__ = [
+    "CriticalityResult",
+    "alpha_grid",
+    "criticality_heatmap",
+    "default_modules",
+    "module_criticality",
+    "rewind_modules",
+    "sigma_grid",
+]

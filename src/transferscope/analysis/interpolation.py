@@ -1,0 +1,464 @@
+"""Linear interpolation between two solutions and the performance barrier (PAPER.md §3).
+
+θ(λ) = (1 − λ) θ_A + λ θ_B over every floating state entry (integer buffers such as BatchNorm's
+``num_batches_tracked`` are taken from A), for λ in ``linspace(0, 1, num_points)``. At each λ the
+test loss and metric are measured, and the barrier is reported as
+
+    barrier_metric = max_λ [(1 − λ) m(A) + λ m(B) − m(θ(λ))]   (higher-is-better metric m)
+    barrier_loss   = max_λ [ℓ(θ(λ)) − (1 − λ) ℓ(A) − λ ℓ(B)]   (the mirrored form for the loss)
+
+both ≥ 0 since the endpoints contribute 0.
+
+Efficiency: every evaluation batch is loaded once and all λ are evaluated on it through
+:func:`torch.func.functional_call` with one state dict per λ, so a folder of JPEGs is decoded once
+instead of ``num_points`` times. Per-λ state dicts are built once when they fit in
+:data:`MAX_CACHED_BYTES`, otherwise re-interpolated (one ``lerp`` per entry) on every batch.
+
+BatchNorm: the running statistics of an interpolated network are meaningless, so for a model with
+running statistics they are recomputed at every λ (including λ = 0 and 1, so that all points are
+measured the same way and barrier(A, A) = 0) on a training subset: statistics reset, momentum None
+(a cumulative average over batches), forward passes in train mode under ``no_grad``. This is also
+done all-λ-per-batch: one pass over the training subset updates one buffer dict per λ. Cost: one
+extra pass over ``recalibration_examples`` training examples, ``num_points`` forwards per batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import Dataset
+
+from transferscope.data.base import Task
+from transferscope.errors import TransferscopeError
+from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.metrics import loss_fn, metric_name, score
+
+# Above this many bytes for all per-λ state dicts together, interpolate on the fly per batch.
+MAX_CACHED_BYTES = 512 * 1024 * 1024
+RECALIBRATION_EXAMPLES = 2000
+_LISTED = 8
+
+
+@dataclass
+class InterpolationResult:
+    """Loss and metric along θ(λ) and the two barriers.
+
+    Attributes:
+        lambdas: the λ values, (num_points,), from 0 (A) to 1 (B).
+        loss: mean test loss at each λ (cross-entropy or BCE, nats).
+        metric: accuracy or mean AUC at each λ.
+        metric_name: 'accuracy' or 'mean_auc'.
+        barrier_metric, barrier_loss: see the module docstring (metric units, nats).
+        batchnorm_recalibrated: whether running statistics were recomputed at each λ.
+    """
+
+    lambdas: list[float]
+    loss: list[float]
+    metric: list[float]
+    metric_name: str
+    barrier_metric: float
+    barrier_loss: float
+    batchnorm_recalibrated: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric_name": self.metric_name,
+            "lambdas": self.lambdas,
+            "metric": self.metric,
+            "loss": self.loss,
+            "barrier_metric": self.barrier_metric,
+            "barrier_loss": self.barrier_loss,
+            "batchnorm_recalibrated": self.batchnorm_recalibrated,
+        }
+
+
+def barrier(values: list[float], lambdas: list[float], higher_is_better: bool = True) -> float:
+    """max_λ of the gap between the straight line joining the endpoints and the curve.
+
+    ``values`` and ``lambdas`` are parallel lists with λ = 0 first and λ = 1 last. For a
+    higher-is-better metric the gap is line − curve, for a loss curve − line. NaN if any value is.
+    """
+    if any(math.isnan(v) for v in values):
+        return float("nan")
+    a, b = values[0], values[-1]
+    sign = 1.0 if higher_is_better else -1.0
+    return max(
+        0.0,
+        max(sign * ((1 - lam) * a + lam * b - v) for lam, v in zip(lambdas, values, strict=True)),
+    )
+
+
+def check_compatible(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    names: tuple[str, str] = ("A", "B"),
+) -> None:
+    """Raise a TransferscopeError naming the keys or shapes on which two states disagree."""
+    only_a = sorted(set(state_a) - set(state_b))
+    only_b = sorted(set(state_b) - set(state_a))
+    shapes = sorted(
+        f"{k} {tuple(state_a[k].shape)} vs {tuple(state_b[k].shape)}"
+        for k in set(state_a) & set(state_b)
+        if state_a[k].shape != state_b[k].shape
+    )
+    problems = []
+    labelled = (
+        (f"only in {names[0]}", only_a),
+        (f"only in {names[1]}", only_b),
+        ("shapes differ", shapes),
+    )
+    for label, items in labelled:
+        if items:
+            more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+            problems.append(f"{label}: {', '.join(items[:_LISTED])}{more}")
+    if problems:
+        raise TransferscopeError(
+            f"cannot interpolate: {names[0]} and {names[1]} are different architectures; "
+            + "; ".join(problems)
+        )
+
+
+def has_running_stats(model: nn.Module) -> bool:
+    """Whether ``model`` has BatchNorm layers that keep running statistics."""
+    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+def interpolated_state(
+    state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], lam: float
+) -> dict[str, Tensor]:
+    """θ(λ) = (1 − λ) θ_A + λ θ_B for floating entries, A's value for the others (no check)."""
+    return {
+        k: torch.lerp(a, state_b[k], lam) if a.is_floating_point() else a
+        for k, a in state_a.items()
+    }
+
+
+def _bn_buffers(model: nn.Module) -> list[str]:
+    """State keys of the running statistics of every BatchNorm layer (mean, var, count)."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            prefix = f"{name}." if name else ""
+            out += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+    return out
+
+
+class _CumulativeBatchNorm:
+    """Context: every BatchNorm of ``model`` with momentum None (a cumulative average)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+    def __enter__(self) -> None:
+        self.saved = [m.momentum for m in self.layers]
+        for m in self.layers:
+            m.momentum = None
+
+    def __exit__(self, *exc: object) -> None:
+        for m, momentum in zip(self.layers, self.saved, strict=True):
+            m.momentum = momentum
+
+
+def _reset_stats(state: dict[str, Tensor], keys: list[str]) -> None:
+    """reset_running_stats on a state dict: mean 0, var 1, count 0 (fresh tensors)."""
+    for k in keys:
+        if k.endswith("running_mean") or k.endswith("num_batches_tracked"):
+            state[k] = torch.zeros_like(state[k])
+        else:
+            state[k] = torch.ones_like(state[k])
+
+
+def _train_subset(data: Dataset, max_examples: int | None, seed: int = 0) -> torch.Tensor | None:
+    """A fixed random subset order (training data is often sorted by class)."""
+    n = len(data)  # type: ignore[arg-type]
+    if max_examples is None or max_examples >= n:
+        return None
+    return epoch_order(n, seed, 0)[:max_examples]
+
+
+def recalibrate_batchnorm(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    batch_size: int = 256,
+    max_examples: int | None = RECALIBRATION_EXAMPLES,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform | None = None,
+) -> nn.Module:
+    """Recompute ``model``'s BatchNorm running statistics on ``data`` in place (PAPER.md §3).
+
+    Statistics are reset, then averaged cumulatively (momentum None) over train-mode forward passes
+    under ``no_grad`` on at most ``max_examples`` examples (a fixed random subset). The model's
+    mode and momenta are restored. Returns the model.
+    """
+    was_training = model.training
+    model.train()
+    for m in model.modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            m.reset_running_stats()
+    order = _train_subset(data, max_examples)
+    with torch.no_grad(), _CumulativeBatchNorm(model):
+        for x, _ in iterate(data, batch_size, order=order, device=device, transform=transform):
+            model(x)
+    model.train(was_training)
+    return model
+
+
+class _Accumulator:
+    """Per-λ loss sums and correct counts (multiclass) or kept outputs (multilabel, for AUC)."""
+
+    def __init__(self, task: Task, k: int) -> None:
+        self.task = task
+        self.loss_sum = [0.0] * k
+        self.correct = [0] * k
+        self.outputs: list[list[Tensor]] = [[] for _ in range(k)]
+        self.targets: list[Tensor] = []
+        self.n = 0
+
+    def add_targets(self, y: Tensor) -> None:
+        self.n += len(y)
+        if self.task != "multiclass":
+            self.targets.append(y.cpu())
+
+    def add(self, i: int, out: Tensor, y: Tensor) -> None:
+        out = out.float()
+        if self.task == "multiclass":
+            # Sums over examples so that batches of any size average correctly.
+            self.loss_sum[i] += loss_fn(self.task, out, y).item() * len(y)
+            self.correct[i] += int((out.argmax(1) == y).sum().item())
+        else:
+            self.outputs[i].append(out.cpu())
+
+    def results(self) -> tuple[list[float], list[float]]:
+        if self.n == 0:
+            raise TransferscopeError("cannot interpolate on an empty evaluation set")
+        if self.task == "multiclass":
+            # float32 division, as training.metrics.accuracy, so endpoints match evaluate().
+            n = torch.tensor(float(self.n))
+            accuracy = [(torch.tensor(float(c)) / n).item() for c in self.correct]
+            return [s / self.n for s in self.loss_sum], accuracy
+        targets = torch.cat(self.targets)
+        scores = [score(self.task, torch.cat(outs), targets) for outs in self.outputs]
+        return [s.loss for s in scores], [s.metric for s in scores]
+
+
+def _autocast(device: torch.device) -> Any:
+    # The same mixed precision as training.metrics.predict, so that λ = 0 and 1 match evaluate().
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def interpolate(
+    model: nn.Module,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    data: Dataset,
+    num_points: int = 21,
+    *,
+    task: Task = "multiclass",
+    train_data: Dataset | None = None,
+    recalibrate_batchnorm: bool | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    recalibration_examples: int | None = RECALIBRATION_EXAMPLES,
+    transform: BatchTransform | None = None,
+    batched: bool = True,
+    channels_last: bool = False,
+) -> InterpolationResult:
+    """Test loss and metric along the straight line from ``state_a`` to ``state_b`` (PAPER.md §3).
+
+    Args:
+        model: the architecture of both states (its own weights are not used or changed).
+        state_a, state_b: state dicts with the same keys and shapes (else a TransferscopeError
+            naming the differences).
+        data: the evaluation set (the target's test split), images (N, C, H, W).
+        num_points: K, the number of λ values in ``linspace(0, 1, K)``.
+        task: 'multiclass' (accuracy, cross-entropy) or 'multilabel' (mean AUC, BCE).
+        train_data: training examples for BatchNorm recalibration.
+        recalibrate_batchnorm: recompute running statistics at each λ; None = yes exactly when the
+            model has BatchNorm running statistics (then ``train_data`` is required).
+        device: where to evaluate.
+        batch_size: evaluation and recalibration batch size.
+        recalibration_examples: at most this many training examples for recalibration.
+        transform: per-batch image transform applied to both data sets (e.g. a block shuffle).
+        batched: True (default) evaluates all λ on each loaded batch; False makes one pass over
+            the data per λ (the reference the tests and benchmark compare against).
+        channels_last: run convolutions in channels-last memory format (about 1.8x faster
+            forwards for small conv nets on CPU). Off by default: results then differ from
+            :func:`transferscope.training.metrics.evaluate` in the last float digits, and models
+            that ``.view`` conv outputs fail.
+
+    Returns:
+        An :class:`InterpolationResult`; ``loss[0]``/``metric[0]`` are A's and the last are B's.
+    """
+    if num_points < 2:
+        raise TransferscopeError(f"num_points must be >= 2, got {num_points}")
+    check_compatible(state_a, state_b)
+    check_compatible(dict(model.state_dict()), state_a, ("the model", "A"))
+    device = torch.device(device)
+    bn_keys = _bn_buffers(model)
+    recal = (
+        bool(bn_keys) if recalibrate_batchnorm is None else recalibrate_batchnorm and bool(bn_keys)
+    )
+    if recal and train_data is None:
+        raise TransferscopeError(
+            "the model has BatchNorm running statistics, which must be recomputed at each "
+            "interpolation point: pass train_data, or recalibrate_batchnorm=False to keep A's "
+            "and B's interpolated statistics"
+        )
+    lambdas = [float(x) for x in torch.linspace(0, 1, num_points, dtype=torch.float64)]
+    a = {k: v.detach().to(device) for k, v in state_a.items()}
+    b = {k: v.detach().to(device) for k, v in state_b.items()}
+    work = copy.deepcopy(model).to(device).eval()
+    if channels_last:
+        work = work.to(memory_format=torch.channels_last)
+        a, b = _channels_last_state(a), _channels_last_state(b)
+        transform = _channels_last_batches(transform)
+    if batched:
+        loss, metric = _batched(
+            work, a, b, lambdas, data, task, train_data if recal else None, bn_keys, device,
+            batch_size, recalibration_examples, transform,
+        )  # fmt: skip
+    else:
+        loss, metric = _per_point(
+            work, a, b, lambdas, data, task, train_data if recal else None, device, batch_size,
+            recalibration_examples, transform,
+        )  # fmt: skip
+    return InterpolationResult(
+        lambdas=lambdas,
+        loss=loss,
+        metric=metric,
+        metric_name=metric_name(task),
+        barrier_metric=barrier(metric, lambdas, higher_is_better=True),
+        barrier_loss=barrier(loss, lambdas, higher_is_better=False),
+        batchnorm_recalibrated=recal,
+    )
+
+
+def _channels_last_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {
+        k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+        for k, v in state.items()
+    }
+
+
+def _channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
+    def fn(x: Tensor) -> Tensor:
+        x = transform(x) if transform is not None else x
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+    return fn
+
+
+def _state_bytes(state: Mapping[str, Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in state.values())
+
+
+@torch.no_grad()
+def _batched(
+    model: nn.Module,
+    a: dict[str, Tensor],
+    b: dict[str, Tensor],
+    lambdas: list[float],
+    data: Dataset,
+    task: Task,
+    train_data: Dataset | None,
+    bn_keys: list[str],
+    device: torch.device,
+    batch_size: int,
+    recalibration_examples: int | None,
+    transform: BatchTransform | None,
+) -> tuple[list[float], list[float]]:
+    """All λ per loaded batch: one recalibration pass (if any) and one evaluation pass."""
+    k = len(lambdas)
+    cached = k * _state_bytes(a) <= MAX_CACHED_BYTES
+    fixed = [interpolated_state(a, b, lam) for lam in lambdas] if cached else None
+
+    def states() -> Iterator[dict[str, Tensor]]:
+        for i, lam in enumerate(lambdas):
+            yield fixed[i] if fixed is not None else interpolated_state(a, b, lam)
+
+    # Per-λ running statistics: small (one vector per BatchNorm channel), always kept.
+    stats: list[dict[str, Tensor]] = [{} for _ in lambdas]
+    if train_data is not None:
+        for s in stats:
+            s.update({key: a[key] for key in bn_keys})
+            _reset_stats(s, bn_keys)
+        order = _train_subset(train_data, recalibration_examples)
+        model.train()
+        with _CumulativeBatchNorm(model):
+            for x, _ in iterate(
+                train_data, batch_size, order=order, device=device, transform=transform
+            ):
+                for i, state in enumerate(states()):
+                    # functional_call swaps these tensors in; BatchNorm updates them in place.
+                    functional_call(model, {**state, **stats[i]}, (x,))
+        model.eval()
+    acc = _Accumulator(task, k)
+    for x, y in iterate(data, batch_size, device=device, transform=transform):
+        acc.add_targets(y)
+        for i, state in enumerate(states()):
+            with _autocast(device):
+                out = functional_call(model, {**state, **stats[i]}, (x,))
+            acc.add(i, out, y)
+    return acc.results()
+
+
+@torch.no_grad()
+def _per_point(
+    model: nn.Module,
+    a: dict[str, Tensor],
+    b: dict[str, Tensor],
+    lambdas: list[float],
+    data: Dataset,
+    task: Task,
+    train_data: Dataset | None,
+    device: torch.device,
+    batch_size: int,
+    recalibration_examples: int | None,
+    transform: BatchTransform | None,
+) -> tuple[list[float], list[float]]:
+    """One data pass per λ with an ordinary model (load_state_dict, recalibrate, evaluate)."""
+    losses, metrics = [], []
+    for lam in lambdas:
+        model.load_state_dict(interpolated_state(a, b, lam))
+        if train_data is not None:
+            recalibrate_batchnorm(
+                model,
+                train_data,
+                batch_size=batch_size,
+                max_examples=recalibration_examples,
+                device=device,
+                transform=transform,
+            )
+        model.eval()
+        acc = _Accumulator(task, 1)
+        for x, y in iterate(data, batch_size, device=device, transform=transform):
+            acc.add_targets(y)
+            with _autocast(device):
+                acc.add(0, model(x), y)
+        (loss,), (metric,) = acc.results()
+        losses.append(loss)
+        metrics.append(metric)
+    return losses, metrics
+
+
+__all__ = [
+    "InterpolationResult",
+    "barrier",
+    "check_compatible",
+    "has_running_stats",
+    "interpolate",
+    "interpolated_state",
+    "recalibrate_batchnorm",
+]

@@ -1,0 +1,738 @@
+"""The HTML report: one self-contained page, STUDY/report/index.html, figures beside it.
+
+Self-contained and offline: inline CSS, no script, no font or stylesheet from elsewhere; every
+image is a file under ``report/figures/`` referenced by a relative path. Every string that comes
+from the config or the data (target labels, run ids, pair names, reasons) goes through
+:func:`html.escape`, so a label such as ``<script>`` shows as text.
+
+Sections follow the paper: overview, feature reuse (§1), mistakes, feature similarity, parameter
+distance (§2), barriers (§3), module criticality (§4), pre-training trajectory (§5), findings.
+A section whose analysis is missing or skipped says "not run" and why.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import platform
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferscope import atomic
+from transferscope.report import figures as F
+from transferscope.report.findings import (
+    FAILS,
+    HOLDS,
+    Finding,
+    StudyData,
+    depth_order,
+    evaluate_findings,
+    final_pt_metric,
+    finite,
+    fmt,
+    load_study,
+)
+
+FIGURES_DIR = "figures"
+# Image grids of the mistakes section: written by the mistakes study step when it can.
+MISTAKE_EXAMPLES_DIR = "mistakes"
+MISTAKE_CELLS = {
+    "pt_wrong_rit_right": "P-T wrong, RI-T right",
+    "rit_wrong_pt_right": "RI-T wrong, P-T right",
+}
+_SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+  margin: 0; color: #1b1b1b; background: #fff; line-height: 1.45; }
+header { background: #f4f6f8; border-bottom: 1px solid #dde2e6; padding: 1.2rem 2rem; }
+header h1 { margin: 0 0 .3rem 0; font-size: 1.5rem; }
+nav a { margin-right: .9rem; color: #0060a0; text-decoration: none; font-size: .92rem; }
+main { padding: 0 2rem 3rem 2rem; max-width: 1200px; }
+h2 { border-bottom: 2px solid #0072B2; padding-bottom: .2rem; margin-top: 2.2rem; }
+h3 { margin-top: 1.4rem; }
+table { border-collapse: collapse; margin: .6rem 0 1rem 0; font-size: .86rem; }
+th, td { border: 1px solid #d5dade; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f0f3f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: .8rem; overflow-x: auto;
+  font-size: .8rem; max-height: 30rem; }
+figure { display: inline-block; margin: .5rem 1rem 1rem 0; vertical-align: top; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .8rem; color: #555; }
+.notrun { background: #fff6e5; border-left: 4px solid #e69f00; padding: .5rem .8rem; }
+.holds, .fails, .unmeasured { white-space: nowrap; padding: 0 .2rem; }
+.holds { background: #e3f4ea; color: #0b5d2a; font-weight: 600; }
+.fails { background: #fde8e1; color: #8a2a08; font-weight: 600; }
+.unmeasured { background: #eeeeee; color: #555; font-weight: 600; }
+.state-done { color: #0b5d2a; } .state-failed { color: #b00020; font-weight: 600; }
+.state-pending, .state-partial { color: #8a6d00; }
+.key { display: inline-block; width: .9em; height: .9em; vertical-align: middle;
+  margin: 0 .25em 0 .6em; }
+.small { font-size: .82rem; color: #555; }
+"""
+
+
+def esc(value: Any) -> str:
+    """HTML-escape anything (quotes too, since values also land in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+def _table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    numeric: Sequence[int] = (),
+    table_id: str | None = None,
+) -> str:
+    """A table; cells are escaped, except those already wrapped as :class:`_Raw`."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cls = ' class="num"' if i in numeric else ""
+            text = cell.html if isinstance(cell, _Raw) else esc(cell)
+            cells.append(f"<td{cls}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class _Raw:
+    """Markup built here from escaped parts, inserted into a table as is."""
+
+    def __init__(self, markup: str) -> None:
+        self.html = markup
+
+
+def _not_run(reason: str) -> str:
+    return f'<p class="notrun"><strong>not run</strong>: {esc(reason)}</p>'
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class _Page:
+    """Builds the page section by section, writing figures as it goes."""
+
+    def __init__(self, data: StudyData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> None:
+        self.data = data
+        self.figures = out / FIGURES_DIR
+        self.formats = tuple(formats)
+        self.used: set[str] = set()
+
+    # -------------------------------------------------------------- helpers
+    def figure(self, fig: Any, stem: str, caption: str) -> str:
+        """Save ``fig`` (None: nothing to draw) and return its <figure> markup."""
+        if fig is None:
+            return ""
+        # Unique file names even when two target labels slug to the same text.
+        name, i = F.slug(stem), 1
+        while name in self.used:
+            i += 1
+            name = f"{F.slug(stem)}-{i}"
+        self.used.add(name)
+        png = F.save(fig, self.figures, name, self.formats)
+        links = "".join(
+            f' (<a href="{FIGURES_DIR}/{esc(name)}.{esc(ext)}">{esc(ext.upper())}</a>)'
+            for ext in self.formats
+            if ext != "png"
+        )
+        return (
+            f'<figure><img src="{FIGURES_DIR}/{esc(png)}" alt="{esc(caption)}">'
+            f"<figcaption>{esc(caption)}{links}</figcaption></figure>"
+        )
+
+    def per_target(self, analysis: str, render: Callable[[str, dict[str, Any]], str]) -> str:
+        """The section body: 'not run', or one sub-section per target."""
+        reason = self.data.not_run_reason(analysis)
+        if reason is not None:
+            return _not_run(reason)
+        doc = self.data.analysis(analysis) or {}
+        parts = []
+        targets = list(doc.get("targets", {}))
+        for target in [*self.data.targets, *[t for t in targets if t not in self.data.targets]]:
+            entry = doc.get("targets", {}).get(target)
+            parts.append(f"<h3>Target {esc(target)}</h3>")
+            if not isinstance(entry, dict):
+                parts.append(_not_run(f"no entry for target {target} in {analysis}.json"))
+            elif entry.get("status", "ok") != "ok":
+                parts.append(_not_run(str(entry.get("reason", "skipped"))))
+            else:
+                parts.append(render(target, entry))
+        missing = doc.get("runs_missing") or []
+        if missing:
+            parts.append(
+                f'<p class="small">Runs this analysis needed that had not finished: '
+                f"{esc(', '.join(missing))}</p>"
+            )
+        return "".join(parts)
+
+    # -------------------------------------------------------------- sections
+    def overview(self) -> str:
+        d = self.data
+        counts: dict[str, int] = {}
+        for r in d.runs:
+            counts[r.state] = counts.get(r.state, 0) + 1
+        seconds = sum(
+            float(r.summary.get("seconds", 0.0))
+            for r in d.runs
+            if r.summary and finite(r.summary.get("seconds"))
+        )
+        devices = sorted(
+            {str(r.summary["device"]) for r in d.runs if r.summary and r.summary.get("device")}
+        )
+        recorded: dict[str, set[str]] = {}
+        for r in d.runs:
+            s = r.summary or {}
+            versions = s.get("versions") if isinstance(s.get("versions"), dict) else s
+            for key in ("python", "torch", "transferscope"):
+                if versions.get(key):
+                    recorded.setdefault(key, set()).add(str(versions[key]))
+        env_rows = []
+        now = {
+            "python": platform.python_version(),
+            "torch": _version("torch"),
+            "transferscope": _version("transferscope"),
+        }
+        for key in ("python", "torch", "transferscope"):
+            runs_v = ", ".join(sorted(recorded.get(key, set()))) or "not recorded"
+            env_rows.append((key, runs_v, now[key]))
+        env_rows.append(("device", ", ".join(devices) or "no finished run", "-"))
+        state_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        runs_rows = []
+        for r in d.runs:
+            s = r.summary or {}
+            metric = s.get("final_metric")
+            name = s.get("metric_name") or ""
+            state = _Raw(f'<span class="state-{esc(r.state)}">{esc(r.state)}</span>')
+            if r.error:
+                state = _Raw(state.html + f'<br><span class="small">{esc(r.error[:300])}</span>')
+            runs_rows.append(
+                (
+                    r.id,
+                    r.kind,
+                    r.target,
+                    "-" if r.seed is None else r.seed,
+                    r.shuffle or "-",
+                    "-" if r.checkpoint is None else fmt(r.checkpoint),
+                    f"{fmt(metric, 4)} {name}".strip() if finite(metric) else "-",
+                    f"{float(s['seconds']):.1f}" if finite(s.get("seconds")) else "-",
+                    state,
+                )
+            )
+        analyses = []
+        for name in d.analyses:
+            reason = d.not_run_reason(name)
+            analyses.append((name, "ok" if reason is None else f"not run: {reason}"))
+        return (
+            f"<p>{len(d.runs)} planned runs: {esc(state_text or 'none')}. Total compute time of "
+            f"finished runs: <strong>{seconds:.1f} s</strong> ({seconds / 3600:.2f} h).</p>"
+            "<h3>Environment</h3>"
+            + _table(("", "recorded by the runs", "this report was built with"), env_rows)
+            + "<h3>Runs</h3>"
+            + _table(
+                (
+                    "run",
+                    "kind",
+                    "target",
+                    "seed",
+                    "shuffle",
+                    "k",
+                    "final metric",
+                    "wall time (s)",
+                    "state",
+                ),
+                runs_rows,
+                numeric=(3, 5, 6, 7),
+            )
+            + "<h3>Analyses</h3>"
+            + _table(("analysis", "status"), analyses)
+            + "<h3>Resolved configuration (study.yaml)</h3>"
+            + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
+        )
+
+    def feature_reuse(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            out = self.figure(
+                F.learning_curves(entry, f"Learning curves, target {target}"),
+                f"curves-{target}",
+                f"Test metric per epoch of P-T and RI-T on {target} (mean over seeds, band min–max).",
+            )
+            out += self.figure(
+                F.shuffle_bars(entry, f"Block shuffling, target {target}"),
+                f"shuffle-{target}",
+                f"Relative drop and speed gap per shuffle on {target}.",
+            )
+            rows = []
+            for s in entry.get("shuffles") or []:
+                rows.append(
+                    (
+                        F.shuffle_label(s),
+                        fmt((s.get("P-T") or {}).get("final_metric_mean"), 4),
+                        fmt((s.get("RI-T") or {}).get("final_metric_mean"), 4),
+                        fmt(s.get("relative_drop")),
+                        fmt(s.get("speed_gap_epochs")),
+                    )
+                )
+            if rows:
+                out += _table(
+                    (
+                        "shuffle",
+                        "P-T final",
+                        "RI-T final",
+                        "relative drop (%)",
+                        "speed gap (epochs)",
+                    ),
+                    rows,
+                    numeric=(1, 2, 3, 4),
+                )
+            frac = entry.get("fraction")
+            if finite(frac):
+                out += (
+                    f'<p class="small">Speed gap: RI-T\'s mean epochs to reach {float(frac):g} of '
+                    "its final metric minus P-T's (positive: P-T is faster).</p>"
+                )
+            return out
+
+        return self.per_target("curves", render)
+
+    def mistakes(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            rows = []
+            for p in entry.get("pairs") or []:
+                if p.get("status", "ok") != "ok":
+                    rows.append(
+                        (
+                            p.get("pair"),
+                            ", ".join(p.get("runs") or []),
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
+                        )
+                    )
+                    continue
+                f = p.get("fractions") or {}
+                rows.append(
+                    (
+                        p.get("pair"),
+                        ", ".join(p.get("runs") or []),
+                        p.get("n", "-"),
+                        fmt(f.get("both_correct")),
+                        fmt(f.get("only_a_wrong")),
+                        fmt(f.get("only_b_wrong")),
+                        fmt(f.get("both_wrong")),
+                        fmt(f.get("uncommon")),
+                    )
+                )
+            out = _table(
+                (
+                    "pair (A/B)",
+                    "runs",
+                    "n",
+                    "both correct",
+                    "only A wrong",
+                    "only B wrong",
+                    "both wrong",
+                    "uncommon",
+                ),
+                rows,
+                numeric=(2, 3, 4, 5, 6, 7),
+            )
+            if entry.get("pairs") and any(p.get("task") == "multilabel" for p in entry["pairs"]):
+                out += '<p class="small">Multi-label target: cells count (example, label) decisions.</p>'
+            return out + self.mistake_examples(target, entry)
+
+        return (
+            '<p class="small">Fractions of the test set. Uncommon mistakes: exactly one of the two '
+            "models is wrong.</p>" + self.per_target("mistakes", render)
+        )
+
+    def mistake_examples(self, target: str, entry: dict[str, Any]) -> str:
+        """Image grids from analyses/mistakes/<target>.npz, or the example indices."""
+        path = None
+        if _SAFE_LABEL.fullmatch(target):
+            path = self.data.root / "analyses" / MISTAKE_EXAMPLES_DIR / f"{target}.npz"
+        out = []
+        if path is not None and path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+            except (OSError, ValueError) as e:
+                return _not_run(f"{path.name} could not be read: {e}")
+            for cell, title in MISTAKE_CELLS.items():
+                if cell not in arrays:
+                    continue
+                idx = arrays.get(f"{cell}_indices")
+                captions = [f"#{int(i)}" for i in idx] if idx is not None else None
+                out.append(
+                    self.figure(
+                        F.image_grid(arrays[cell], f"{title} ({target})", captions),
+                        f"mistakes-{target}-{cell}",
+                        f"Test examples {title.lower()} on {target} (each image min-max scaled).",
+                    )
+                )
+            if out:
+                return "<h4>Examples</h4>" + "".join(out)
+        pair = next(
+            (
+                p
+                for p in entry.get("pairs") or []
+                if p.get("pair") == "P-T/RI-T" and p.get("status", "ok") == "ok"
+            ),
+            None,
+        )
+        if pair is None:
+            return ""
+        idx = pair.get("indices") or {}
+        # In a P-T/RI-T pair A is P-T and B is RI-T.
+        rows = [
+            (
+                "P-T wrong, RI-T right",
+                " ".join(str(i) for i in idx.get("only_a_wrong", [])) or "none",
+            ),
+            (
+                "RI-T wrong, P-T right",
+                " ".join(str(i) for i in idx.get("only_b_wrong", [])) or "none",
+            ),
+        ]
+        return (
+            f"<h4>Examples (test-set indices, runs {esc(' / '.join(pair.get('runs') or []))})</h4>"
+            + _table(("cell", "test indices (first ones)"), rows)
+            + '<p class="small">No example images saved for this target '
+            f"(analyses/{MISTAKE_EXAMPLES_DIR}/&lt;target&gt;.npz).</p>"
+        )
+
+    def similarity(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            pairs = [p for p in entry.get("pairs") or [] if p.get("status", "ok") == "ok"]
+            layers: list[str] = []
+            for p in pairs:
+                layers += [n for n in p.get("cka") or {} if n not in layers]
+            layers = depth_order(layers) or layers
+            rows = [
+                (
+                    p.get("pair"),
+                    ", ".join(p.get("runs") or []),
+                    *[fmt((p.get("cka") or {}).get(n)) for n in layers],
+                )
+                for p in pairs
+            ]
+            skipped = [p for p in entry.get("pairs") or [] if p.get("status", "ok") != "ok"]
+            out = _table(("pair", "runs", *layers), rows, numeric=tuple(range(2, 2 + len(layers))))
+            if skipped:
+                out += "".join(
+                    f'<p class="small">{esc(p.get("pair"))} skipped: {esc(p.get("reason", ""))}</p>'
+                    for p in skipped
+                )
+            return out + self.figure(
+                F.cka_lines(entry, f"Feature similarity, target {target}"),
+                f"cka-{target}",
+                f"Linear CKA per layer for every pair of models on {target}.",
+            )
+
+        return self.per_target("similarity", render)
+
+    def distance(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            rows = []
+            for p in entry.get("pairs") or []:
+                ok = p.get("status", "ok") == "ok"
+                rows.append(
+                    (
+                        p.get("pair"),
+                        ", ".join(p.get("runs") or []),
+                        fmt(p.get("checkpoint")) if p.get("checkpoint") is not None else "-",
+                        fmt(p.get("total"), 4)
+                        if ok
+                        else _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
+                    )
+                )
+            reference = (
+                (self.data.target_entry("criticality", target) or {}).get("P-T") or {}
+            ).get("modules")
+            return _table(
+                ("pair", "runs", "k", "whole-network L2 distance"), rows, numeric=(2, 3)
+            ) + self.figure(
+                F.distance_modules(entry, f"Parameter distance, target {target}", reference),
+                f"distance-{target}",
+                f"L2 distance per module for every pair on {target} (log scale).",
+            )
+
+        return self.per_target("distance", render)
+
+    def barriers(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            rows = [
+                (
+                    p.get("pair"),
+                    ", ".join(p.get("runs") or []),
+                    "-" if p.get("k") is None else fmt(p.get("k")),
+                    fmt(p.get("barrier_metric")),
+                    fmt(p.get("barrier_loss")),
+                    "yes" if p.get("batchnorm_recalibrated") else "no",
+                )
+                if p.get("status", "ok") == "ok"
+                else (
+                    p.get("pair"),
+                    ", ".join(p.get("runs") or []),
+                    "-" if p.get("k") is None else fmt(p.get("k")),
+                    _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
+                    "-",
+                    "-",
+                )
+                for p in entry.get("pairs") or []
+            ]
+            return _table(
+                (
+                    "pair",
+                    "runs",
+                    "k",
+                    "barrier (metric)",
+                    "barrier (loss)",
+                    "BatchNorm recalibrated",
+                ),
+                rows,
+                numeric=(2, 3, 4),
+            ) + self.figure(
+                F.interpolation_curves(entry, f"Linear interpolation, target {target}"),
+                f"interpolation-{target}",
+                f"Test metric and loss along the linear path between the models of every pair on {target}.",
+            )
+
+        return (
+            '<p class="small">Barrier: max over λ of the linear interpolation of the end points\' '
+            "metric minus the metric at θ(λ) (mirrored for the loss).</p>"
+            + self.per_target("interpolation", render)
+        )
+
+    def criticality(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            kinds = [k for k, _ in F.computed_kinds(entry)]
+            skipped = "".join(
+                f'<p class="small">{esc(k)} skipped: {esc(entry[k].get("reason", ""))}</p>'
+                for k in ("P-T", "RI-T")
+                if isinstance(entry.get(k), dict) and k not in kinds
+            )
+            if not kinds:
+                return skipped or _not_run("no P-T or RI-T result")
+            modules: list[str] = []
+            for k in kinds:
+                modules += [m for m in entry[k].get("modules") or [] if m not in modules]
+            rows = []
+            for m in modules:
+                row: list[Any] = [m]
+                for k in kinds:
+                    mu = (entry[k].get("mu") or {}).get(m, "-")
+                    row.append("∞ (none feasible)" if mu is None else fmt(mu))
+                for k in kinds:
+                    row.append(fmt((entry[k].get("rewind") or {}).get(m)))
+                rows.append(row)
+            header = ["module", *[f"μ {k}" for k in kinds], *[f"rewound metric {k}" for k in kinds]]
+            summary = _table(
+                ("kind", "run", "network criticality", "final loss", "final metric"),
+                [
+                    (
+                        k,
+                        entry[k].get("run", "-"),
+                        fmt(entry[k].get("network_criticality")),
+                        fmt(entry[k].get("final_loss")),
+                        fmt(entry[k].get("final_metric")),
+                    )
+                    for k in kinds
+                ],
+                numeric=(2, 3, 4),
+            )
+            out = skipped + summary + _table(header, rows, numeric=tuple(range(1, len(header))))
+            out += self.figure(
+                F.criticality_bars(entry, f"Module criticality, target {target}"),
+                f"criticality-{target}",
+                f"Module criticality μ per module, P-T and RI-T, on {target}.",
+            )
+            out += self.figure(
+                F.rewind_bars(entry, f"Rewinding one module, target {target}"),
+                f"rewind-{target}",
+                f"Test metric after rewinding one module to its initial value on {target}.",
+            )
+            out += self.figure(
+                F.criticality_heatmaps(
+                    entry, f"Performance over distance and noise, target {target}"
+                ),
+                f"heatmaps-{target}",
+                f"Test metric per module over α (init → final) and noise σ on {target}.",
+            )
+            return out
+
+        return self.per_target("criticality", render)
+
+    def trajectory(self) -> str:
+        def render(target: str, entry: dict[str, Any]) -> str:
+            points = sorted(
+                (p for p in entry.get("points") or [] if finite(p.get("k"))), key=lambda p: p["k"]
+            )
+            rows = [
+                (
+                    fmt(p.get("k")),
+                    ", ".join(p.get("runs") or []),
+                    fmt(p.get("final_metric"), 4),
+                    fmt(p.get("epochs_to_fraction")),
+                    fmt(p.get("barrier_metric")),
+                    fmt(p.get("barrier_loss")),
+                    "P-T (reference)" if p.get("reference") == "P-T" else "P@k-T",
+                )
+                for p in points
+            ]
+            final_pt = final_pt_metric(entry)
+            if final_pt is None:
+                curves = self.data.target_entry("curves", target) or {}
+                final_pt = (curves.get("P-T") or {}).get("final_metric_mean")
+            return (
+                f"<p>Final pre-training checkpoint: k = {esc(fmt(entry.get('final_k')))}.</p>"
+                + _table(
+                    (
+                        "k",
+                        "runs",
+                        "final metric",
+                        "epochs to fraction",
+                        "barrier to P-T (metric)",
+                        "barrier to P-T (loss)",
+                        "runs are",
+                    ),
+                    rows,
+                    numeric=(0, 2, 3, 4, 5),
+                )
+                + self.figure(
+                    F.trajectory_plot(entry, f"Pre-training trajectory, target {target}", final_pt),
+                    f"trajectory-{target}",
+                    f"Final P@k-T metric and barrier to P-T against checkpoint k on {target}.",
+                )
+            )
+
+        return self.per_target("trajectory", render)
+
+    def findings(self, findings: list[Finding]) -> str:
+        return findings_table_html(findings)
+
+
+def findings_table_html(findings: list[Finding]) -> str:
+    """The findings table: claim, measured numbers per target, verdict next to its rule."""
+    rows = []
+    for f in findings:
+        cls = {HOLDS: "holds", FAILS: "fails"}.get(f.verdict, "unmeasured")
+        measured = (
+            "<br>".join(
+                f"<strong>{esc(t.target)}</strong>: {esc(t.measured)} ({esc(t.verdict)})"
+                for t in f.per_target
+            )
+            or "no target"
+        )
+        rows.append(
+            (
+                _Raw(f'<a href="#{esc(f.section)}">{esc(f.id)}</a>'),
+                f.claim,
+                _Raw(measured),
+                _Raw(f'<span class="{cls}">{esc(f.verdict)}</span>'),
+                f.rule,
+            )
+        )
+    header = ("claim", "statement (PAPER.md)", "measured", "verdict", "rule")
+    return (
+        "<p>A claim <em>holds</em> when its rule holds on every target where it could be "
+        "measured, <em>does not hold</em> when it fails on at least one, and is <em>not "
+        "measured</em> when no target had the results it needs. Metrics are fractions "
+        "(accuracy or mean AUC).</p>" + _table(header, rows, table_id="findings-table")
+    )
+
+
+SECTIONS = (
+    ("overview", "Overview"),
+    ("feature-reuse", "Feature reuse (§1)"),
+    ("mistakes", "Mistakes (§2)"),
+    ("similarity", "Feature similarity (§2)"),
+    ("distance", "Parameter distance (§2)"),
+    ("barriers", "Performance barriers (§3)"),
+    ("criticality", "Module criticality (§4)"),
+    ("trajectory", "Pre-training trajectory (§5)"),
+    ("findings", "Findings"),
+)
+
+
+def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> str:
+    """The page's HTML for ``data``; figures are written under ``out/figures``."""
+    page = _Page(data, out, formats)
+    findings = evaluate_findings(data)
+    bodies = {
+        "overview": page.overview(),
+        "feature-reuse": page.feature_reuse(),
+        "mistakes": page.mistakes(),
+        "similarity": page.similarity(),
+        "distance": page.distance(),
+        "barriers": page.barriers(),
+        "criticality": page.criticality(),
+        "trajectory": page.trajectory(),
+        "findings": page.findings(findings),
+    }
+    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS)
+    keys = "".join(
+        f'<span class="key" style="background:{F.COLORS[k]}"></span>{esc(k)}'
+        for k in ("P-T", "RI-T", "P", "P@k")
+    )
+    sections = "".join(
+        f'<section id="{sid}"><h2>{esc(title)}</h2>{bodies[sid]}</section>'
+        for sid, title in SECTIONS
+    )
+    verdicts = ", ".join(f"{f.id} {f.verdict}" for f in findings)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>transferscope report: {esc(data.name)}</title>"
+        f"<style>{CSS}</style></head><body>"
+        f"<header><h1>What is being transferred? Study {esc(data.name)}</h1>"
+        f'<p class="small">Study directory: {esc(data.root)}. Colours: {keys}. '
+        f"Findings: {esc(verdicts)}.</p><nav>{nav}</nav></header>"
+        f"<main>{sections}</main></body></html>\n"
+    )
+
+
+def build_report(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) -> Path:
+    """Write STUDY/report/index.html and its figures from the study directory; return its path.
+
+    Reads only the study directory: nothing is trained or re-analysed. Sections whose analysis is
+    missing or skipped say so.
+
+    Args:
+        study_dir: the study directory.
+        formats: file formats of every figure; PNG (shown in the page) is always written, the
+            others (PDF or SVG, for papers) are linked from each caption.
+
+    Raises:
+        TransferscopeError: when ``study_dir`` is not a study directory.
+    """
+    study_dir = Path(study_dir)
+    data = load_study(study_dir)
+    out = study_dir / "report"
+    figures = out / FIGURES_DIR
+    if figures.is_dir():
+        # Figures of an older build (a target since renamed) must not linger beside the page.
+        for old in [p for ext in ("png", "pdf", "svg") for p in figures.glob(f"*.{ext}")]:
+            old.unlink()
+    with F.style():
+        text = render_html(data, out, formats)
+    path = out / "index.html"
+    atomic.write_text(path, text)
+    return path
+
+
+__all__ = ["FIGURES_DIR", "MISTAKE_CELLS", "MISTAKE_EXAMPLES_DIR", "build_report", "render_html"]

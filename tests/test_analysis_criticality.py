@@ -1,0 +1,100 @@
+"""Module criticality, the rewind test and heat maps (PAPER.md §4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transferscope import TransferscopeError, module_criticality
+from transferscope.analysis.criticality import criticality_heatmap, rewind_modules
+from transferscope.data.base import TensorImageDataset
+from transferscope.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(model, θ⁰, θ^F, data): a tiny Fixup ResNet fitted a little to a 4-class toy task."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    y = (x[:, 0, :4].mean((1, 2)) > 0).long() + 2 * (x[:, 0, :, :4].mean((1, 2)) > 0).long()
+    data = TensorImageDataset(x, y)
+    model = build_model("fixup-small", 4, 1, widths=[4, 4, 4])
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.set_num_threads(threads)
+    return model, init, {k: v.clone() for k, v in model.state_dict().items()}, data
+
+
+GRID = dict(num_alphas=5, num_sigmas=6, noise_samples=2, max_sigma=0.12, tolerance=1.3)
+
+
+def test_bisection_finds_the_exhaustive_grid_minimum(trained) -> None:
+    model, init, final, data = trained
+    fast = module_criticality(model, init, final, data, batch_size=64, **GRID)
+    slow = module_criticality(model, init, final, data, batch_size=64, search="grid", **GRID)
+    assert fast.modules == ["conv1", "layer1.0", "layer2.0", "layer3.0", "fc"]
+    assert fast.mu == slow.mu, (fast.mu, fast.argmin)
+    assert fast.network_criticality == slow.network_criticality
+    # Non-trivial: some modules are feasible with α > 0, and the head cannot be rewound.
+    assert any(v is not None and v > 0 for v in fast.mu.values())
+    assert fast.mu["fc"] is None or fast.mu["fc"] > 0
+    assert fast.forward_passes * 3 < slow.forward_passes
+    assert slow.forward_passes == 5 * 5 * 6 * 2 + 1  # every cell, every sample, plus L_S(θ^F)
+    assert fast.epsilon == pytest.approx(1.3 * fast.final_loss)
+    # μ is α² ‖Δθ‖² / σ² at the argmin
+    for m, v in fast.mu.items():
+        if v is not None and fast.argmin[m] is not None:
+            alpha, sigma = fast.argmin[m]
+            assert v == pytest.approx(alpha**2 * fast.distance[m] ** 2 / sigma**2)
+
+
+def test_unchanged_module_and_absolute_epsilon(trained) -> None:
+    model, _, final, data = trained
+    # θ⁰ = θ^F: rewinding changes nothing, so α = 0 is feasible and μ = 0 everywhere.
+    same = module_criticality(model, final, final, data, modules=["layer1.0", "fc"], **GRID)
+    assert same.mu == {"layer1.0": 0.0, "fc": 0.0} and same.network_criticality == 0.0
+    # ε below the final loss: nothing is feasible.
+    none = module_criticality(model, final, final, data, modules=["fc"], epsilon=1e-6, **GRID)
+    assert none.mu == {"fc": None} and none.infeasible == ["fc"]
+
+
+def test_rewind_and_heatmap(trained) -> None:
+    model, init, final, data = trained
+    rewind = rewind_modules(model, init, final, data, modules=["layer1.0", "fc"])
+    assert set(rewind) == {"final", "layer1.0", "fc"}
+    # The Fixup head starts at zero: rewinding it gives uniform outputs, chance-level loss.
+    assert rewind["fc"]["loss"] == pytest.approx(torch.log(torch.tensor(4.0)).item(), rel=1e-5)
+    heat = criticality_heatmap(
+        model, init, final, data, modules=["fc"], num_alphas=3, num_sigmas=3, max_sigma=0.1
+    )["fc"]
+    assert heat["alphas"] == [0.0, 0.5, 1.0] and heat["sigmas"][0] == 0.0
+    assert len(heat["metric"]) == 3 and all(len(row) == 3 for row in heat["metric"])
+    assert heat["metric"][-1][0] == pytest.approx(rewind["final"]["metric"])
+    assert heat["distance"][-1] == pytest.approx(
+        torch.cat([(final[k] - init[k]).flatten() for k in ("fc.weight", "fc.bias")]).norm().item()
+    )
+
+
+def test_states_must_fit_the_model(trained) -> None:
+    model, init, final, data = trained
+    bad = {k: v for k, v in final.items() if k != "fc.bias"}
+    with pytest.raises(TransferscopeError, match=r"final_state .* fc\.bias"):
+        module_criticality(model, init, bad, data)
+    with pytest.raises(TransferscopeError, match="module 'nope'"):
+        module_criticality(model, init, final, data, modules=["nope"])

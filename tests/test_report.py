@@ -1,0 +1,671 @@
+"""The report (transferscope.report): built from hand-made study directories, no training.
+
+The analyses' JSON documents here follow the schemas the study steps write (curves, mistakes,
+similarity, distance) and the ones agreed for interpolation, criticality and trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from transferscope.errors import TransferscopeError
+from transferscope.report import build_report, evaluate_findings, load_study, markdown_summary
+from transferscope.report.findings import (
+    BARRIER_TOLERANCE,
+    FAILS,
+    HOLDS,
+    UNMEASURED,
+    depth_order,
+    spearman,
+)
+
+EVIL = "<script>alert(1)</script>"
+TARGETS = ("digits", EVIL)
+MODULES = ["conv1", "layer1.0", "layer2.0", "layer3.0", "fc"]
+LAYERS = ["conv1", "layer1", "layer2", "layer3"]
+
+
+# ----------------------------------------------------------------------------------------------
+# a hand-made study directory
+
+
+def _write(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+
+
+def _curve(values: list[float]) -> dict[str, Any]:
+    n = len(values)
+    return {
+        "epoch": [float(i) for i in range(n)],
+        "mean": values,
+        "min": [v - 0.01 for v in values],
+        "max": [v + 0.01 for v in values],
+        "std": [0.01] * n,
+        "count": [2] * n,
+    }
+
+
+def _side(final: float, epochs: float, curve: list[float] | None = None) -> dict[str, Any]:
+    side: dict[str, Any] = {
+        "final_metric": [final, final],
+        "final_metric_mean": final,
+        "epochs_to_fraction": [epochs, epochs],
+        "epochs_to_fraction_mean": epochs,
+        "runs": 2,
+    }
+    if curve is not None:
+        side["curve"] = _curve(curve)
+    return side
+
+
+def _shuffle(label: str | None, block: int | None, pt: float, rit: float, gap: float) -> dict:
+    return {
+        "shuffle": label,
+        "block_size": block,
+        "pixel": label == "pixel",
+        "P-T": _side(pt, 1.0),
+        "RI-T": _side(rit, 1.0 + gap),
+        "relative_drop": 100 * (pt - rit) / pt,
+        "speed_gap_epochs": gap,
+        "fraction": 0.95,
+    }
+
+
+def _curves_entry() -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "metric_name": "accuracy",
+        "fraction": 0.95,
+        "P-T": _side(0.9, 1.0, [0.1, 0.8, 0.9]),
+        "RI-T": _side(0.7, 2.0, [0.1, 0.5, 0.7]),
+        "relative_drop": 100 * (0.9 - 0.7) / 0.9,
+        "speed_gap_epochs": 1.0,
+        "shuffles": [
+            _shuffle(None, None, 0.9, 0.7, 1.0),
+            _shuffle("b7", 7, 0.8, 0.7, 1.0),
+            _shuffle("b1", 1, 0.6, 0.58, 0.5),
+            _shuffle("pixel", None, 0.55, 0.55, 0.5),
+        ],
+    }
+
+
+def _mistake_pair(name: str, runs: list[str], uncommon: float) -> dict[str, Any]:
+    half = uncommon / 2
+    fractions = {
+        "both_correct": 0.8 - uncommon,
+        "only_a_wrong": half,
+        "only_b_wrong": half,
+        "both_wrong": 0.2,
+        "uncommon": uncommon,
+    }
+    return {
+        "pair": name,
+        "runs": runs,
+        "seeds": [0, 1],
+        "status": "ok",
+        "task": "multiclass",
+        "n": 100,
+        "counts": {k: round(v * 100) for k, v in fractions.items()},
+        "fractions": fractions,
+        "indices": {
+            "only_a_wrong": [3, 5],
+            "only_b_wrong": [7],
+            "both_wrong": [],
+            "both_correct": [],
+        },
+    }
+
+
+def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str, Any]:
+    lam = [i / 10 for i in range(11)]
+    metric = [0.9 - barrier * (1 - abs(2 * x - 1)) for x in lam]
+    loss = [0.3 + 3 * barrier * (1 - abs(2 * x - 1)) for x in lam]
+    return {
+        "pair": name,
+        "k": k,
+        "runs": ["a", "b"],
+        "lambdas": lam,
+        "metric": metric,
+        "loss": loss,
+        "barrier_metric": barrier,
+        "barrier_loss": 3 * barrier,
+        "batchnorm_recalibrated": False,
+    }
+
+
+def _criticality_kind(run: str, mu: list[float | None], rewind: list[float]) -> dict[str, Any]:
+    heat = {
+        m: {
+            "alphas": [0.0, 0.5, 1.0],
+            "sigmas": [0.0, 0.5, 1.0],
+            "distance": [0.0, 1.0, 2.0],
+            "metric": [[0.9, 0.8, 0.2], [0.9, 0.7, 0.1], [0.9, 0.6, 0.1]],
+        }
+        for m in MODULES[:3]
+    }
+    return {
+        "run": run,
+        "modules": MODULES,
+        "mu": dict(zip(MODULES, mu, strict=True)),
+        "network_criticality": sum(v for v in mu if v is not None),
+        "final_loss": 0.3,
+        "final_metric": 0.9,
+        "rewind": dict(zip(MODULES, rewind, strict=True)),
+        "heatmap": heat,
+    }
+
+
+def make_study(root: Path, *, complete: bool = True) -> Path:
+    """A study directory like the micro preset's, analyses hand-made.
+
+    ``complete``: all seven analyses; otherwise interpolation, criticality and trajectory are
+    missing and similarity was skipped.
+    """
+    config = "name: fake & <b>bold</b>\nsource:\n  name: fashion-mnist\ntargets:\n" + "".join(
+        f"- name: '{t}'\n" for t in TARGETS
+    )
+    _write(root / "study.yaml", config)
+    runs = [{"id": "P-src", "target": "fashion-mnist", "seed": 0, "spec": {"kind": "P"}}]
+    for t in TARGETS:
+        for kind, slug in (("P-T", "PT"), ("RI-T", "RIT")):
+            for seed in (0, 1):
+                runs.append(
+                    {"id": f"{slug}-{len(runs)}", "target": t, "seed": seed, "spec": {"kind": kind}}
+                )
+    runs.append(
+        {"id": "PkT-x", "target": "digits", "seed": 0, "checkpoint": 0.5, "spec": {"kind": "P@k-T"}}
+    )
+    runs.append(
+        {
+            "id": "RIT-failed",
+            "target": "digits",
+            "seed": 0,
+            "shuffle": "b1",
+            "spec": {"kind": "RI-T"},
+        }
+    )
+    runs.append(
+        {
+            "id": "PT-pending",
+            "target": "digits",
+            "seed": 0,
+            "shuffle": "b1",
+            "spec": {"kind": "P-T"},
+        }
+    )
+    _write(root / "plan.json", {"runs": runs})
+    for r in runs[:-2]:
+        summary = {
+            "kind": r["spec"]["kind"],
+            "target": r["target"],
+            "metric_name": "accuracy",
+            "final_metric": 0.9,
+            "final_loss": 0.3,
+            "steps": 40,
+            "seconds": 2.5,
+            "device": "cpu",
+        }
+        _write(root / "runs" / r["id"] / "DONE", summary)
+    _write(root / "runs" / "RIT-failed" / "FAILED", {"error": "CUDA out of memory <oops>"})
+
+    def doc(name: str, targets: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "analysis": name,
+            "status": "ok",
+            "targets": targets,
+            "options": {},
+            "runs_used": [],
+            "runs_missing": [],
+        }
+
+    a = root / "analyses"
+    _write(a / "curves.json", doc("curves", {t: _curves_entry() for t in TARGETS}))
+    mistakes = {
+        "pairs": [
+            _mistake_pair("P-T/P-T", ["PT-1", "PT-2"], 0.05),
+            _mistake_pair("RI-T/RI-T", ["RIT-3", "RIT-4"], 0.2),
+            _mistake_pair("P-T/RI-T", ["PT-1", "RIT-3"], 0.15),
+        ]
+    }
+    _write(a / "mistakes.json", doc("mistakes", {t: mistakes for t in TARGETS}))
+    # Example images for digits only: the other target falls back to indices.
+    rng = np.random.default_rng(0)
+    (a / "mistakes").mkdir()
+    np.savez(
+        a / "mistakes" / "digits.npz",
+        pt_wrong_rit_right=rng.normal(size=(5, 1, 8, 8)).astype(np.float32),
+        pt_wrong_rit_right_indices=np.array([3, 5, 8, 13, 21]),
+        rit_wrong_pt_right=rng.normal(size=(3, 3, 8, 8)).astype(np.float32),
+    )
+    distance = {
+        "pairs": [
+            {
+                "pair": "P-T/P-T",
+                "runs": ["PT-1", "PT-2"],
+                "status": "ok",
+                "total": 0.2,
+                "per_module": {
+                    "bias1": 0.001,
+                    **{m: 0.01 * (i + 1) for i, m in enumerate(MODULES)},
+                },
+            },
+            {
+                "pair": "RI-T/RI-T",
+                "runs": ["RIT-3", "RIT-4"],
+                "status": "ok",
+                "total": 12.0,
+                "per_module": {m: 2.0 * (i + 1) for i, m in enumerate(MODULES)},
+            },
+            {
+                "pair": "P-T/P",
+                "runs": ["PT-1", "P-src"],
+                "status": "ok",
+                "total": 0.1,
+                "per_module": {
+                    "bias1": 0.5,
+                    **{m: 0.02 * (i + 1) for i, m in enumerate(MODULES[:-1])},
+                },
+            },
+            {
+                "pair": "P@k/P-T",
+                "runs": ["P-src", "PT-1"],
+                "status": "ok",
+                "checkpoint": 0.5,
+                "total": 0.9,
+                "per_module": {m: 0.1 for m in MODULES[:-1]},
+            },
+            {
+                "pair": "RI-T/P",
+                "runs": ["RIT-3"],
+                "status": "skipped",
+                "reason": "P's weights <missing>",
+            },
+        ]
+    }
+    if complete:
+        similarity = {
+            "pairs": [
+                {
+                    "pair": "P-T/P-T",
+                    "runs": ["PT-1", "PT-2"],
+                    "status": "ok",
+                    "cka": {n: 0.9 - 0.1 * i for i, n in enumerate(LAYERS)},
+                },
+                {
+                    "pair": "RI-T/RI-T",
+                    "runs": ["RIT-3", "RIT-4"],
+                    "status": "ok",
+                    "cka": {n: 0.5 - 0.1 * i for i, n in enumerate(LAYERS)},
+                },
+                {
+                    "pair": "P-T/RI-T",
+                    "runs": ["PT-1", "RIT-3"],
+                    "status": "ok",
+                    "cka": {n: 0.3 for n in LAYERS},
+                },
+                {
+                    "pair": "P/P-T",
+                    "runs": ["P-src", "PT-1"],
+                    "status": "skipped",
+                    "reason": "not done",
+                },
+            ]
+        }
+        _write(a / "similarity.json", doc("similarity", {t: similarity for t in TARGETS}))
+    else:
+        skipped = doc("similarity", {})
+        skipped.update(status="skipped", reason="runs not finished: PT-<b>1</b>")
+        _write(a / "similarity.json", skipped)
+    _write(a / "distance.json", doc("distance", {t: distance for t in TARGETS}))
+    if not complete:
+        return root
+    interp = {
+        "metric_name": "accuracy",
+        "pairs": [
+            _interp_pair("P-T/P-T", 0.002),
+            _interp_pair("RI-T/RI-T", 0.4),
+            _interp_pair("P-T/RI-T", 0.5),
+            _interp_pair("RI-T/RI-T same init", 0.3),
+            _interp_pair("P/P-T", 0.1),
+            _interp_pair("P@k/P-T", 0.2, k=0.5),
+            {
+                "pair": "P@k/P-T",
+                "k": 1.0,
+                "runs": ["PkT-1"],
+                "status": "skipped",
+                "reason": "<wait>",
+            },
+        ],
+    }
+    _write(a / "interpolation.json", doc("interpolation", {"digits": interp}))
+    crit = {
+        "P-T": _criticality_kind("PT-1", [0.1, 0.2, 0.5, None, 3.0], [0.9, 0.9, 0.85, 0.6, 0.1]),
+        "RI-T": _criticality_kind("RIT-3", [5.0, 4.0, 6.0, 7.0, 8.0], [0.1, 0.1, 0.1, 0.1, 0.1]),
+    }
+    # Per kind, a criticality result may be skipped (the run had not finished).
+    crit_skipped = {
+        k: {"status": "skipped", "reason": f"{k} <not finished>"} for k in ("P-T", "RI-T")
+    }
+    _write(a / "criticality.json", doc("criticality", {"digits": crit, EVIL: crit_skipped}))
+    traj = {
+        "metric_name": "accuracy",
+        "final_k": 2.0,
+        "points": [
+            {
+                "k": 0.0,
+                "runs": ["PkT-0"],
+                "final_metric": 0.7,
+                "epochs_to_fraction": 2.0,
+                "barrier_metric": 0.3,
+                "barrier_loss": 1.0,
+            },
+            {
+                "k": 0.5,
+                "runs": ["PkT-x"],
+                "final_metric": 0.895,
+                "epochs_to_fraction": 1.0,
+                "barrier_metric": 0.01,
+                "barrier_loss": 0.05,
+            },
+            {
+                "k": 2.0,
+                "runs": ["PT-1"],
+                "final_metric": 0.9,
+                "epochs_to_fraction": 1.0,
+                "barrier_metric": None,
+                "barrier_loss": None,
+            },
+        ],
+    }
+    skipped_target = {"status": "skipped", "reason": "no P@k-T runs for <this> target"}
+    _write(a / "trajectory.json", doc("trajectory", {"digits": traj, EVIL: skipped_target}))
+    return root
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the page
+
+
+class _Page(HTMLParser):
+    """Collects <img> sources, findings-table rows and every <script> element."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.scripts = 0
+        self.external: list[str] = []
+        self._in_findings = False
+        self._in_body = False
+        self.finding_rows = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a.get("src") or "")
+        if tag == "script":
+            self.scripts += 1
+        if tag == "link" or (tag in ("img", "script") and re.match(r"\w+://", a.get("src") or "")):
+            self.external.append(str(a))
+        if tag == "table" and a.get("id") == "findings-table":
+            self._in_findings = True
+        if self._in_findings and tag == "tbody":
+            self._in_body = True
+        if self._in_body and tag == "tr":
+            self.finding_rows += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_findings = self._in_body = False
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text())
+    return page
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A complete study and its report (built once: figures take a while on shared CPUs)."""
+    root = make_study(tmp_path_factory.mktemp("full") / "study")
+    # PNG only: PDFs triple the build time; test_figure_formats covers them.
+    return root, build_report(root, formats=("png",))
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = make_study(tmp_path_factory.mktemp("partial") / "study", complete=False)
+    return root, build_report(root, formats=("png",))
+
+
+# ----------------------------------------------------------------------------------------------
+# tests
+
+
+def test_report_path_and_figures(full: tuple[Path, Path]) -> None:
+    root, index = full
+    assert index == root / "report" / "index.html"
+    page = _parse(index)
+    assert len(page.images) >= 12
+    for src in page.images:
+        assert not src.startswith(("/", "http")), src
+        assert (index.parent / src).is_file(), src
+
+
+def test_figure_formats(tmp_path: Path) -> None:
+    """Each figure is written as PNG plus the paper formats, without pyplot's figure list."""
+    import matplotlib.pyplot as plt
+
+    from transferscope.report import figures
+
+    with figures.style():
+        fig = figures.learning_curves(_curves_entry(), "t")
+        assert fig is not None
+        name = figures.save(fig, tmp_path, "curves", ("png", "pdf", "svg"))
+    assert name == "curves.png"
+    for ext in ("png", "pdf", "svg"):
+        assert (tmp_path / f"curves.{ext}").stat().st_size > 0
+    assert not plt.get_fignums()
+    assert figures.slug(EVIL) == "script_alert_1_script"
+
+
+def test_report_is_offline_and_scriptless(full: tuple[Path, Path]) -> None:
+    _, index = full
+    page = _parse(index)
+    assert page.scripts == 0
+    assert page.external == []
+    assert "<style>" in index.read_text()
+
+
+def test_findings_table_has_one_row_per_claim(full: tuple[Path, Path]) -> None:
+    _, index = full
+    assert _parse(index).finding_rows == 8
+    text = index.read_text()
+    for i in range(1, 9):
+        assert f">C{i}</a>" in text
+
+
+def test_sections_in_paper_order(full: tuple[Path, Path]) -> None:
+    text = full[1].read_text()
+    ids = [
+        "overview",
+        "feature-reuse",
+        "mistakes",
+        "similarity",
+        "distance",
+        "barriers",
+        "criticality",
+        "trajectory",
+        "findings",
+    ]
+    positions = [text.index(f'<section id="{i}">') for i in ids]
+    assert positions == sorted(positions)
+
+
+def test_strings_from_data_are_escaped(full: tuple[Path, Path]) -> None:
+    text = full[1].read_text()
+    assert EVIL not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>bold</b>" not in text  # from study.yaml, shown in the <pre>
+    assert "&lt;oops&gt;" in text  # FAILED message
+    assert "&lt;this&gt;" in text  # skip reason of one target
+
+
+def test_overview_lists_every_run_and_state(full: tuple[Path, Path]) -> None:
+    root, index = full
+    text = index.read_text()
+    plan = json.loads((root / "plan.json").read_text())
+    for r in plan["runs"]:
+        assert f"<td>{r['id']}</td>" in text
+    assert 'class="state-failed"' in text and 'class="state-pending"' in text
+    assert "<pre>" in text and "fashion-mnist" in text
+    done = len(plan["runs"]) - 2
+    assert f"{done * 2.5:.1f} s" in text  # total compute time
+
+
+def test_mistake_grids_from_saved_examples(full: tuple[Path, Path]) -> None:
+    _, index = full
+    images = _parse(index).images
+    assert any("mistakes-digits-pt_wrong_rit_right" in s for s in images)
+    assert any("mistakes-digits-rit_wrong_pt_right" in s for s in images)
+    # The other target has no saved images: its indices are listed instead.
+    assert "No example images saved" in index.read_text()
+
+
+def test_verdicts_on_the_hand_made_study(full: tuple[Path, Path]) -> None:
+    findings = {f.id: f for f in evaluate_findings(load_study(full[0]))}
+    assert [f for f in findings] == [f"C{i}" for i in range(1, 9)]
+    for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"):
+        assert findings[claim].verdict == HOLDS, (claim, findings[claim].measured)
+    # Only digits has interpolation results: the other target is not measured there.
+    assert [t.verdict for t in findings["C6"].per_target] == [HOLDS, UNMEASURED]
+    assert [t.verdict for t in findings["C7"].per_target] == [HOLDS, UNMEASURED]
+    assert "skipped" in findings["C7"].per_target[1].measured
+
+
+def test_skipped_parts_show_their_reasons(full: tuple[Path, Path]) -> None:
+    text = full[1].read_text()
+    assert "skipped: &lt;wait&gt;" in text  # an interpolation pair
+    assert "RI-T skipped: RI-T &lt;not finished&gt;" in text  # a criticality kind
+
+
+def test_partial_study_says_not_run(partial: tuple[Path, Path]) -> None:
+    root, index = partial
+    text = index.read_text()
+    assert text.count("<strong>not run</strong>") >= 4  # similarity + 3 missing analyses
+    assert "runs not finished: PT-&lt;b&gt;1&lt;/b&gt;" in text
+    assert "interpolation.json does not exist" in text
+    page = _parse(index)
+    assert page.finding_rows == 8
+    for src in page.images:
+        assert (index.parent / src).is_file()
+    findings = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    assert findings["C4"] == findings["C6"] == findings["C7"] == findings["C8"] == UNMEASURED
+    assert findings["C1"] == HOLDS
+
+
+def test_report_reads_only_the_study(partial: tuple[Path, Path]) -> None:
+    """Rebuilding touches nothing outside report/ (no retraining, no re-analysis)."""
+    root, _ = partial
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if "report" not in p.relative_to(root).parts
+    }
+    build_report(root, formats=("png",))
+    after = {
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if "report" not in p.relative_to(root).parts
+    }
+    assert before == after
+
+
+def test_markdown_summary(full: tuple[Path, Path]) -> None:
+    text = markdown_summary(full[0])
+    rows = [line for line in text.splitlines() if re.match(r"\| C\d \|", line)]
+    assert len(rows) == 8
+    assert "**holds**" in text
+    assert "interpolation: ok" in text
+
+
+def test_not_a_study_directory(tmp_path: Path) -> None:
+    with pytest.raises(TransferscopeError, match=r"plan\.json"):
+        build_report(tmp_path)
+    with pytest.raises(TransferscopeError, match=r"plan\.json"):
+        markdown_summary(tmp_path)
+
+
+def test_broken_analysis_file_does_not_break_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    _write(root / "plan.json", {"runs": []})
+    _write(root / "analyses" / "curves.json", "{not json")
+    text = build_report(root).read_text()
+    assert "could not be read" in text
+    assert {f.verdict for f in evaluate_findings(load_study(root))} == {UNMEASURED}
+
+
+def test_failing_claims(tmp_path: Path) -> None:
+    """Numbers against each claim give 'does not hold'."""
+    root = make_study(tmp_path / "s")
+    a = root / "analyses"
+    curves = json.loads((a / "curves.json").read_text())
+    for entry in curves["targets"].values():
+        entry["speed_gap_epochs"] = -1.0  # RI-T faster
+    _write(a / "curves.json", curves)
+    interp = json.loads((a / "interpolation.json").read_text())
+    interp["targets"]["digits"]["pairs"][0]["barrier_metric"] = BARRIER_TOLERANCE * 3
+    _write(a / "interpolation.json", interp)
+    crit = json.loads((a / "criticality.json").read_text())
+    crit["targets"]["digits"]["P-T"]["mu"] = dict(
+        zip(MODULES, [5.0, 4.0, 3.0, 2.0, 1.0], strict=True)
+    )
+    _write(a / "criticality.json", crit)
+    traj = json.loads((a / "trajectory.json").read_text())
+    for p in traj["targets"]["digits"]["points"][:2]:
+        p["final_metric"] = 0.5
+    _write(a / "trajectory.json", traj)
+    verdicts = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    assert verdicts["C1"] == verdicts["C6"] == verdicts["C7"] == verdicts["C8"] == FAILS
+    assert verdicts["C3"] == HOLDS
+
+
+def test_spearman_and_depth_order() -> None:
+    assert spearman([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert spearman([3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert spearman([1.0, 1.0, 1.0]) is None
+    assert spearman([1.0, 2.0]) is None
+    assert spearman([1.0, 2.0, float("inf")]) == pytest.approx(1.0)
+    names = ["fc", "layer10.0", "layer2.1", "bias1", "layer2.0", "conv1", "scale"]
+    assert depth_order(names) == ["conv1", "layer2.0", "layer2.1", "layer10.0", "fc"]
+    assert depth_order(["b", "a", "c"], reference=["c", "b"]) == ["c", "b", "a"]
+
+
+def test_c8_compares_with_the_p_t_reference_point(tmp_path: Path) -> None:
+    """The final P-T metric is the point marked as P-T's, not a P@k-T run at the final k."""
+    root = tmp_path / "s"
+    plan = {"runs": [{"id": "PT-0", "target": "t", "seed": 0, "spec": {"kind": "P-T"}}]}
+    _write(root / "plan.json", plan)
+    points = [
+        {"k": 0.5, "runs": ["PkT-0"], "final_metric": 0.87},
+        {"k": 2.0, "runs": ["PkT-2"], "final_metric": 0.86},
+        {"k": 2.0, "runs": ["PT-0"], "final_metric": 0.9, "reference": "P-T"},
+    ]
+    traj = {"metric_name": "accuracy", "final_k": 2.0, "points": points}
+    _write(
+        root / "analyses" / "trajectory.json",
+        {"analysis": "trajectory", "status": "ok", "targets": {"t": traj}},
+    )
+    c8 = evaluate_findings(load_study(root))[7]
+    assert c8.id == "C8"
+    assert c8.verdict == FAILS  # 0.87 < 0.9 - 0.01
+    assert "final P-T 0.9" in c8.measured
+    assert build_report(root, formats=("png",)).is_file()
