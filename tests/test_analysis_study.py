@@ -128,6 +128,20 @@ def test_study_steps_write_every_analysis(study):
         cells = p["counts"]
         total = cells["both_correct"] + cells["uncommon"] + cells["both_wrong"]
         assert total == N_TEST and len(p["indices"]["both_wrong"]) <= 64
+    # The report's image grids: the test images behind the first P-T/RI-T pair's uncommon cells.
+    first = next(p for p in mistakes if p["pair"] == "P-T/RI-T")
+    with np.load(store.analyses_dir / "mistakes" / "digits.npz") as z:
+        for cell, key in (
+            ("pt_wrong_rit_right", "only_a_wrong"),
+            ("rit_wrong_pt_right", "only_b_wrong"),
+        ):
+            expected = first["indices"][key][:32]
+            if not expected:
+                assert cell not in z.files
+                continue
+            assert z[f"{cell}_indices"].tolist() == expected
+            test = FakeData().get(None).test
+            assert np.array_equal(z[cell], test.images[expected].numpy())
 
     sim = {p["pair"]: p for p in docs["similarity"]["targets"]["digits"]["pairs"]}
     assert set(sim) == {"P-T/P-T", "RI-T/RI-T", "P-T/RI-T", "P/P-T"}

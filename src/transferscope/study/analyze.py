@@ -28,6 +28,7 @@ a run it missed has finished since.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from collections.abc import Callable
@@ -211,6 +212,7 @@ def _predictions(ctx: _Context, run: PlannedRun) -> tuple[np.ndarray, np.ndarray
 
 def _mistakes(ctx: _Context) -> dict[str, Any]:
     targets: dict[str, Any] = {}
+    examples_written: set[str] = set()
     for target in (t.label for t in ctx.cfg.targets):
         entries = []
         for name, a, b in _pairs(ctx, target):
@@ -230,8 +232,37 @@ def _mistakes(ctx: _Context) -> dict[str, Any]:
                 continue
             result = compare_mistakes(out_a, out_b, y_a)
             entries.append({**entry, "status": "ok", **result.to_dict(MAX_INDICES)})
+            if name == "P-T/RI-T" and target not in examples_written:
+                _write_examples(ctx, a, result.cells, out_a.shape[1] if y_a.ndim == 2 else 1)
+                examples_written.add(target)
         targets[target] = {"pairs": entries}
     return {"targets": targets, "max_indices_per_cell": MAX_INDICES}
+
+
+EXAMPLES_PER_CELL = 32
+
+
+def _write_examples(ctx: _Context, pt: PlannedRun, cells: Any, tasks: int) -> None:
+    """Save the test images behind "P-T wrong, RI-T right" and the reverse for the report's grids.
+
+    ``analyses/mistakes/<target>.npz`` holds ``pt_wrong_rit_right`` (N, C, H, W) float32 images as
+    fed to the model, with ``..._indices`` (N,); likewise ``rit_wrong_pt_right``. Multi-label cells
+    count (example, task) pairs, so an example index is the flat index // tasks.
+    """
+    test = ctx.cache.get(pt.spec.data).test
+    arrays: dict[str, np.ndarray] = {}
+    for cell, idx in (
+        ("pt_wrong_rit_right", cells.only_a_wrong),
+        ("rit_wrong_pt_right", cells.only_b_wrong),
+    ):
+        examples = np.unique(np.asarray(idx) // tasks)[:EXAMPLES_PER_CELL]
+        if len(examples) == 0:
+            continue  # the report shows nothing for an empty cell
+        arrays[cell] = np.stack([np.asarray(test[int(i)][0], dtype=np.float32) for i in examples])
+        arrays[f"{cell}_indices"] = examples.astype(np.int64)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic.write_bytes(ctx.store.analyses_dir / "mistakes" / f"{pt.target}.npz", buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
