@@ -225,7 +225,8 @@ def run_cmd(
 
     def on_start(run: Any, i: int, n: int) -> None:
         current.update(label=_run_label(run), epochs=run.spec.train.epochs)
-        progress.update(step_task, description=current["label"], completed=0, visible=True)
+        # reset() restarts the bar's clock: its elapsed time is this run's.
+        progress.reset(step_task, description=current["label"], visible=True)
 
     def on_step(run_id: str, step: int, total: int) -> None:
         epochs = current["epochs"]

@@ -192,14 +192,16 @@ class Trainer:
         saved: dict[float, Path] = {}
         order: torch.Tensor | None = None
         batches = None
+        last_eval: Evaluation | None = None
         model.train()
 
         while True:
             if step != done_boundary:
                 if step in eval_steps:
-                    rows.append(
-                        self._eval_row(model, test, step, steps_per_epoch, train_losses, start_time)
+                    row, last_eval = self._eval_row(
+                        model, test, step, steps_per_epoch, train_losses, start_time
                     )
+                    rows.append(row)
                     train_losses = []
                     self._write_rows(rows)
                     if self.on_eval:
@@ -251,9 +253,13 @@ class Trainer:
             if self.on_step:
                 self.on_step(step, total)
 
-        final_eval = evaluate(
-            model, test, self.task, spec.eval_batch_size, self.device, self.transform
-        )
+        # The last step is always an evaluation point (an integer epoch); a run resumed at its
+        # very end has not evaluated in this process yet.
+        final_eval = last_eval
+        if final_eval is None or rows[-1]["step"] != total:
+            final_eval = evaluate(
+                model, test, self.task, spec.eval_batch_size, self.device, self.transform
+            )
         seconds = time.perf_counter() - start_time
         if self.run_dir is not None:
             ckpt.save_weights(self._path("checkpoints", ckpt.FINAL), model.state_dict())
@@ -304,7 +310,7 @@ class Trainer:
         steps_per_epoch: int,
         train_losses: list[float],
         start_time: float,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Evaluation]:
         result = evaluate(
             model, test, self.task, self.spec.eval_batch_size, self.device, self.transform
         )
@@ -318,7 +324,7 @@ class Trainer:
             "lr": lr_at(self.spec, step / steps_per_epoch),
             "seconds": time.perf_counter() - start_time,
         }
-        return row
+        return row, result
 
     def _save_resume(
         self,
