@@ -11,29 +11,17 @@ import torch
 
 from transferscope import TransferscopeError
 from transferscope.config import StudyConfig
-from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.models import build_model
 from transferscope.study.analyze import run_analyses
-from transferscope.study.executors import DataCache
 from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
+from fake_study import INFO, FakeData
+
 N_TEST = 20
-INFO = DataInfo("digits", "multiclass", 10, (1, 8, 8), tuple(str(d) for d in range(10)))
 # P-T: better and faster than RI-T (reaches 95% of its final metric at epoch 1, RI-T at epoch 3).
 CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5, 0.8]}
-
-
-class FakeData(DataCache):
-    """Random 8x8 images for every data spec: the steps never load (or import) real data."""
-
-    def get(self, spec):
-        g = torch.Generator().manual_seed(0)
-        images = torch.randn(40, 1, 8, 8, generator=g)
-        labels = torch.randint(0, 10, (40,), generator=g)
-        data = TensorImageDataset(images, labels)
-        return Splits(info=INFO, train=data, test=data)
 
 
 def _config() -> StudyConfig:

@@ -10,15 +10,14 @@ import torch
 
 from transferscope import trajectory_summary
 from transferscope.config import StudyConfig
-from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.models import build_model
 from transferscope.study.analyze import run_analyses
-from transferscope.study.executors import DataCache
 from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-INFO = DataInfo("digits", "multiclass", 10, (1, 8, 8), tuple(str(d) for d in range(10)))
+from fake_study import INFO, FakeData
+
 CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5, 0.8]}
 PK_CURVE = [0.2, 0.6, 0.8, 0.85]  # fine-tuned from an early checkpoint: slower and worse
 
@@ -46,17 +45,6 @@ def test_trajectory_summary_means_over_seeds() -> None:
     assert out[0]["epochs"] == [3.0, 2.0] and out[0]["epochs_to_fraction"] == 2.5
     assert out[1]["epochs_to_fraction"] == 1.0
     assert trajectory_summary({1.0: [[]]})[0]["final_metric"] is None
-
-
-class FakeData(DataCache):
-    """Random 8x8 images for every data spec: the steps never load real data."""
-
-    def get(self, spec):
-        g = torch.Generator().manual_seed(0)
-        images = torch.randn(40, 1, 8, 8, generator=g)
-        labels = torch.randint(0, 10, (40,), generator=g)
-        data = TensorImageDataset(images, labels)
-        return Splits(info=INFO, train=data, test=data)
 
 
 def _config() -> StudyConfig:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from transferscope.config import AnalysesSpec
 from transferscope.errors import TransferscopeError
 
 Verdict = Literal["holds", "does not hold", "not measured"]
@@ -30,16 +31,9 @@ HOLDS: Verdict = "holds"
 FAILS: Verdict = "does not hold"
 UNMEASURED: Verdict = "not measured"
 
-# Every analysis the report has a section for, in the paper's order.
-ANALYSIS_NAMES = (
-    "curves",
-    "mistakes",
-    "similarity",
-    "distance",
-    "interpolation",
-    "criticality",
-    "trajectory",
-)
+# The config's analyses section declares every analysis, in the paper's order.
+# (the report has one section for each)
+ANALYSIS_NAMES = tuple(AnalysesSpec.model_fields)
 
 # Tolerances of the claim rules, in metric units (accuracy and mean AUC both live in [0, 1]).
 BARRIER_TOLERANCE = 0.01  # C6: one point of accuracy / AUC

@@ -52,7 +52,7 @@ from transferscope.analysis.interpolation import InterpolationResult, interpolat
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.analysis.similarity import feature_similarity
 from transferscope.analysis.trajectory import trajectory_point
-from transferscope.config import StudyConfig
+from transferscope.config import AnalysesSpec, StudyConfig
 from transferscope.data.base import TensorImageDataset
 from transferscope.errors import TransferscopeError, unknown_name
 from transferscope.models import load_state
@@ -65,15 +65,8 @@ from transferscope.training.loaders import epoch_order, iterate
 from transferscope.training.metrics import metric_name
 from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
 
-ANALYSES = (
-    "curves",
-    "mistakes",
-    "similarity",
-    "distance",
-    "interpolation",
-    "criticality",
-    "trajectory",
-)
+# The config's analyses section declares every analysis, in the paper's order.
+ANALYSES = tuple(AnalysesSpec.model_fields)
 # How many example indices of each mistakes cell go into the JSON (the counts are always full).
 MAX_INDICES = 64
 SIMILARITY_BATCH = 256
