@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from transferscope.data import fashion_mnist
 
@@ -20,3 +21,12 @@ requires_fashion = pytest.mark.skipif(
     not fashion_available(),
     reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
 )
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny models: more threads only wait for busy cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

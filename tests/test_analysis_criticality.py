@@ -10,14 +10,8 @@ from transferscope.analysis.criticality import criticality_heatmap, rewind_modul
 from transferscope.data.base import TensorImageDataset
 from transferscope.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,8 @@ from transferscope.analysis.interpolation import barrier, recalibrate_batchnorm
 from transferscope.data.base import TensorImageDataset
 from transferscope.training.metrics import evaluate
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int, seed: int, labels: str = "multiclass") -> TensorImageDataset:
