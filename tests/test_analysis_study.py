@@ -11,13 +11,12 @@ import torch
 
 from transferscope import TransferscopeError
 from transferscope.config import StudyConfig
-from transferscope.models import build_model
 from transferscope.study.analyze import run_analyses
 from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-from fake_study import INFO, FakeData
+from fake_study import INFO, FakeData, fake_weights
 
 N_TEST = 20
 # P-T: better and faster than RI-T (reaches 95% of its final metric at epoch 1, RI-T at epoch 3).
@@ -41,13 +40,6 @@ def _config() -> StudyConfig:
     )
 
 
-def _weights(seed: int, base: dict[str, torch.Tensor] | None, scale: float) -> dict:
-    torch.manual_seed(seed)
-    state = build_model("fixup-small", 10, 1, widths=[4, 4, 4]).state_dict()
-    start = base if base is not None else state
-    return {k: start[k] + scale * torch.randn_like(v) for k, v in state.items()}
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     cfg = _config()
@@ -62,8 +54,8 @@ def study(tmp_path_factory):
         d = store.prepare_run(run)
         kind = run.spec.kind
         from_p = kind in ("P-T", "P@k-T")
-        start = p_final if from_p else _weights(100 + i, None, 0.1)
-        final = _weights(i, start, 0.02 if from_p else 0.3)
+        start = p_final if from_p else fake_weights(100 + i, None, 0.1)
+        final = fake_weights(i, start, 0.02 if from_p else 0.3)
         ckpt.save_weights(store.weights_path(run.id, "epoch-0"), start)
         ckpt.save_weights(store.weights_path(run.id, "final"), final)
         if kind == "P":

@@ -10,13 +10,12 @@ import torch
 
 from transferscope import trajectory_summary
 from transferscope.config import StudyConfig
-from transferscope.models import build_model
 from transferscope.study.analyze import run_analyses
 from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-from fake_study import INFO, FakeData
+from fake_study import INFO, FakeData, fake_weights
 
 CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5, 0.8]}
 PK_CURVE = [0.2, 0.6, 0.8, 0.85]  # fine-tuned from an early checkpoint: slower and worse
@@ -71,13 +70,6 @@ def _config() -> StudyConfig:
     )
 
 
-def _weights(seed: int, base: dict[str, torch.Tensor] | None, scale: float) -> dict:
-    torch.manual_seed(seed)
-    state = build_model("fixup-small", 10, 1, widths=[4, 4, 4]).state_dict()
-    start = base if base is not None else state
-    return {k: start[k] + scale * torch.randn_like(v) for k, v in state.items()}
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     cfg = _config()
@@ -91,12 +83,12 @@ def study(tmp_path_factory):
         if kind in ("P-T", "P@k-T"):
             start = p_points[run.spec.parent_checkpoint or "final"]
         else:
-            start = _weights(100 + i, None, 0.1)
-        final = _weights(i, start, 0.02 if kind in ("P-T", "P@k-T") else 0.3)
+            start = fake_weights(100 + i, None, 0.1)
+        final = fake_weights(i, start, 0.02 if kind in ("P-T", "P@k-T") else 0.3)
         ckpt.save_weights(store.weights_path(run.id, "epoch-0"), start)
         ckpt.save_weights(store.weights_path(run.id, "final"), final)
         if kind == "P":
-            p_points = {"final": final, "epoch-1": final, "epoch-0.5": _weights(7, start, 0.2)}
+            p_points = {"final": final, "epoch-1": final, "epoch-0.5": fake_weights(7, start, 0.2)}
             for name in ("epoch-1", "epoch-0.5"):
                 ckpt.save_weights(store.weights_path(run.id, name), p_points[name])
         curve = PK_CURVE if kind == "P@k-T" else CURVES["P-T" if kind == "P-T" else kind]
