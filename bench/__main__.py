@@ -20,14 +20,17 @@ def main(names: list[str]) -> None:
         if not hasattr(module, "main"):
             continue
         result = module.main()
+        print(json.dumps(result))
+        results.append((info.name, result))
+        if "skipped" in result:
+            continue  # keep the last real measurement (e.g. gpu.json from a GPU machine)
         out = Path(__file__).parent / "results" / f"{info.name}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps(result))
-        results.append((info.name, result))
     print(f"\n{'benchmark':<24} {'ratio':>8}  goal")
     for name, r in results:
-        print(f"{name:<24} {r['ratio']:>8.3f}  {r.get('goal', '')}")
+        ratio = "skipped" if "skipped" in r else f"{r['ratio']:.3f}"
+        print(f"{name:<24} {ratio:>8}  {r.get('skipped') or r.get('goal', '')}")
 
 
 if __name__ == "__main__":

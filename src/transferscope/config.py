@@ -216,6 +216,17 @@ class AnalysesSpec(Section):
     trajectory: TrajectoryOptions = Field(default_factory=TrajectoryOptions)
 
 
+class PerformanceSpec(Section):
+    """How runs use the hardware. None of it changes what a run computes beyond float rounding,
+    so none of it is part of a run's id."""
+
+    channels_last: bool | None = Field(
+        default=None, description="channels-last convolutions; null = on CUDA only"
+    )
+    bf16: bool | None = Field(default=None, description="bf16 autocast; null = on CUDA only")
+    compile: bool = Field(default=False, description="train through torch.compile")
+
+
 class StudyConfig(Section):
     """Everything one study does. See DESIGN.md for the study directory it produces."""
 
@@ -238,6 +249,7 @@ class StudyConfig(Section):
     output: Path = Path("transferscope-study")
     device: str = Field(default="auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1")
     num_threads: int | None = Field(default=None, ge=1)
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
 
     @field_validator("seeds")
     @classmethod

@@ -39,7 +39,12 @@ from torch.utils.data import Dataset
 
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
-from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.loaders import (
+    BatchTransform,
+    channels_last_batches,
+    epoch_order,
+    iterate,
+)
 from transferscope.training.metrics import loss_fn, metric_name, score
 
 # Above this many bytes for all per-λ state dicts together, interpolate on the fly per batch.
@@ -323,7 +328,7 @@ def interpolate(
     if channels_last:
         work = work.to(memory_format=torch.channels_last)
         a, b = _channels_last_state(a), _channels_last_state(b)
-        transform = _channels_last_batches(transform)
+        transform = channels_last_batches(transform)
     if batched:
         loss, metric = _batched(
             work, a, b, lambdas, data, task, train_data if recal else None, bn_keys, device,
@@ -350,14 +355,6 @@ def _channels_last_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
         k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
         for k, v in state.items()
     }
-
-
-def _channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
-    def fn(x: Tensor) -> Tensor:
-        x = transform(x) if transform is not None else x
-        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-    return fn
 
 
 def _state_bytes(state: Mapping[str, Tensor]) -> int:

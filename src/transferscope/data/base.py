@@ -53,6 +53,17 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index], self.targets[index]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.images, self.targets))
+
+    def to(self, device: torch.device | str) -> TensorImageDataset:
+        """The same data on ``device`` (itself when already there)."""
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return TensorImageDataset(self.images.to(device), self.targets.to(device))
+
 
 @dataclass
 class Splits:

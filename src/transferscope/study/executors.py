@@ -153,6 +153,9 @@ def execute_run(
         transform=transform,
         on_step=(lambda s, t: progress(run.id, s, t)) if progress else None,
         keep_resume=True,
+        channels_last=cfg.performance.channels_last,
+        bf16=cfg.performance.bf16,
+        compile=cfg.performance.compile,
     )
     started = time.time()
     result = trainer.fit(model, splits.train, splits.test)

@@ -25,6 +25,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
+    """``transform`` followed by a switch of 4-D batches to channels-last memory format."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        x = transform(x) if transform is not None else x
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+    return fn
+
+
 def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
@@ -45,16 +55,26 @@ def iterate(
     device = torch.device(device)
     non_blocking = device.type == "cuda"
     if isinstance(dataset, TensorImageDataset):
-        n = len(dataset)
-        idx_all = order if order is not None else None
-        for start in range(0, len(order) if order is not None else n, batch_size):
+        n = len(order) if order is not None else len(dataset)
+        if dataset.images.device == device:
+            idx_all = order.to(device) if order is not None else None
+            stage = None
+        else:
+            idx_all = order
+            stage = _PinnedStage() if device.type == "cuda" else None
+        for start in range(0, n, batch_size):
             if idx_all is None:
                 x = dataset.images[start : start + batch_size]
                 y = dataset.targets[start : start + batch_size]
             else:
                 idx = idx_all[start : start + batch_size]
-                x, y = dataset.images[idx], dataset.targets[idx]
+                if stage is not None:
+                    x, y = stage.gather(dataset, idx)
+                else:
+                    x, y = dataset.images[idx], dataset.targets[idx]
             x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
+            if stage is not None:
+                stage.copied()
             yield (transform(x) if transform else x), y
         return
     workers = default_workers() if num_workers is None else num_workers
@@ -70,3 +90,44 @@ def iterate(
     for x, y in loader:
         x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
         yield (transform(x) if transform else x), y
+
+
+class _PinnedStage:
+    """Two pinned host buffers, used in turn, so a batch's host-to-device copy runs
+    asynchronously while the next batch is gathered; a buffer is refilled only after the copy
+    that read it has finished."""
+
+    def __init__(self) -> None:
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None, None]
+        self._events: list[torch.cuda.Event | None] = [None, None]
+        self._turn = 0
+
+    def gather(
+        self, dataset: TensorImageDataset, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self._turn
+        event = self._events[i]
+        if event is not None:
+            event.synchronize()
+        n = len(idx)
+        buf = self._buffers[i]
+        if buf is None or buf[0].shape[0] < n:
+            buf = (
+                torch.empty(
+                    (n, *dataset.images.shape[1:]), dtype=dataset.images.dtype
+                ).pin_memory(),
+                torch.empty(
+                    (n, *dataset.targets.shape[1:]), dtype=dataset.targets.dtype
+                ).pin_memory(),
+            )
+            self._buffers[i] = buf
+        x, y = buf[0][:n], buf[1][:n]
+        torch.index_select(dataset.images, 0, idx, out=x)
+        torch.index_select(dataset.targets, 0, idx, out=y)
+        return x, y
+
+    def copied(self) -> None:
+        event = torch.cuda.Event()
+        event.record()
+        self._events[self._turn] = event
+        self._turn = 1 - self._turn

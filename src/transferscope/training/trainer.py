@@ -1,7 +1,9 @@
 """The training loop shared by P, P-T and RI-T (PAPER.md "Paper training setup").
 
 SGD with momentum and weight decay (Fixup's scalar biases and scales at ``scalar_lr_factor`` x lr),
-a schedule recomputed from the step, optional mixup, bf16 autocast on CUDA. It evaluates at epoch 0,
+a schedule recomputed from the step, optional mixup. On CUDA it trains in bf16 autocast with
+channels-last convolutions, keeps in-memory data on the device (or copies batches from pinned
+memory without blocking) and can ``torch.compile`` the model. It evaluates at epoch 0,
 after every epoch and at requested fractional epochs, and keeps weights at requested fractional
 epochs. With a ``run_dir`` everything is written there atomically and an interrupted run resumes
 from its last resume point to the same final weights as an uninterrupted run (CPU, same seed).
@@ -24,11 +26,16 @@ from torch.utils.data import Dataset
 
 from transferscope import atomic
 from transferscope.config import TrainSpec
-from transferscope.data.base import Task
+from transferscope.data.base import Task, TensorImageDataset
 from transferscope.errors import TransferscopeError
 from transferscope.models import scalar_parameter_names
 from transferscope.training import checkpoints as ckpt
-from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.loaders import (
+    BatchTransform,
+    channels_last_batches,
+    epoch_order,
+    iterate,
+)
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
 from transferscope.training.schedule import lr_at
 
@@ -114,6 +121,13 @@ class Trainer:
         on_eval: called with each metrics row.
         keep_resume: keep ``resume.safetensors`` after a finished fit (the study deletes it only
             once DONE is written, so a crash between the two never retrains a finished run).
+        channels_last: convolutions in channels-last memory format; None = on CUDA only (on CPU
+            it does not speed up training and changes the last float digits).
+        bf16: bf16 autocast for the forward pass; None = on CUDA only.
+        compile: train through ``torch.compile(model)`` (first steps are slower while it
+            compiles; saved weights and evaluation use the plain module).
+        device_data_fraction: move in-memory data to a CUDA device when it takes less than this
+            fraction of the device's free memory; larger data is copied batch by batch.
     """
 
     spec: TrainSpec
@@ -127,6 +141,26 @@ class Trainer:
     on_step: Callable[[int, int], None] | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
     keep_resume: bool = False
+    channels_last: bool | None = None
+    bf16: bool | None = None
+    compile: bool = False
+    device_data_fraction: float = 0.25
+
+    def _on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _use_channels_last(self) -> bool:
+        return self._on_cuda() if self.channels_last is None else self.channels_last
+
+    def _use_bf16(self) -> bool:
+        return self._on_cuda() if self.bf16 is None else self.bf16
+
+    def _on_device(self, data: Dataset) -> Dataset:
+        """In-memory data moved to the CUDA device once, when it fits comfortably."""
+        if not (self._on_cuda() and isinstance(data, TensorImageDataset)):
+            return data
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return data.to(self.device) if data.nbytes < self.device_data_fraction * free else data
 
     # ------------------------------------------------------------------ files
     def _path(self, *parts: str) -> Path | None:
@@ -153,6 +187,14 @@ class Trainer:
         """Train ``model`` in place; returns the final evaluation and the metrics history."""
         spec = self.spec
         model.to(self.device)
+        transform = self.transform
+        if self._on_cuda():
+            torch.backends.cudnn.benchmark = True
+        if self._use_channels_last():
+            model.to(memory_format=torch.channels_last)
+            transform = channels_last_batches(transform)
+        train, test = self._on_device(train), self._on_device(test)
+        step_model = torch.compile(model) if self.compile else model
         n = len(train)
         if spec.max_train_examples is not None and spec.max_train_examples < n:
             subset = torch.from_numpy(
@@ -199,7 +241,7 @@ class Trainer:
             if step != done_boundary:
                 if step in eval_steps:
                     row, last_eval = self._eval_row(
-                        model, test, step, steps_per_epoch, train_losses, start_time
+                        model, test, step, steps_per_epoch, train_losses, start_time, transform
                     )
                     rows.append(row)
                     train_losses = []
@@ -234,14 +276,14 @@ class Trainer:
                     spec.batch_size,
                     order=order[pos * spec.batch_size :],
                     device=self.device,
-                    transform=self.transform,
+                    transform=transform,
                     num_workers=self.num_workers,
                 )
             x, y = next(batches)
             lr = lr_at(spec, step / steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_factor"]
-            loss = self._train_step(model, optimizer, x, y, mix_rng)
+            loss = self._train_step(step_model, optimizer, x, y, mix_rng)
             if not math.isfinite(loss):
                 raise DivergedError(
                     f"training diverged: loss {loss} at epoch {epoch + 1}, step {step + 1} "
@@ -258,7 +300,7 @@ class Trainer:
         final_eval = last_eval
         if final_eval is None or rows[-1]["step"] != total:
             final_eval = evaluate(
-                model, test, self.task, spec.eval_batch_size, self.device, self.transform
+                model, test, self.task, spec.eval_batch_size, self.device, transform
             )
         seconds = time.perf_counter() - start_time
         if self.run_dir is not None:
@@ -282,9 +324,7 @@ class Trainer:
         mix_rng: np.random.Generator,
     ) -> float:
         alpha = self.spec.mixup_alpha
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._use_bf16()):
             if alpha > 0:
                 lam = float(mix_rng.beta(alpha, alpha))
                 perm = torch.from_numpy(mix_rng.permutation(len(x))).to(x.device)
@@ -310,10 +350,9 @@ class Trainer:
         steps_per_epoch: int,
         train_losses: list[float],
         start_time: float,
+        transform: BatchTransform | None,
     ) -> tuple[dict[str, Any], Evaluation]:
-        result = evaluate(
-            model, test, self.task, self.spec.eval_batch_size, self.device, self.transform
-        )
+        result = evaluate(model, test, self.task, self.spec.eval_batch_size, self.device, transform)
         model.train()
         row: dict[str, Any] = {
             "epoch": step / steps_per_epoch,
