@@ -16,6 +16,8 @@ from transferscope.models import build_model
 from transferscope.training.loaders import iterate
 from transferscope.training.trainer import Trainer
 
+from conftest import fashion_available
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
 
@@ -25,10 +27,18 @@ def digits():
     return registry.load("digits")
 
 
+@pytest.fixture(scope="module")
+def fashion():
+    if not fashion_available():
+        pytest.skip("Fashion-MNIST is not installed")
+    return registry.load("fashion-mnist", train_size=2000, test_size=500)
+
+
 def _fit(splits, tmp_path, **options):
+    # On this subset the model reaches ~0.57 accuracy on the CPU (chance 0.1).
     torch.manual_seed(0)
     model = build_model("fixup-small", 10, 1, widths=[8, 16, 16])
-    spec = TrainSpec(epochs=3, batch_size=64, lr=0.05, schedule="cosine")
+    spec = TrainSpec(epochs=3, batch_size=32, lr=0.1, schedule="cosine")
     trainer = Trainer(spec, "multiclass", seed=0, device=CUDA, run_dir=tmp_path, **options)
     return model, trainer.fit(model, splits.train, splits.test)
 
@@ -45,12 +55,12 @@ def test_pinned_batches_equal_device_resident_batches(digits):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
-def test_cuda_training_learns_with_either_data_path(digits, tmp_path):
-    _, resident = _fit(digits, tmp_path / "a", device_data_fraction=1.0)
-    _, pinned = _fit(digits, tmp_path / "b", device_data_fraction=0.0)
-    assert resident.final.metric > 0.85
+def test_cuda_training_learns_with_either_data_path(fashion, tmp_path):
+    _, resident = _fit(fashion, tmp_path / "a", device_data_fraction=1.0)
+    _, pinned = _fit(fashion, tmp_path / "b", device_data_fraction=0.0)
+    assert resident.final.metric > 0.45
     # cuDNN may pick different kernels per process; the two paths see identical batches.
-    assert abs(resident.final.metric - pinned.final.metric) < 0.03
+    assert abs(resident.final.metric - pinned.final.metric) < 0.05
 
 
 def test_fp32_contiguous_matches_cpu_training_closely(digits, tmp_path):
@@ -66,9 +76,9 @@ def test_fp32_contiguous_matches_cpu_training_closely(digits, tmp_path):
     assert abs(cpu.final.loss - gpu.final.loss) < 0.05
 
 
-def test_compiled_training_saves_plain_weights(digits, tmp_path):
-    model, result = _fit(digits, tmp_path, compile=True)
-    assert result.final.metric > 0.85
+def test_compiled_training_saves_plain_weights(fashion, tmp_path):
+    model, result = _fit(fashion, tmp_path, compile=True)
+    assert result.final.metric > 0.45
     from safetensors.torch import load_file
 
     saved = load_file(tmp_path / "checkpoints" / "final.safetensors")

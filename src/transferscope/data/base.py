@@ -59,8 +59,10 @@ class TensorImageDataset(Dataset):
 
     def to(self, device: torch.device | str) -> TensorImageDataset:
         """The same data on ``device`` (itself when already there)."""
+        from transferscope.training.loaders import same_device
+
         device = torch.device(device)
-        if self.images.device == device:
+        if same_device(self.images.device, device):
             return self
         return TensorImageDataset(self.images.to(device), self.targets.to(device))
 

@@ -35,6 +35,18 @@ def channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
     return fn
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (
+        b.index if b.index is not None else current
+    )
+
+
 def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
@@ -56,7 +68,7 @@ def iterate(
     non_blocking = device.type == "cuda"
     if isinstance(dataset, TensorImageDataset):
         n = len(order) if order is not None else len(dataset)
-        if dataset.images.device == device:
+        if same_device(dataset.images.device, device):
             idx_all = order.to(device) if order is not None else None
             stage = None
         else:
