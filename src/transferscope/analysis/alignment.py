@@ -171,7 +171,9 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 conv_out(inner, f"{block}.{conv}", f"{block}.{norm[0]}" if norm else None)
                 stream = inner
     add(stream, f"{family.head}.weight", 1)
-    sizes = {name: int(state[entries[0][0]].shape[entries[0][1]]) for name, entries in perms.items()}
+    sizes = {
+        name: int(state[entries[0][0]].shape[entries[0][1]]) for name, entries in perms.items()
+    }
     return PermutationSpec({k: tuple(v) for k, v in perms.items()}, sizes)
 
 
@@ -241,7 +243,8 @@ class AlignmentResult:
             "distance_after": self.distance_after,
             "sweeps": self.sweeps,
             "units_moved": {
-                name: int((p != torch.arange(len(p))).sum()) for name, p in self.permutations.items()
+                name: int((p != torch.arange(len(p))).sum())
+                for name, p in self.permutations.items()
             },
         }
 

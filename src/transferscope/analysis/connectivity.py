@@ -224,7 +224,9 @@ def evaluate_curve(
 def curve_summary(curve: BezierCurve) -> dict[str, Any]:
     """How far the trained control point moved off the straight line (L2, weight units)."""
     moved = sum(
-        float((m.double() - (curve.state_a[k].double() + curve.state_b[k].double()) / 2).pow(2).sum())
+        float(
+            (m.double() - (curve.state_a[k].double() + curve.state_b[k].double()) / 2).pow(2).sum()
+        )
         for k, m in curve.control.items()
     )
     return {"train_loss": curve.train_loss, "control_offset": moved**0.5}
