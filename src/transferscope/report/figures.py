@@ -577,7 +577,7 @@ def basin_barriers(rows: Sequence[dict[str, Any]], title: str) -> Figure | None:
     ax.set_xticks(x, [r["label"] for r in rows], rotation=20, ha="right")
     ax.set_ylabel("barrier height (metric units)")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.legend()
+    _legend_once(ax, outside=True)
     ax.set_title(title)
     fig.tight_layout()
     return fig
