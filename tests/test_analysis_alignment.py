@@ -64,6 +64,8 @@ MODELS = {
     ),
     "fixup-bottleneck": (_small_bottleneck, (3, 3, 32, 32)),
     "resnet18": (lambda: build_model("resnet18", 5, 3), (2, 3, 32, 32)),
+    # The paper's model at full width (its widths are fixed): only a forward on a tiny input.
+    "fixup-resnet50": (lambda: build_model("fixup-resnet50", 5, 3), (1, 3, 32, 32)),
 }
 
 
