@@ -387,7 +387,59 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     }
     skipped_target = {"status": "skipped", "reason": "no P@k-T runs for <this> target"}
     _write(a / "trajectory.json", doc("trajectory", {"digits": traj, EVIL: skipped_target}))
+    _write(a / "alignment.json", doc("alignment", {"digits": _alignment_entry()}))
+    _write(a / "connectivity.json", doc("connectivity", {"digits": _connectivity_entry()}))
     return root
+
+
+def _path(barrier: float) -> dict[str, Any]:
+    p = _interp_pair("x", barrier)
+    return {k: p[k] for k in ("lambdas", "metric", "loss", "barrier_metric", "barrier_loss")}
+
+
+# (pair, runs, seeds, linear barrier, aligned barrier, curve barrier)
+BASIN_PAIRS = [
+    ("P-T/P-T", ["PT-1", "PT-2"], [0, 1], 0.002, 0.001, None),
+    ("RI-T/RI-T", ["RIT-3", "RIT-4"], [0, 1], 0.4, 0.15, 0.005),
+    ("P-T/RI-T", ["PT-1", "RIT-3"], [0, 0], 0.5, 0.3, 0.008),
+    ("P-T/RI-T", ["PT-2", "RIT-4"], [1, 1], 0.45, 0.25, 0.009),
+]
+
+
+def _alignment_entry() -> dict[str, Any]:
+    pairs: list[dict[str, Any]] = [
+        {
+            "pair": pair,
+            "runs": runs,
+            "seeds": seeds,
+            "status": "ok",
+            "linear": _path(linear),
+            "aligned": _path(aligned),
+            "alignment": {"distance_before": 40.0, "distance_after": 31.0, "sweeps": 4},
+        }
+        for pair, runs, seeds, linear, aligned, _ in BASIN_PAIRS
+    ]
+    pairs.append({"pair": "RI-T/RI-T", "runs": ["RIT-x"], "status": "skipped", "reason": "<gone>"})
+    return {"metric_name": "accuracy", "pairs": pairs}
+
+
+def _connectivity_entry() -> dict[str, Any]:
+    pairs = [
+        {
+            "pair": pair,
+            "runs": runs,
+            "seeds": seeds,
+            "status": "ok",
+            "linear": _path(linear),
+            "curve": _path(curve),
+            "train_loss": [0.5, 0.2],
+            "control_offset": 3.0,
+            "seconds": 1.5,
+        }
+        for pair, runs, seeds, linear, _, curve in BASIN_PAIRS
+        if curve is not None
+    ]
+    return {"metric_name": "accuracy", "pairs": pairs}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,9 +539,9 @@ def test_report_is_offline_and_scriptless(full: tuple[Path, Path]) -> None:
 
 def test_findings_table_has_one_row_per_claim(full: tuple[Path, Path]) -> None:
     _, index = full
-    assert _parse(index).finding_rows == 8
+    assert _parse(index).finding_rows == 10
     text = index.read_text()
-    for i in range(1, 9):
+    for i in range(1, 11):
         assert f">C{i}</a>" in text
 
 
@@ -504,6 +556,7 @@ def test_sections_in_paper_order(full: tuple[Path, Path]) -> None:
         "barriers",
         "criticality",
         "trajectory",
+        "basins",
         "findings",
     ]
     positions = [text.index(f'<section id="{i}">') for i in ids]
@@ -542,8 +595,8 @@ def test_mistake_grids_from_saved_examples(full: tuple[Path, Path]) -> None:
 
 def test_verdicts_on_the_hand_made_study(full: tuple[Path, Path]) -> None:
     findings = {f.id: f for f in evaluate_findings(load_study(full[0]))}
-    assert [f for f in findings] == [f"C{i}" for i in range(1, 9)]
-    for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"):
+    assert [f for f in findings] == [f"C{i}" for i in range(1, 11)]
+    for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10"):
         assert findings[claim].verdict == HOLDS, (claim, findings[claim].measured)
     # Only digits has interpolation results: the other target is not measured there.
     assert [t.verdict for t in findings["C6"].per_target] == [HOLDS, UNMEASURED]
@@ -564,11 +617,12 @@ def test_partial_study_says_not_run(partial: tuple[Path, Path]) -> None:
     assert "runs not finished: PT-&lt;b&gt;1&lt;/b&gt;" in text
     assert "interpolation.json does not exist" in text
     page = _parse(index)
-    assert page.finding_rows == 8
+    assert page.finding_rows == 10
     for src in page.images:
         assert (index.parent / src).is_file()
     findings = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
     assert findings["C4"] == findings["C6"] == findings["C7"] == findings["C8"] == UNMEASURED
+    assert findings["C9"] == findings["C10"] == UNMEASURED
     assert findings["C1"] == HOLDS
 
 
@@ -591,8 +645,8 @@ def test_report_reads_only_the_study(partial: tuple[Path, Path]) -> None:
 
 def test_markdown_summary(full: tuple[Path, Path]) -> None:
     text = markdown_summary(full[0])
-    rows = [line for line in text.splitlines() if re.match(r"\| C\d \|", line)]
-    assert len(rows) == 8
+    rows = [line for line in text.splitlines() if re.match(r"\| C\d+ \|", line)]
+    assert len(rows) == 10
     assert "**holds**" in text
     assert "interpolation: ok" in text
 
@@ -669,3 +723,49 @@ def test_c8_compares_with_the_p_t_reference_point(tmp_path: Path) -> None:
     assert c8.verdict == FAILS  # 0.87 < 0.9 - 0.01
     assert "final P-T 0.9" in c8.measured
     assert build_report(root, formats=("png",)).is_file()
+
+
+def test_basins_section_shows_three_barriers_per_pair(full: tuple[Path, Path]) -> None:
+    root, index = full
+    text = index.read_text()
+    section = text[text.index('<section id="basins">') : text.index('<section id="findings">')]
+    assert "Basins modulo permutation and non-linear paths" in section
+    # RI-T/RI-T: linear 0.4, aligned 0.15, curve 0.005; P-T/P-T has no curve.
+    assert re.search(
+        r"<td>RI-T/RI-T</td><td>RIT-3, RIT-4</td><td[^>]*>0.4</td>"
+        r"<td[^>]*>0.15</td><td[^>]*>0.005</td>",
+        section,
+    )
+    assert re.search(
+        r"<td>P-T/P-T</td><td>PT-1, PT-2</td><td[^>]*>0.002</td>"
+        r"<td[^>]*>0.001</td><td[^>]*>-</td>",
+        section,
+    )
+    assert "40 → 31" in section
+    assert "&lt;gone&gt;" in section
+    images = _parse(index).images
+    assert any("basins-barriers-digits" in s for s in images)
+    assert any("basins-paths-digits" in s for s in images)
+    # The other target has neither analysis: its sub-section says so.
+    assert section.count("<strong>not run</strong>") == 1
+    findings = {f.id: f for f in evaluate_findings(load_study(root))}
+    assert "RI-T/RI-T 0.4 → 0.15 aligned; P-T/RI-T 0.475 → 0.275" in findings["C9"].measured
+    assert "curve barrier max 0.005 (linear 0.4)" in findings["C10"].measured
+
+
+def test_basin_claims_fail_and_go_unmeasured_honestly(tmp_path: Path) -> None:
+    root = make_study(tmp_path / "s")
+    a = root / "analyses"
+    aligned = json.loads((a / "alignment.json").read_text())
+    rit = aligned["targets"]["digits"]["pairs"][1]
+    rit["aligned"]["barrier_metric"] = 0.5  # alignment made it worse
+    _write(a / "alignment.json", aligned)
+    connected = json.loads((a / "connectivity.json").read_text())
+    connected["targets"]["digits"]["pairs"][0]["curve"]["barrier_metric"] = 0.2
+    _write(a / "connectivity.json", connected)
+    verdicts = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    assert verdicts["C9"] == verdicts["C10"] == FAILS
+    rit["linear"]["barrier_metric"] = BARRIER_TOLERANCE / 2  # no barrier to shrink
+    _write(a / "alignment.json", aligned)
+    c9 = next(f for f in evaluate_findings(load_study(root)) if f.id == "C9")
+    assert c9.verdict == UNMEASURED and "no linear barrier to shrink" in c9.measured

@@ -104,7 +104,7 @@ def test_report_renders_offline_with_all_figures(
     assert result["broken"] == []
     assert result["loaded"] == expected
     assert result["errors"] == []
-    assert result["findings"] == 8
+    assert result["findings"] == 10
     assert _console_errors(proc.stderr) == []
 
 

@@ -6,6 +6,8 @@ learning?" (NeurIPS 2020) on a user's own models and data. Every analysis is a f
 together and writes a report.
 """
 
+from transferscope.analysis.alignment import align
+from transferscope.analysis.connectivity import evaluate_curve, fit_curve
 from transferscope.analysis.criticality import module_criticality
 from transferscope.analysis.curves import (
     aggregate_curves,
@@ -31,11 +33,14 @@ __all__ = [
     "TransferscopeError",
     "__version__",
     "aggregate_curves",
+    "align",
     "block_shuffle",
     "compare_curves",
     "compare_mistakes",
     "convergence_speed",
+    "evaluate_curve",
     "feature_similarity",
+    "fit_curve",
     "interpolate",
     "linear_cka",
     "load_preset",

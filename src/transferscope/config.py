@@ -204,6 +204,35 @@ class TrajectoryOptions(AnalysisOptions):
     recalibrate_batchnorm: bool = True
 
 
+class AlignmentOptions(AnalysisOptions):
+    """Barriers after permutation alignment (weight matching), next to the plain ones."""
+
+    num_points: int = Field(default=21, ge=2)
+    recalibrate_batchnorm: bool = True
+    recalibration_examples: int | None = Field(default=2000, ge=1)
+    max_sweeps: int = Field(default=100, ge=1, description="coordinate-descent sweeps at most")
+
+
+CurvePair = Literal["RI-T/RI-T", "P-T/RI-T", "P-T/P-T"]
+
+
+class ConnectivityOptions(AnalysisOptions):
+    """Quadratic Bezier curves trained between two models (non-linear low-loss paths)."""
+
+    pairs: list[CurvePair] = Field(default_factory=lambda: ["RI-T/RI-T", "P-T/RI-T"])
+    epochs: int = Field(default=10, ge=0, description="curve training epochs")
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_train_examples: int | None = Field(
+        default=None, ge=1, description="train the curve on a fixed random subset of this size"
+    )
+    num_points: int = Field(default=11, ge=2, description="points along the curve evaluated")
+    recalibrate_batchnorm: bool = True
+    recalibration_examples: int | None = Field(default=2000, ge=1)
+
+
 class AnalysesSpec(Section):
     """Which analyses run and their options; each is on by default."""
 
@@ -214,6 +243,8 @@ class AnalysesSpec(Section):
     interpolation: InterpolationOptions = Field(default_factory=InterpolationOptions)
     criticality: CriticalityOptions = Field(default_factory=CriticalityOptions)
     trajectory: TrajectoryOptions = Field(default_factory=TrajectoryOptions)
+    alignment: AlignmentOptions = Field(default_factory=AlignmentOptions)
+    connectivity: ConnectivityOptions = Field(default_factory=ConnectivityOptions)
 
 
 class PerformanceSpec(Section):

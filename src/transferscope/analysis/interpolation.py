@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -377,16 +377,45 @@ def _batched(
     transform: BatchTransform | None,
 ) -> tuple[list[float], list[float]]:
     """All λ per loaded batch: one recalibration pass (if any) and one evaluation pass."""
-    k = len(lambdas)
-    cached = k * _state_bytes(a) <= MAX_CACHED_BYTES
-    fixed = [interpolated_state(a, b, lam) for lam in lambdas] if cached else None
+    return evaluate_path(
+        model, lambda lam: interpolated_state(a, b, lam), lambdas, data, task, train_data,
+        bn_keys, device, batch_size, recalibration_examples, transform,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_path(
+    model: nn.Module,
+    state_at: Callable[[float], dict[str, Tensor]],
+    points: list[float],
+    data: Dataset,
+    task: Task,
+    train_data: Dataset | None,
+    bn_keys: list[str],
+    device: torch.device,
+    batch_size: int,
+    recalibration_examples: int | None,
+    transform: BatchTransform | None = None,
+) -> tuple[list[float], list[float]]:
+    """Loss and metric at every point of a path in weight space, all points per loaded batch.
+
+    ``state_at(t)`` gives the full state dict at path position ``t`` (on ``device``); with
+    ``train_data`` the BatchNorm statistics ``bn_keys`` are recomputed at every point first (one
+    pass over the training subset). Shared by linear interpolation and curves
+    (:mod:`transferscope.analysis.connectivity`), so both are measured the same way.
+    """
+    k = len(points)
+    first = state_at(points[0])
+    cached = k * _state_bytes(first) <= MAX_CACHED_BYTES
+    fixed = [first, *(state_at(t) for t in points[1:])] if cached else None
+    a = first
 
     def states() -> Iterator[dict[str, Tensor]]:
-        for i, lam in enumerate(lambdas):
-            yield fixed[i] if fixed is not None else interpolated_state(a, b, lam)
+        for i, t in enumerate(points):
+            yield fixed[i] if fixed is not None else state_at(t)
 
-    # Per-λ running statistics: small (one vector per BatchNorm channel), always kept.
-    stats: list[dict[str, Tensor]] = [{} for _ in lambdas]
+    # Per-point running statistics: small (one vector per BatchNorm channel), always kept.
+    stats: list[dict[str, Tensor]] = [{} for _ in points]
     if train_data is not None:
         for s in stats:
             s.update({key: a[key] for key in bn_keys})
@@ -454,6 +483,7 @@ __all__ = [
     "InterpolationResult",
     "barrier",
     "check_compatible",
+    "evaluate_path",
     "has_running_stats",
     "interpolate",
     "interpolated_state",

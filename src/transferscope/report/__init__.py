@@ -5,7 +5,8 @@ without retraining or re-running an analysis.
 
 - :func:`build_report` writes ``STUDY/report/index.html`` and its figures (PNG + PDF).
 - :func:`markdown_summary` returns the run counts, analyses and findings table as markdown.
-- :func:`evaluate_findings` turns the analyses into verdicts on the paper's claims C1-C8.
+- :func:`evaluate_findings` turns the analyses into verdicts on the paper's claims C1-C8 and
+  the follow-up claims C9-C10.
 """
 
 from __future__ import annotations

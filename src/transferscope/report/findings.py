@@ -1,4 +1,5 @@
-"""The study directory as the report sees it, and the paper's claims C1-C8 turned into verdicts.
+"""The study directory as the report sees it, and the paper's claims C1-C8 (and the follow-up
+claims C9-C10, beyond the paper) turned into verdicts.
 
 The report reads only the study directory (DESIGN.md): ``study.yaml``, ``plan.json``,
 ``runs/<id>/{DONE, FAILED, metrics.jsonl}`` and ``analyses/<name>.json``. It never trains and never
@@ -498,6 +499,50 @@ def _c8(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
     return judge
 
 
+def path_barriers(
+    entry: dict[str, Any], pair: str, path: str, key: str = "barrier_metric"
+) -> list[float]:
+    """The finite barriers ``pair[path][key]`` of every measured ``pair`` of an alignment or
+    connectivity entry (``path``: 'linear', 'aligned' or 'curve')."""
+    out = []
+    for p in _ok_pairs(entry, pair):
+        value = (p.get(path) or {}).get(key)
+        if finite(value):
+            out.append(float(value))
+    return out
+
+
+def _c9(entry: dict[str, Any], target: str) -> TargetResult:
+    linear = mean(path_barriers(entry, "RI-T/RI-T", "linear"))
+    aligned = mean(path_barriers(entry, "RI-T/RI-T", "aligned"))
+    if linear is None or aligned is None:
+        return TargetResult(target, UNMEASURED, "no aligned RI-T/RI-T pair")
+    text = f"RI-T/RI-T {fmt(linear)} → {fmt(aligned)} aligned"
+    for other in ("P-T/RI-T", "P-T/P-T"):
+        a, b = (
+            mean(path_barriers(entry, other, "linear")),
+            mean(path_barriers(entry, other, "aligned")),
+        )
+        if a is not None and b is not None:
+            text += f"; {other} {fmt(a)} → {fmt(b)}"
+    if linear <= BARRIER_TOLERANCE:
+        return TargetResult(target, UNMEASURED, text + " (no linear barrier to shrink)")
+    return TargetResult(target, _verdict(aligned < linear), text)
+
+
+def _c10(entry: dict[str, Any], target: str) -> TargetResult:
+    curves = path_barriers(entry, "RI-T/RI-T", "curve")
+    linear = path_barriers(entry, "RI-T/RI-T", "linear")
+    if not curves:
+        return TargetResult(target, UNMEASURED, "no RI-T/RI-T curve")
+    worst = max(curves)
+    text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
+    pt_rit = path_barriers(entry, "P-T/RI-T", "curve")
+    if pt_rit:
+        text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
+    return TargetResult(target, _verdict(worst <= BARRIER_TOLERANCE), text)
+
+
 def final_pt_metric(entry: dict[str, Any]) -> float | None:
     """The final P-T metric of a trajectory entry.
 
@@ -512,7 +557,8 @@ def final_pt_metric(entry: dict[str, Any]) -> float | None:
 
 
 def evaluate_findings(data: StudyData) -> list[Finding]:
-    """Claims C1-C8 of PAPER.md, each with its rule, per-target numbers and verdict."""
+    """Claims C1-C8 of PAPER.md and C9-C10 beyond it, each with its rule, per-target numbers and
+    verdict."""
     tol_b, tol_c = BARRIER_TOLERANCE, CHECKPOINT_TOLERANCE
     return [
         Finding(
@@ -579,6 +625,24 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
             "trajectory",
             _per_target(data, "trajectory", _c8(data)),
         ),
+        Finding(
+            "C9",
+            "Beyond the paper: RI-T barriers shrink after permutation alignment (Git Re-Basin).",
+            "mean RI-T/RI-T barrier (metric) on the straight line after permuting B's units to "
+            "match A (weight matching) < the mean plain barrier; not measured when there is no "
+            f"plain barrier (≤ {tol_b:g}) to shrink.",
+            "basins",
+            _per_target(data, "alignment", _c9),
+        ),
+        Finding(
+            "C10",
+            "Beyond the paper: a non-linear low-loss path joins two RI-T models (Garipov et al. "
+            "2018).",
+            f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {tol_b:g}, "
+            "the tolerance under which C6 calls a path barrier-free.",
+            "basins",
+            _per_target(data, "connectivity", _c10),
+        ),
     ]
 
 
@@ -594,5 +658,6 @@ __all__ = [
     "evaluate_findings",
     "final_pt_metric",
     "load_study",
+    "path_barriers",
     "spearman",
 ]

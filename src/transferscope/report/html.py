@@ -6,7 +6,8 @@ from the config or the data (target labels, run ids, pair names, reasons) goes t
 :func:`html.escape`, so a label such as ``<script>`` shows as text.
 
 Sections follow the paper: overview, feature reuse (§1), mistakes, feature similarity, parameter
-distance (§2), barriers (§3), module criticality (§4), pre-training trajectory (§5), findings.
+distance (§2), barriers (§3), module criticality (§4), pre-training trajectory (§5), then, beyond
+the paper, basins modulo permutation and non-linear paths, and the findings.
 A section whose analysis is missing or skipped says "not run" and why.
 """
 
@@ -621,6 +622,122 @@ class _Page:
 
         return self.per_target("trajectory", render)
 
+    def basins(self) -> str:
+        """Barriers on the straight line, after permutation alignment and along a trained curve."""
+        reasons = {n: self.data.not_run_reason(n) for n in ("alignment", "connectivity")}
+        intro = (
+            '<p class="small">Beyond the paper. <em>Aligned</em>: the straight line after '
+            "permuting B's hidden units to match A (weight matching, Ainsworth et al. 2022, "
+            '"Git Re-Basin"); a barrier that vanishes there was a permutation of one basin. '
+            "<em>Curve</em>: a quadratic Bezier curve between the two models whose middle control "
+            "point was trained (Garipov et al. 2018). All three are measured the same way as the "
+            "straight line above (BatchNorm statistics recomputed at each point).</p>"
+        )
+        notes = "".join(
+            _not_run(f"{name}: {reason}") for name, reason in reasons.items() if reason is not None
+        )
+        if all(r is not None for r in reasons.values()):
+            return intro + notes
+        docs = {n: self.data.analysis(n) or {} for n in reasons}
+        targets: list[str] = list(self.data.targets)
+        for doc in docs.values():
+            targets += [t for t in doc.get("targets", {}) if t not in targets]
+        parts = [intro, notes]
+        for target in targets:
+            parts.append(f"<h3>Target {esc(target)}</h3>")
+            rows, skipped, metric = self._basin_rows(docs, target)
+            if not rows:
+                parts.append(_not_run(skipped[0] if skipped else f"no entry for target {target}"))
+                continue
+            table = [
+                (
+                    r["pair"],
+                    ", ".join(r["runs"]),
+                    *[
+                        fmt((r.get(k) or {}).get("barrier_metric"))
+                        for k in ("linear", "aligned", "curve")
+                    ],
+                    *[
+                        fmt((r.get(k) or {}).get("barrier_loss"))
+                        for k in ("linear", "aligned", "curve")
+                    ],
+                    f"{fmt(r['alignment'].get('distance_before'))} → "
+                    f"{fmt(r['alignment'].get('distance_after'))}"
+                    if r.get("alignment")
+                    else "-",
+                    fmt(r.get("seconds")),
+                )
+                for r in rows
+            ]
+            parts.append(
+                _table(
+                    (
+                        "pair",
+                        "runs",
+                        "barrier linear (metric)",
+                        "aligned (metric)",
+                        "curve (metric)",
+                        "barrier linear (loss)",
+                        "aligned (loss)",
+                        "curve (loss)",
+                        "distance to A before → after alignment",
+                        "curve time (s)",
+                    ),
+                    table,
+                    numeric=tuple(range(2, 10)),
+                )
+            )
+            parts += [f'<p class="small">{esc(reason)}</p>' for reason in skipped]
+            parts.append(
+                self.figure(
+                    F.basin_barriers(rows, f"Barriers per path, target {target}"),
+                    f"basins-barriers-{target}",
+                    f"Barrier (metric) of each pair on the straight line, after alignment and "
+                    f"along the trained curve, on {target}.",
+                )
+            )
+            parts.append(
+                self.figure(
+                    F.basin_paths(rows, metric, f"Paths between two models, target {target}"),
+                    f"basins-paths-{target}",
+                    f"Test metric along the three paths for each pair on {target}.",
+                )
+            )
+        return "".join(parts)
+
+    def _basin_rows(
+        self, docs: dict[str, dict[str, Any]], target: str
+    ) -> tuple[list[dict[str, Any]], list[str], str | None]:
+        """One row per pair (alignment and connectivity joined on pair and runs), skip notes."""
+        rows: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        skipped: list[str] = []
+        metric = None
+        for name, doc in docs.items():
+            entry = (doc.get("targets") or {}).get(target)
+            if not isinstance(entry, dict):
+                continue
+            metric = metric or entry.get("metric_name")
+            for p in entry.get("pairs") or []:
+                runs = tuple(str(r) for r in p.get("runs") or [])
+                if p.get("status", "ok") != "ok":
+                    skipped.append(
+                        f"{name} {p.get('pair')} ({', '.join(runs)}) skipped: {p.get('reason', '')}"
+                    )
+                    continue
+                row = rows.setdefault(
+                    (str(p.get("pair")), runs),
+                    {"pair": str(p.get("pair")), "runs": list(runs), "label": str(p.get("pair"))},
+                )
+                for key in ("linear", "aligned", "curve", "alignment", "seconds", "seeds"):
+                    if key in p and (key != "linear" or "linear" not in row):
+                        row[key] = p[key]
+        # Several pairs of one kind get their seeds in the label.
+        out = list(rows.values())
+        for r in out:
+            if sum(o["pair"] == r["pair"] for o in out) > 1 and r.get("seeds"):
+                r["label"] = f"{r['pair']} (seeds {', '.join(str(x) for x in r['seeds'])})"
+        return out, skipped, metric
+
     def findings(self, findings: list[Finding]) -> str:
         return findings_table_html(findings)
 
@@ -664,6 +781,7 @@ SECTIONS = (
     ("barriers", "Performance barriers (§3)"),
     ("criticality", "Module criticality (§4)"),
     ("trajectory", "Pre-training trajectory (§5)"),
+    ("basins", "Basins modulo permutation and non-linear paths"),
     ("findings", "Findings"),
 )
 
@@ -681,6 +799,7 @@ def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pd
         "barriers": page.barriers(),
         "criticality": page.criticality(),
         "trajectory": page.trajectory(),
+        "basins": page.basins(),
         "findings": page.findings(findings),
     }
     nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS)

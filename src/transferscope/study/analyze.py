@@ -19,6 +19,12 @@
   (:mod:`transferscope.analysis.criticality`).
 - ``trajectory`` (§5): per target, final metric, speed and barrier to P-T of P@k-T against k, with
   the final P-T as the last point (:mod:`transferscope.analysis.trajectory`).
+- ``alignment`` (beyond §3): per target, P-T/P-T, RI-T/RI-T and P-T/RI-T barriers on the straight
+  line before and after permuting B's hidden units to match A
+  (:mod:`transferscope.analysis.alignment`).
+- ``connectivity`` (beyond §3): per target, for the pairs in ``analyses.connectivity.pairs``, a
+  quadratic Bezier curve trained between the two models and evaluated like the straight line,
+  next to the straight line itself (:mod:`transferscope.analysis.connectivity`).
 
 Every JSON holds ``status`` ('ok' or 'skipped' with a ``reason``), the pairs and numbers, the run
 ids it used (``runs_used``) and the planned runs it needed but found unfinished
@@ -31,6 +37,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +49,8 @@ from torch import nn
 
 from transferscope import atomic
 from transferscope.analysis import curves as curves_lib
+from transferscope.analysis.alignment import align
+from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.analysis.criticality import (
     criticality_heatmap,
     module_criticality,
@@ -775,6 +784,117 @@ def _trajectory_point(
 
 
 # --------------------------------------------------------------------------------------------
+# beyond the paper: basins modulo permutation, non-linear paths
+
+
+def _path_dict(result: InterpolationResult) -> dict[str, Any]:
+    out = result.to_dict()
+    out.pop("metric_name", None)
+    return out
+
+
+def _alignment(ctx: _Context) -> dict[str, Any]:
+    opts = ctx.cfg.analyses.alignment
+    device = pick_device(ctx.cfg.device)
+    targets: dict[str, Any] = {}
+    for target in ctx.cfg.targets:
+        entries = []
+        for name, a, b in _pairs(ctx, target.label):
+            entry = _pair_entry(name, a, b)
+            reason = _unfinished(ctx, [a, b])
+            if reason:
+                entries.append({**entry, **_skipped(reason)})
+                continue
+            splits = ctx.cache.get(b.spec.data)
+            common = {
+                "task": splits.info.task,
+                "train_data": splits.train,
+                "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
+                "device": device,
+                "batch_size": b.spec.train.eval_batch_size,
+                "recalibration_examples": opts.recalibration_examples,
+            }
+            test = _subset(splits.test, opts.max_examples)
+            try:
+                model = _start_model(ctx, b)
+                state_a, state_b = _weights(ctx, a.id), _weights(ctx, b.id)
+                aligned = align(model, state_a, state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
+                linear = interpolate(model, state_a, state_b, test, opts.num_points, **common)
+                permuted = interpolate(
+                    model, state_a, aligned.state, test, opts.num_points, **common
+                )
+            except TransferscopeError as e:
+                entries.append({**entry, **_skipped(str(e))})
+                continue
+            entries.append(
+                {
+                    **entry,
+                    "status": "ok",
+                    "linear": _path_dict(linear),
+                    "aligned": _path_dict(permuted),
+                    "alignment": aligned.to_dict(),
+                }
+            )
+        info = ctx.cache.get(target).info
+        targets[target.label] = {"metric_name": metric_name(info.task), "pairs": entries}
+    return {"targets": targets, "split": "test", "method": "weight matching (Git Re-Basin)"}
+
+
+def _connectivity(ctx: _Context) -> dict[str, Any]:
+    opts = ctx.cfg.analyses.connectivity
+    device = pick_device(ctx.cfg.device)
+    targets: dict[str, Any] = {}
+    for target in ctx.cfg.targets:
+        entries = []
+        for name, a, b in _pairs(ctx, target.label):
+            if name not in opts.pairs:
+                continue
+            entry = _pair_entry(name, a, b)
+            reason = _unfinished(ctx, [a, b])
+            if reason:
+                entries.append({**entry, **_skipped(reason)})
+                continue
+            splits = ctx.cache.get(b.spec.data)
+            common = {
+                "task": splits.info.task,
+                "train_data": splits.train,
+                "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
+                "device": device,
+                "batch_size": b.spec.train.eval_batch_size,
+                "recalibration_examples": opts.recalibration_examples,
+            }
+            test = _subset(splits.test, opts.max_examples)
+            start = time.perf_counter()
+            try:
+                model = _start_model(ctx, b)
+                state_a, state_b = _weights(ctx, a.id), _weights(ctx, b.id)
+                linear = interpolate(model, state_a, state_b, test, opts.num_points, **common)
+                curve = fit_curve(
+                    model, state_a, state_b, splits.train,
+                    task=splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
+                    lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay,
+                    max_examples=opts.max_train_examples, seed=b.seed, device=device,
+                )  # fmt: skip
+                along = evaluate_curve(model, curve, test, opts.num_points, **common)
+            except TransferscopeError as e:
+                entries.append({**entry, **_skipped(str(e))})
+                continue
+            entries.append(
+                {
+                    **entry,
+                    "status": "ok",
+                    "linear": _path_dict(linear),
+                    "curve": _path_dict(along),
+                    **curve_summary(curve),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+        info = ctx.cache.get(target).info
+        targets[target.label] = {"metric_name": metric_name(info.task), "pairs": entries}
+    return {"targets": targets, "split": "test", "curve": "quadratic Bezier (Garipov et al. 2018)"}
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 
 _STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
@@ -785,6 +905,8 @@ _STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "interpolation": _interpolation,
     "criticality": _criticality,
     "trajectory": _trajectory,
+    "alignment": _alignment,
+    "connectivity": _connectivity,
 }
 
 
