@@ -101,4 +101,3 @@ def test_kill_during_an_analysis_and_while_writing_the_report(config, reference,
     assert_same_results(reference, out)
     assert_same_analyses(reference, out)
     assert_intact(out, temporaries=False)
-
