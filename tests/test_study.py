@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -11,24 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from transferscope.study.store import StudyStore
-from transferscope.training import checkpoints as ckpt
 
 from conftest import requires_fashion
+from study_checks import assert_same_results, cli
 
 pytestmark = [requires_fashion, pytest.mark.slow]
-
-
-def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "transferscope", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        **kwargs,
-    )
 
 
 def run_micro(out: Path) -> tuple[subprocess.CompletedProcess, float]:
@@ -43,30 +31,6 @@ def reference(tmp_path_factory) -> tuple[Path, float]:
     result, seconds = run_micro(out)
     assert result.returncode == 0, result.stdout + result.stderr
     return out, seconds
-
-
-def rows(path: Path) -> list[dict]:
-    return [
-        {k: v for k, v in json.loads(line).items() if k != "seconds"}
-        for line in path.read_text().splitlines()
-    ]
-
-
-def assert_same_results(a: Path, b: Path) -> None:
-    store_a, store_b = StudyStore(a), StudyStore(b)
-    plan = store_a.read_plan()
-    assert [r.id for r in plan.runs] == [r.id for r in store_b.read_plan().runs]
-    for run in plan.runs:
-        assert store_b.is_done(run.id), run.id
-        wa = ckpt.load_weights(store_a.weights_path(run.id))
-        wb = ckpt.load_weights(store_b.weights_path(run.id))
-        for k in wa:
-            assert torch.equal(wa[k], wb[k]), f"{run.id}: {k} differs"
-        assert rows(store_a.run_dir(run.id) / "metrics.jsonl") == rows(
-            store_b.run_dir(run.id) / "metrics.jsonl"
-        )
-    leftovers = [p for p in b.rglob("*") if p.name.endswith(".tmp") or p.name == ckpt.RESUME]
-    assert not leftovers
 
 
 def test_micro_study_completes_with_every_run_done(reference):

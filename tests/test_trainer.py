@@ -211,3 +211,58 @@ def test_finished_but_unmarked_run_does_not_retrain(tmp_path):
     assert steps == []
     assert all(torch.equal(again.state_dict()[k], v) for k, v in first.state_dict().items())
     assert not (tmp_path / "checkpoints" / ckpt.RESUME).exists()
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_file(tmp_path, monkeypatch):
+    """A full disk mid-run: the error names the file, earlier files stay valid, a rerun resumes."""
+    import errno
+
+    train, test = toy_data()
+    reference = fresh()
+    Trainer(SPEC, "multiclass", seed=1).fit(reference, train, test)
+
+    save_file = ckpt.save_file
+    calls = []
+
+    def full_disk(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 4:  # the resume point after epoch 1 (after epoch-0, -0.25 and -1)
+            with open(filename, "wb") as f:
+                f.write(b"\0" * 10)  # part of the file made it to disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TransferscopeError) as err:
+        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=1e9).fit(
+            fresh(), train, test
+        )
+    message = str(err.value)
+    assert str(run_dir / "checkpoints" / ckpt.RESUME) in message
+    assert "No space left on device" in message and "previous version" in message
+    assert not list(run_dir.rglob("*.tmp"))
+    assert not (run_dir / "checkpoints" / ckpt.RESUME).exists()
+    for name in ("epoch-0", "epoch-0.25", "epoch-1"):
+        ckpt.load_weights(run_dir / "checkpoints" / f"{name}.safetensors")
+
+    monkeypatch.setattr(ckpt, "save_file", save_file)
+    resumed = fresh()
+    Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
+    for k, v in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    old = {"w": torch.ones(3)}
+    ckpt.save_weights(path, old)
+
+    def fail(tensors, filename, metadata=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", fail)
+    with pytest.raises(TransferscopeError, match=r"cannot write .*w\.safetensors: No space left"):
+        ckpt.save_weights(path, {"w": torch.zeros(3)})
+    assert torch.equal(ckpt.load_weights(path)["w"], old["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]

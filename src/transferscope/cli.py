@@ -177,6 +177,12 @@ def run_cmd(
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (CI logs)"),
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="analyse after training"),
+    skip_bad_images: bool = typer.Option(
+        False,
+        "--skip-bad-images",
+        help="leave unreadable image files out (listed in each run's bad_images.json and the "
+        "report) instead of stopping at the first",
+    ),
 ) -> None:
     """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is."""
     import time
@@ -197,11 +203,20 @@ def run_cmd(
     if threads is not None:
         updates["num_threads"] = threads
     cfg = cfg.model_copy(update=updates)
+    if skip_bad_images:
+        cfg = config_mod.with_skip_bad_images(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     store = StudyStore(Path(cfg.output))
     cache = DataCache()
     plan = plan_study(cfg, cache)
+    for spec in [cfg.source, *cfg.targets]:
+        if spec.skip_bad_images and cache.bad_images(spec):
+            console.print(
+                f"{spec.label}: left out {len(cache.bad_images(spec))} unreadable images "
+                "(listed in each of its runs' bad_images.json)",
+                highlight=False,
+            )
     store.clean_temporaries()
     store.write_study(cfg, plan)
     started = time.perf_counter()

@@ -43,6 +43,11 @@ class DataSpec(Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="source-specific options (see `transferscope data`)"
     )
+    skip_bad_images: bool = Field(
+        default=False,
+        description="leave unreadable image files out (listed in each run's bad_images.json) "
+        "instead of stopping; part of the run id, since the runs then see other data",
+    )
 
     @property
     def label(self) -> str:
@@ -426,6 +431,26 @@ def load_preset(name: str, **overrides: Any) -> StudyConfig:
 def to_yaml(config: StudyConfig) -> str:
     """The fully resolved config (every default written out) as YAML."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# Sources that stream image files from disk: the only ones that can hold an unreadable image.
+FILE_SOURCES = ("imagefolder", "domainnet", "chexpert")
+
+
+def with_skip_bad_images(cfg: StudyConfig) -> StudyConfig:
+    """``cfg`` with ``skip_bad_images`` set on every source and target read from image files.
+
+    In-memory sources are left as they are, so their runs keep their ids (and stay done).
+    """
+
+    def mark(spec: DataSpec) -> DataSpec:
+        if spec.name in FILE_SOURCES:
+            return spec.model_copy(update={"skip_bad_images": True})
+        return spec
+
+    return cfg.model_copy(
+        update={"source": mark(cfg.source), "targets": [mark(t) for t in cfg.targets]}
+    )
 
 
 def check_references(cfg: StudyConfig) -> None:

@@ -5,20 +5,30 @@ The large sources (``imagefolder``, ``domainnet``, ``chexpert``) never hold pixe
 indexed, so it works with a multi-worker ``DataLoader`` (everything here pickles). A file PIL cannot
 decode raises :class:`~transferscope.errors.TransferscopeError` naming the file rather than a bare
 PIL traceback from inside a worker.
+
+Unreadable images stop a study by default (:class:`BadImageError`, naming the file). With
+``skip_bad_images`` (``transferscope run --skip-bad-images``) :func:`drop_bad_images` instead
+decodes every file of the streamed splits once, up front, and leaves the unreadable ones out, so
+every run, epoch and analysis sees the same images and test indices stay aligned across runs.
+The probe costs one decoding pass over the data (threads, PIL releases the GIL while decoding);
+it is done once per process and data source (the executor's data cache keeps the result).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from transferscope.data.base import Splits
 from transferscope.errors import TransferscopeError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -52,6 +62,13 @@ def pil_mode(channels: int) -> PilMode:
     return "L" if channels == 1 else "RGB"
 
 
+class BadImageError(TransferscopeError):
+    """An image file is missing, truncated or not an image. Stops the study (the data is wrong)."""
+
+
+SKIP_HINT = "delete or replace it, or rerun with --skip-bad-images to leave unreadable images out"
+
+
 def load_image(path: str | os.PathLike[str], mode: PilMode) -> Image.Image:
     """Open ``path`` and decode it fully in ``mode``.
 
@@ -64,13 +81,14 @@ def load_image(path: str | os.PathLike[str], mode: PilMode) -> Image.Image:
             # transform with a message that no longer names the file.
             return img.convert(mode)
     except FileNotFoundError as exc:
-        raise TransferscopeError(
-            f"image file not found: {path} (was it moved or deleted after the dataset was built?)"
+        raise BadImageError(
+            f"image file not found: {path} (was it moved or deleted after the dataset was built?); "
+            f"{SKIP_HINT}"
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise TransferscopeError(
+        raise BadImageError(
             f"cannot read image {path}: {exc}; the file is corrupt or truncated - "
-            "re-extract or delete it (and its line in any split file)"
+            f"re-extract it, {SKIP_HINT}"
         ) from exc
 
 
@@ -113,6 +131,53 @@ class FileImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.transform(load_image(self.paths[index], self.mode))
         return image, self.targets[index]
+
+    def without(self, paths: set[str]) -> FileImageDataset:
+        """A copy without the samples whose file is in ``paths`` (same order otherwise)."""
+        keep = [i for i, p in enumerate(self.paths) if p not in paths]
+        return FileImageDataset(
+            [self.paths[i] for i in keep], self.targets[keep], self.transform, self.mode
+        )
+
+
+def _probe(path: str, mode: PilMode) -> str | None:
+    try:
+        load_image(path, mode)
+    except BadImageError as e:
+        return str(e).split("; ")[0]
+    return None
+
+
+def find_bad_images(dataset: FileImageDataset, threads: int | None = None) -> dict[str, str]:
+    """Decode every file of ``dataset`` once; returns {path: reason} for those that fail."""
+    threads = threads or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool:
+        reasons = pool.map(_probe, dataset.paths, [dataset.mode] * len(dataset.paths))
+        return {p: r for p, r in zip(dataset.paths, reasons, strict=True) if r is not None}
+
+
+def drop_bad_images(splits: Splits) -> tuple[Splits, list[dict[str, str]]]:
+    """``splits`` without unreadable images, and what was left out: [{split, path, error}].
+
+    Only streamed splits (:class:`FileImageDataset`) are probed; in-memory data was decoded when it
+    was loaded. A split left with no images is an error naming it.
+    """
+    skipped: list[dict[str, str]] = []
+    parts: dict[str, Any] = {}
+    for name in ("train", "test", "dev"):
+        data = getattr(splits, name)
+        if isinstance(data, FileImageDataset):
+            bad = find_bad_images(data)
+            skipped += [{"split": name, "path": p, "error": r} for p, r in sorted(bad.items())]
+            if bad:
+                data = data.without(set(bad))
+                if len(data) == 0:
+                    raise TransferscopeError(
+                        f"{splits.info.name}: every image of the {name} split is unreadable "
+                        f"(first: {min(bad)}); check the data root"
+                    )
+        parts[name] = data
+    return dataclasses.replace(splits, **parts), skipped
 
 
 def classification_transform(

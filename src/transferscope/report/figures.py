@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 
+from transferscope import atomic
 from transferscope.report.findings import depth_order, finite
 
 COLORS = {
@@ -91,7 +92,9 @@ def save(fig: Figure, folder: Path, stem: str, formats: Sequence[str] = ("png", 
     """
     folder.mkdir(parents=True, exist_ok=True)
     for ext in dict.fromkeys(("png", *formats)):
-        fig.savefig(folder / f"{stem}.{ext}", bbox_inches="tight")
+        # Atomic like every file of a study: a killed build never leaves half a figure.
+        with atomic.atomic_path(folder / f"{stem}.{ext}") as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight")
     return f"{stem}.png"
 
 

@@ -59,6 +59,8 @@ class RunRow:
     state: Literal["done", "failed", "partial", "pending"]
     summary: dict[str, Any] | None
     error: str | None = None
+    bad_images: list[dict[str, Any]] = field(default_factory=list)
+    """Unreadable image files the run left out (``--skip-bad-images``): {split, path, error}."""
 
 
 @dataclass
@@ -132,6 +134,16 @@ def _run_state(folder: Path) -> tuple[str, dict[str, Any] | None, str | None]:
     return "pending", None, None
 
 
+def _bad_images(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "bad_images.json"
+    try:
+        doc = _read_json(path) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return [{"split": "?", "path": str(path), "error": "unreadable list of skipped images"}]
+    skipped = doc.get("skipped") if isinstance(doc, dict) else None
+    return [x for x in skipped if isinstance(x, dict)] if isinstance(skipped, list) else []
+
+
 def load_study(root: Path) -> StudyData:
     """Read a study directory (never writes to it).
 
@@ -169,6 +181,7 @@ def load_study(root: Path) -> StudyData:
                 state=state,  # type: ignore[arg-type]
                 summary=summary,
                 error=error,
+                bad_images=_bad_images(root / "runs" / str(r["id"])),
             )
         )
     analyses: dict[str, dict[str, Any] | None] = {}

@@ -178,6 +178,27 @@ class _Page:
         return "".join(parts)
 
     # -------------------------------------------------------------- sections
+    def _bad_images(self) -> str:
+        """The unreadable images runs left out (``--skip-bad-images``), once per data source."""
+        seen: dict[tuple[str, str, str], str] = {}
+        runs: dict[str, int] = {}
+        for r in self.data.runs:
+            for item in r.bad_images:
+                key = (r.target, str(item.get("split", "")), str(item.get("path", "")))
+                seen.setdefault(key, str(item.get("error", "")))
+            if r.bad_images:
+                runs[r.target] = runs.get(r.target, 0) + 1
+        if not seen:
+            return ""
+        rows = [(t, split, path, err) for (t, split, path), err in sorted(seen.items())]
+        counts = ", ".join(f"{t}: {sum(k[0] == t for k in seen)}" for t in sorted(runs))
+        return (
+            "<h3>Unreadable images left out</h3>"
+            f"<p>{len(seen)} image files could not be read and were left out of every run on "
+            f"their data ({esc(counts)}); each run lists them in its bad_images.json.</p>"
+            + _table(("data", "split", "file", "error"), rows)
+        )
+
     def overview(self) -> str:
         d = self.data
         counts: dict[str, int] = {}
@@ -255,6 +276,7 @@ class _Page:
                 runs_rows,
                 numeric=(3, 5, 6, 7),
             )
+            + self._bad_images()
             + "<h3>Analyses</h3>"
             + _table(("analysis", "status"), analyses)
             + "<h3>Resolved configuration (study.yaml)</h3>"

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferscope import atomic
 from transferscope.config import StudyConfig
 from transferscope.data import registry as data_registry
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
+from transferscope.data.folder_common import BadImageError, drop_bad_images
 from transferscope.data.shuffle import shuffle_images
 from transferscope.errors import TransferscopeError
 from transferscope.models import build_model, load_state, transfer
@@ -28,6 +30,8 @@ from transferscope.training import checkpoints as ckpt
 from transferscope.training.loaders import BatchTransform
 from transferscope.training.trainer import Trainer, pick_device
 
+BAD_IMAGES = "bad_images.json"
+
 
 @dataclass
 class DataCache:
@@ -35,12 +39,21 @@ class DataCache:
 
     _splits: dict[str, Splits] = field(default_factory=dict)
     _shuffled: dict[tuple[str, str, int], Splits] = field(default_factory=dict)
+    _skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def get(self, spec: Any) -> Splits:
         key = spec.model_dump_json()
         if key not in self._splits:
-            self._splits[key] = data_registry.load(spec.name, root=spec.root, **spec.options)
+            splits = data_registry.load(spec.name, root=spec.root, **spec.options)
+            if getattr(spec, "skip_bad_images", False):
+                splits, self._skipped[key] = drop_bad_images(splits)
+            self._splits[key] = splits
         return self._splits[key]
+
+    def bad_images(self, spec: Any) -> list[dict[str, str]]:
+        """The image files :meth:`get` left out of ``spec``'s splits: [{split, path, error}]."""
+        self.get(spec)
+        return self._skipped.get(spec.model_dump_json(), [])
 
     def shuffled(self, spec: Any, shuffle: ShuffleRef) -> tuple[Splits, BatchTransform | None]:
         """Splits with the shuffle applied, or the plain splits and a per-batch transform."""
@@ -142,6 +155,9 @@ def execute_run(
     splits, transform = (
         cache.shuffled(spec.data, spec.shuffle) if spec.shuffle else (cache.get(spec.data), None)
     )
+    bad = cache.bad_images(spec.data)
+    if bad:
+        atomic.write_json(run_dir / BAD_IMAGES, {"count": len(bad), "skipped": bad})
     source_info = cache.get(cfg.source).info if spec.parent else None
     model = build_start_model(spec, splits.info, source_info, store)
     trainer = Trainer(
@@ -219,6 +235,8 @@ class LocalExecutor:
                 self.on_run_start(run, i, len(todo))
             try:
                 summary = execute_run(run, self.cfg, self.store, self.cache, device, self.progress)
+            except BadImageError:
+                raise  # the data is wrong: stop (a rerun resumes) rather than fail every run
             except TransferscopeError as e:
                 self.store.mark_failed(run.id, str(e))
                 outcome[run.id] = f"failed: {e}"

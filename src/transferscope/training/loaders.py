@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from transferscope.data.base import TensorImageDataset
+from transferscope.errors import TransferscopeError
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -99,9 +100,21 @@ def iterate(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
-        yield (transform(x) if transform else x), y
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
+            yield (transform(x) if transform else x), y
+    except TransferscopeError as e:
+        if workers == 0:
+            raise
+        # A worker's error comes back with its traceback in the message: keep the one line.
+        raise type(e)(_worker_message(str(e))) from None
+
+
+def _worker_message(text: str) -> str:
+    """The original message of an exception re-raised from a DataLoader worker."""
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 class _PinnedStage:

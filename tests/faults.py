@@ -1,0 +1,93 @@
+"""Run the transferscope CLI and SIGKILL it at a chosen point (fault-injection tests).
+
+    python tests/faults.py POINT N CLI-ARGS...
+
+POINT is where the process dies, at the N-th time it gets there (counted from 1):
+
+- ``step``: right after a training step (weights changed in memory, nothing saved yet);
+- ``write:GLOB``: while writing a file whose name matches GLOB (e.g. ``*.safetensors``,
+  ``index.html``, ``*.png``): half of the new file is on disk, the rename has not happened;
+- ``analysis``: after an analysis is computed, before its JSON is written.
+
+The hooks are monkeypatches installed here, so transferscope itself carries no test code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def countdown(n: int) -> Callable[[], bool]:
+    left = [n]
+
+    def tick() -> bool:
+        left[0] -= 1
+        return left[0] == 0
+
+    return tick
+
+
+def install(point: str, n: int) -> None:
+    tick = countdown(n)
+    if point == "step":
+        from transferscope.training.trainer import Trainer
+
+        train_step = Trainer._train_step
+
+        def step(self: Any, *args: Any, **kwargs: Any) -> float:
+            loss = train_step(self, *args, **kwargs)
+            if tick():
+                die()
+            return loss
+
+        Trainer._train_step = step  # type: ignore[method-assign]
+    elif point.startswith("write:"):
+        from transferscope import atomic
+
+        pattern = point[len("write:") :]
+        atomic_path = atomic.atomic_path
+
+        @contextlib.contextmanager
+        def torn(path: str | Path) -> Iterator[Path]:
+            with atomic_path(path) as tmp:
+                yield tmp
+                if fnmatch.fnmatch(Path(path).name, pattern) and tick():
+                    os.truncate(tmp, tmp.stat().st_size // 2)
+                    die()
+
+        atomic.atomic_path = torn
+    elif point == "analysis":
+        from transferscope.study import analyze
+
+        def killing(fn: Callable[[Any], dict]) -> Callable[[Any], dict]:
+            def step(ctx: Any) -> dict:
+                doc = fn(ctx)
+                if tick():
+                    die()
+                return doc
+
+            return step
+
+        for name, fn in list(analyze._STEPS.items()):
+            analyze._STEPS[name] = killing(fn)
+    else:
+        raise SystemExit(f"unknown fault point {point!r}")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1], int(sys.argv[2]))
+    from transferscope.cli import app
+
+    app(sys.argv[3:], prog_name="transferscope")

@@ -1,0 +1,105 @@
+"""Helpers for tests that run `transferscope` as a subprocess and compare study directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "transferscope", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        **kwargs,
+    )
+
+
+def rows(path: Path) -> list[dict]:
+    """Metrics rows without their wall-clock field."""
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
+
+
+def assert_same_results(a: Path, b: Path) -> None:
+    """Every run of ``a`` is done in ``b`` with equal weights and metrics; nothing temporary left."""
+    store_a, store_b = StudyStore(a), StudyStore(b)
+    plan = store_a.read_plan()
+    assert [r.id for r in plan.runs] == [r.id for r in store_b.read_plan().runs]
+    for run in plan.runs:
+        assert store_b.is_done(run.id), run.id
+        wa = ckpt.load_weights(store_a.weights_path(run.id))
+        wb = ckpt.load_weights(store_b.weights_path(run.id))
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), f"{run.id}: {k} differs"
+        assert rows(store_a.run_dir(run.id) / "metrics.jsonl") == rows(
+            store_b.run_dir(run.id) / "metrics.jsonl"
+        )
+    leftovers = [p for p in b.rglob("*") if p.name.endswith(".tmp") or p.name == ckpt.RESUME]
+    assert not leftovers
+
+
+def assert_same_analyses(a: Path, b: Path) -> None:
+    """Byte-identical analysis results (they hold no timings) and the same figure files."""
+    files_a = sorted(p.relative_to(a) for p in (a / "analyses").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in (b / "analyses").rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    figures_a = sorted(p.name for p in (a / "report").rglob("*") if p.is_file())
+    assert figures_a == sorted(p.name for p in (b / "report").rglob("*") if p.is_file())
+
+
+def assert_intact(root: Path, temporaries: bool = True) -> int:
+    """Every file of a study directory is whole (parses, loads, ends where its format ends).
+
+    Temporary files of the atomic writers (``.*.tmp``) are the only ones allowed to be torn, and
+    only while ``temporaries`` is true (before a rerun has cleaned them). Returns the files checked.
+    """
+    checked = 0
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.name.endswith(".tmp"):
+            assert temporaries, f"temporary file left behind: {path}"
+            continue
+        suffix = path.suffix
+        if suffix == ".safetensors":
+            ckpt.load_weights(path)
+        elif suffix == ".json" or path.name in ("DONE", "FAILED"):
+            json.loads(path.read_text())
+        elif suffix == ".jsonl":
+            for line in path.read_text().splitlines():
+                json.loads(line)
+        elif suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+        elif suffix == ".npy":
+            np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                [z[k] for k in z.files]
+        elif suffix == ".png":
+            data = path.read_bytes()
+            assert data.startswith(b"\x89PNG") and data.endswith(PNG_END), path
+        elif suffix == ".pdf":
+            assert path.read_bytes().rstrip().endswith(b"%%EOF"), path
+        elif suffix == ".html":
+            assert path.read_text().rstrip().endswith("</html>"), path
+        else:
+            raise AssertionError(f"unexpected file in a study directory: {path}")
+        checked += 1
+    return checked

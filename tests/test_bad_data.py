@@ -1,0 +1,182 @@
+"""Bad input stops a study with one line naming the file and the fix, or is skipped and listed.
+
+Unreadable images (default: stop; ``--skip-bad-images``: leave out, count, list in the run's
+bad_images.json and the report), and a diverging run (FAILED, the study goes on, the report says
+which run and why). The end-to-end study is tiny: digits as the source, a generated image folder
+as the target, one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferscope.config import DataSpec, load_preset, with_skip_bad_images
+from transferscope.data import domainnet, imagefolder
+from transferscope.data.folder_common import BadImageError, drop_bad_images
+from transferscope.errors import TransferscopeError
+from transferscope.study.executors import BAD_IMAGES, DataCache
+from transferscope.study.store import StudyStore
+from transferscope.training.loaders import iterate
+
+from fixtures_data import make_domainnet, make_imagefolder
+from study_checks import assert_intact, cli
+
+
+def truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_jpeg_in_a_domainnet_split_names_the_file(tmp_path: Path) -> None:
+    root = make_domainnet(tmp_path / "dn", n_train=2, n_test=2)
+    splits = domainnet.build(root, seed=0, image_size=8)
+    bad = truncate(Path(splits.test.paths[1]))
+    splits.test[0]
+    with pytest.raises(BadImageError) as err:
+        splits.test[1]
+    message = str(err.value)
+    assert f"cannot read image {bad}" in message and "--skip-bad-images" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_image_in_a_loader_is_one_line_naming_the_file(tmp_path, workers, one_thread):
+    root = make_imagefolder(tmp_path / "tree", {"a": 3, "b": 3})
+    splits = imagefolder.build(root, seed=0, image_size=8, augment=False)
+    bad = truncate(Path(splits.train.paths[2]))
+    with pytest.raises(BadImageError) as err:
+        list(iterate(splits.train, 2, num_workers=workers))
+    message = str(err.value)
+    assert message.startswith(f"cannot read image {bad}") and "\n" not in message
+
+
+def test_drop_bad_images_leaves_them_out_and_lists_them(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "tree", {"a": 5, "b": 5})
+    splits = imagefolder.build(root, seed=0, image_size=8, augment=False)
+    truncated = truncate(Path(splits.train.paths[0]))
+    garbage = Path(splits.test.paths[-1])
+    garbage.write_bytes(b"<html>not an image</html>")
+    kept, skipped = drop_bad_images(splits)
+    assert [(s["split"], s["path"]) for s in skipped] == [
+        ("train", str(truncated)),
+        ("test", str(garbage)),
+    ]
+    assert all("cannot read image" in s["error"] for s in skipped)
+    assert kept.train.paths == splits.train.paths[1:]
+    assert torch.equal(kept.train.targets, splits.train.targets[1:])
+    assert kept.test.paths == splits.test.paths[:-1] and len(kept.test.targets) == len(kept.test)
+    for i in range(len(kept.train)):
+        kept.train[i]  # every image left decodes
+    # Nothing bad: the same splits come back, nothing listed.
+    again, none = drop_bad_images(kept)
+    assert none == [] and again.train.paths == kept.train.paths
+
+
+def test_every_image_bad_is_an_error(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "tree", {"a": 2, "b": 2})
+    splits = imagefolder.build(root, seed=0, image_size=8)
+    for p in splits.test.paths:
+        truncate(Path(p))
+    with pytest.raises(TransferscopeError, match="every image of the test split"):
+        drop_bad_images(splits)
+
+
+def test_data_cache_skips_only_when_asked(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "tree", {"a": 4, "b": 4})
+    bad = truncate(root / "a" / "a_001.jpg")
+    cache = DataCache()
+    plain = DataSpec(name="imagefolder", root=root, options={"image_size": 8})
+    assert cache.bad_images(plain) == [] and str(bad) in cache.get(plain).train.paths + (
+        cache.get(plain).test.paths
+    )
+    skip = plain.model_copy(update={"skip_bad_images": True})
+    assert [s["path"] for s in cache.bad_images(skip)] == [str(bad)]
+    splits = cache.get(skip)
+    assert str(bad) not in splits.train.paths + splits.test.paths
+
+
+def test_skip_flag_marks_only_file_sources() -> None:
+    cfg = load_preset(
+        "micro", targets=[{"name": "digits"}, {"name": "imagefolder", "root": "/data/x"}]
+    )
+    marked = with_skip_bad_images(cfg)
+    assert not marked.source.skip_bad_images and not marked.targets[0].skip_bad_images
+    assert marked.targets[1].skip_bad_images
+
+
+# --- end to end: a tiny study ----------------------------------------------------------------
+
+
+STUDY = """\
+name: bad-data
+source: {name: digits, options: {image_size: 16}}
+targets:
+  - name: imagefolder
+    id: shapes
+    root: ROOT
+    options: {image_size: 16, channels: 1, augment: false, test_fraction: 0.25}
+model:
+  name: fixup-small
+  options: {widths: [4, 4, 4]}
+pretrain: {epochs: 1, batch_size: 64, lr: 0.05}
+finetune: {epochs: 1, batch_size: 8, lr: 0.02}
+randinit: {epochs: 1, batch_size: 8, lr: 1.0e+30, momentum: 0.0}
+seeds: [0]
+same_init_pair: false
+analyses:
+  similarity: {enabled: false}
+  interpolation: {enabled: false}
+  criticality: {enabled: false}
+  trajectory: {enabled: false}
+"""
+
+
+@pytest.mark.slow
+def test_bad_image_stops_then_skip_and_a_diverging_run_is_marked_failed(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "shapes", {"a": 8, "b": 8})
+    # A name with markup: the report must show it as text.
+    bad = root / "b" / "b_<b>x.jpg"
+    (root / "b" / "b_003.jpg").rename(bad)
+    truncate(bad)
+    config = tmp_path / "study.yaml"
+    config.write_text(STUDY.replace("ROOT", str(root)))
+    out = tmp_path / "study"
+    args = ("run", str(config), "--out", str(out), "--quiet", "--threads", "1")
+
+    # Default: the study stops at the bad image, one line naming it and the fix; nothing failed.
+    result = cli(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = " ".join(result.stderr.split())
+    assert f"cannot read image {bad}" in error and "--skip-bad-images" in error
+    assert "Traceback" not in result.stderr
+    store = StudyStore(out)
+    assert not list(out.rglob("FAILED"))
+    p_run = store.read_plan().select(kind="P")[0]
+    assert store.is_done(p_run.id)
+
+    # Skipping: P (digits, no files) is kept; the target's runs get ids of their own.
+    result = cli(*args, "--skip-bad-images")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "left out 1 unreadable images" in " ".join(result.stdout.split())
+    plan = store.read_plan()
+    assert plan.select(kind="P")[0].id == p_run.id
+    pt, rit = plan.select(kind="P-T")[0], plan.select(kind="RI-T")[0]
+    assert store.is_done(pt.id)
+    listed = json.loads((store.run_dir(pt.id) / BAD_IMAGES).read_text())
+    assert listed["count"] == 1 and listed["skipped"][0]["path"] == str(bad)
+    # The diverging RI-T: FAILED with epoch and step, no DONE, the study went on.
+    assert store.state(rit.id) == "failed" and not store.is_done(rit.id)
+    message = json.loads((store.run_dir(rit.id) / "FAILED").read_text())["error"]
+    assert re.search(r"diverged: loss \S+ at epoch 1, step \d+", message)
+    html = (out / "report" / "index.html").read_text()
+    assert rit.id in html and 'class="state-failed"' in html
+    assert "training diverged" in html
+    assert "Unreadable images left out" in html
+    assert "b_&lt;b&gt;x.jpg" in html and "<b>x" not in html
+    assert_intact(out, temporaries=False)
