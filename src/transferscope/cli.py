@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from transferscope import config as config_mod
@@ -44,7 +45,10 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TransferscopeError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # Escaped: messages hold brackets (e.g. 'transferscope[ray]') that are not markup.
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -177,6 +181,11 @@ def run_cmd(
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (CI logs)"),
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="analyse after training"),
+    executor: str = typer.Option("local", "--executor", help="local, or ray (a Ray cluster)"),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster address (with --executor ray)"
+    ),
+    plan_only: bool = typer.Option(False, "--plan-only", help="write the plan, list runs, stop"),
 ) -> None:
     """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is."""
     import time
@@ -188,6 +197,12 @@ def run_cmd(
     from transferscope.study.store import StudyStore
 
     set_data_dir(data_dir)
+    if executor not in ("local", "ray"):
+        raise TransferscopeError(f"unknown executor '{executor}'; use local or ray")
+    if executor == "ray":
+        from transferscope.study.ray_executor import import_ray
+
+        import_ray()  # fail at once, before planning, when Ray is not installed
     cfg = resolve_config(config, preset)
     updates: dict[str, Any] = {}
     if out is not None:
@@ -209,6 +224,10 @@ def run_cmd(
     console.print(
         f"study [bold]{cfg.name}[/] in {store.root}: {len(plan.runs)} runs, {todo} to train"
     )
+    if plan_only:
+        for run in plan.runs:
+            console.print(f"{run.id}  {_run_label(run)}  {store.state(run.id)}", highlight=False)
+        return
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -245,11 +264,21 @@ def run_cmd(
                 highlight=False,
             )
 
-    executor = LocalExecutor(
-        store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
-    )
+    if executor == "ray":
+        from transferscope.study.ray_executor import RayExecutor
+
+        def on_update(finished: int, running: list[str]) -> None:
+            progress.update(runs_task, description=f"runs ({len(running)} running)")
+            if quiet:
+                console.print(f"{finished}/{todo} runs finished, {len(running)} running")
+
+        engine: Any = RayExecutor(store, cfg, address, on_run_end=on_end, on_update=on_update)
+    else:
+        engine = LocalExecutor(
+            store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
+        )
     with progress:
-        outcome = executor.run(plan)
+        outcome = engine.run(plan)
     failed = [k for k, v in outcome.items() if v.startswith("failed")]
     elapsed = time.perf_counter() - started
     console.print(
