@@ -17,6 +17,7 @@ import torch
 
 from transferscope import config as config_mod
 from transferscope.errors import TransferscopeError
+from transferscope.study.analyze import ANALYSES
 from transferscope.study.ray_executor import CRASH_ENV
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
@@ -115,7 +116,6 @@ def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, loc
     # SIGKILLs its worker; Ray retries the task and it resumes from its epoch-1 resume point.
     run_study(
         out,
-        "--no-analyses",
         "--executor",
         "ray",
         "--address",
@@ -128,6 +128,12 @@ def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, loc
     assert killed in {r.id for r in StudyStore(out).read_plan().runs}
     assert 0 < resumed_from < 40
     assert_runs_match(local_micro, out)
+    # The analyses ran as Ray tasks once the runs were done, and the report was built from them.
+    for name in ANALYSES:
+        doc = json.loads((out / "analyses" / f"{name}.json").read_text())
+        assert doc["status"] in ("ok", "skipped") and not doc["runs_missing"], name
+    assert json.loads((out / "analyses" / "curves.json").read_text())["status"] == "ok"
+    assert (out / "report" / "index.html").is_file()
 
 
 def test_without_ray_the_error_says_how_to_install_it(tmp_path):

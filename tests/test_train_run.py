@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,20 @@ def make_study(out: Path) -> tuple[StudyStore, str]:
     store = StudyStore(out)
     store.write_study(cfg, plan)
     return store, plan.select(kind="RI-T")[0].id
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[StudyStore, str]:
+    """The study, with its RI-T run trained by one process."""
+    one, run_id = make_study(tmp_path_factory.mktemp("ddp") / "one")
+    train(one.run_dir(run_id), 1)
+    return one, run_id
+
+
+def fresh_copy(one: StudyStore, run_id: str, out: Path) -> StudyStore:
+    """The study at ``out`` without the trained run's directory."""
+    shutil.copytree(one.root, out, ignore=shutil.ignore_patterns(run_id))
+    return StudyStore(out)
 
 
 def free_port() -> int:
@@ -96,11 +111,9 @@ def test_shards_of_a_global_batch_cover_it_in_order():
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_follow_the_one_process_loss_curve(tmp_path):
-    one, run_id = make_study(tmp_path / "one")
-    shutil.copytree(one.root, tmp_path / "two")
-    two = StudyStore(tmp_path / "two")
-    train(one.run_dir(run_id), 1)
+def test_two_gloo_processes_follow_the_one_process_loss_curve(reference, tmp_path):
+    one, run_id = reference
+    two = fresh_copy(one, run_id, tmp_path / "two")
     out = train(two.run_dir(run_id), 2)
     assert "2 processes" in out.stdout
     a, b = rows(one.run_dir(run_id)), rows(two.run_dir(run_id))
@@ -129,3 +142,30 @@ def test_a_directory_outside_the_plan_is_a_one_line_error(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "plan.json" in result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_resumes_a_run_killed_in_one_process(reference, tmp_path):
+    """A run SIGKILLed after its first resume point finishes under torchrun on the same curve."""
+    one, run_id = reference
+    two = fresh_copy(one, run_id, tmp_path / "two")
+    run_dir = two.run_dir(run_id)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transferscope.train_run", str(run_dir)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    resume = run_dir / "checkpoints" / ckpt.RESUME
+    deadline = time.monotonic() + 120
+    while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert resume.exists() and not two.is_done(run_id)
+    killed_at = len(rows(run_dir))
+    train(run_dir, 2)
+    a, b = rows(one.run_dir(run_id)), rows(run_dir)
+    assert 2 <= killed_at < len(b) == len(a)
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=RTOL)

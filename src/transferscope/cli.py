@@ -272,13 +272,18 @@ def run_cmd(
             if quiet:
                 console.print(f"{finished}/{todo} runs finished, {len(running)} running")
 
-        engine: Any = RayExecutor(store, cfg, address, on_run_end=on_end, on_update=on_update)
+        def on_analysis(name: str, message: str, seconds: float) -> None:
+            console.print(f"analysis {name}: {message} ({seconds:.1f}s)", highlight=False)
+
+        engine: Any = RayExecutor(
+            store, cfg, address, on_run_end=on_end, on_update=on_update, on_analysis=on_analysis
+        )
     else:
         engine = LocalExecutor(
             store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
         )
     with progress:
-        outcome = engine.run(plan)
+        outcome = engine.run(plan) if executor == "local" else engine.run(plan, analyses)
     failed = [k for k, v in outcome.items() if v.startswith("failed")]
     elapsed = time.perf_counter() - started
     console.print(
@@ -286,7 +291,8 @@ def run_cmd(
         f"({elapsed / 60:.1f} min); {len(failed)} failed"
     )
     if analyses:
-        _analyze(store, None, force=False, cache=cache)
+        if executor == "local":  # the Ray executor ran them as tasks
+            _analyze(store, None, force=False, cache=cache)
         _report(store.root)
     console.print(f"study directory: {store.root.resolve()}")
     if failed:

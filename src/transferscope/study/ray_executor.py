@@ -11,6 +11,13 @@ starts it only once P has finished. Retries are Ray's own too: a task whose work
 dies is retried up to ``resources.max_retries`` times and resumes from the run's last resume point;
 a run that fails in transferscope's terms (it diverged: a :class:`TransferscopeError`) is not
 retried but marked ``FAILED``, as the local executor does. No scheduler of our own is involved.
+
+Analyses start once every run has finished (or failed), each analysis as its own Ray task with a
+run's resources, so they run side by side on the cluster's GPUs rather than one after another on
+the driver. They wait for all runs rather than for "their" runs because nearly every analysis reads
+every unshuffled P-T and RI-T of a target (curves also the shuffled ones, trajectory the P@k-T),
+and which runs an analysis reads is decided inside :mod:`transferscope.study.analyze`; a run that
+failed is reported by the analyses as missing, as after a local study.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ CRASH_ENV = "TRANSFERSCOPE_CRASH_AFTER_STEPS"
 
 OnRunEnd = Callable[[PlannedRun, dict[str, Any] | None, str | None], None]
 OnUpdate = Callable[[int, list[str]], None]
+OnAnalysis = Callable[[str, str, float], None]
 
 
 def import_ray() -> Any:
@@ -147,13 +155,35 @@ def train_task(
     return run_id, summary, None
 
 
+def analysis_task(study_dir: str, name: str, num_threads: int) -> tuple[str, str, float]:
+    """Body of one analysis's Ray task: returns (name, last progress message, seconds)."""
+    import time
+
+    import torch
+
+    from transferscope.study.analyze import run_analyses
+
+    torch.set_num_threads(num_threads)
+    messages: list[str] = ["disabled"]
+    started = time.perf_counter()
+    try:
+        run_analyses(
+            StudyStore(Path(study_dir)), only=[name], progress=lambda _, m: messages.append(m)
+        )
+    except TransferscopeError as e:
+        messages.append(f"failed: {e}")
+    return name, messages[-1], time.perf_counter() - started
+
+
 # ------------------------------------------------------------------------ the driver
 @dataclass
 class RayExecutor:
     """Runs a plan as Ray tasks on the cluster at ``address`` (None: RAY_ADDRESS or a local one).
 
     ``on_run_end`` is called as each run finishes (in the order they finish), ``on_update`` with
-    (runs finished, ids of runs running now) whenever that changes.
+    (runs finished, ids of runs running now) whenever that changes, ``on_analysis`` with
+    (name, 'done' / 'cached' / 'disabled' / 'skipped: ...' / 'failed: ...', seconds) as each
+    analysis finishes.
     """
 
     store: StudyStore
@@ -161,6 +191,7 @@ class RayExecutor:
     address: str | None = None
     on_run_end: OnRunEnd | None = None
     on_update: OnUpdate | None = None
+    on_analysis: OnAnalysis | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     poll_s: float = 1.0
 
@@ -184,29 +215,55 @@ class RayExecutor:
             return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         return res.gpus(self.cfg.device)
 
-    def run(self, plan: Plan) -> dict[str, str]:
-        """Execute every run not yet done; returns run id -> 'done' / 'skipped' / 'failed: ...'."""
+    def run(self, plan: Plan, analyses: bool = False) -> dict[str, str]:
+        """Execute every run not yet done; returns run id -> 'done' / 'skipped' / 'failed: ...'.
+
+        With ``analyses``, then run every analysis of the study (each as a Ray task).
+        """
         ray, started_here = self._connect()
         try:
-            return self._run(ray, plan)
+            outcome = self._run(ray, plan)
+            if analyses:
+                self._analyze(ray)
+            return outcome
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _run(self, ray: Any, plan: Plan) -> dict[str, str]:
+    @property
+    def _threads(self) -> int:
+        return self.cfg.num_threads or max(1, int(self.cfg.resources.cpus_per_run))
+
+    def _remote(self, ray: Any, fn: Callable[..., Any]) -> Any:
+        """``fn`` as a Ray remote function asking for one run's resources."""
         res = self.cfg.resources
-        threads = self.cfg.num_threads or max(1, int(res.cpus_per_run))
-        env = {"OMP_NUM_THREADS": str(threads), **self.env_vars}
+        env = {"OMP_NUM_THREADS": str(self._threads), **self.env_vars}
         for name in ("TRANSFERSCOPE_DATA", CRASH_ENV):
             if name in os.environ:
                 env.setdefault(name, os.environ[name])
-        remote = ray.remote(train_task).options(
+        return ray.remote(fn).options(
             num_cpus=res.cpus_per_run,
             num_gpus=self._gpus(ray),
             max_retries=res.max_retries,
             retry_exceptions=False,  # only a dead worker or node is retried, never a failed run
             runtime_env={"env_vars": env},
         )
+
+    def _analyze(self, ray: Any) -> None:
+        from transferscope.study.analyze import ANALYSES
+
+        remote = self._remote(ray, analysis_task)
+        study_dir = str(self.store.root.resolve())
+        pending = [remote.remote(study_dir, name, self._threads) for name in ANALYSES]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            name, message, seconds = ray.get(ready[0])
+            if self.on_analysis:
+                self.on_analysis(name, message, seconds)
+
+    def _run(self, ray: Any, plan: Plan) -> dict[str, str]:
+        threads = self._threads
+        remote = self._remote(ray, train_task)
         board = ray.remote(RunBoard).options(num_cpus=0).remote() if self.on_update else None
         study_dir = str(self.store.root.resolve())
         outcome: dict[str, str] = {}
