@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from transferscope import config as config_mod
-from transferscope.study.executors import DataCache, plan_study
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed, shard_order
@@ -30,27 +28,39 @@ RTOL = 1e-3
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
+STUDY = """preset: micro
+targets: [{name: digits}]
+seeds: [0]
+shuffles: {block_sizes: [], pixel: false}
+trajectory: {checkpoints: []}
+randinit: {epochs: 4, batch_size: 64, lr: 0.2, schedule: cosine}
+num_threads: 1
+"""
+
+
 def make_study(out: Path) -> tuple[StudyStore, str]:
-    """A one-target study written to ``out``; returns it and its first RI-T run id.
+    """A one-target study planned into ``out`` by the CLI; returns it and its RI-T run id.
 
     RI-T trains 4 epochs at lr 0.2 (cosine) so its loss curve moves away from the start; the
     recipe is not chaotic: scaling the initial weights by 1 + 1e-6 moves its losses by about 1e-5
     relative, so rounding differences do not blow up.
     """
-    cfg = config_mod.load_preset(
-        "micro",
-        targets=[{"name": "digits"}],
-        seeds=[0],
-        shuffles={"block_sizes": [], "pixel": False},
-        trajectory={"checkpoints": []},
-        randinit={"epochs": 4, "batch_size": 64, "lr": 0.2, "schedule": "cosine"},
-        num_threads=1,
-        output=str(out),
+    config = out.parent / "study.yaml"
+    config.write_text(STUDY)
+    plan_cmd = ["run", str(config), "--out", str(out), "--plan-only"]
+    result = subprocess.run(
+        [sys.executable, "-m", "transferscope", *plan_cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
     )
-    plan = plan_study(cfg, DataCache())
+    assert result.returncode == 0, result.stderr
     store = StudyStore(out)
-    store.write_study(cfg, plan)
-    return store, plan.select(kind="RI-T")[0].id
+    plan = store.read_plan()
+    run_id = plan.select(kind="RI-T")[0].id
+    assert f"{run_id}  RI-T digits seed 0  pending" in result.stdout
+    assert not store.runs_dir.exists()  # planned, nothing trained
+    return store, run_id
 
 
 @pytest.fixture(scope="module")
