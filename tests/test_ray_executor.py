@@ -136,6 +136,26 @@ def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, loc
     assert (out / "report" / "index.html").is_file()
 
 
+@requires_fashion
+@pytest.mark.slow
+def test_a_diverged_run_is_failed_not_retried_and_the_rest_finishes(ray_address, tmp_path):
+    config = tmp_path / "diverge.yaml"
+    config.write_text(SMALL + "trajectory: {checkpoints: []}\nrandinit: {lr: 1.0e+9}\n")
+    out = tmp_path / "study"
+    result = cli(
+        "run", str(config), "--out", str(out), "--quiet", "--threads", "1", "--no-analyses",
+        "--executor", "ray", "--address", ray_address,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    store = StudyStore(out)
+    states = {r.spec.kind: store.state(r.id) for r in store.read_plan().runs}
+    assert states == {"P": "done", "P-T": "done", "RI-T": "failed"}
+    rit = store.read_plan().select(kind="RI-T")[0]
+    error = json.loads((store.run_dir(rit.id) / "FAILED").read_text())["error"]
+    assert error.startswith("training diverged")
+    assert "1 failed" in result.stdout
+
+
 def test_without_ray_the_error_says_how_to_install_it(tmp_path):
     code = (
         "import sys; sys.modules['ray'] = None; from transferscope.cli import app; "

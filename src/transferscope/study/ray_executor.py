@@ -199,8 +199,11 @@ class RayExecutor:
         ray = import_ray()
         if ray.is_initialized():
             return ray, False
+        # A new local instance needs no dashboard; joining a cluster takes no such setting.
+        local = self.address is None and not os.environ.get("RAY_ADDRESS")
+        extra = {"include_dashboard": False} if local else {}
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=self.address, log_to_driver=False, **extra)
         except ConnectionError as e:
             raise TransferscopeError(
                 f"cannot reach the Ray cluster at '{self.address}': {e}; start it with "
