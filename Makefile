@@ -17,7 +17,7 @@ $(PY):
 # Re-install when the package metadata changes; the stamp records what was installed.
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) install --quiet $(TORCH_PINS)
-	$(PIP) install --quiet -e '.[dev,timm]' $(TORCH_PINS)
+	$(PIP) install --quiet -e '.[dev,timm,ray]' $(TORCH_PINS)
 	touch $@
 
 venv: $(VENV)/.installed-dev

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from transferscope import config as config_mod
@@ -44,7 +45,10 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TransferscopeError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # Escaped: messages hold brackets (e.g. 'transferscope[ray]') that are not markup.
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -183,6 +187,11 @@ def run_cmd(
         help="leave unreadable image files out (listed in each run's bad_images.json and the "
         "report) instead of stopping at the first",
     ),
+    executor: str = typer.Option("local", "--executor", help="local, or ray (a Ray cluster)"),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster address (with --executor ray)"
+    ),
+    plan_only: bool = typer.Option(False, "--plan-only", help="write the plan, list runs, stop"),
 ) -> None:
     """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is."""
     import time
@@ -194,6 +203,12 @@ def run_cmd(
     from transferscope.study.store import StudyStore
 
     set_data_dir(data_dir)
+    if executor not in ("local", "ray"):
+        raise TransferscopeError(f"unknown executor '{executor}'; use local or ray")
+    if executor == "ray":
+        from transferscope.study.ray_executor import import_ray
+
+        import_ray()  # fail at once, before planning, when Ray is not installed
     cfg = resolve_config(config, preset)
     updates: dict[str, Any] = {}
     if out is not None:
@@ -224,6 +239,10 @@ def run_cmd(
     console.print(
         f"study [bold]{cfg.name}[/] in {store.root}: {len(plan.runs)} runs, {todo} to train"
     )
+    if plan_only:
+        for run in plan.runs:
+            console.print(f"{run.id}  {_run_label(run)}  {store.state(run.id)}", highlight=False)
+        return
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -260,11 +279,26 @@ def run_cmd(
                 highlight=False,
             )
 
-    executor = LocalExecutor(
-        store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
-    )
+    if executor == "ray":
+        from transferscope.study.ray_executor import RayExecutor
+
+        def on_update(finished: int, running: list[str]) -> None:
+            progress.update(runs_task, description=f"runs ({len(running)} running)")
+            if quiet:
+                console.print(f"{finished}/{todo} runs finished, {len(running)} running")
+
+        def on_analysis(name: str, message: str, seconds: float) -> None:
+            console.print(f"analysis {name}: {message} ({seconds:.1f}s)", highlight=False)
+
+        engine: Any = RayExecutor(
+            store, cfg, address, on_run_end=on_end, on_update=on_update, on_analysis=on_analysis
+        )
+    else:
+        engine = LocalExecutor(
+            store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
+        )
     with progress:
-        outcome = executor.run(plan)
+        outcome = engine.run(plan) if executor == "local" else engine.run(plan, analyses)
     failed = [k for k, v in outcome.items() if v.startswith("failed")]
     elapsed = time.perf_counter() - started
     console.print(
@@ -272,7 +306,8 @@ def run_cmd(
         f"({elapsed / 60:.1f} min); {len(failed)} failed"
     )
     if analyses:
-        _analyze(store, None, force=False, cache=cache)
+        if executor == "local":  # the Ray executor ran them as tasks
+            _analyze(store, None, force=False, cache=cache)
         _report(store.root)
     console.print(f"study directory: {store.root.resolve()}")
     if failed:

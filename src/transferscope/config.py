@@ -263,6 +263,24 @@ class PerformanceSpec(Section):
     compile: bool = Field(default=False, description="train through torch.compile")
 
 
+class ResourcesSpec(Section):
+    """What each training run asks a cluster for (``--executor ray``); never part of a run's id."""
+
+    cpus_per_run: float = Field(default=1, gt=0, description="CPU cores reserved per run")
+    gpus_per_run: float | None = Field(
+        default=None, ge=0, description="GPUs per run; default: 1 when device is cuda, else 0"
+    )
+    max_retries: int = Field(
+        default=3, ge=0, description="retries of a run whose worker or node died"
+    )
+
+    def gpus(self, device: str) -> float:
+        """GPUs to ask for: the configured number, or one per run when the device is CUDA."""
+        if self.gpus_per_run is not None:
+            return self.gpus_per_run
+        return 1.0 if device.startswith("cuda") else 0.0
+
+
 class StudyConfig(Section):
     """Everything one study does. See DESIGN.md for the study directory it produces."""
 
@@ -286,6 +304,7 @@ class StudyConfig(Section):
     device: str = Field(default="auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1")
     num_threads: int | None = Field(default=None, ge=1)
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("seeds")
     @classmethod

@@ -27,6 +27,7 @@ from transferscope.models.weights import read_state
 from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
+from transferscope.training.distributed import Distributed
 from transferscope.training.loaders import BatchTransform
 from transferscope.training.trainer import Trainer, pick_device
 
@@ -145,10 +146,16 @@ def execute_run(
     cache: DataCache,
     device: torch.device,
     progress: ProgressFn | None = None,
+    distributed: Distributed | None = None,
 ) -> dict[str, Any]:
-    """Train one planned run into its directory and mark it done; returns its DONE summary."""
+    """Train one planned run into its directory and mark it done; returns its DONE summary.
+
+    With ``distributed`` (one process of a ``torchrun`` group), every rank trains its share and
+    only rank 0 writes files; the caller has run ``prepare_run`` on rank 0 before.
+    """
     spec = run.spec
-    run_dir = store.prepare_run(run)
+    writer = distributed is None or distributed.is_writer
+    run_dir = store.prepare_run(run) if distributed is None else store.run_dir(run.id)
     for dep in run.depends_on:
         if not store.is_done(dep):
             raise TransferscopeError(f"run {run.id} needs run {dep}, which has not finished")
@@ -172,6 +179,7 @@ def execute_run(
         channels_last=cfg.performance.channels_last,
         bf16=cfg.performance.bf16,
         compile=cfg.performance.compile,
+        distributed=distributed,
     )
     started = time.time()
     result = trainer.fit(model, splits.train, splits.test)
@@ -189,8 +197,11 @@ def execute_run(
         "device": str(device),
         "versions": _versions(),
     }
-    store.mark_done(run.id, summary)
-    trainer.discard_resume()
+    if distributed is not None:
+        summary["processes"] = distributed.world
+    if writer:
+        store.mark_done(run.id, summary)
+        trainer.discard_resume()
     return summary
 
 

@@ -30,6 +30,8 @@ from transferscope.data.base import Task, TensorImageDataset
 from transferscope.errors import TransferscopeError
 from transferscope.models import scalar_parameter_names
 from transferscope.training import checkpoints as ckpt
+from transferscope.training import distributed as dist_lib
+from transferscope.training.distributed import Distributed
 from transferscope.training.loaders import (
     BatchTransform,
     channels_last_batches,
@@ -128,6 +130,8 @@ class Trainer:
             compiles; saved weights and evaluation use the plain module).
         device_data_fraction: move in-memory data to a CUDA device when it takes less than this
             fraction of the device's free memory; larger data is copied batch by batch.
+        distributed: this process's rank in a ``torchrun`` process group (see
+            :mod:`transferscope.training.distributed`); None trains in this process alone.
     """
 
     spec: TrainSpec
@@ -141,6 +145,7 @@ class Trainer:
     on_step: Callable[[int, int], None] | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
     keep_resume: bool = False
+    distributed: Distributed | None = None
     channels_last: bool | None = None
     bf16: bool | None = None
     compile: bool = False
@@ -166,9 +171,14 @@ class Trainer:
     def _path(self, *parts: str) -> Path | None:
         return self.run_dir.joinpath(*parts) if self.run_dir is not None else None
 
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0 of a process group)."""
+        return self.run_dir is not None and (self.distributed is None or self.distributed.is_writer)
+
     def _write_rows(self, rows: list[dict[str, Any]]) -> None:
         path = self._path(METRICS)
-        if path is not None:
+        if path is not None and self._writes:
             atomic.write_jsonl(path, rows)
 
     def _resume_state(self) -> tuple[dict, dict, dict[str, Any]] | None:
@@ -179,7 +189,7 @@ class Trainer:
 
     def discard_resume(self) -> None:
         path = self._path("checkpoints", ckpt.RESUME)
-        if path is not None:
+        if path is not None and self._writes:
             path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ loop
@@ -194,7 +204,6 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
             transform = channels_last_batches(transform)
         train, test = self._on_device(train), self._on_device(test)
-        step_model = torch.compile(model) if self.compile else model
         n = len(train)
         if spec.max_train_examples is not None and spec.max_train_examples < n:
             subset = torch.from_numpy(
@@ -203,6 +212,9 @@ class Trainer:
         else:
             subset = None
         n_used = len(subset) if subset is not None else n
+        d = self.distributed
+        if d is not None:
+            dist_lib.check_batch(spec.batch_size, n_used, d.world)
         steps_per_epoch = max(1, math.ceil(n_used / spec.batch_size))
         total = spec.epochs * steps_per_epoch
         eval_steps = _points_to_steps(
@@ -229,6 +241,14 @@ class Trainer:
             done_boundary = step
             rows = [r for r in _read_rows(self._path(METRICS)) if r["step"] <= step]
 
+        net: nn.Module = model
+        if d is not None:
+            # After loading the resume state: DDP starts every rank from rank 0's weights.
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if self.compile:
+            net = torch.compile(net)
         start_time = time.perf_counter() - elapsed
         last_resume_save = time.perf_counter()
         saved: dict[float, Path] = {}
@@ -248,7 +268,7 @@ class Trainer:
                     self._write_rows(rows)
                     if self.on_eval:
                         self.on_eval(rows[-1])
-                if step in ckpt_steps and self.run_dir is not None:
+                if step in ckpt_steps and self._writes:
                     path = self._path(
                         "checkpoints", ckpt.point_name(ckpt_steps[step]) + ".safetensors"
                     )
@@ -256,7 +276,7 @@ class Trainer:
                     saved[ckpt_steps[step]] = path
                 epoch_end = step % steps_per_epoch == 0
                 if (
-                    self.run_dir is not None
+                    self._writes
                     and step > 0
                     and (epoch_end or time.perf_counter() - last_resume_save > self.resume_every_s)
                 ):
@@ -271,10 +291,11 @@ class Trainer:
                 order = epoch_order(n_used, self.seed, epoch)
                 if subset is not None:
                     order = subset[order]
+                rest = order[pos * spec.batch_size :]
                 batches = iterate(
                     train,
-                    spec.batch_size,
-                    order=order[pos * spec.batch_size :],
+                    spec.batch_size if d is None else spec.batch_size // d.world,
+                    order=rest if d is None else dist_lib.shard_order(rest, spec.batch_size, d),
                     device=self.device,
                     transform=transform,
                     num_workers=self.num_workers,
@@ -283,7 +304,12 @@ class Trainer:
             lr = lr_at(spec, step / steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_factor"]
-            loss = self._train_step(step_model, optimizer, x, y, mix_rng)
+            if d is None:
+                loss = self._train_step(net, optimizer, x, y, mix_rng)
+            else:
+                n_global = min(spec.batch_size, n_used - pos * spec.batch_size)
+                loss = self._train_step(net, optimizer, x, y, mix_rng, n_global)
+                loss = dist_lib.global_mean(loss, len(x), n_global, self.device)
             if not math.isfinite(loss):
                 raise DivergedError(
                     f"training diverged: loss {loss} at epoch {epoch + 1}, step {step + 1} "
@@ -303,7 +329,7 @@ class Trainer:
                 model, test, self.task, spec.eval_batch_size, self.device, transform
             )
         seconds = time.perf_counter() - start_time
-        if self.run_dir is not None:
+        if self._writes:
             ckpt.save_weights(self._path("checkpoints", ckpt.FINAL), model.state_dict())
             atomic.write_npy(
                 self._path(PREDICTIONS, "test_outputs.npy"), final_eval.outputs.numpy()
@@ -322,12 +348,25 @@ class Trainer:
         x: torch.Tensor,
         y: torch.Tensor,
         mix_rng: np.random.Generator,
+        n_global: int | None = None,
     ) -> float:
+        """One SGD step; returns the batch's mean loss.
+
+        ``n_global`` (distributed only): the global batch's size; ``x`` is this rank's share. The
+        loss is weighted by ``len(x) * world / n_global`` so DDP's gradient average is the
+        gradient of the global batch's mean loss, and each rank's mixup permutation is drawn from
+        the same random numbers on every rank (one global-size draw) so the ranks' generators
+        never drift apart.
+        """
         alpha = self.spec.mixup_alpha
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._use_bf16()):
             if alpha > 0:
                 lam = float(mix_rng.beta(alpha, alpha))
-                perm = torch.from_numpy(mix_rng.permutation(len(x))).to(x.device)
+                if n_global is None:
+                    perm = torch.from_numpy(mix_rng.permutation(len(x))).to(x.device)
+                else:  # a uniform permutation of len(x), using the same draws on every rank
+                    drawn = mix_rng.permutation(n_global)[: len(x)]
+                    perm = torch.from_numpy(np.argsort(drawn)).to(x.device)
                 out = model(lam * x + (1 - lam) * x[perm])
                 if self.task == "multiclass":
                     loss = lam * loss_fn(self.task, out, y) + (1 - lam) * loss_fn(
@@ -338,7 +377,11 @@ class Trainer:
             else:
                 loss = loss_fn(self.task, model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if n_global is not None and self.distributed is not None:
+            share = len(x) * self.distributed.world / n_global
+            (loss * share if share != 1 else loss).backward()
+        else:
+            loss.backward()
         optimizer.step()
         return loss.item()
 

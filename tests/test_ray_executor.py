@@ -1,0 +1,185 @@
+"""`transferscope run --executor ray`: the micro study on a Ray instance this module starts.
+
+One Ray instance (2 CPUs, loopback, no dashboard) serves every test here; each study is run by the
+CLI in a subprocess that joins it with ``--address``, as a user's driver joins a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferscope import config as config_mod
+from transferscope.errors import TransferscopeError
+from transferscope.study.analyze import ANALYSES
+from transferscope.study.ray_executor import CRASH_ENV
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+
+from conftest import requires_fashion
+
+SMALL = """preset: micro
+targets: [{name: digits}]
+seeds: [0]
+shuffles: {block_sizes: [], pixel: false}
+"""
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "transferscope", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})},
+    )
+
+
+def run_study(out: Path, *extra: str, config: str = "--preset=micro", **kw) -> None:
+    result = cli("run", config, "--out", str(out), "--quiet", "--threads", "1", *extra, **kw)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_micro(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "study"
+    run_study(out, "--no-analyses")
+    return out
+
+
+def metric_rows(path: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
+
+
+def assert_runs_match(ref: Path, out: Path) -> None:
+    """Every run of ``out`` is in ``ref`` with the same weights, metrics and final metric."""
+    a, b = StudyStore(ref), StudyStore(out)
+    ref_ids = {r.id for r in a.read_plan().runs}
+    for run in b.read_plan().runs:
+        assert run.id in ref_ids, run.id
+        assert b.is_done(run.id) and not (b.run_dir(run.id) / "FAILED").exists(), run.id
+        wa, wb = (
+            ckpt.load_weights(a.weights_path(run.id)),
+            ckpt.load_weights(b.weights_path(run.id)),
+        )
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), f"{run.id}: weights differ"
+        assert metric_rows(a.run_dir(run.id) / "metrics.jsonl") == metric_rows(
+            b.run_dir(run.id) / "metrics.jsonl"
+        ), run.id
+        sa, sb = a.summary(run.id), b.summary(run.id)
+        for key in ("final_metric", "final_loss", "steps", "metric_name"):
+            assert sa[key] == sb[key], (run.id, key)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == ckpt.RESUME]
+
+
+@requires_fashion
+@pytest.mark.slow
+def test_micro_study_on_ray_equals_the_local_executor(ray_address, local_micro, tmp_path):
+    out = tmp_path / "study"
+    run_study(out, "--no-analyses", "--executor", "ray", "--address", ray_address)
+    a, b = StudyStore(local_micro), StudyStore(out)
+    assert [r.id for r in a.read_plan().runs] == [r.id for r in b.read_plan().runs]
+    assert_runs_match(local_micro, out)
+    # Rerunning skips every finished run, as locally.
+    result = cli(
+        "run", "--preset=micro", "--out", str(out), "--quiet", "--no-analyses",
+        "--executor", "ray", "--address", ray_address,
+    )  # fmt: skip
+    assert result.returncode == 0 and "0 to train" in result.stdout, result.stderr
+
+
+@requires_fashion
+@pytest.mark.slow
+def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, local_micro, tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    marker = tmp_path / "killed"
+    out = tmp_path / "study"
+    # The first task to reach step 40 (in its second epoch: P has 32 steps per epoch, digits 23)
+    # SIGKILLs its worker; Ray retries the task and it resumes from its epoch-1 resume point.
+    run_study(
+        out,
+        "--executor",
+        "ray",
+        "--address",
+        ray_address,
+        config=str(config),
+        env={CRASH_ENV: f"40:{marker}"},
+    )
+    killed = marker.read_text()
+    resumed_from = int(marker.with_suffix(".resumed").read_text())
+    assert killed in {r.id for r in StudyStore(out).read_plan().runs}
+    assert 0 < resumed_from < 40
+    assert_runs_match(local_micro, out)
+    # The analyses ran as Ray tasks once the runs were done, and the report was built from them.
+    for name in ANALYSES:
+        doc = json.loads((out / "analyses" / f"{name}.json").read_text())
+        assert doc["status"] in ("ok", "skipped") and not doc["runs_missing"], name
+    assert json.loads((out / "analyses" / "curves.json").read_text())["status"] == "ok"
+    assert (out / "report" / "index.html").is_file()
+
+
+@requires_fashion
+@pytest.mark.slow
+def test_a_diverged_run_is_failed_not_retried_and_the_rest_finishes(ray_address, tmp_path):
+    config = tmp_path / "diverge.yaml"
+    config.write_text(SMALL + "trajectory: {checkpoints: []}\nrandinit: {lr: 1.0e+9}\n")
+    out = tmp_path / "study"
+    result = cli(
+        "run", str(config), "--out", str(out), "--quiet", "--threads", "1", "--no-analyses",
+        "--executor", "ray", "--address", ray_address,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    store = StudyStore(out)
+    states = {r.spec.kind: store.state(r.id) for r in store.read_plan().runs}
+    assert states == {"P": "done", "P-T": "done", "RI-T": "failed"}
+    rit = store.read_plan().select(kind="RI-T")[0]
+    error = json.loads((store.run_dir(rit.id) / "FAILED").read_text())["error"]
+    assert error.startswith("training diverged")
+    assert "1 failed" in result.stdout
+
+
+def test_without_ray_the_error_says_how_to_install_it(tmp_path):
+    code = (
+        "import sys; sys.modules['ray'] = None; from transferscope.cli import app; "
+        f"app(['run', '--preset', 'micro', '--executor', 'ray', '--out', '{tmp_path / 's'}'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --executor ray needs Ray; install it with: pip install 'transferscope[ray]'"
+    ]
+    assert not (tmp_path / "s").exists()
+
+
+@requires_fashion
+def test_resources_are_checked_and_leave_run_ids_alone():
+    with pytest.raises(TransferscopeError, match="did you mean 'gpus_per_run'"):
+        config_mod.load_preset("micro", resources={"gpu_per_run": 1})
+    plain = config_mod.load_preset("micro")
+    asked = config_mod.load_preset("micro", resources={"gpus_per_run": 2, "cpus_per_run": 8})
+    assert asked.resources.gpus("cpu") == 2 and plain.resources.gpus("cuda") == 1
+    assert plain.resources.gpus("cpu") == 0
+    from transferscope.study.executors import DataCache, plan_study
+
+    cache = DataCache()
+    assert [r.id for r in plan_study(plain, cache).runs] == [
+        r.id for r in plan_study(asked, cache).runs
+    ]
