@@ -57,6 +57,16 @@ def test_rerun_skips_everything(reference):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("final.safetensors")} == before
 
 
+def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
+    """--jobs 2 trains runs side by side in worker processes, P-T only after P is done; with the
+    same threads per run every weight and metric equals the one-at-a-time study's."""
+    out = tmp_path / "jobs"
+    args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", "2")
+    result = cli(*args, "--jobs", "2", "--no-analyses")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_same_results(reference[0], out)
+
+
 def test_status_lists_every_run(reference):
     out, _ = reference
     result = cli("status", str(out))

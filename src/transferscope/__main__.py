@@ -2,4 +2,6 @@
 
 from transferscope.cli import app
 
-app(prog_name="transferscope")
+# Guarded: the parallel local executor starts worker processes that import this module again.
+if __name__ == "__main__":
+    app(prog_name="transferscope")

@@ -178,7 +178,10 @@ def run_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="study directory (default: the config's)"),
     data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N, mps"),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch"),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (per run)"),
+    jobs: int = typer.Option(
+        None, "--jobs", "-j", help="runs trained at once on this machine (local executor)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (CI logs)"),
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="analyse after training"),
     skip_bad_images: bool = typer.Option(
@@ -217,6 +220,8 @@ def run_cmd(
         updates["device"] = device
     if threads is not None:
         updates["num_threads"] = threads
+    if jobs is not None:
+        updates["jobs"] = jobs
     cfg = cfg.model_copy(update=updates)
     if skip_bad_images:
         cfg = config_mod.with_skip_bad_images(cfg)
@@ -257,7 +262,13 @@ def run_cmd(
 
     current: dict[str, Any] = {}
 
+    running: dict[str, str] = {}
+
     def on_start(run: Any, i: int, n: int) -> None:
+        if cfg.jobs > 1:  # runs train in worker processes: show which, not their steps
+            running[run.id] = _run_label(run)
+            progress.update(runs_task, description=f"runs ({', '.join(running.values())})")
+            return
         current.update(label=_run_label(run), epochs=run.spec.train.epochs)
         # reset() restarts the bar's clock: its elapsed time is this run's.
         progress.reset(step_task, description=current["label"], visible=True)
@@ -270,6 +281,8 @@ def run_cmd(
 
     def on_end(run: Any, summary: dict[str, Any] | None, error: str | None) -> None:
         progress.advance(runs_task)
+        if running.pop(run.id, None) is not None:
+            progress.update(runs_task, description=f"runs ({', '.join(running.values())})")
         if error:
             progress.console.print(f"[red]failed[/] {_run_label(run)}: {error}", highlight=False)
         elif quiet:
@@ -295,7 +308,13 @@ def run_cmd(
         )
     else:
         engine = LocalExecutor(
-            store, cfg, cache, on_run_start=on_start, on_run_end=on_end, progress=on_step
+            store,
+            cfg,
+            cache,
+            on_run_start=on_start,
+            on_run_end=on_end,
+            progress=on_step,
+            jobs=cfg.jobs,
         )
     with progress:
         outcome = engine.run(plan) if executor == "local" else engine.run(plan, analyses)

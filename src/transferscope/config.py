@@ -303,6 +303,11 @@ class StudyConfig(Section):
     output: Path = Path("transferscope-study")
     device: str = Field(default="auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1")
     num_threads: int | None = Field(default=None, ge=1)
+    jobs: int = Field(
+        default=1,
+        ge=1,
+        description="runs trained at once by the local executor, each in its own process",
+    )
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 

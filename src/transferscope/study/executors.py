@@ -7,9 +7,13 @@ partial ones resume from their last resume point. A run that fails (e.g. diverge
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -219,7 +223,16 @@ def _versions() -> dict[str, str]:
 
 @dataclass
 class LocalExecutor:
-    """Runs a plan in this process, one run after another, skipping finished runs."""
+    """Runs a plan on this machine, skipping finished runs.
+
+    With ``jobs`` = 1 the runs train in this process, one after another. With ``jobs`` > 1 up to
+    that many train at once, each in a worker process with ``num_threads`` (default: the cores
+    divided by ``jobs``) torch threads; a run starts once the runs it depends on are done. Small
+    models on a few cores train faster side by side than one at a time with every core: their
+    batches are too small to keep several threads busy. Worker processes are started with
+    ``spawn``, so no OpenMP state is inherited across a fork. Each run is deterministic for a
+    given thread count; results do not depend on which runs share the machine.
+    """
 
     store: StudyStore
     cfg: StudyConfig
@@ -227,9 +240,12 @@ class LocalExecutor:
     on_run_start: Callable[[PlannedRun, int, int], None] | None = None
     on_run_end: Callable[[PlannedRun, dict[str, Any] | None, str | None], None] | None = None
     progress: ProgressFn | None = None
+    jobs: int = 1
 
     def run(self, plan: Plan) -> dict[str, str]:
         """Execute every run not yet done; returns run id -> 'done' / 'skipped' / 'failed: ...'."""
+        if self.jobs > 1:
+            return self._run_parallel(plan)
         device = pick_device(self.cfg.device)
         outcome: dict[str, str] = {}
         failed: set[str] = set()
@@ -259,3 +275,78 @@ class LocalExecutor:
             if self.on_run_end:
                 self.on_run_end(run, summary, None)
         return outcome
+
+    def _threads_per_job(self) -> int:
+        return self.cfg.num_threads or max(1, (os.cpu_count() or 1) // self.jobs)
+
+    def _run_parallel(self, plan: Plan) -> dict[str, str]:
+        outcome = {r.id: "skipped" for r in plan.runs if self.store.is_done(r.id)}
+        waiting = [r for r in plan.runs if r.id not in outcome]
+        total, started = len(waiting), 0
+        failed: set[str] = set()
+        running: dict[Future, PlannedRun] = {}
+        context = multiprocessing.get_context("spawn")
+        root = str(self.store.root.resolve())
+        with ProcessPoolExecutor(
+            self.jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self._threads_per_job(),),
+        ) as pool:
+            while waiting or running:
+                for run in list(waiting):
+                    if any(d in failed for d in run.depends_on):
+                        waiting.remove(run)
+                        outcome[run.id] = "failed: a run it depends on failed"
+                        failed.add(run.id)
+                        continue
+                    if len(running) < self.jobs and all(
+                        self.store.is_done(d) for d in run.depends_on
+                    ):
+                        waiting.remove(run)
+                        if self.on_run_start:
+                            self.on_run_start(run, started, total)
+                        started += 1
+                        running[pool.submit(_train_in_worker, root, run.id)] = run
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    run = running.pop(future)
+                    summary, error, fatal = future.result()
+                    if fatal:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise BadImageError(error)
+                    outcome[run.id] = "done" if error is None else f"failed: {error}"
+                    if error is not None:
+                        failed.add(run.id)
+                    if self.on_run_end:
+                        self.on_run_end(run, summary, error)
+        for run in waiting:  # dependencies that can never finish (not in this plan)
+            outcome[run.id] = "failed: a run it depends on is not done"
+        return outcome
+
+
+_WORKER_CACHE: DataCache | None = None
+
+
+def _init_worker(threads: int) -> None:
+    global _WORKER_CACHE
+    torch.set_num_threads(threads)
+    _WORKER_CACHE = DataCache()
+
+
+def _train_in_worker(study_dir: str, run_id: str) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """One run in a worker process: (DONE summary, error message, whether the error is fatal)."""
+    assert _WORKER_CACHE is not None
+    store = StudyStore(Path(study_dir))
+    cfg = store.read_config()
+    run = store.read_plan().by_id()[run_id]
+    try:
+        summary = execute_run(run, cfg, store, _WORKER_CACHE, pick_device(cfg.device))
+    except BadImageError as e:
+        return None, str(e), True
+    except TransferscopeError as e:
+        store.mark_failed(run_id, str(e))
+        return None, str(e), False
+    return summary, None, False
