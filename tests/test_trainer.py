@@ -266,3 +266,14 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         ckpt.save_weights(path, {"w": torch.zeros(3)})
     assert torch.equal(ckpt.load_weights(path)["w"], old["w"])
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_channels_last_on_the_cpu_is_a_clear_error_not_a_crash():
+    from transferscope.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("fixup-small", 10, 1, widths=[4, 4, 4])
+    data = TensorImageDataset(torch.randn(8, 1, 28, 28), torch.arange(8) % 10)
+    spec = TrainSpec(epochs=1, batch_size=4)
+    with pytest.raises(TransferscopeError, match="channels_last"):
+        Trainer(spec, "multiclass", channels_last=True).fit(model, data, data)

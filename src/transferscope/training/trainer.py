@@ -155,6 +155,13 @@ class Trainer:
         return self.device.type == "cuda"
 
     def _use_channels_last(self) -> bool:
+        if self.channels_last and self.device.type == "cpu":
+            # Seen with PyTorch 2.14: a segmentation fault in the backward of a channels-last
+            # Fixup network on the CPU. A clear error beats a crash.
+            raise TransferscopeError(
+                "performance.channels_last: true is for CUDA devices; PyTorch's CPU backward "
+                "can crash on it. Leave it unset (on for CUDA only) or set it to false"
+            )
         return self._on_cuda() if self.channels_last is None else self.channels_last
 
     def _use_bf16(self) -> bool:
