@@ -35,14 +35,13 @@ from transferscope.analysis.interpolation import (
     InterpolationResult,
     _bn_buffers,
     _train_subset,
-    barrier,
     check_compatible,
     evaluate_path,
 )
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
 from transferscope.training.loaders import epoch_order, iterate
-from transferscope.training.metrics import loss_fn, metric_name
+from transferscope.training.metrics import loss_fn
 
 
 def bezier_state(
@@ -210,15 +209,7 @@ def evaluate_curve(
         work, moved.state, points, data, task, train_data if recal else None, bn_keys, device,
         batch_size, recalibration_examples,
     )  # fmt: skip
-    return InterpolationResult(
-        lambdas=points,
-        loss=loss,
-        metric=metric,
-        metric_name=metric_name(task),
-        barrier_metric=barrier(metric, points, higher_is_better=True),
-        barrier_loss=barrier(loss, points, higher_is_better=False),
-        batchnorm_recalibrated=recal,
-    )
+    return InterpolationResult.along(points, loss, metric, task, recal)
 
 
 def curve_summary(curve: BezierCurve) -> dict[str, Any]:

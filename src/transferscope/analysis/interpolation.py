@@ -74,6 +74,21 @@ class InterpolationResult:
     barrier_loss: float
     batchnorm_recalibrated: bool
 
+    @classmethod
+    def along(
+        cls, points: list[float], loss: list[float], metric: list[float], task: Task, recal: bool
+    ) -> InterpolationResult:
+        """The result of a path measured at ``points``, with its barriers."""
+        return cls(
+            lambdas=points,
+            loss=loss,
+            metric=metric,
+            metric_name=metric_name(task),
+            barrier_metric=barrier(metric, points, higher_is_better=True),
+            barrier_loss=barrier(loss, points, higher_is_better=False),
+            batchnorm_recalibrated=recal,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric_name": self.metric_name,
@@ -339,15 +354,7 @@ def interpolate(
             work, a, b, lambdas, data, task, train_data if recal else None, device, batch_size,
             recalibration_examples, transform,
         )  # fmt: skip
-    return InterpolationResult(
-        lambdas=lambdas,
-        loss=loss,
-        metric=metric,
-        metric_name=metric_name(task),
-        barrier_metric=barrier(metric, lambdas, higher_is_better=True),
-        barrier_loss=barrier(loss, lambdas, higher_is_better=False),
-        batchnorm_recalibrated=recal,
-    )
+    return InterpolationResult.along(lambdas, loss, metric, task, recal)
 
 
 def _channels_last_state(state: dict[str, Tensor]) -> dict[str, Tensor]:

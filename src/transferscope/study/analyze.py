@@ -793,6 +793,18 @@ def _path_dict(result: InterpolationResult) -> dict[str, Any]:
     return out
 
 
+def _path_options(opts: Any, splits: Any, device: torch.device, batch_size: int) -> dict[str, Any]:
+    """Keyword arguments shared by the path evaluations of the alignment and curve steps."""
+    return {
+        "task": splits.info.task,
+        "train_data": splits.train,
+        "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
+        "device": device,
+        "batch_size": batch_size,
+        "recalibration_examples": opts.recalibration_examples,
+    }
+
+
 def _alignment(ctx: _Context) -> dict[str, Any]:
     opts = ctx.cfg.analyses.alignment
     device = pick_device(ctx.cfg.device)
@@ -806,14 +818,7 @@ def _alignment(ctx: _Context) -> dict[str, Any]:
                 entries.append({**entry, **_skipped(reason)})
                 continue
             splits = ctx.cache.get(b.spec.data)
-            common = {
-                "task": splits.info.task,
-                "train_data": splits.train,
-                "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
-                "device": device,
-                "batch_size": b.spec.train.eval_batch_size,
-                "recalibration_examples": opts.recalibration_examples,
-            }
+            common = _path_options(opts, splits, device, b.spec.train.eval_batch_size)
             test = _subset(splits.test, opts.max_examples)
             try:
                 model = _start_model(ctx, b)
@@ -855,14 +860,7 @@ def _connectivity(ctx: _Context) -> dict[str, Any]:
                 entries.append({**entry, **_skipped(reason)})
                 continue
             splits = ctx.cache.get(b.spec.data)
-            common = {
-                "task": splits.info.task,
-                "train_data": splits.train,
-                "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
-                "device": device,
-                "batch_size": b.spec.train.eval_batch_size,
-                "recalibration_examples": opts.recalibration_examples,
-            }
+            common = _path_options(opts, splits, device, b.spec.train.eval_batch_size)
             test = _subset(splits.test, opts.max_examples)
             start = time.perf_counter()
             try:
