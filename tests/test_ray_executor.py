@@ -23,6 +23,7 @@ from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
 from conftest import requires_fashion
+from study_checks import rows
 
 SMALL = """preset: micro
 targets: [{name: digits}]
@@ -61,13 +62,6 @@ def local_micro(tmp_path_factory) -> Path:
     return out
 
 
-def metric_rows(path: Path) -> list[dict]:
-    return [
-        {k: v for k, v in json.loads(line).items() if k != "seconds"}
-        for line in path.read_text().splitlines()
-    ]
-
-
 def assert_runs_match(ref: Path, out: Path) -> None:
     """Every run of ``out`` is in ``ref`` with the same weights, metrics and final metric."""
     a, b = StudyStore(ref), StudyStore(out)
@@ -80,7 +74,7 @@ def assert_runs_match(ref: Path, out: Path) -> None:
             ckpt.load_weights(b.weights_path(run.id)),
         )
         assert all(torch.equal(wa[k], wb[k]) for k in wa), f"{run.id}: weights differ"
-        assert metric_rows(a.run_dir(run.id) / "metrics.jsonl") == metric_rows(
+        assert rows(a.run_dir(run.id) / "metrics.jsonl") == rows(
             b.run_dir(run.id) / "metrics.jsonl"
         ), run.id
         sa, sb = a.summary(run.id), b.summary(run.id)

@@ -33,10 +33,10 @@ from torch.utils.data import Dataset
 
 from transferscope.analysis.interpolation import (
     InterpolationResult,
-    _bn_buffers,
     _train_subset,
     check_compatible,
     evaluate_path,
+    recalibration_plan,
 )
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
@@ -189,15 +189,7 @@ def evaluate_curve(
     if num_points < 2:
         raise TransferscopeError(f"num_points must be >= 2, got {num_points}")
     device = torch.device(device)
-    bn_keys = _bn_buffers(model)
-    recal = (
-        bool(bn_keys) if recalibrate_batchnorm is None else recalibrate_batchnorm and bool(bn_keys)
-    )
-    if recal and train_data is None:
-        raise TransferscopeError(
-            "the model has BatchNorm running statistics, which must be recomputed at each point "
-            "of the curve: pass train_data, or recalibrate_batchnorm=False"
-        )
+    bn_keys, recal = recalibration_plan(model, recalibrate_batchnorm, train_data, "curve")
     moved = BezierCurve(
         {k: v.to(device) for k, v in curve.state_a.items()},
         {k: v.to(device) for k, v in curve.control.items()},

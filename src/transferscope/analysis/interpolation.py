@@ -278,6 +278,25 @@ def _autocast(device: torch.device) -> Any:
     return nullcontext()
 
 
+def recalibration_plan(
+    model: nn.Module, recalibrate: bool | None, train_data: Dataset | None, where: str
+) -> tuple[list[str], bool]:
+    """(BatchNorm buffer keys, whether to recompute them at each point of a path).
+
+    ``recalibrate`` None means: exactly when the model has running statistics. Recomputing needs
+    ``train_data``; without it a TransferscopeError says what to pass.
+    """
+    bn_keys = _bn_buffers(model)
+    recal = bool(bn_keys) if recalibrate is None else recalibrate and bool(bn_keys)
+    if recal and train_data is None:
+        raise TransferscopeError(
+            f"the model has BatchNorm running statistics, which must be recomputed at each "
+            f"{where} point: pass train_data, or recalibrate_batchnorm=False to keep the "
+            "interpolated statistics"
+        )
+    return bn_keys, recal
+
+
 def interpolate(
     model: nn.Module,
     state_a: Mapping[str, Tensor],
@@ -326,16 +345,7 @@ def interpolate(
     check_compatible(state_a, state_b)
     check_compatible(dict(model.state_dict()), state_a, ("the model", "A"))
     device = torch.device(device)
-    bn_keys = _bn_buffers(model)
-    recal = (
-        bool(bn_keys) if recalibrate_batchnorm is None else recalibrate_batchnorm and bool(bn_keys)
-    )
-    if recal and train_data is None:
-        raise TransferscopeError(
-            "the model has BatchNorm running statistics, which must be recomputed at each "
-            "interpolation point: pass train_data, or recalibrate_batchnorm=False to keep A's "
-            "and B's interpolated statistics"
-        )
+    bn_keys, recal = recalibration_plan(model, recalibrate_batchnorm, train_data, "interpolation")
     lambdas = [float(x) for x in torch.linspace(0, 1, num_points, dtype=torch.float64)]
     a = {k: v.detach().to(device) for k, v in state_a.items()}
     b = {k: v.detach().to(device) for k, v in state_b.items()}
