@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from transferscope import config
 from transferscope.data.base import DataInfo
@@ -153,3 +154,23 @@ def test_pixel_shuffle_of_one_channel_images_is_block_one():
     }
     three[cfg.source.label] = info()
     assert "pixel" in {r.shuffle for r in build_plan(cfg, three).runs}
+
+
+def test_p_never_shares_its_random_init_with_an_ri_t_run():
+    from transferscope.study.executors import build_start_model
+
+    cfg = micro()
+    infos = infos_for(cfg)
+    plan = build_plan(cfg, infos)
+    p = plan.select(kind="P")[0]
+    rit_inits = {
+        r.spec.init_seed if r.spec.init_seed is not None else r.spec.seed
+        for r in plan.select(kind="RI-T")
+    }
+    assert p.spec.init_seed is not None and p.spec.init_seed not in rit_inits
+    # And the weights really differ: the first conv of P's init vs RI-T seed 0's init.
+    rit0 = next(r for r in plan.select(kind="RI-T") if r.seed == 0 and r.spec.init_seed is None)
+    w_p = build_start_model(p.spec, infos[cfg.source.label], None, None).state_dict()
+    w_r = build_start_model(rit0.spec, infos[rit0.target], None, None).state_dict()
+    key = next(k for k in w_p if k.endswith("weight") and w_p[k].dim() == 4)
+    assert not torch.equal(w_p[key], w_r[key])

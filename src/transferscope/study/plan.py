@@ -112,6 +112,17 @@ def check_shuffles(cfg: StudyConfig, infos: dict[str, DataInfo]) -> None:
                 )
 
 
+# P's random init is drawn from its own seed range: with P and an RI-T run both initialised from
+# seed 0, the RI-T model would start from P's starting weights, and every P-T/RI-T comparison of
+# that seed would measure two models that share an init (PAPER.md treats them as independent).
+P_INIT_SEED_OFFSET = 7_919_000_000
+
+
+def p_init_seed(pretrain_seed: int) -> int:
+    """The seed of P's random initialisation: outside any seed a study gives its RI-T runs."""
+    return P_INIT_SEED_OFFSET + pretrain_seed
+
+
 def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
     """The runs of a study, in an order that respects their dependencies.
 
@@ -138,6 +149,7 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
             model=cfg.model,
             train=cfg.pretrain.model_copy(update={"checkpoint_points": points}),
             seed=cfg.pretrain_seed,
+            init_seed=p_init_seed(cfg.pretrain_seed),
         )
         p_id = p_spec.run_id
         runs.append(
