@@ -769,3 +769,25 @@ def test_basin_claims_fail_and_go_unmeasured_honestly(tmp_path: Path) -> None:
     _write(a / "alignment.json", aligned)
     c9 = next(f for f in evaluate_findings(load_study(root)) if f.id == "C9")
     assert c9.verdict == UNMEASURED and "no linear barrier to shrink" in c9.measured
+
+
+def test_an_unchanged_study_is_not_redrawn(partial: tuple[Path, Path], tmp_path: Path) -> None:
+    """``transferscope run`` on a finished study keeps its report; any change to what the report
+    reads, or other figure formats, make it stale."""
+    import shutil
+
+    from transferscope.report.html import report_is_current
+
+    root = tmp_path / "study"
+    shutil.copytree(partial[0], root)
+    assert report_is_current(root, ("png",))
+    assert not report_is_current(root, ("png", "pdf"))
+    index = root / "report" / "index.html"
+    before = index.stat().st_mtime_ns
+    assert build_report(root, formats=("png",), force=False) == index
+    assert index.stat().st_mtime_ns == before
+    with (root / "study.yaml").open("a") as f:
+        f.write("# edited\n")
+    assert not report_is_current(root, ("png",))
+    (root / "report" / "index.html").unlink()
+    assert not report_is_current(root, ("png",))

@@ -55,6 +55,7 @@ def test_rerun_skips_everything(reference):
     assert result.returncode == 0, result.stderr
     assert "0 to train" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("final.safetensors")} == before
+    assert "report (up to date)" in result.stdout
 
 
 def test_two_runs_at_once_give_the_same_results(reference, tmp_path):

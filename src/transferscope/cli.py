@@ -327,7 +327,7 @@ def run_cmd(
     if analyses:
         if executor == "local":  # the Ray executor ran them as tasks
             _analyze(store, None, force=False, cache=cache)
-        _report(store.root)
+        _report(store.root, force=False)
     console.print(f"study directory: {store.root.resolve()}")
     if failed:
         raise typer.Exit(1)
@@ -352,11 +352,16 @@ def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None)
         console.print(f"analyses in {store.analyses_dir.resolve()}")
 
 
-def _report(directory: Path) -> Path:
+def _report(directory: Path, force: bool = True) -> Path:
     import time
 
     from transferscope.report import build_report
+    from transferscope.report.html import report_is_current
 
+    if not force and report_is_current(directory):
+        path = Path(directory) / "report" / "index.html"
+        console.print(f"report (up to date): {path.resolve()}", highlight=False)
+        return path
     started = time.perf_counter()
     path = build_report(directory)
     console.print(

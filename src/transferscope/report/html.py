@@ -13,8 +13,10 @@ A section whose analysis is missing or skipped says "not run" and why.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import importlib.metadata
+import json
 import platform
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -847,7 +849,40 @@ def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pd
     )
 
 
-def build_report(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) -> Path:
+INPUTS_FILE = ".inputs.json"
+
+
+def _fingerprint(study_dir: Path, formats: Sequence[str]) -> dict[str, Any]:
+    """What the report is built from: every study file outside report/ and the weight folders
+    (path and content hash; a rerun rewrites study.yaml and plan.json with the same bytes), the
+    figure formats and this transferscope's version."""
+    files = sorted(
+        (str(p.relative_to(study_dir)), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in study_dir.rglob("*")
+        if p.is_file()
+        and not p.name.endswith(".tmp")
+        and p.relative_to(study_dir).parts[0] != "report"
+        and "checkpoints" not in p.relative_to(study_dir).parts
+    )
+    return {"version": _version("transferscope"), "formats": list(formats), "files": files}
+
+
+def report_is_current(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) -> bool:
+    """Whether STUDY/report was built from exactly the study's present files."""
+    out = Path(study_dir) / "report"
+    stamp = out / INPUTS_FILE
+    if not (out / "index.html").is_file() or not stamp.is_file():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return recorded == json.loads(json.dumps(_fingerprint(Path(study_dir), formats)))
+
+
+def build_report(
+    study_dir: Path, formats: Sequence[str] = ("png", "pdf"), force: bool = True
+) -> Path:
     """Write STUDY/report/index.html and its figures from the study directory; return its path.
 
     Reads only the study directory: nothing is trained or re-analysed. Sections whose analysis is
@@ -858,12 +893,20 @@ def build_report(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) -> Pa
         formats: file formats of every figure; PNG (shown in the page) is always written, the
             others (PDF or SVG, for papers) are linked from each caption.
 
+        force: build even when :func:`report_is_current` (``transferscope run`` passes False,
+            so that rerunning a finished study does not redraw an unchanged report).
+
     Raises:
         TransferscopeError: when ``study_dir`` is not a study directory.
     """
     study_dir = Path(study_dir)
     data = load_study(study_dir)
     out = study_dir / "report"
+    if not force and report_is_current(study_dir, formats):
+        return out / "index.html"
+    inputs = _fingerprint(study_dir, formats)
+    # First: a build killed from here on leaves no stamp, so the next run rebuilds.
+    (out / INPUTS_FILE).unlink(missing_ok=True)
     figures = out / FIGURES_DIR
     if figures.is_dir():
         # Figures of an older build (a target since renamed) must not linger beside the page.
@@ -873,6 +916,8 @@ def build_report(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) -> Pa
         text = render_html(data, out, formats)
     path = out / "index.html"
     atomic.write_text(path, text)
+    # Last: a build killed before this line is not taken for a current one.
+    atomic.write_json(out / INPUTS_FILE, inputs)
     return path
 
 
