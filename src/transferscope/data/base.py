@@ -32,6 +32,18 @@ class DataInfo:
     std: tuple[float, ...] = field(default=())
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (
+        b.index if b.index is not None else current
+    )
+
+
 class TensorImageDataset(Dataset):
     """A dataset held as tensors: ``images`` (N, C, H, W) float32, ``targets`` (N,) or (N, K).
 
@@ -59,8 +71,6 @@ class TensorImageDataset(Dataset):
 
     def to(self, device: torch.device | str) -> TensorImageDataset:
         """The same data on ``device`` (itself when already there)."""
-        from transferscope.training.loaders import same_device
-
         device = torch.device(device)
         if same_device(self.images.device, device):
             return self

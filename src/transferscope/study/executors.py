@@ -167,7 +167,7 @@ def execute_run(
         cache.shuffled(spec.data, spec.shuffle) if spec.shuffle else (cache.get(spec.data), None)
     )
     bad = cache.bad_images(spec.data)
-    if bad:
+    if bad and writer:
         atomic.write_json(run_dir / BAD_IMAGES, {"count": len(bad), "skipped": bad})
     source_info = cache.get(cfg.source).info if spec.parent else None
     model = build_start_model(spec, splits.info, source_info, store)
@@ -207,6 +207,26 @@ def execute_run(
         store.mark_done(run.id, summary)
         trainer.discard_resume()
     return summary
+
+
+def attempt_run(
+    run: PlannedRun,
+    cfg: StudyConfig,
+    store: StudyStore,
+    cache: DataCache,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`execute_run`, with a run that fails in transferscope's terms (e.g. it diverged)
+    marked FAILED: returns (DONE summary, None) or (None, the error). A :class:`BadImageError`
+    propagates: the data is wrong, and the study stops rather than fail every run."""
+    try:
+        return execute_run(run, cfg, store, cache, device, progress), None
+    except BadImageError:
+        raise
+    except TransferscopeError as e:
+        store.mark_failed(run.id, str(e))
+        return None, str(e)
 
 
 def _versions() -> dict[str, str]:
@@ -260,20 +280,14 @@ class LocalExecutor:
                 continue
             if self.on_run_start:
                 self.on_run_start(run, i, len(todo))
-            try:
-                summary = execute_run(run, self.cfg, self.store, self.cache, device, self.progress)
-            except BadImageError:
-                raise  # the data is wrong: stop (a rerun resumes) rather than fail every run
-            except TransferscopeError as e:
-                self.store.mark_failed(run.id, str(e))
-                outcome[run.id] = f"failed: {e}"
+            summary, error = attempt_run(
+                run, self.cfg, self.store, self.cache, device, self.progress
+            )
+            outcome[run.id] = "done" if error is None else f"failed: {error}"
+            if error is not None:
                 failed.add(run.id)
-                if self.on_run_end:
-                    self.on_run_end(run, None, str(e))
-                continue
-            outcome[run.id] = "done"
             if self.on_run_end:
-                self.on_run_end(run, summary, None)
+                self.on_run_end(run, summary, error)
         return outcome
 
     def _threads_per_job(self) -> int:
@@ -343,10 +357,7 @@ def _train_in_worker(study_dir: str, run_id: str) -> tuple[dict[str, Any] | None
     cfg = store.read_config()
     run = store.read_plan().by_id()[run_id]
     try:
-        summary = execute_run(run, cfg, store, _WORKER_CACHE, pick_device(cfg.device))
+        summary, error = attempt_run(run, cfg, store, _WORKER_CACHE, pick_device(cfg.device))
     except BadImageError as e:
         return None, str(e), True
-    except TransferscopeError as e:
-        store.mark_failed(run_id, str(e))
-        return None, str(e), False
-    return summary, None, False
+    return summary, error, False

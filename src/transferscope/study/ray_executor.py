@@ -119,7 +119,7 @@ def train_task(
     """
     import torch
 
-    from transferscope.study.executors import DataCache, execute_run
+    from transferscope.study.executors import DataCache, attempt_run
     from transferscope.training.trainer import pick_device
 
     global _WORKER_CACHE
@@ -143,16 +143,16 @@ def train_task(
     if board is not None:
         board.started.remote(run_id)
     try:
-        summary = execute_run(
+        summary, error = attempt_run(
             run, cfg, store, _WORKER_CACHE, pick_device(cfg.device), _crash_hook(run_id)
         )
-    except TransferscopeError as e:
+    except TransferscopeError as e:  # unreadable images: on a cluster this run fails alone
         store.mark_failed(run_id, str(e))
         return run_id, None, str(e)
     finally:
         if board is not None:
             board.ended.remote(run_id)
-    return run_id, summary, None
+    return run_id, summary, error
 
 
 def analysis_task(study_dir: str, name: str, num_threads: int) -> tuple[str, str, float]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from transferscope.data.base import TensorImageDataset
+from transferscope.data.base import TensorImageDataset, same_device
 from transferscope.errors import TransferscopeError
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -34,18 +34,6 @@ def channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
     return fn
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
-    if a.type != b.type:
-        return False
-    if a.type != "cuda":
-        return True
-    current = torch.cuda.current_device()
-    return (a.index if a.index is not None else current) == (
-        b.index if b.index is not None else current
-    )
 
 
 def default_workers() -> int:
