@@ -1,0 +1,398 @@
+"""Noise models for verdicts: when is a measured difference more than seed and test-set noise?
+
+A finding compares two things measured on finite data from a few seeds: P-T's accuracy against
+RI-T's on 540 test images, the CKA of one P-T pair against that of one RI-T pair. Each function
+here returns a :class:`Comparison`: the estimate, its interval or p-value, and a *direction*
+(+1: A is larger beyond the noise, -1: smaller beyond the noise, 0: within the noise), so that a
+rule can say *holds*, *does not hold* or *inconclusive* and show the statistic it used.
+
+- :func:`paired_correctness`: multiclass final accuracy of two groups of runs on the same test
+  examples, by an exact sign test on the examples where they disagree (McNemar's test, extended
+  to several runs per side by averaging each example's correctness over the runs).
+- :func:`bootstrap_interval`: a paired bootstrap over test examples of any statistic of example
+  weights (used for mean AUC, relative drops and metric differences).
+- :func:`weighted_auc`: ROC AUC of each label under many bootstrap weightings at once.
+- :func:`compare_groups`: two sets of pairwise measures (CKA, distance, uncommon mistakes) over
+  seed pairs: the difference of means against the pair-to-pair spread and a stated floor, and the
+  two ranges must not overlap.
+- :func:`spearman_trend`: Spearman's ρ between depth and a per-module value, with an exact
+  permutation p-value for small numbers of modules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from transferscope.errors import TransferscopeError
+
+ALPHA = 0.05  # two-sided level of every test here (one-sided tests use it on their side)
+BOOTSTRAP_SAMPLES = 1000
+_BOOTSTRAP_CHUNK = 100  # bootstrap weightings built at once: bounds memory at 100 x n floats
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of a comparison of A against B.
+
+    Attributes:
+        direction: +1 when A exceeds B beyond the noise, -1 when B exceeds A, 0 within the noise.
+        estimate: the measured difference A - B (or the statistic itself, e.g. ρ).
+        low, high: a 95% interval of ``estimate`` when the method gives one.
+        p_value: the test's p-value when it gives one.
+        method: the statistic in words, for the findings table.
+    """
+
+    direction: int
+    estimate: float
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+    method: str = ""
+
+    def describe(self, digits: int = 3) -> str:
+        """``estimate [low, high], p = ...; method`` in a compact form."""
+        text = f"{self.estimate:+.{digits}g}"
+        if self.low is not None and self.high is not None:
+            text += f" [{self.low:+.{digits}g}, {self.high:+.{digits}g}]"
+        if self.p_value is not None:
+            text += f", p = {self.p_value:.2g}"
+        return f"{text} ({self.method})" if self.method else text
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial p-value of ``wins`` against ``losses`` under p = 1/2.
+
+    With one run per side this is McNemar's exact test on the discordant examples.
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return float(stats.binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
+
+
+def paired_correctness(correct_a: np.ndarray, correct_b: np.ndarray) -> Comparison:
+    """Accuracy of runs A against runs B on the same test examples (sign test / McNemar).
+
+    Args:
+        correct_a: (runs A, n) booleans, whether each run of A classified each example right.
+        correct_b: (runs B, n) booleans for B, on the same n examples in the same order.
+
+    Each example's score is its mean correctness over a side's runs; the examples where the two
+    sides' scores differ are counted as wins of A or of B, and an exact binomial test decides
+    whether A and B differ. One run per side is McNemar's exact test. ``estimate`` is the
+    difference of mean accuracies (A - B), in accuracy units.
+    """
+    a = np.atleast_2d(np.asarray(correct_a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(correct_b, dtype=np.float64))
+    if a.shape[1] != b.shape[1]:
+        raise TransferscopeError(
+            f"paired_correctness needs the same test examples on both sides: {a.shape[1]} vs "
+            f"{b.shape[1]}"
+        )
+    d = a.mean(axis=0) - b.mean(axis=0)
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    p = sign_test(wins, losses)
+    direction = int(np.sign(wins - losses)) if p < ALPHA else 0
+    return Comparison(
+        direction,
+        float(a.mean() - b.mean()),
+        p_value=p,
+        method=f"sign test (McNemar) on {wins + losses} of {a.shape[1]} test examples "
+        f"where the sides disagree: {wins} vs {losses}",
+    )
+
+
+def bootstrap_weights(n: int, samples: int, seed: int) -> Callable[[], np.ndarray]:
+    """A generator of (chunk, n) float64 example-count weights of a paired bootstrap."""
+    rng = np.random.default_rng(seed)
+    remaining = [samples]
+
+    def next_chunk() -> np.ndarray:
+        size = min(_BOOTSTRAP_CHUNK, remaining[0])
+        remaining[0] -= size
+        idx = rng.integers(0, n, size=(size, n))
+        weights = np.zeros((size, n))
+        np.add.at(weights, (np.arange(size)[:, None], idx), 1.0)
+        return weights
+
+    return next_chunk
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+    method: str = "",
+) -> Comparison:
+    """Percentile interval of a statistic over a paired bootstrap of n test examples.
+
+    Args:
+        statistic: maps example weights (B, n) (multinomial counts summing to n per row; a row of
+            ones is the data itself) to the statistic of each weighting (B,).
+        n: the number of test examples.
+        samples: bootstrap resamples; seed: of the resampling.
+        method: words for the findings table (the bootstrap is added).
+
+    ``direction`` is +1 (-1) when the whole 95% interval is above (below) zero.
+    """
+    if n < 2:
+        raise TransferscopeError(f"a bootstrap needs at least 2 examples, got {n}")
+    estimate = float(np.asarray(statistic(np.ones((1, n))))[0])
+    draw = bootstrap_weights(n, samples, seed)
+    values: list[np.ndarray] = []
+    done = 0
+    while done < samples:
+        chunk = draw()
+        values.append(np.asarray(statistic(chunk), dtype=np.float64))
+        done += len(chunk)
+    all_values = np.concatenate(values)
+    all_values = all_values[np.isfinite(all_values)]
+    if len(all_values) < samples // 2:
+        return Comparison(0, estimate, method=f"{method}; bootstrap undefined" if method else "")
+    low, high = (float(x) for x in np.quantile(all_values, [ALPHA / 2, 1 - ALPHA / 2]))
+    direction = 1 if low > 0 else (-1 if high < 0 else 0)
+    words = f"paired bootstrap over {n} test examples, {samples} resamples"
+    return Comparison(
+        direction, estimate, low, high, method=f"{method}; {words}" if method else words
+    )
+
+
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of each label under each row of example weights.
+
+    Args:
+        scores: (n, K) scores (logits); labels: (n, K) 0/1 targets; weights: (B, n) non-negative
+            example weights (bootstrap counts).
+
+    Returns:
+        (B, K) AUCs: the weighted probability that a positive example scores above a negative one
+        (ties count half). NaN where a label has no weighted positive or negative example.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels) > 0.5
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if scores.ndim == 1:
+        scores, labels = scores[:, None], labels[:, None]
+    out = np.empty((weights.shape[0], scores.shape[1]))
+    for k in range(scores.shape[1]):
+        order = np.argsort(scores[:, k], kind="mergesort")
+        s, pos = scores[order, k], labels[order, k]
+        w = weights[:, order]
+        wn = np.where(pos, 0.0, w)
+        wp = np.where(pos, w, 0.0)
+        # Negatives strictly below each example, and tied negatives (counted half): from the
+        # cumulative negative weight at the start and end of each run of equal scores.
+        starts = np.searchsorted(s, s, side="left")
+        ends = np.searchsorted(s, s, side="right")
+        cum = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(wn, axis=1)], axis=1)
+        below = cum[:, starts]
+        tied = cum[:, ends] - below
+        num = (wp * (below + 0.5 * tied)).sum(axis=1)
+        den = wp.sum(axis=1) * wn.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, k] = np.where(den > 0, num / den, np.nan)
+    return out
+
+
+def mean_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean over labels of :func:`weighted_auc` (labels without an AUC left out): (B,)."""
+    aucs = weighted_auc(scores, labels, weights)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.where(np.isfinite(aucs), aucs, np.nan), axis=1)
+
+
+def metric_under_weights(
+    task: str, outputs: np.ndarray, targets: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The test metric of one run's saved outputs as a function of example weights.
+
+    Args:
+        task: 'multiclass' (accuracy of the argmax) or 'multilabel' (mean AUC over labels).
+        outputs: (n, K) logits; targets: (n,) class indices or (n, K) 0/1 labels.
+
+    Returns:
+        ``f(weights (B, n)) -> (B,)``; a row of ones gives the run's metric itself.
+    """
+    if task == "multiclass":
+        correct = (np.asarray(outputs).argmax(axis=1) == np.asarray(targets)).astype(np.float64)
+        return lambda w: (w @ correct) / w.sum(axis=1)
+    return lambda w: mean_auc(outputs, targets, w)
+
+
+def compare_final_metrics(
+    task: str,
+    outputs_a: Sequence[np.ndarray],
+    outputs_b: Sequence[np.ndarray],
+    targets: np.ndarray,
+    *,
+    seed: int = 0,
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> Comparison:
+    """Final test metric of runs A (e.g. P-T, one per seed) against runs B (e.g. RI-T) on the
+    same test examples.
+
+    Multiclass: :func:`paired_correctness` (sign test on the examples where the sides disagree,
+    McNemar's test for one run per side). Multilabel: :func:`bootstrap_interval` of the
+    difference of mean AUCs (each side's mean over its runs). ``estimate`` is A - B in metric
+    units.
+    """
+    if not outputs_a or not outputs_b:
+        raise TransferscopeError("compare_final_metrics needs at least one run on each side")
+    y = np.asarray(targets)
+    if task == "multiclass":
+        return paired_correctness(
+            np.stack([np.asarray(o).argmax(axis=1) == y for o in outputs_a]),
+            np.stack([np.asarray(o).argmax(axis=1) == y for o in outputs_b]),
+        )
+    fa = [metric_under_weights(task, o, y) for o in outputs_a]
+    fb = [metric_under_weights(task, o, y) for o in outputs_b]
+
+    def difference(w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w) for f in fa], axis=0) - np.mean([f(w) for f in fb], axis=0)
+
+    return bootstrap_interval(
+        difference, len(y), samples=samples, seed=seed, method="mean AUC difference"
+    )
+
+
+def _pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
+    """Pooled standard deviation over the groups with at least two values, and its d.o.f."""
+    ss, dof = 0.0, 0
+    for g in groups:
+        x = np.asarray([v for v in g if math.isfinite(v)], dtype=np.float64)
+        if len(x) >= 2:
+            ss += float(((x - x.mean()) ** 2).sum())
+            dof += len(x) - 1
+    return (math.sqrt(ss / dof), dof) if dof else (None, 0)
+
+
+def compare_groups(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    floor: float = 0.0,
+    relative_floor: float = 0.0,
+    spread_from: Sequence[Sequence[float]] = (),
+    what: str = "pairs",
+) -> Comparison:
+    """Pairwise measures of group A against group B, over seed pairs (e.g. CKA of P-T/P-T pairs
+    against RI-T/RI-T pairs).
+
+    The difference of means counts when it exceeds a margin and the two ranges do not overlap.
+    The margin is the largest of ``floor``, ``relative_floor`` x the larger |mean|, and
+    t x s x sqrt(1/n_A + 1/n_B), where s is the pooled pair-to-pair standard deviation of A, B
+    and ``spread_from`` (other groups of the same measure, e.g. P-T/RI-T pairs, whose spread
+    tells how much one pair differs from another) and t the Student quantile for its degrees of
+    freedom. Without any group of two or more pairs the seed noise is unknown and only the floor
+    applies: the method text says so.
+    """
+    xa = [float(v) for v in a if math.isfinite(v)]
+    xb = [float(v) for v in b if math.isfinite(v)]
+    if not xa or not xb:
+        raise TransferscopeError("compare_groups needs at least one finite value on each side")
+    ma, mb = float(np.mean(xa)), float(np.mean(xb))
+    diff = ma - mb
+    s, dof = _pooled_sd([xa, xb, *spread_from])
+    margin = max(floor, relative_floor * max(abs(ma), abs(mb)))
+    if s is not None:
+        t = float(stats.t.ppf(1 - ALPHA / 2, dof))
+        margin = max(margin, t * s * math.sqrt(1 / len(xa) + 1 / len(xb)))
+        noise = f"pair spread s = {s:.2g} ({dof} d.o.f.)"
+    else:
+        noise = "seed spread unknown (one pair per group)"
+    if diff > margin and min(xa) > max(xb):
+        direction = 1
+    elif diff < -margin and max(xa) < min(xb):
+        direction = -1
+    else:
+        direction = 0
+    return Comparison(
+        direction,
+        diff,
+        diff - margin,
+        diff + margin,
+        method=f"{len(xa)} vs {len(xb)} {what}; margin {margin:.2g} from {noise}",
+    )
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+EXACT_PERMUTATIONS = 8  # up to 8! = 40,320 orderings are enumerated; more use the t approximation
+
+
+def spearman_trend(values: Sequence[float]) -> Comparison:
+    """Spearman's ρ between position (0, 1, ..., input to output) and ``values``, with a p-value.
+
+    A depth trend is a directional claim, so each direction has its one-sided test at level
+    :data:`ALPHA`: ``direction`` is +1 when P(ρ' >= ρ) < 0.05 under random orderings, -1 when
+    P(ρ' <= ρ) < 0.05, else 0; ``p_value`` is the one-sided p of the observed sign. Exact (every
+    ordering enumerated) for up to :data:`EXACT_PERMUTATIONS` values, else scipy's t
+    approximation. With 4 values only a perfect ordering decides (p = 1/24); with 3 nothing can
+    (p >= 1/6), and the comparison says so rather than read a trend into noise.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    n = len(y)
+    if n < 3:
+        raise TransferscopeError(f"a rank correlation needs at least 3 values, got {n}")
+    x = np.arange(n, dtype=np.float64)
+    rho = _spearman(x, y)
+    if not math.isfinite(rho):
+        return Comparison(0, float("nan"), method=f"Spearman ρ over {n} values, all tied")
+    if n <= EXACT_PERMUTATIONS:
+        ranks = stats.rankdata(y)
+        perms = np.asarray(list(itertools.permutations(range(n))), dtype=np.float64)
+        rc = ranks - ranks.mean()
+        pc = perms - perms.mean(axis=1, keepdims=True)
+        den = math.sqrt(float((rc * rc).sum())) * np.sqrt((pc * pc).sum(axis=1))
+        rhos = (pc @ rc) / den
+        p_up = float(np.mean(rhos >= rho - 1e-12))
+        p_down = float(np.mean(rhos <= rho + 1e-12))
+        how = "exact permutation p"
+    else:
+        p_up = float(stats.spearmanr(x, y, alternative="greater").pvalue)
+        p_down = float(stats.spearmanr(x, y, alternative="less").pvalue)
+        how = "t approximation"
+    direction = 1 if p_up < ALPHA else (-1 if p_down < ALPHA else 0)
+    p = p_up if rho >= 0 else p_down
+    return Comparison(
+        direction, rho, p_value=p, method=f"Spearman ρ over {n} values, one-sided {how}"
+    )
+
+
+def binomial_se(metric: float, n: int) -> float:
+    """Standard error of a proportion-like metric (accuracy, and as an approximation AUC) on n
+    test examples: sqrt(m (1 - m) / n)."""
+    if n <= 0 or not math.isfinite(metric):
+        return float("nan")
+    m = min(max(metric, 0.0), 1.0)
+    return math.sqrt(m * (1 - m) / n)
+
+
+__all__ = [
+    "ALPHA",
+    "Comparison",
+    "binomial_se",
+    "bootstrap_interval",
+    "bootstrap_weights",
+    "compare_final_metrics",
+    "compare_groups",
+    "mean_auc",
+    "metric_under_weights",
+    "paired_correctness",
+    "sign_test",
+    "spearman_trend",
+    "weighted_auc",
+]
