@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
+
 import pytest
 import torch
 
 from transferscope import TransferscopeError, module_criticality
-from transferscope.analysis.criticality import criticality_heatmap, rewind_modules
+from transferscope.analysis.criticality import criticality_heatmap, rewind_modules, sigma_grid
+from transferscope.analysis.interpolation import recalibrate_batchnorm
 from transferscope.data.base import TensorImageDataset
 from transferscope.models import build_model
 
@@ -38,7 +42,7 @@ def trained():
 GRID = dict(num_alphas=5, num_sigmas=6, noise_samples=2, max_sigma=0.12, tolerance=1.3)
 
 
-def test_bisection_finds_the_exhaustive_grid_minimum(trained) -> None:
+def test_pruned_search_finds_the_exhaustive_grid_minimum(trained) -> None:
     model, init, final, data = trained
     fast = module_criticality(model, init, final, data, batch_size=64, **GRID)
     slow = module_criticality(model, init, final, data, batch_size=64, search="grid", **GRID)
@@ -63,9 +67,83 @@ def test_unchanged_module_and_absolute_epsilon(trained) -> None:
     # θ⁰ = θ^F: rewinding changes nothing, so α = 0 is feasible and μ = 0 everywhere.
     same = module_criticality(model, final, final, data, modules=["layer1.0", "fc"], **GRID)
     assert same.mu == {"layer1.0": 0.0, "fc": 0.0} and same.network_criticality == 0.0
-    # ε below the final loss: nothing is feasible.
+    # ε below the final loss: nothing is feasible, and it is said.
     none = module_criticality(model, final, final, data, modules=["fc"], epsilon=1e-6, **GRID)
     assert none.mu == {"fc": None} and none.infeasible == ["fc"]
+    assert not none.final_meets_epsilon
+
+
+def test_sigma_grid_reaches_vanishing_noise() -> None:
+    grid = sigma_grid(21, 0.05)
+    assert grid[0] == pytest.approx(0.05e-4) and grid[-1] == 0.05 and len(grid) == 21
+    ratios = [b / a for a, b in itertools.pairwise(grid)]
+    assert max(ratios) == pytest.approx(min(ratios))  # geometric
+    assert sigma_grid(5, 1.0, min_sigma=0.01) == pytest.approx([0.01, 0.0316228, 0.1, 0.316228, 1])
+    with pytest.raises(TransferscopeError, match="min_sigma"):
+        sigma_grid(5, 0.1, min_sigma=0.2)
+
+
+def test_every_module_is_finite_when_the_final_model_meets_epsilon(trained) -> None:
+    """The failure the geometric grid fixes: noise levels comparable to the weights only."""
+    model, init, final, data = trained
+    coarse = dict(num_alphas=3, num_sigmas=3, noise_samples=2, tolerance=1.01)
+    result = module_criticality(model, init, final, data, max_sigma=2.0, **coarse)
+    assert result.final_meets_epsilon
+    assert result.infeasible == [] and all(v is not None for v in result.mu.values())
+    assert result.network_criticality == pytest.approx(sum(result.mu.values()))
+    # The same grid without its vanishing levels finds nothing for some modules: those are
+    # lower bounds, and the network criticality is a bound, never a sum that counts them as 0.
+    high = module_criticality(model, init, final, data, max_sigma=2.0, min_sigma=1.0, **coarse)
+    assert high.infeasible
+    assert high.network_criticality is None
+    for m in high.infeasible:
+        assert high.mu_bound[m] == pytest.approx(high.distance[m] ** 2 / 1.0**2)
+    finite = sum(v for v in high.mu.values() if v is not None)
+    assert high.network_criticality_bound == pytest.approx(finite + sum(high.mu_bound.values()))
+
+
+def test_margin_sets_epsilon_above_the_final_loss(trained) -> None:
+    model, init, final, data = trained
+    result = module_criticality(model, init, final, data, modules=["fc"], margin=0.05, **GRID)
+    assert result.epsilon == pytest.approx(result.final_loss + 0.05)
+
+
+def test_batchnorm_statistics_are_recomputed_at_each_alpha() -> None:
+    """A BatchNorm model's running statistics are refitted at θ^α, as along a path."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, 1).eval()
+    x = torch.randn(32, 1, 32, 32)
+    y = torch.arange(32) % 3
+    data = TensorImageDataset(x, y)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    final = {k: v.clone() for k, v in init.items()}
+    # A trained-looking final state: perturbed weights, stale (wrong) running statistics.
+    g = torch.Generator().manual_seed(1)
+    for k, v in final.items():
+        if k.endswith("running_mean"):
+            final[k] = v + 5.0
+        elif v.is_floating_point() and not k.endswith("running_var"):
+            final[k] = v + 0.01 * torch.randn(v.shape, generator=g)
+    kwargs = dict(
+        modules=["layer1.0", "fc"], num_alphas=2, num_sigmas=3, noise_samples=1,
+        tolerance=1.01, batch_size=32,
+    )  # fmt: skip
+    refit = module_criticality(model, init, final, data, **kwargs)
+    stale = module_criticality(model, init, final, data, recalibrate_batchnorm=False, **kwargs)
+    assert refit.recalibrated and not stale.recalibrated
+
+    def loss_of(net: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(net.eval()(x), y).item()
+
+    # Independently: the interpolation's recalibration on the same examples, then evaluate.
+    fitted = copy.deepcopy(model)
+    fitted.load_state_dict(final)
+    assert stale.final_loss == pytest.approx(loss_of(fitted), rel=1e-5)
+    recalibrate_batchnorm(fitted, data, batch_size=32, max_examples=None)
+    assert refit.final_loss == pytest.approx(loss_of(fitted), rel=1e-5)
+    assert refit.final_loss != pytest.approx(stale.final_loss, rel=1e-3)
+    assert all(v is not None for v in refit.mu.values())
 
 
 def test_rewind_and_heatmap(trained) -> None:

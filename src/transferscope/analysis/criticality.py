@@ -7,15 +7,25 @@ For a module i with initial value θ_i^0 (P-T: P's weights; RI-T: the random ini
 
 where (α, σ) is feasible when E_{u ~ N(0, σ² I)} L_S(θ_i^α + u, θ_{-i}^F) ≤ ε, the expectation
 being the mean over ``noise_samples`` draws of u (on module i's parameters only) and L_S the mean
-training loss on a fixed subset of at most ``max_examples`` training examples. ε is
-``tolerance × L_S(θ^F)`` or an absolute ``epsilon``. The network criticality is the sum over
-modules. α runs over ``linspace(0, 1, num_alphas)`` and σ over ``num_sigmas`` evenly spaced values
-in (0, ``max_sigma``]: σ = 0 is left out (μ would be infinite unless α = 0). At α = 0 the module
-is rewound to θ_i^0 and μ = 0 whenever that is feasible for some σ.
+training loss on a fixed subset of at most ``max_examples`` training examples. ε is an absolute
+``epsilon``, or ``L_S(θ^F) + margin``, or ``tolerance × L_S(θ^F)`` (in that order of precedence).
+The network criticality is the sum over modules.
 
-Search: for a fixed α, μ falls as σ grows, so only the largest feasible σ matters. Assuming that
-feasibility is monotone in σ (more noise never lowers the expected loss), it is found by bisection
-over the σ grid, and only over the σ values that could still beat the best μ found so far. The
+α runs over ``linspace(0, 1, num_alphas)`` and σ over ``num_sigmas`` geometrically spaced values
+from ``min_sigma`` (default ``max_sigma``/10⁴: vanishing noise) to ``max_sigma``. The grid must
+reach vanishing noise: at α = 1 and σ → 0 the constraint holds whenever the final model meets ε,
+so μ_i is then finite (at most ‖θ_i^F − θ_i^0‖² / min_sigma²). A module for which no grid point
+is feasible has μ_i > ‖θ_i^F − θ_i^0‖² / min_sigma² (the largest value the grid can show): it is
+reported as that lower bound, never as 0, and the network criticality is then a lower bound too.
+At α = 0 the module is rewound to θ_i^0 and μ = 0 whenever that is feasible for some σ.
+
+Models with BatchNorm running statistics get them recomputed on the training subset at each α
+(with module i at θ_i^α, before noise), as the interpolation does at each λ (PAPER.md §3):
+interpolated statistics describe no model.
+
+Search: the (α, σ) cells are tried in ascending order of α² ‖θ_i^F − θ_i^0‖² / σ², and the first
+feasible one gives μ_i: exact (nothing is assumed about how feasibility varies with σ or α) and
+the fewest evaluations an exact search can make. The
 noise draws are fixed per (module, sample) (common random numbers), so the search and the
 exhaustive grid (``search="grid"``) decide every (α, σ) identically. An evaluation stops as soon as
 the running sum of per-sample losses exceeds ``noise_samples × ε``: losses are non-negative, so the
@@ -40,13 +50,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import Dataset
 
+from transferscope.analysis.interpolation import bn_buffers, recalibrated_statistics
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
 from transferscope.models.layout import layout
 from transferscope.training.loaders import BatchTransform, epoch_order, iterate
 from transferscope.training.metrics import loss_fn, score
 
-Search = Literal["bisection", "grid"]
+Search = Literal["pruned", "grid"]
 
 
 def default_modules(model: nn.Module) -> list[str]:
@@ -157,7 +168,7 @@ class _Module:
         sq = sum(float((final[k].double() - init[k].double()).pow(2).sum()) for k in self.params)
         self.distance = math.sqrt(sq)
         # Common random numbers: one standard-normal draw per (module, sample), reused for every
-        # (α, σ) so that the bisection and the exhaustive grid see the same noise.
+        # (α, σ) so that the pruned search and the exhaustive grid see the same noise.
         self.noise: list[dict[str, Tensor]] = []
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
         for _ in range(samples):
@@ -190,21 +201,27 @@ class CriticalityResult:
 
     Attributes:
         modules: module paths, input to output.
-        mu: μ_i, or None when no (α, σ) on the grid is feasible.
+        mu: μ_i, or None when no (α, σ) on the grid is feasible (see ``mu_bound``).
+        mu_bound: for each infeasible module, the lower bound ‖θ_i^F − θ_i^0‖² / min σ²: its μ
+            exceeds every value the grid can show.
         distance: ‖θ_i^F − θ_i^0‖_F over the module's parameters.
         argmin: the (α, σ) attaining μ_i, or None.
-        network_criticality: the sum of the finite μ_i (see ``infeasible`` for the others).
-        infeasible: modules with μ_i None (their criticality exceeds what the grid can show).
+        network_criticality: the sum of μ_i when every module is finite, else None.
+        network_criticality_bound: a lower bound on the sum when some module is infeasible (the
+            finite μ plus the bounds of the others), else None.
+        infeasible: modules with μ_i None.
         final_loss: L_S(θ^F), mean training loss on the subset (nats); epsilon: the threshold.
+        final_meets_epsilon: whether L_S(θ^F) ≤ ε (if not, no module can be feasible).
         alphas, sigmas: the grids searched. forward_passes: model forwards (batches) spent.
-        examples: size of the training subset.
+        examples: size of the training subset. recalibrated: BatchNorm statistics recomputed
+            at each α.
     """
 
     modules: list[str]
     mu: dict[str, float | None]
     distance: dict[str, float]
     argmin: dict[str, tuple[float, float] | None]
-    network_criticality: float
+    network_criticality: float | None
     infeasible: list[str]
     final_loss: float
     epsilon: float
@@ -212,30 +229,64 @@ class CriticalityResult:
     sigmas: list[float]
     forward_passes: int
     examples: int
-    search: str = "bisection"
+    search: str = "pruned"
+    mu_bound: dict[str, float] = field(default_factory=dict)
+    network_criticality_bound: float | None = None
+    final_meets_epsilon: bool = True
+    recalibrated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "modules": self.modules,
             "mu": self.mu,
+            "mu_bound": self.mu_bound,
             "network_criticality": self.network_criticality,
+            "network_criticality_bound": self.network_criticality_bound,
             "infeasible_modules": self.infeasible,
             "distance": self.distance,
             "argmin": {m: list(v) if v else None for m, v in self.argmin.items()},
             "final_loss": self.final_loss,
             "epsilon": self.epsilon,
+            "final_meets_epsilon": self.final_meets_epsilon,
             "alphas": self.alphas,
             "sigmas": self.sigmas,
+            "sigma_grid": "geometric",
             "forward_passes": self.forward_passes,
             "examples": self.examples,
             "search": self.search,
+            "recalibrated_batchnorm": self.recalibrated,
         }
 
 
-def sigma_grid(num_sigmas: int, max_sigma: float = 1.0) -> list[float]:
-    """``num_sigmas`` evenly spaced noise levels in (0, max_sigma] (σ = 0 excluded)."""
-    return [max_sigma * (j + 1) / num_sigmas for j in range(num_sigmas)]
+VANISHING = 1e-4  # default min_sigma as a fraction of max_sigma
+
+
+def sigma_grid(
+    num_sigmas: int, max_sigma: float = 1.0, min_sigma: float | None = None
+) -> list[float]:
+    """``num_sigmas`` geometrically spaced noise levels from ``min_sigma`` to ``max_sigma``.
+
+    ``min_sigma`` defaults to ``max_sigma`` × 10⁻⁴, small enough that θ^F plus that noise has
+    the final loss to many digits, so α = 1 at the smallest σ is feasible whenever the final model
+    meets ε. One level (``num_sigmas`` = 1) is ``max_sigma`` alone.
+    """
+    if num_sigmas < 1 or max_sigma <= 0:
+        raise TransferscopeError(
+            f"a σ grid needs num_sigmas >= 1 and max_sigma > 0, got {num_sigmas}, {max_sigma}"
+        )
+    low = max_sigma * VANISHING if min_sigma is None else float(min_sigma)
+    if not 0 < low <= max_sigma:
+        raise TransferscopeError(
+            f"min_sigma must be in (0, max_sigma = {max_sigma:g}], got {low:g}"
+        )
+    if num_sigmas == 1:
+        return [float(max_sigma)]
+    grid = torch.logspace(
+        math.log10(low), math.log10(max_sigma), num_sigmas, dtype=torch.float64
+    ).tolist()
+    grid[0], grid[-1] = low, float(max_sigma)  # exact ends, free of log/exp rounding
+    return [float(x) for x in grid]
 
 
 def alpha_grid(num_alphas: int) -> list[float]:
@@ -255,13 +306,16 @@ def module_criticality(
     noise_samples: int = 5,
     tolerance: float = 1.01,
     epsilon: float | None = None,
+    margin: float | None = None,
     max_sigma: float = 1.0,
+    min_sigma: float | None = None,
     seed: int = 0,
     max_examples: int | None = 1000,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
     transform: BatchTransform | None = None,
-    search: Search = "bisection",
+    search: Search = "pruned",
+    recalibrate_batchnorm: bool | None = None,
 ) -> CriticalityResult:
     """μ_i(ε) of each module and the network criticality (PAPER.md §4; see the module docstring).
 
@@ -273,22 +327,28 @@ def module_criticality(
             :func:`default_modules`).
         task: 'multiclass' or 'multilabel' (decides the loss).
         num_alphas, num_sigmas: grid sizes; noise_samples: draws of u per (α, σ).
-        tolerance: ε = tolerance × L_S(θ^F), unless ``epsilon`` (absolute, nats) is given.
-        max_sigma: the largest σ (absolute standard deviation per weight).
+        tolerance: ε = tolerance × L_S(θ^F), unless ``epsilon`` (absolute, nats) or ``margin``
+            (ε = L_S(θ^F) + margin, nats) is given.
+        max_sigma, min_sigma: the largest and smallest σ (absolute standard deviation per
+            weight); the grid is geometric between them (see :func:`sigma_grid`).
         seed: of the noise draws and of the subset.
-        search: 'bisection' (the largest feasible σ per α by bisection, pruned by the best μ so
-            far) or 'grid' (every (α, σ) with every sample: the exhaustive reference).
+        search: 'pruned' (cells in ascending order of their μ value until the first feasible
+            one) or 'grid' (every (α, σ) with every sample: the exhaustive reference). Both give
+            the same μ.
+        recalibrate_batchnorm: recompute BatchNorm running statistics at each α on the training
+            subset; None (default) = exactly when the model has them.
 
     Returns:
         A :class:`CriticalityResult` (μ in units of squared weight distance over squared σ).
     """
-    if search not in ("bisection", "grid"):
-        raise TransferscopeError(f"search must be 'bisection' or 'grid', got '{search}'")
+    if search not in ("pruned", "grid"):
+        raise TransferscopeError(f"search must be 'pruned' or 'grid', got '{search}'")
     if num_alphas < 2 or num_sigmas < 1 or noise_samples < 1 or max_sigma <= 0:
         raise TransferscopeError(
             "module criticality needs num_alphas >= 2, num_sigmas >= 1, noise_samples >= 1 and "
             f"max_sigma > 0; got {num_alphas}, {num_sigmas}, {noise_samples}, {max_sigma}"
         )
+    sigmas = sigma_grid(num_sigmas, max_sigma, min_sigma)
     _check_states(model, init_state, final_state)
     device = torch.device(device)
     names = list(modules) if modules is not None else default_modules(model)
@@ -297,43 +357,73 @@ def module_criticality(
     final = {k: v.detach().to(device) for k, v in final_state.items()}
     work = _copy_structure(model, device)
     probe = _Probe(work, _batches(data, max_examples, batch_size, device, transform, seed), task)
+    bn_keys = bn_buffers(work)
+    recal = (
+        bool(bn_keys) if recalibrate_batchnorm is None else bool(recalibrate_batchnorm and bn_keys)
+    )
+    if recal:
+        # L_S(θ^F) under the statistics every other point gets: recomputed on the same subset.
+        final = {**final, **recalibrated_statistics(work, final, probe.batches, bn_keys)}
     final_loss = probe.loss_sum(final)
     if not math.isfinite(final_loss):
         raise TransferscopeError(
             f"the final weights' training loss is {final_loss}: module criticality needs a "
             "trained model with a finite loss"
         )
-    eps = float(epsilon) if epsilon is not None else tolerance * final_loss
-    alphas, sigmas = alpha_grid(num_alphas), sigma_grid(num_sigmas, max_sigma)
+    if epsilon is not None:
+        eps = float(epsilon)
+    elif margin is not None:
+        eps = final_loss + float(margin)
+    else:
+        eps = tolerance * final_loss
+    alphas = alpha_grid(num_alphas)
     mu: dict[str, float | None] = {}
     argmin: dict[str, tuple[float, float] | None] = {}
     distance: dict[str, float] = {}
     for index, name in enumerate(names):
         mod = _Module(name, index, params, init, final, noise_samples, seed)
         distance[name] = mod.distance
+        statistics: dict[float, dict[str, Tensor]] = {}
+
+        def at_alpha(
+            alpha: float, mod: _Module = mod, cache: dict[float, dict[str, Tensor]] = statistics
+        ) -> Mapping[str, Tensor]:
+            """The final state, with BatchNorm statistics recomputed for module i at θ_i^α."""
+            if not recal:
+                return final
+            if alpha not in cache:
+                state = mod.state(final, alpha)
+                cache[alpha] = recalibrated_statistics(work, state, probe.batches, bn_keys)
+            return {**final, **cache[alpha]}
 
         def feasible(alpha: float, sigma: float, early: bool, mod: _Module = mod) -> bool:
             limit = noise_samples * eps
             total = 0.0
+            base = at_alpha(alpha)
             for s in range(noise_samples):
-                state = mod.state(final, alpha, sigma, s)
+                state = mod.state(base, alpha, sigma, s)
+                if recal:
+                    state.update({k: base[k] for k in bn_keys})
                 total += probe.loss_sum(state, total, limit if early else math.inf)
                 if early and total > limit:
                     return False
             return total <= limit
 
-        find = _bisect if search == "bisection" else _exhaustive
+        find = _pruned if search == "pruned" else _exhaustive
         best = find(feasible, alphas, sigmas, mod.distance**2)
         mu[name] = None if best is None else best[0]
         argmin[name] = None if best is None else (best[1], best[2])
-    finite = [v for v in mu.values() if v is not None]
+    infeasible = [m for m, v in mu.items() if v is None]
+    # No grid point feasible: μ exceeds the largest value the grid can show (α = 1, min σ).
+    bounds = {m: distance[m] ** 2 / sigmas[0] ** 2 for m in infeasible}
+    finite_sum = float(sum(v for v in mu.values() if v is not None))
     return CriticalityResult(
         modules=names,
         mu=mu,
         distance=distance,
         argmin=argmin,
-        network_criticality=float(sum(finite)),
-        infeasible=[m for m, v in mu.items() if v is None],
+        network_criticality=None if infeasible else finite_sum,
+        infeasible=infeasible,
         final_loss=final_loss,
         epsilon=eps,
         alphas=alphas,
@@ -341,6 +431,10 @@ def module_criticality(
         forward_passes=probe.forwards,
         examples=probe.n,
         search=search,
+        mu_bound=bounds,
+        network_criticality_bound=finite_sum + sum(bounds.values()) if infeasible else None,
+        final_meets_epsilon=final_loss <= eps,
+        recalibrated=recal,
     )
 
 
@@ -348,7 +442,7 @@ Best = tuple[float, float, float] | None  # (μ, α, σ)
 
 
 def _exhaustive(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) -> Best:
-    """Every (α, σ), every noise sample in full: the reference the bisection must agree with."""
+    """Every (α, σ), every noise sample in full: the reference the pruned search must equal."""
     best: Best = None
     for alpha in alphas:
         for sigma in sigmas:
@@ -359,35 +453,24 @@ def _exhaustive(feasible: Any, alphas: list[float], sigmas: list[float], d2: flo
     return best
 
 
-def _bisect(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) -> Best:
-    """The largest feasible σ per α by bisection, only over σ that could beat the best μ."""
-    best: Best = None
-    for alpha in alphas:
-        if alpha == 0 or d2 == 0:
-            # μ = 0 at any feasible σ; feasibility is monotone, so the smallest σ decides.
-            if feasible(alpha, sigmas[0], early=True):
-                return (0.0, alpha, sigmas[0])
-            continue
-        # α² d² / σ² < best  <=>  σ > α d / sqrt(best): skip the σ that cannot improve.
-        candidates = [
-            j for j, s in enumerate(sigmas) if best is None or alpha**2 * d2 / s**2 < best[0]
-        ]
-        if not candidates:
-            continue
-        lo = candidates[0]
-        if not feasible(alpha, sigmas[lo], early=True):
-            continue  # monotone: every larger σ is infeasible too
-        hi = len(sigmas)  # first index known (or assumed) infeasible
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if feasible(alpha, sigmas[mid], early=True):
-                lo = mid
-            else:
-                hi = mid
-        value = alpha**2 * d2 / sigmas[lo] ** 2
-        if best is None or value < best[0]:
-            best = (value, alpha, sigmas[lo])
-    return best
+def _pruned(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) -> Best:
+    """The grid's μ, trying cells in ascending order of α² d² / σ²: the first feasible one is μ.
+
+    Every cell whose value is below μ must be tried (any of them could be feasible), and no other
+    is: the fewest evaluations any exact search can make. Nothing is assumed about how
+    feasibility varies with α or σ (a noise draw can lower the loss), so the result is exactly
+    the exhaustive grid's. The cells below μ are mostly small α with large σ, whose evaluation
+    the early stop ends after the first batch; ties (α = 0: μ = 0 at every σ) go smallest σ
+    first, the likeliest to be feasible.
+    """
+    cells = sorted(
+        ((alpha**2 * d2 / sigma**2, sigma, alpha) for alpha in alphas for sigma in sigmas),
+        key=lambda c: (c[0], c[1]),
+    )
+    for value, sigma, alpha in cells:
+        if feasible(alpha, sigma, early=True):
+            return (value, alpha, sigma)
+    return None
 
 
 def _copy_structure(model: nn.Module, device: torch.device) -> nn.Module:

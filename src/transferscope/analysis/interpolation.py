@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +162,7 @@ def interpolated_state(
     }
 
 
-def _bn_buffers(model: nn.Module) -> list[str]:
+def bn_buffers(model: nn.Module) -> list[str]:
     """State keys of the running statistics of every BatchNorm layer (mean, var, count)."""
     out = []
     for name, m in model.named_modules():
@@ -233,6 +233,32 @@ def recalibrate_batchnorm(
     return model
 
 
+@torch.no_grad()
+def recalibrated_statistics(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    bn_keys: list[str],
+) -> dict[str, Tensor]:
+    """BatchNorm running statistics recomputed for ``state`` on ``batches`` (PAPER.md §3).
+
+    The statistics ``bn_keys`` are reset and averaged cumulatively over train-mode forward
+    passes of ``model`` with ``state`` swapped in (``functional_call``; the model's own tensors
+    are not touched). Returns the fresh statistics only: merge them into ``state`` to evaluate
+    the model as the interpolation does at each λ. Used by module criticality to recalibrate at
+    each α of a module's interpolation.
+    """
+    stats = {key: state[key] for key in bn_keys}
+    _reset_stats(stats, bn_keys)
+    was_training = model.training
+    model.train()
+    with _CumulativeBatchNorm(model):
+        for x, _ in batches:
+            functional_call(model, {**state, **stats}, (x,))
+    model.train(was_training)
+    return stats
+
+
 class _Accumulator:
     """Per-λ loss sums and correct counts (multiclass) or kept outputs (multilabel, for AUC)."""
 
@@ -286,7 +312,7 @@ def recalibration_plan(
     ``recalibrate`` None means: exactly when the model has running statistics. Recomputing needs
     ``train_data``; without it a TransferscopeError says what to pass.
     """
-    bn_keys = _bn_buffers(model)
+    bn_keys = bn_buffers(model)
     recal = bool(bn_keys) if recalibrate is None else recalibrate and bool(bn_keys)
     if recal and train_data is None:
         raise TransferscopeError(
@@ -499,10 +525,12 @@ def _per_point(
 __all__ = [
     "InterpolationResult",
     "barrier",
+    "bn_buffers",
     "check_compatible",
     "evaluate_path",
     "has_running_stats",
     "interpolate",
     "interpolated_state",
     "recalibrate_batchnorm",
+    "recalibrated_statistics",
 ]
