@@ -12,9 +12,9 @@ from transferscope.analysis.criticality import module_criticality
 from transferscope.analysis.curves import (
     aggregate_curves,
     compare_curves,
-    convergence_speed,
     relative_drop,
     shuffle_gaps,
+    time_to_threshold,
 )
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import interpolate
@@ -37,7 +37,6 @@ __all__ = [
     "block_shuffle",
     "compare_curves",
     "compare_mistakes",
-    "convergence_speed",
     "evaluate_curve",
     "feature_similarity",
     "fit_curve",
@@ -49,5 +48,6 @@ __all__ = [
     "pixel_shuffle",
     "relative_drop",
     "shuffle_gaps",
+    "time_to_threshold",
     "trajectory_summary",
 ]

@@ -12,10 +12,10 @@ study directory, and a notebook can call them on any ``torch.nn.Module``.
 from transferscope.analysis.curves import (
     aggregate_curves,
     compare_curves,
-    convergence_speed,
     final_metric,
     relative_drop,
     shuffle_gaps,
+    time_to_threshold,
 )
 from transferscope.analysis.distance import (
     ParameterDistance,
@@ -40,7 +40,6 @@ __all__ = [
     "aggregate_curves",
     "compare_curves",
     "compare_mistakes",
-    "convergence_speed",
     "feature_similarity",
     "final_metric",
     "hsic_unbiased",
@@ -51,4 +50,5 @@ __all__ = [
     "parameter_distance",
     "relative_drop",
     "shuffle_gaps",
+    "time_to_threshold",
 ]

@@ -1,14 +1,21 @@
-"""Learning curves, convergence speed and the shuffle gap (PAPER.md §1).
+"""Learning curves, convergence speed and the shuffle gap (Neyshabur et al. 2020, §3.1).
 
 Every function works on lists of metrics rows as the trainer writes them to ``metrics.jsonl``
 (``{"epoch": float, "step": int, "split": "test", "metric": float, ...}``); a *run* is one such
-list. Metrics are higher-is-better (accuracy, mean AUC) and assumed positive: "reaching a fraction
-of the final metric" and the relative drop divide by them.
+list. Metrics are higher-is-better (accuracy, mean AUC) and assumed positive: the relative drop
+divides by them.
+
+Convergence speed is measured against one threshold common to the runs compared: ``chance +
+fraction × (lower mean final metric − chance)`` (chance = 1/classes, or AUC 0.5). Each run's
+speed is the training time (epochs and steps) at which it first reaches that threshold; a run
+that never does is "not reached", never fast. A fraction of each run's *own* final metric would
+call a run that barely learns fast, and with a step schedule every run crosses just after the
+drop: comparable numbers need one absolute bar.
 
 - :func:`aggregate_curves`: mean and spread (std, min, max) of several runs' test metric per epoch.
-- :func:`convergence_speed`: the first epoch (and step) at which a run's metric reaches ``fraction``
-  of its own final metric: the paper's "P-T converges faster" measured per run.
-- :func:`compare_curves`: P-T against RI-T on one target (curves, speeds, relative drop, speed gap).
+- :func:`common_threshold` and :func:`time_to_threshold`: the bar and when a run first clears it.
+- :func:`area_between`: the mean gap between two learning curves over their common epochs.
+- :func:`compare_curves`: P-T against RI-T on one target (curves, speeds, relative drop, gaps).
 - :func:`shuffle_gaps`: :func:`compare_curves` per block size / pixel shuffle, in paper order.
 """
 
@@ -29,6 +36,7 @@ Run = Sequence[Row]
 # Epochs are fractional (e.g. 0.125); runs evaluated at "the same" epoch may differ in the last
 # floating-point digits (step / steps_per_epoch), so they are aligned after rounding.
 _EPOCH_DIGITS = 9
+DEFAULT_FRACTION = 0.9
 
 
 def _finite(value: Any) -> bool:
@@ -50,33 +58,48 @@ def final_metric(run: Run, split: str = "test") -> float:
     return float(rows[-1]["metric"]) if rows else float("nan")
 
 
-def convergence_speed(run: Run, fraction: float = 0.95, split: str = "test") -> dict[str, Any]:
-    """When a run first reaches ``fraction`` of its final metric (PAPER.md §1, optimisation speed).
+def chance_metric(task: str, num_outputs: int) -> float:
+    """The metric of a model that learned nothing: 1/classes (accuracy) or 0.5 (mean AUC)."""
+    if task == "multiclass":
+        if num_outputs < 1:
+            raise TransferscopeError(f"a multiclass task needs >= 1 class, got {num_outputs}")
+        return 1.0 / num_outputs
+    return 0.5
+
+
+def common_threshold(chance: float, finals: Sequence[float], fraction: float) -> float | None:
+    """``chance + fraction × (min(finals) − chance)``: a bar every compared side can clear.
 
     Args:
-        run: the run's metrics rows.
-        fraction: in (0, 1]; 0.95 means "95% of the final test metric".
-        split: which rows to read.
+        chance: the metric of a model that learned nothing (:func:`chance_metric`).
+        finals: the final metric of each side compared (e.g. the mean over P-T's seeds and over
+            RI-T's).
+        fraction: in (0, 1]; 0.9 puts the bar 90% of the way from chance to the lower final.
 
     Returns:
-        ``{"epoch": float | None, "step": int | None, "threshold": float, "final_metric": float}``:
-        the first evaluation (in steps) whose metric is >= ``fraction`` x final metric; epoch and
-        step are None when the run has no finite metric.
+        The threshold, or None when a side ends at or below chance (no bar above chance that it
+        reaches: speed cannot be compared).
     """
     if not 0 < fraction <= 1:
         raise TransferscopeError(f"fraction must be in (0, 1], got {fraction}")
-    rows = metric_rows(run, split)
-    final = float(rows[-1]["metric"]) if rows else float("nan")
-    threshold = fraction * final
-    for r in rows:
+    values = [float(f) for f in finals if _finite(f)]
+    if not values or min(values) <= chance:
+        return None
+    return chance + fraction * (min(values) - chance)
+
+
+def time_to_threshold(run: Run, threshold: float, split: str = "test") -> dict[str, Any]:
+    """When a run's metric first reaches ``threshold`` (Neyshabur et al. 2020, §3.1, speed).
+
+    Returns:
+        ``{"epoch": float | None, "step": int | None, "reached": bool}``: the first evaluation
+        (in steps) whose metric is >= ``threshold``; None and ``reached`` False when none is.
+    """
+    for r in metric_rows(run, split):
         if r["metric"] >= threshold:
-            return {
-                "epoch": float(r["epoch"]),
-                "step": int(r["step"]) if r.get("step") is not None else None,
-                "threshold": threshold,
-                "final_metric": final,
-            }
-    return {"epoch": None, "step": None, "threshold": threshold, "final_metric": final}
+            step = int(r["step"]) if r.get("step") is not None else None
+            return {"epoch": float(r["epoch"]), "step": step, "reached": True}
+    return {"epoch": None, "step": None, "reached": False}
 
 
 def aggregate_curves(runs: Sequence[Run], split: str = "test") -> dict[str, list[Any]]:
@@ -124,17 +147,43 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def _side(runs: Sequence[Run], fraction: float, split: str, with_curve: bool) -> dict[str, Any]:
-    speeds = [convergence_speed(run, fraction, split) for run in runs]
-    finals = [s["final_metric"] for s in speeds]
+def area_between(runs_a: Sequence[Run], runs_b: Sequence[Run], split: str = "test") -> float | None:
+    """Mean gap between the mean learning curves of A and B over their common epochs.
+
+    Both mean curves are linearly interpolated on the union of their evaluation epochs within
+    [0, the earlier last epoch], and the trapezoid area between them is divided by that length:
+    metric units, positive when A is above B on average. None when the curves share no interval.
+    """
+    ca, cb = aggregate_curves(runs_a, split), aggregate_curves(runs_b, split)
+    if len(ca["epoch"]) < 1 or len(cb["epoch"]) < 1:
+        return None
+    start = max(ca["epoch"][0], cb["epoch"][0])
+    end = min(ca["epoch"][-1], cb["epoch"][-1])
+    if end <= start:
+        return None
+    grid = np.array(sorted({e for e in ca["epoch"] + cb["epoch"] if start <= e <= end}))
+    gap = np.interp(grid, ca["epoch"], ca["mean"]) - np.interp(grid, cb["epoch"], cb["mean"])
+    area = float(np.sum((gap[1:] + gap[:-1]) / 2 * np.diff(grid)))
+    return area / (end - start)
+
+
+def _side(
+    runs: Sequence[Run], threshold: float | None, split: str, with_curve: bool
+) -> dict[str, Any]:
+    finals = [final_metric(run, split) for run in runs]
+    if threshold is None:
+        times = [{"epoch": None, "step": None, "reached": False} for _ in runs]
+    else:
+        times = [time_to_threshold(run, threshold, split) for run in runs]
     side: dict[str, Any] = {
         "runs": len(runs),
-        "final_metric": finals,
+        "final_metric": [None if math.isnan(f) else f for f in finals],
         "final_metric_mean": _mean(finals),
-        "epochs_to_fraction": [s["epoch"] for s in speeds],
-        "steps_to_fraction": [s["step"] for s in speeds],
-        "epochs_to_fraction_mean": _mean([s["epoch"] for s in speeds]),
-        "steps_to_fraction_mean": _mean([s["step"] for s in speeds]),
+        "epochs_to_threshold": [t["epoch"] for t in times],
+        "steps_to_threshold": [t["step"] for t in times],
+        "reached": [t["reached"] for t in times],
+        "epochs_to_threshold_mean": _mean([t["epoch"] for t in times]),
+        "steps_to_threshold_mean": _mean([t["step"] for t in times]),
     }
     if with_curve:
         side["curve"] = aggregate_curves(runs, split)
@@ -144,31 +193,41 @@ def _side(runs: Sequence[Run], fraction: float, split: str, with_curve: bool) ->
 def compare_curves(
     pt_runs: Sequence[Run],
     rit_runs: Sequence[Run],
-    fraction: float = 0.95,
+    chance: float,
+    fraction: float = DEFAULT_FRACTION,
     split: str = "test",
     with_curves: bool = True,
 ) -> dict[str, Any]:
-    """P-T against RI-T on one target (PAPER.md §1: "P-T is better and converges faster").
+    """P-T against RI-T on one target (Neyshabur et al. 2020, §3.1: P-T is better and faster).
 
     Args:
         pt_runs: metrics rows of each P-T run (one per seed).
         rit_runs: metrics rows of each RI-T run (one per seed).
-        fraction: convergence threshold as a fraction of each run's own final metric.
+        chance: the metric of a model that learned nothing (:func:`chance_metric`).
+        fraction: where the common threshold sits between chance and the lower of the two mean
+            final metrics (:func:`common_threshold`).
         split: which rows to read.
         with_curves: include the per-epoch mean / spread curves.
 
     Returns:
-        ``{"P-T": side, "RI-T": side, "relative_drop": float, "speed_gap_epochs": float | None,
-        "speed_gap_steps": float | None, "fraction": float}``. Each side holds per-run final
-        metrics and epochs / steps to ``fraction``, their means, and (``with_curves``) the curve of
-        :func:`aggregate_curves`. ``relative_drop`` compares the mean final metrics (percent);
-        ``speed_gap_epochs`` is RI-T's mean epochs-to-fraction minus P-T's (positive: P-T is
-        faster). Steps depend on the batch size, which may differ between P-T and RI-T.
+        ``{"P-T": side, "RI-T": side, "threshold": float | None, "chance": float,
+        "fraction": float, "relative_drop": float, "speed_gap_epochs": float | None,
+        "speed_gap_steps": float | None, "area_between": float | None}``. Each side holds
+        per-run final metrics, epochs / steps to the threshold (None: not reached), whether each
+        run reached it, their means, and (``with_curves``) the curve of :func:`aggregate_curves`.
+        ``relative_drop`` compares the mean final metrics (percent); ``speed_gap_epochs`` is
+        RI-T's mean epochs to the threshold minus P-T's (positive: P-T is faster; None when a
+        run did not reach it); ``area_between`` is :func:`area_between` (P-T minus RI-T).
     """
-    pt = _side(pt_runs, fraction, split, with_curves)
-    rit = _side(rit_runs, fraction, split, with_curves)
+    pt_finals = [final_metric(r, split) for r in pt_runs]
+    rit_finals = [final_metric(r, split) for r in rit_runs]
+    threshold = common_threshold(chance, [_mean(pt_finals), _mean(rit_finals)], fraction)
+    pt = _side(pt_runs, threshold, split, with_curves)
+    rit = _side(rit_runs, threshold, split, with_curves)
 
     def gap(key: str) -> float | None:
+        if not (all(pt["reached"]) and all(rit["reached"])):
+            return None
         a, b = rit[key], pt[key]
         return None if a is None or b is None else a - b
 
@@ -180,10 +239,13 @@ def compare_curves(
     return {
         "P-T": pt,
         "RI-T": rit,
+        "chance": chance,
         "fraction": fraction,
+        "threshold": threshold,
         "relative_drop": drop,
-        "speed_gap_epochs": gap("epochs_to_fraction_mean"),
-        "speed_gap_steps": gap("steps_to_fraction_mean"),
+        "speed_gap_epochs": gap("epochs_to_threshold_mean"),
+        "speed_gap_steps": gap("steps_to_threshold_mean"),
+        "area_between": area_between(pt_runs, rit_runs, split),
     }
 
 
@@ -213,15 +275,16 @@ def _paper_order(label: str | None) -> tuple[int, float]:
 
 def shuffle_gaps(
     by_shuffle: Mapping[str | None, tuple[Sequence[Run], Sequence[Run]]],
-    fraction: float = 0.95,
+    chance: float,
+    fraction: float = DEFAULT_FRACTION,
     split: str = "test",
 ) -> list[dict[str, Any]]:
-    """Relative drop and speed gap per block size / pixel shuffle (PAPER.md §1, block shuffling).
+    """Relative drop and speed gap per block size / pixel shuffle (Neyshabur et al. 2020, §3.1).
 
     Args:
         by_shuffle: shuffle label ('b7', 'pixel', or None for the unshuffled data) ->
             (P-T runs, RI-T runs), each a list of metrics-row lists.
-        fraction: convergence threshold (see :func:`convergence_speed`).
+        chance, fraction: the common threshold of each comparison (see :func:`compare_curves`).
 
     Returns:
         One entry per shuffle, unshuffled first, then block sizes from large to small, pixel last:
@@ -236,18 +299,21 @@ def shuffle_gaps(
             "block_size": shuffle_block_size(label),
             "pixel": label == "pixel",
         }
-        entry.update(compare_curves(pt_runs, rit_runs, fraction, split, with_curves=False))
+        entry.update(compare_curves(pt_runs, rit_runs, chance, fraction, split, with_curves=False))
         out.append(entry)
     return out
 
 
 __all__ = [
     "aggregate_curves",
+    "area_between",
+    "chance_metric",
+    "common_threshold",
     "compare_curves",
-    "convergence_speed",
     "final_metric",
     "metric_rows",
     "relative_drop",
     "shuffle_block_size",
     "shuffle_gaps",
+    "time_to_threshold",
 ]

@@ -1,11 +1,13 @@
-"""Which pre-trained checkpoint to transfer from (PAPER.md §5).
+"""Which pre-trained checkpoint to transfer from (Neyshabur et al. 2020, §3.5).
 
 For each point k of P's pre-training trajectory, the runs P@k-T fine-tuned from P@k give a final
-target metric and an optimisation speed (epochs to reach a fraction of the final metric, see
-:func:`transferscope.analysis.curves.convergence_speed`); both are averaged over seeds. The study
-step (``transferscope.study.analyze``) adds, per point, the barrier between P@k-T and P-T
-(:func:`transferscope.analysis.interpolation.interpolate`) and the final P-T as the last point.
-The paper's finding: the final metric plateaus early, often around a learning-rate drop.
+target metric and an optimisation speed (epochs to reach a threshold, see
+:func:`transferscope.analysis.curves.time_to_threshold`); both are averaged over seeds. The study
+step adds, per point, the barrier between P@k-T and P-T
+(:func:`transferscope.analysis.interpolation.interpolate`) and the final P-T as the last point;
+the threshold is common to every point (between chance and the final P-T's metric), so that a
+checkpoint whose runs never get there reads "not reached". The paper's finding: the final metric
+plateaus early, often around a learning-rate drop.
 """
 
 from __future__ import annotations
@@ -14,42 +16,50 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from transferscope.analysis.curves import Run, convergence_speed, final_metric
+from transferscope.analysis.curves import Run, final_metric, time_to_threshold
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def _mean(values: Sequence[float | None]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(sum(finite) / len(finite)) if finite else None
 
 
-def trajectory_point(runs: Sequence[Run], fraction: float = 0.95) -> dict[str, Any]:
-    """Final test metric and epochs to ``fraction`` of it, each a mean over ``runs`` (seeds).
+def trajectory_point(runs: Sequence[Run], threshold: float | None) -> dict[str, Any]:
+    """Final test metric and epochs to ``threshold``, each a mean over ``runs`` (seeds).
 
-    Returns ``{"final_metric": float | None, "epochs_to_fraction": float | None,
-    "final_metrics": [per run], "epochs": [per run, None when never reached]}``; a mean leaves
-    out runs without a value and is None when no run has one.
+    Returns ``{"final_metric": float | None, "epochs_to_threshold": float | None,
+    "final_metrics": [per run], "epochs": [per run, None when never reached],
+    "reached": [per run]}``; the mean epochs is over the runs that reached the threshold and
+    None when none did (or when ``threshold`` is None).
     """
     finals = [final_metric(run) for run in runs]
-    epochs = [convergence_speed(run, fraction)["epoch"] for run in runs]
+    if threshold is None:
+        times = [{"epoch": None, "reached": False} for _ in runs]
+    else:
+        times = [time_to_threshold(run, threshold) for run in runs]
+    epochs = [t["epoch"] for t in times]
     return {
         "final_metric": _mean(finals),
-        "epochs_to_fraction": _mean([e for e in epochs if e is not None]),
+        "epochs_to_threshold": _mean(epochs),
         "final_metrics": [None if math.isnan(v) else v for v in finals],
         "epochs": epochs,
+        "reached": [t["reached"] for t in times],
     }
 
 
 def trajectory_summary(
-    points: Mapping[float, Sequence[Run]], fraction: float = 0.95
+    points: Mapping[float, Sequence[Run]], threshold: float | None
 ) -> list[dict[str, Any]]:
     """:func:`trajectory_point` for every trajectory point, as ``[{"k": k, ...}]`` sorted by k.
 
     Args:
         points: k (pre-training epoch, fractional) -> the metrics rows of the runs fine-tuned
             from P@k (one per seed).
-        fraction: in (0, 1], for the optimisation speed.
+        threshold: the metric every point's speed is measured to (e.g.
+            :func:`transferscope.analysis.curves.common_threshold` of chance and the final
+            P-T metric).
     """
-    return [{"k": float(k), **trajectory_point(points[k], fraction)} for k in sorted(points)]
+    return [{"k": float(k), **trajectory_point(points[k], threshold)} for k in sorted(points)]
 
 
 __all__ = ["trajectory_point", "trajectory_summary"]
