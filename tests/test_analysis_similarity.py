@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from transferscope import TransferscopeError
+from transferscope.analysis.sampling import stratified_indices
 from transferscope.analysis.similarity import (
+    MINIBATCH,
     CKAAccumulator,
+    exact_state_bytes,
     feature_similarity,
     hsic_unbiased,
+    layer_similarity,
     linear_cka,
     linear_cka_gram,
 )
@@ -205,3 +210,52 @@ def test_unknown_layer_lists_valid_names():
     message = str(info.value)
     assert "did you mean 'layer2'" in message
     assert "conv1, layer1, layer2, layer3" in message
+
+
+def test_auto_estimator_switches_layers_too_wide_for_exact_cka():
+    """Per layer: exact while its state fits the cap, minibatch (unbiased HSIC) beyond it."""
+    a, b = _models()
+    data = [torch.randn(16, 1, 8, 8) for _ in range(4)]
+    # conv1 and layer1 keep 4 x 8 x 8 = 256 features per example, layer3 4 x 2 x 2 = 16: with
+    # 64 examples, exact conv1 needs min(rows 64 x 512 x 4 B, sums) = 128 KiB.
+    cap = 64 * 1024
+    out = layer_similarity(a, b, data, max_examples=64, max_exact_bytes=cap)
+    assert out["conv1"].estimator == MINIBATCH and out["layer3"].estimator == "exact"
+    assert exact_state_bytes(256, 256, 64) > cap >= exact_state_bytes(16, 16, 64)
+    exact = feature_similarity(a, b, data, max_examples=64)
+    minibatch = feature_similarity(a, b, data, max_examples=64, unbiased_minibatch=True)
+    assert out["layer3"].cka == pytest.approx(exact["layer3"], abs=1e-12)
+    assert out["conv1"].cka == pytest.approx(minibatch["conv1"], abs=1e-12)
+    assert out["conv1"].features == (256, 256) and out["conv1"].examples == 64
+    # The paper presets' widest layer (ResNet-50 conv1 at 224 px) over 2,000 examples: minibatch.
+    assert exact_state_bytes(802_816, 802_816, 2000) > 1 << 30
+
+
+def test_one_failing_layer_is_reported_and_the_others_computed():
+    a, b = _models()
+    data = [torch.randn(16, 1, 8, 8) for _ in range(2)]
+    # Exact everywhere, with a cap that only the narrowest layer fits under.
+    out = layer_similarity(a, b, data, estimator="exact", max_exact_bytes=20_000)
+    assert out["conv1"].cka is None and "max_bytes" in (out["conv1"].error or "")
+    assert out["layer3"].cka is not None and out["layer3"].error is None
+    with pytest.raises(TransferscopeError, match="max_bytes"):
+        layer_similarity(a, b, data, estimator="exact", max_exact_bytes=20_000, strict=True)
+
+
+def test_stratified_subset_keeps_class_shares_and_is_seeded():
+    targets = np.repeat(np.arange(10), [100] * 5 + [20] * 5)  # class-sorted, unbalanced
+    idx, stratified = stratified_indices(targets, len(targets), 120, seed=3)
+    assert stratified and len(idx) == 120 and idx == sorted(set(idx))
+    counts = np.bincount(targets[idx], minlength=10)
+    assert counts[:5].tolist() == [20] * 5 and counts[5:].tolist() == [4] * 5
+    assert stratified_indices(targets, len(targets), 120, seed=3)[0] == idx
+    assert stratified_indices(targets, len(targets), 120, seed=4)[0] != idx
+    # Not the first N of a sorted list: every class is there.
+    assert set(targets[idx]) == set(range(10))
+    # Multi-label targets stratify by label combination; no targets: a plain random draw.
+    multi = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 25)
+    idx, _ = stratified_indices(multi, 100, 40, seed=0)
+    assert len({tuple(r) for r in multi[idx]}) == 4
+    plain, stratified = stratified_indices(None, 50, 10, seed=0)
+    assert len(plain) == 10 and not stratified
+    assert stratified_indices(targets, len(targets), None)[0] == list(range(len(targets)))

@@ -39,6 +39,8 @@ class ParameterDistance:
             BatchNorm statistic, ``exclude_head``).
         tensors: number of tensors compared.
         elements: number of scalar entries compared.
+        module_elements: module name -> its number of compared entries.
+        module_norm_a, module_norm_b: module name -> ||theta_A|| and ||theta_B|| over its entries.
     """
 
     total: float
@@ -46,11 +48,36 @@ class ParameterDistance:
     excluded: dict[str, str] = field(default_factory=dict)
     tensors: int = 0
     elements: int = 0
+    module_elements: dict[str, int] = field(default_factory=dict)
+    module_norm_a: dict[str, float] = field(default_factory=dict)
+    module_norm_b: dict[str, float] = field(default_factory=dict)
+
+    def relative(self) -> dict[str, float]:
+        """Per module ||theta_A - theta_B|| / ||theta_B||: the size-free change of A from B (for
+        P-T against P, how far fine-tuning moved each module relative to its size). Raw l2
+        distances grow with a module's parameter count, so only this form compares modules.
+        A module whose B norm is 0 is left out."""
+        return {
+            m: d / self.module_norm_b[m]
+            for m, d in self.per_module.items()
+            if self.module_norm_b.get(m, 0.0) > 0
+        }
+
+    def rms(self) -> dict[str, float]:
+        """Per module root-mean-square entry difference, ||theta_A - theta_B|| / sqrt(entries)."""
+        return {
+            m: d / math.sqrt(self.module_elements[m])
+            for m, d in self.per_module.items()
+            if self.module_elements.get(m)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "per_module": dict(self.per_module),
+            "per_module_relative": self.relative(),
+            "per_module_rms": self.rms(),
+            "module_elements": dict(self.module_elements),
             "excluded": dict(self.excluded),
             "tensors": self.tensors,
             "elements": self.elements,
@@ -184,6 +211,9 @@ def parameter_distance(
         )
     drop_head = head is not None and (exclude_head or bool(mismatched))
     squares: dict[str, float] = {}
+    norms_a: dict[str, float] = {}
+    norms_b: dict[str, float] = {}
+    counts: dict[str, int] = {}
     tensors = elements = 0
     for k in keys_a:
         if drop_head and head is not None and _within(k, head):
@@ -197,6 +227,9 @@ def parameter_distance(
         tb = b[k].detach().to(device=ta.device, dtype=torch.float64)
         group = module_of(k, modules)
         squares[group] = squares.get(group, 0.0) + float((ta - tb).square().sum())
+        norms_a[group] = norms_a.get(group, 0.0) + float(ta.square().sum())
+        norms_b[group] = norms_b.get(group, 0.0) + float(tb.square().sum())
+        counts[group] = counts.get(group, 0) + ta.numel()
         tensors += 1
         elements += ta.numel()
     total = math.sqrt(sum(squares.values()))
@@ -206,6 +239,9 @@ def parameter_distance(
         excluded=excluded,
         tensors=tensors,
         elements=elements,
+        module_elements=counts,
+        module_norm_a={m: math.sqrt(v) for m, v in norms_a.items()},
+        module_norm_b={m: math.sqrt(v) for m, v in norms_b.items()},
     )
 
 

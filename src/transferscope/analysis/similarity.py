@@ -24,6 +24,7 @@ All arithmetic is float64.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -263,8 +264,7 @@ class CKAAccumulator:
         )
 
     def _update_minibatch(self, x: Tensor, y: Tensor) -> None:
-        x64, y64 = x.to(torch.float64), y.to(torch.float64)
-        k, l = x64 @ x64.T, y64 @ y64.T  # noqa: E741
+        k, l = _gram(x), _gram(y)  # noqa: E741
         values = torch.stack([hsic_unbiased(k, l), hsic_unbiased(k, k), hsic_unbiased(l, l)])
         self._hsic = self._hsic.to(values.device) + values
         self._batches += 1
@@ -353,6 +353,18 @@ def _centred_gram(x: Tensor) -> Tensor:
     step = max(1, _CHUNK_ELEMENTS // max(n, 1))
     for start in range(0, p, step):
         block = x[:, start : start + step].to(torch.float64) - mu[start : start + step]
+        gram.addmm_(block, block.T)
+    return gram
+
+
+def _gram(x: Tensor) -> Tensor:
+    """X X^T in float64 for X (b, p), accumulated over column chunks: a float64 copy of a wide
+    activation batch (10^6 features at 224 px) would cost more than the batch itself."""
+    b, p = x.shape
+    gram = torch.zeros(b, b, dtype=torch.float64, device=x.device)
+    step = max(1, _CHUNK_ELEMENTS // max(b, 1))
+    for start in range(0, p, step):
+        block = x[:, start : start + step].to(torch.float64)
         gram.addmm_(block, block.T)
     return gram
 
@@ -462,7 +474,165 @@ class _Capture:
             h.remove()
 
 
+Estimator = Literal["auto", "exact", "minibatch"]
+MINIBATCH = "minibatch (unbiased HSIC, Nguyen et al. 2021)"
+
+
+@dataclass(frozen=True)
+class LayerSimilarity:
+    """The CKA of one layer and how it was computed.
+
+    Attributes:
+        cka: linear CKA in [0, 1] (NaN for a constant layer), or None when ``error``.
+        estimator: 'exact' (linear CKA over every example) or :data:`MINIBATCH`.
+        features: (p, q), the features per example of each side (flattened or pooled).
+        examples: examples seen. error: why the layer has no value.
+    """
+
+    cka: float | None
+    estimator: str
+    features: tuple[int, int]
+    examples: int
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cka": self.cka,
+            "estimator": self.estimator,
+            "features": list(self.features),
+            "examples": self.examples,
+            "error": self.error,
+        }
+
+
+def exact_state_bytes(p: int, q: int, n: int | None) -> int:
+    """Bytes the exact accumulator needs at most: the smaller of the rows of n examples (float32)
+    and the float64 sums (p x p, q x q, p x q); the sums alone when n is unknown."""
+    sums = 8 * (p * p + q * q + p * q + p + q)
+    return sums if n is None else min(sums, 4 * n * (p + q))
+
+
+def _estimator_for(
+    estimator: Estimator, p: int, q: int, n: int | None, max_exact_bytes: int | None
+) -> bool:
+    """Whether a layer uses minibatch CKA."""
+    if estimator == "minibatch":
+        return True
+    if estimator == "exact" or max_exact_bytes is None:
+        return False
+    return exact_state_bytes(p, q, n) > max_exact_bytes
+
+
 @torch.no_grad()
+def layer_similarity(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    batches: Iterable[Any],
+    layers: Sequence[str] | Mapping[str, str] | None = None,
+    pooled: bool = False,
+    max_examples: int | None = None,
+    estimator: Estimator = "auto",
+    max_exact_bytes: int | None = 1 << 30,
+    strict: bool = False,
+) -> dict[str, LayerSimilarity]:
+    """Linear CKA between two models at each layer, with the estimator used (Kornblith et al.
+    2019; Neyshabur et al. 2020, §3.2).
+
+    Args:
+        model_a, model_b, batches, layers, pooled, max_examples: as in
+            :func:`feature_similarity`.
+        estimator: 'exact' (every example, :class:`CKAAccumulator`), 'minibatch' (the unbiased
+            HSIC estimator averaged over batches: memory O(batch²) whatever the width), or 'auto'
+            (default): exact unless its state for this layer would exceed ``max_exact_bytes``
+            (:func:`exact_state_bytes` at ``max_examples``), then minibatch. Flattened conv maps
+            of a ResNet-50 at 224 px (802,816 features at conv1) need minibatch; a 28 px network
+            does not. Batches of fewer than 4 examples are left out of minibatch layers.
+        max_exact_bytes: the cap of 'auto' and the most an exact layer may hold.
+        strict: raise the first layer's error instead of recording it per layer.
+
+    Returns:
+        Ordered ``{display name: LayerSimilarity}``. A layer that fails (e.g. over its memory
+        cap) has ``cka`` None and its ``error``; the other layers are still computed.
+    """
+    wanted = resolve_layers(model_a, model_b, layers)
+    if max_examples is not None and max_examples < 1:
+        raise TransferscopeError(f"max_examples must be >= 1, got {max_examples}")
+    accumulators: dict[str, CKAAccumulator] = {}
+    dims: dict[str, tuple[int, int]] = {}
+    errors: dict[str, str] = {}
+    modes = (model_a.training, model_b.training)
+    capture_a = _Capture(model_a, wanted, pooled)
+    capture_b = _Capture(model_b, wanted, pooled)
+    device_a, device_b = _device(model_a), _device(model_b)
+    seen = 0
+    try:
+        model_a.eval()
+        model_b.eval()
+        for batch in batches:
+            x = _inputs(batch)
+            if max_examples is not None:
+                x = x[: max_examples - seen]
+            if len(x) == 0:
+                break
+            model_a(x.to(device_a))
+            model_b(x.to(device_b))
+            for name in wanted:
+                if name in errors:
+                    continue
+                missing = [
+                    m
+                    for m, c in (("model_a", capture_a), ("model_b", capture_b))
+                    if name not in c.values
+                ]
+                if missing:
+                    raise TransferscopeError(
+                        f"layer '{name}' ({wanted[name]}) was not called in the forward pass of "
+                        f"{' and '.join(missing)}; pick a module the forward pass uses"
+                    )
+                fa, fb = capture_a.values[name], capture_b.values[name]
+                if name not in accumulators:
+                    dims[name] = (fa.shape[1], fb.shape[1])
+                    minibatch = _estimator_for(
+                        estimator, *dims[name], max_examples, max_exact_bytes
+                    )
+                    accumulators[name] = CKAAccumulator(minibatch, max_bytes=max_exact_bytes)
+                acc = accumulators[name]
+                if acc.unbiased_minibatch and len(x) < 4:
+                    continue
+                try:
+                    acc.update(fa, fb)
+                except TransferscopeError as e:
+                    if strict:
+                        raise
+                    errors[name] = str(e)
+                    accumulators[name].reset()
+            capture_a.values.clear()
+            capture_b.values.clear()
+            seen += len(x)
+            if max_examples is not None and seen >= max_examples:
+                break
+    finally:
+        capture_a.remove()
+        capture_b.remove()
+        model_a.train(modes[0])
+        model_b.train(modes[1])
+    if seen == 0:
+        raise TransferscopeError("feature_similarity got no examples (empty batches)")
+    out: dict[str, LayerSimilarity] = {}
+    for name in wanted:
+        acc = accumulators.get(name)
+        kind = MINIBATCH if acc is not None and acc.unbiased_minibatch else "exact"
+        shape = dims.get(name, (0, 0))
+        if name in errors or acc is None or acc.n == 0:
+            why = errors.get(name, "no batch of at least 4 examples for minibatch CKA")
+            if strict:
+                raise TransferscopeError(f"layer '{name}': {why}")
+            out[name] = LayerSimilarity(None, kind, shape, seen, why)
+            continue
+        out[name] = LayerSimilarity(acc.compute(), kind, shape, seen)
+    return out
+
+
 def feature_similarity(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -472,7 +642,8 @@ def feature_similarity(
     max_examples: int | None = None,
     unbiased_minibatch: bool = False,
 ) -> dict[str, float]:
-    """Linear CKA between two models' activations at each layer, on the same inputs (PAPER.md §2).
+    """Linear CKA between two models' activations at each layer, on the same inputs (Kornblith
+    et al. 2019; Neyshabur et al. 2020, §3.2).
 
     Args:
         model_a, model_b: models whose layers are compared (same architecture, or at least the
@@ -489,62 +660,33 @@ def feature_similarity(
             exact value; batches with fewer than 4 examples are skipped.
 
     Returns:
-        Ordered ``{display name: CKA}``, each a float in [0, 1] (NaN for a constant layer).
+        Ordered ``{display name: CKA}``, each a float in [0, 1] (NaN for a constant layer). Any
+        layer's failure raises; :func:`layer_similarity` records it per layer instead and picks
+        the estimator per layer by memory.
     """
-    wanted = resolve_layers(model_a, model_b, layers)
-    if max_examples is not None and max_examples < 1:
-        raise TransferscopeError(f"max_examples must be >= 1, got {max_examples}")
-    accumulators = {name: CKAAccumulator(unbiased_minibatch) for name in wanted}
-    modes = (model_a.training, model_b.training)
-    capture_a = _Capture(model_a, wanted, pooled)
-    capture_b = _Capture(model_b, wanted, pooled)
-    device_a, device_b = _device(model_a), _device(model_b)
-    seen = 0
-    try:
-        model_a.eval()
-        model_b.eval()
-        for batch in batches:
-            x = _inputs(batch)
-            if max_examples is not None:
-                x = x[: max_examples - seen]
-            if len(x) == 0 or (unbiased_minibatch and len(x) < 4):
-                if max_examples is not None and seen >= max_examples:
-                    break
-                continue
-            model_a(x.to(device_a))
-            model_b(x.to(device_b))
-            for name, acc in accumulators.items():
-                missing = [
-                    m
-                    for m, c in (("model_a", capture_a), ("model_b", capture_b))
-                    if name not in c.values
-                ]
-                if missing:
-                    raise TransferscopeError(
-                        f"layer '{name}' ({wanted[name]}) was not called in the forward pass of "
-                        f"{' and '.join(missing)}; pick a module the forward pass uses"
-                    )
-                acc.update(capture_a.values[name], capture_b.values[name])
-            capture_a.values.clear()
-            capture_b.values.clear()
-            seen += len(x)
-            if max_examples is not None and seen >= max_examples:
-                break
-    finally:
-        capture_a.remove()
-        capture_b.remove()
-        model_a.train(modes[0])
-        model_b.train(modes[1])
-    if seen == 0:
-        raise TransferscopeError("feature_similarity got no examples (empty batches)")
-    return {name: acc.compute() for name, acc in accumulators.items()}
+    result = layer_similarity(
+        model_a,
+        model_b,
+        batches,
+        layers=layers,
+        pooled=pooled,
+        max_examples=max_examples,
+        estimator="minibatch" if unbiased_minibatch else "exact",
+        max_exact_bytes=DEFAULT_MAX_BYTES,
+        strict=True,
+    )
+    return {name: float(r.cka) for name, r in result.items() if r.cka is not None}
 
 
 __all__ = [
+    "MINIBATCH",
     "CKAAccumulator",
+    "LayerSimilarity",
     "centre_gram",
+    "exact_state_bytes",
     "feature_similarity",
     "hsic_unbiased",
+    "layer_similarity",
     "linear_cka",
     "linear_cka_gram",
     "resolve_layers",
