@@ -37,8 +37,12 @@ def test_micro_plan_has_every_kind_of_run():
             "b7",
             "pixel",
         }
-        assert {r.checkpoint for r in plan.select(kind="P@k-T", target=t)} == {0.25, 2.0}
-    assert len(plan.runs) == 1 + 2 * (2 + 3 + 4 + 2)
+        assert {r.checkpoint for r in plan.select(kind="P@k-T", target=t)} == {0.0, 0.25, 2.0}
+        # The control pair: two seeds fine-tuned from P's untrained init.
+        control = [r for r in plan.select(kind="P@k-T", target=t) if r.checkpoint == 0]
+        assert sorted(r.seed for r in control) == [0, 1]
+        assert {r.spec.parent_checkpoint for r in control} == {"epoch-0"}
+    assert len(plan.runs) == 1 + 2 * (2 + 3 + 4 + 2 + 2)
 
 
 def test_dependencies_point_to_p_and_come_first():
@@ -52,7 +56,7 @@ def test_dependencies_point_to_p_and_come_first():
         if run.spec.kind in ("P-T", "P@k-T"):
             assert run.depends_on == [p.id]
     ks = {r.spec.parent_checkpoint for r in plan.select(kind="P@k-T")}
-    assert ks == {"epoch-0.25", "epoch-2"}
+    assert ks == {"epoch-0", "epoch-0.25", "epoch-2"}
     # P keeps the checkpoints the trajectory needs.
     assert {0.25, 2.0} <= set(p.spec.train.checkpoint_points)
 
@@ -126,7 +130,8 @@ def test_paper_presets_plan(name):
     plan = build_plan(cfg, infos)
     p = plan.select(kind="P")[0]
     assert p.spec.model.name == "fixup-resnet50"
-    assert len(plan.select(kind="P@k-T")) == 13 * len(cfg.targets)
+    # 13 trajectory points (0 among them), plus the control pair's second seed at k = 0.
+    assert len(plan.select(kind="P@k-T")) == 14 * len(cfg.targets)
 
 
 def test_runspec_rejects_unknown_fields():
@@ -174,3 +179,56 @@ def test_p_never_shares_its_random_init_with_an_ri_t_run():
     w_r = build_start_model(rit0.spec, infos[rit0.target], None, None).state_dict()
     key = next(k for k in w_p if k.endswith("weight") and w_p[k].dim() == 4)
     assert not torch.equal(w_p[key], w_r[key])
+
+
+def test_control_pair_can_be_turned_off_and_needs_two_seeds():
+    cfg = micro().model_copy(update={"control_pair": False})
+    plan = build_plan(cfg, infos_for(cfg))
+    assert {r.checkpoint for r in plan.select(kind="P@k-T")} == {0.25, 2.0}
+    one = micro().model_copy(update={"seeds": [0]})
+    assert not [r for r in build_plan(one, infos_for(one)).runs if r.checkpoint == 0]
+
+
+def test_pt_heads_are_random_from_the_seed_unless_zero_is_asked(monkeypatch, tmp_path):
+    from transferscope.study import executors
+    from transferscope.study.store import StudyStore
+
+    cfg = micro()
+    infos = infos_for(cfg)
+    plan = build_plan(cfg, infos)
+    pts = plan.select(kind="P-T", target="digits", shuffle=None)
+    assert {r.spec.head_init for r in pts} == {"random"}
+    zero = build_plan(cfg.model_copy(update={"head_init": "zero"}), infos)
+    zero_pts = zero.select(kind="P-T", target="digits", shuffle=None)
+    assert {r.spec.head_init for r in zero_pts} == {"zero"}
+    # The head is part of what a run computes: part of its id.
+    assert {r.id for r in pts}.isdisjoint(r.id for r in zero_pts)
+    assert {r.id for r in plan.select(kind="RI-T")} == {r.id for r in zero.select(kind="RI-T")}
+    # P's weights: its own random init stands in for the trained file.
+    p = plan.select(kind="P")[0]
+    p_state = executors.build_start_model(p.spec, infos[cfg.source.label], None, None).state_dict()
+    monkeypatch.setattr(executors.ckpt, "load_weights", lambda path: p_state)
+    store = StudyStore(tmp_path)
+
+    def head(run) -> torch.Tensor:
+        model = executors.build_start_model(
+            run.spec, infos["digits"], infos[cfg.source.label], store
+        )
+        return model.fc.weight.detach()
+
+    a, b = head(pts[0]), head(pts[1])
+    assert a.abs().sum() > 0 and not torch.equal(a, b)  # random, and per seed
+    assert torch.equal(head(pts[0]), a)  # reproducible
+    assert head(zero_pts[0]).abs().sum() == 0
+
+
+def test_negative_control_plans_an_untrained_p():
+    cfg = micro().model_copy(update={"negative_control": True})
+    plan = build_plan(cfg, infos_for(cfg))
+    p = plan.select(kind="P")[0]
+    assert p.spec.train.epochs == 0 and p.spec.train.checkpoint_points == []
+    # No trajectory (P has none), but the control pair and every other kind are there.
+    ks = {r.checkpoint for r in plan.select(kind="P@k-T")}
+    assert ks == {0.0}
+    assert all(r.spec.parent == p.id for r in plan.select(kind="P-T"))
+    assert p.id not in {r.id for r in build_plan(micro(), infos_for(cfg)).runs}

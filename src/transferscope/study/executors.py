@@ -130,7 +130,8 @@ def build_start_model(
             pretrained=spec.model.pretrained,
             **opts,
         )
-    return transfer(p, target.num_outputs, seed=spec.seed)
+    zero = None if spec.head_init is None else spec.head_init == "zero"
+    return transfer(p, target.num_outputs, seed=spec.seed, zero_head=zero)
 
 
 def _head_outputs(state: dict[str, torch.Tensor]) -> int | None:

@@ -6,7 +6,8 @@
 - for each block size / pixel shuffle and shuffle seed: P-T and RI-T on shuffled target data
   (none for a block as large as the image, nor for a pixel shuffle of one-channel images when
   block size 1 is planned: both would repeat another run exactly);
-- for each trajectory checkpoint k: P@k-T.
+- for each trajectory checkpoint k: P@k-T;
+- the control pair: P@0-T for the first two seeds (fine-tunes from P's untrained init).
 
 A run's id is ``<kind>-<target>-<hash>``: the hash is over the run's resolved config with every
 field left at its default omitted, so a new option added later does not change the ids of runs
@@ -55,6 +56,9 @@ class RunSpec(Section):
     parent_checkpoint: str | None = Field(default=None, description="'final' or 'epoch-<k>'")
     init_file: Path | None = Field(default=None, description="external P weights for P-T")
     shuffle: ShuffleRef | None = None
+    head_init: Literal["random", "zero"] | None = Field(
+        default=None, description="P-T's fresh head: random (from seed) or zero"
+    )
 
     def digest(self) -> str:
         """Hash of the run's config with default-valued fields left out."""
@@ -133,21 +137,31 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
     """
     check_shuffles(cfg, infos)
     runs: list[PlannedRun] = []
-    external = cfg.pretrained is not None and bool(cfg.pretrained.checkpoints)
+    control = cfg.negative_control
+    external = not control and cfg.pretrained is not None and bool(cfg.pretrained.checkpoints)
+    trajectory = [] if control else cfg.trajectory.checkpoints
     p_id: str | None = None
-    if not external and cfg.model.pretrained is None:
-        points = sorted({*cfg.pretrain.checkpoint_points, *cfg.trajectory.checkpoints})
-        for k in cfg.trajectory.checkpoints:
+    if control or (not external and cfg.model.pretrained is None):
+        points = sorted({*cfg.pretrain.checkpoint_points, *trajectory})
+        for k in trajectory:
             if k > cfg.pretrain.epochs:
                 raise TransferscopeError(
                     f"trajectory.checkpoints: {k:g} is past the end of pre-training "
                     f"(pretrain.epochs = {cfg.pretrain.epochs})"
                 )
+        # The negative control's P is its random init: no epoch, no trajectory.
+        train = (
+            cfg.pretrain.model_copy(
+                update={"epochs": 0, "checkpoint_points": [], "eval_points": []}
+            )
+            if control
+            else cfg.pretrain.model_copy(update={"checkpoint_points": points})
+        )
         p_spec = RunSpec(
             kind="P",
             data=cfg.source,
-            model=cfg.model,
-            train=cfg.pretrain.model_copy(update={"checkpoint_points": points}),
+            model=_random_init(cfg.model),
+            train=train,
             seed=cfg.pretrain_seed,
             init_seed=p_init_seed(cfg.pretrain_seed),
         )
@@ -188,6 +202,7 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
             model=cfg.model,
             train=cfg.finetune,
             seed=seed,
+            head_init=cfg.head_init,
             **p_start(k),
             **extra,
         )
@@ -224,8 +239,14 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
             roles = {"seed": first_seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
             add(pt(target, first_seed, shuffle=sh), **roles)
             add(rit(target, first_seed, shuffle=sh), **roles)
-        for k in cfg.trajectory.checkpoints:
+        for k in trajectory:
             add(pt(target, first_seed, k=k), seed=first_seed, checkpoint=k)
+        if cfg.control_pair and p_id is not None and len(cfg.seeds) > 1:
+            # Two fine-tunes from P's untrained init: a shared start and P-T's recipe without
+            # pre-training, the baseline "P-T models are alike" must beat.
+            for seed in cfg.seeds[:2]:
+                if not (seed == first_seed and 0 in trajectory):
+                    add(pt(target, seed, k=0.0), seed=seed, checkpoint=0.0)
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):
         raise AssertionError("two planned runs share an id")  # a bug, not a user error
