@@ -324,32 +324,50 @@ def run_cmd(
         f"trained {sum(v == 'done' for v in outcome.values())} runs in {elapsed:.0f}s "
         f"({elapsed / 60:.1f} min); {len(failed)} failed"
     )
+    failed_analyses: list[str] = []
     if analyses:
         if executor == "local":  # the Ray executor ran them as tasks
-            _analyze(store, None, force=False, cache=cache)
+            failed_analyses = _analyze(store, None, force=False, cache=cache)
         _report(store.root, force=False)
     console.print(f"study directory: {store.root.resolve()}")
-    if failed:
+    _say_failed_analyses(failed_analyses)
+    if failed or failed_analyses:
         raise typer.Exit(1)
 
 
-def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None) -> None:
+def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None) -> list[str]:
+    """Run the analyses with one line each; returns the names of those that failed."""
     import time
 
     from transferscope.study.analyze import run_analyses
 
     started: dict[str, float] = {}
+    failed: list[str] = []
 
     def progress(name: str, message: str) -> None:
         if message == "running":
             started[name] = time.perf_counter()
             return
         took = f" ({time.perf_counter() - started[name]:.1f}s)" if name in started else ""
+        if message.startswith("failed"):
+            failed.append(name)
+            err_console.print(f"[red]analysis {name}: {escape(message)}[/]{took}", highlight=False)
+            return
         console.print(f"analysis {name}: {message}{took}", highlight=False)
 
     written = run_analyses(store, only=only, progress=progress, force=force, cache=cache)
     if written:
         console.print(f"analyses in {store.analyses_dir.resolve()}")
+    return failed
+
+
+def _say_failed_analyses(failed: list[str]) -> None:
+    if failed:
+        err_console.print(
+            f"[red]{len(failed)} analyses failed[/] ({', '.join(failed)}); the others ran, and "
+            "the report shows each failure in its section",
+            highlight=False,
+        )
 
 
 def _report(directory: Path, force: bool = True) -> Path:
@@ -401,7 +419,10 @@ def analyze_cmd(
     set_data_dir(data_dir)
     store = StudyStore(directory)
     store.read_plan()  # a clear error when DIR is not a study
-    _analyze(store, only or None, force)
+    failed = _analyze(store, only or None, force)
+    _say_failed_analyses(failed)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("status")

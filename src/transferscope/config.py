@@ -157,8 +157,29 @@ class AnalysisOptions(Section):
     max_examples: int | None = Field(default=None, ge=1)
 
 
-class CurvesOptions(AnalysisOptions):
-    fraction_of_final: float = Field(default=0.95, gt=0, le=1)
+def _renamed_fraction(data: Any) -> Any:
+    if isinstance(data, dict) and "fraction_of_final" in data:
+        raise ValueError(
+            "'fraction_of_final' is gone: speed is now measured to one threshold common to the "
+            "runs compared, 'threshold_fraction' of the way from chance to the lower final "
+            "metric; remove the key or set threshold_fraction"
+        )
+    return data
+
+
+class SpeedOptions(AnalysisOptions):
+    threshold_fraction: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="speed = training time to reach chance + this × (lower final − chance)",
+    )
+
+    _no_old_fraction = model_validator(mode="before")(_renamed_fraction)
+
+
+class CurvesOptions(SpeedOptions):
+    pass
 
 
 class MistakesOptions(AnalysisOptions):
@@ -168,11 +189,29 @@ class MistakesOptions(AnalysisOptions):
 class SimilarityOptions(AnalysisOptions):
     layers: list[str] | None = None
     pooled: bool = False
-    max_examples: int | None = Field(default=2000, ge=1)
+    max_examples: int | None = Field(
+        default=2000, ge=1, description="a seeded random (class-stratified) test subset"
+    )
+    subset_seed: int = Field(default=0, description="seed of the test subset, shared by every pair")
+    max_exact_bytes: int = Field(
+        default=1 << 30,
+        ge=1,
+        description="a layer whose exact CKA state would exceed this switches to minibatch CKA",
+    )
+    batch_size: int = Field(
+        default=256, ge=4, description="examples per forward pass (and per minibatch-CKA batch)"
+    )
+
+
+Granularity = Literal["auto", "blocks", "layers"]
+GRANULARITY_HELP = (
+    "modules of the depth trend: residual blocks, weight layers, or auto (blocks when the model "
+    "has 6 or more with the stem, else layers)"
+)
 
 
 class DistanceOptions(AnalysisOptions):
-    pass
+    modules: Granularity = Field(default="auto", description=GRANULARITY_HELP)
 
 
 class InterpolationOptions(AnalysisOptions):
@@ -184,15 +223,27 @@ class InterpolationOptions(AnalysisOptions):
 
 
 class CriticalityOptions(AnalysisOptions):
+    modules: Granularity = Field(default="auto", description=GRANULARITY_HELP)
     num_alphas: int = Field(default=11, ge=2)
-    num_sigmas: int = Field(default=11, ge=2)
+    num_sigmas: int = Field(
+        default=13, ge=2, description="noise levels, geometric from min_sigma to max_sigma"
+    )
     noise_samples: int = Field(default=5, ge=1)
-    tolerance: float = Field(default=1.01, ge=1)
+    tolerance: float = Field(default=1.01, ge=1, description="ε = tolerance × final train loss")
     max_examples: int | None = Field(default=1000, ge=1)
     epsilon: float | None = Field(
-        default=None, gt=0, description="absolute loss threshold; overrides tolerance"
+        default=None, gt=0, description="absolute loss threshold; overrides margin and tolerance"
+    )
+    margin: float | None = Field(
+        default=None, gt=0, description="ε = final train loss + margin; overrides tolerance"
     )
     max_sigma: float = Field(default=1.0, gt=0, description="largest noise standard deviation")
+    min_sigma: float | None = Field(
+        default=None,
+        gt=0,
+        description="smallest noise standard deviation; default max_sigma / 10^4 (vanishing "
+        "noise, so μ is finite whenever the final model meets ε)",
+    )
     # The heat maps evaluate every cell (no search): a coarse grid keeps them cheap.
     heatmap_alphas: int = Field(default=4, ge=2)
     heatmap_sigmas: int = Field(default=4, ge=2)
@@ -202,8 +253,13 @@ class CriticalityOptions(AnalysisOptions):
     )
 
 
-class TrajectoryOptions(AnalysisOptions):
-    fraction_of_final: float = Field(default=0.95, gt=0, le=1)
+class TrajectoryOptions(SpeedOptions):
+    early_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="a checkpoint k is early when k <= this × the final pre-training epoch",
+    )
     barrier: bool = Field(default=True, description="interpolate P@k-T to P-T (§3-§5)")
     num_points: int = Field(default=11, ge=2)
     recalibrate_batchnorm: bool = True
@@ -296,6 +352,21 @@ class StudyConfig(Section):
     pretrain_seed: int = 0
     same_init_pair: bool = Field(
         default=True, description="also train an RI-T pair from one shared random init (§3)"
+    )
+    control_pair: bool = Field(
+        default=True,
+        description="also fine-tune two seeds from P's untrained init (P@0-T/P@0-T): the pair "
+        "that shares a start and the fine-tuning recipe but no pre-training",
+    )
+    head_init: Literal["random", "zero"] = Field(
+        default="random",
+        description="P-T's new head: random from the run's seed (the paper's fine-tuning) or zero "
+        "(Fixup's rule); part of P-T run ids",
+    )
+    negative_control: bool = Field(
+        default=False,
+        description="P is an untrained network (no pre-training, no trajectory): a study whose "
+        "claims C1, C4 and C5 must not hold",
     )
     shuffles: ShuffleSpec = Field(default_factory=ShuffleSpec)
     trajectory: TrajectorySpec = Field(default_factory=TrajectorySpec)

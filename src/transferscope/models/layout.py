@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
@@ -81,6 +82,37 @@ def analysis_layers(model: nn.Module) -> dict[str, str]:
     """
     parts = layout(model)
     return {path: path for path in (parts.stem, *parts.stages)}
+
+
+Granularity = Literal["auto", "blocks", "layers"]
+# Fewer residual blocks than this and "auto" measures per weight layer: a depth trend over the
+# stem and three blocks has four points, and no rank test decides anything on four points.
+MIN_BLOCK_UNITS = 6
+
+
+def depth_units(model: nn.Module, granularity: Granularity = "auto") -> list[str]:
+    """The modules of a depth trend, input to output, head left out (module paths).
+
+    ``"blocks"``: the stem and every residual block (the paper's modules for ResNet-50).
+    ``"layers"``: every convolution or linear layer outside the head, in definition order (a
+    block's 1x1 shortcut after its branch). ``"auto"``: blocks when there are at least
+    :data:`MIN_BLOCK_UNITS` of them with the stem, else layers, so that a small network still
+    has enough modules for a rank correlation to decide.
+    """
+    parts = layout(model)
+    blocks = [parts.stem, *parts.blocks]
+    if granularity == "blocks" or (granularity == "auto" and len(blocks) >= MIN_BLOCK_UNITS):
+        return blocks
+    if granularity not in ("auto", "layers"):
+        raise TransferscopeError(
+            f"unknown module granularity '{granularity}'; valid: auto, blocks, layers"
+        )
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)
+        and not _within(name, parts.head)
+    ]
 
 
 def _resnet_like(model: nn.Module) -> ModelLayout | None:

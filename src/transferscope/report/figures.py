@@ -41,6 +41,7 @@ PAIR_STYLES: dict[str, tuple[str, str]] = {
     "P-T/P-T": (COLORS["P-T"], "-"),
     "RI-T/RI-T": (COLORS["RI-T"], "-"),
     "RI-T/RI-T same init": (COLORS["RI-T"], "--"),
+    "P@0-T/P@0-T": (COLORS["P@k"], "--"),
     "P-T/RI-T": (COLORS["mixed"], "-."),
     "P/P-T": (COLORS["P"], "-"),
     "P-T/P": (COLORS["P"], "-"),
@@ -382,15 +383,19 @@ def criticality_bars(entry: dict[str, Any], title: str) -> Figure | None:
     values_all: list[float] = []
     for i, (kind, e) in enumerate(kinds):
         mu = e.get("mu") or {}
+        bounds = e.get("mu_bound") or {}
         values = [float(mu[m]) if finite(mu.get(m)) else np.nan for m in modules]
-        values_all += [v for v in values if not math.isnan(v)]
-        ax.bar(
-            x + (i - (len(kinds) - 1) / 2) * width, values, width, color=COLORS[kind], label=kind
-        )
+        # No feasible (α, σ): μ exceeds a bound, drawn hatched up to it (never as 0).
+        lower = [float(bounds[m]) if finite(bounds.get(m)) else np.nan for m in modules]
+        values_all += [v for v in values + lower if not math.isnan(v)]
+        offset = x + (i - (len(kinds) - 1) / 2) * width
+        ax.bar(offset, values, width, color=COLORS[kind], label=kind)
+        if any(not math.isnan(v) for v in lower):
+            ax.bar(offset, lower, width, color="none", edgecolor=COLORS[kind], hatch="//")
         for j, m in enumerate(modules):
-            label = "∞" if m in mu and not finite(mu.get(m)) else "0" if mu.get(m) == 0 else None
+            label = ">" if m in mu and not finite(mu.get(m)) else "0" if mu.get(m) == 0 else None
             if label:
-                # No feasible (α, σ), or μ = 0: a mark where no bar would be visible.
+                # A lower bound, or μ = 0: a mark where no solid bar would be visible.
                 ax.annotate(
                     label,
                     (x[j] + (i - (len(kinds) - 1) / 2) * width, 0),

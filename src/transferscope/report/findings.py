@@ -1,14 +1,24 @@
 """The study directory as the report sees it, and the paper's claims C1-C8 (and the follow-up
 claims C9-C10, beyond the paper) turned into verdicts.
 
-The report reads only the study directory (DESIGN.md): ``study.yaml``, ``plan.json``,
+The report reads only the study directory: ``study.yaml``, ``plan.json``,
 ``runs/<id>/{DONE, FAILED, metrics.jsonl}`` and ``analyses/<name>.json``. It never trains and never
 re-runs an analysis, so a report can be rebuilt at any time, even while runs are still going.
 
-Each claim of PAPER.md becomes a :class:`Finding`: the numbers measured on every target, a verdict
-('holds', 'does not hold' or 'not measured') and the rule that produced the verdict, stated in
-words so a reader can check it. A claim holds when it holds on every target where it could be
-measured; targets where it could not be measured are listed but do not count.
+Each claim of Neyshabur et al. (2020) becomes a :class:`Finding`: the numbers measured on every
+target, a verdict and the rule that produced it, stated in words so a reader can check it, with
+the statistic that decided. A verdict is a test that can fail:
+
+- *holds*: the effect the claim states is there, beyond the noise (seeds, test-set sampling);
+- *does not hold*: the opposite effect is there beyond the noise;
+- *inconclusive*: the measured difference is within the noise (or a compared run sits at chance);
+- *not measured*: the study lacks the runs or analysis the rule needs.
+
+Rules that say "P-T models are alike" compare P-T pairs not only with independent RI-T pairs but
+also with the RI-T pair that shares one random init: two P-T runs share P's weights as their
+start, and a shared start alone must not make such a claim hold. Over targets: a claim does not
+hold if it fails on one target, holds if it holds on every target measured, and is
+inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -27,9 +37,10 @@ import yaml
 from transferscope.config import AnalysesSpec
 from transferscope.errors import TransferscopeError
 
-Verdict = Literal["holds", "does not hold", "not measured"]
+Verdict = Literal["holds", "does not hold", "inconclusive", "not measured"]
 HOLDS: Verdict = "holds"
 FAILS: Verdict = "does not hold"
+INCONCLUSIVE: Verdict = "inconclusive"
 UNMEASURED: Verdict = "not measured"
 
 # The config's analyses section declares every analysis, in the paper's order.
@@ -39,6 +50,14 @@ ANALYSIS_NAMES = tuple(AnalysesSpec.model_fields)
 # Tolerances of the claim rules, in metric units (accuracy and mean AUC both live in [0, 1]).
 BARRIER_TOLERANCE = 0.01  # C6: one point of accuracy / AUC
 CHECKPOINT_TOLERANCE = 0.01  # C8: an early checkpoint within one point of the final P-T metric
+# Differences below these count as noise whatever the seeds say (a floor under the seed spread).
+CKA_FLOOR = 0.02  # C4: two hundredths of CKA
+# What "P-T models are alike" (C3-C5) is compared with: independent RI-T models, the RI-T pair
+# from one shared random init, and the control pair (two fine-tunes from P's untrained init: the
+# same start and recipe as P-T, without pre-training).
+CONTROL_PAIR = "P@0-T/P@0-T"
+BASELINES = ("RI-T/RI-T", "RI-T/RI-T same init", CONTROL_PAIR)
+DISTANCE_FLOOR = 0.05  # C5: 5% of the larger mean distance
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,6 +80,11 @@ class RunRow:
     error: str | None = None
     bad_images: list[dict[str, Any]] = field(default_factory=list)
     """Unreadable image files the run left out (``--skip-bad-images``): {split, path, error}."""
+
+    @property
+    def chance_level(self) -> bool:
+        """Whether the run finished at chance level (its DONE summary says so)."""
+        return bool((self.summary or {}).get("chance_level"))
 
 
 @dataclass
@@ -103,12 +127,59 @@ class StudyData:
             return str(doc.get("reason") or f"status '{doc.get('status')}'")
         return None
 
+    @property
+    def negative_control(self) -> bool:
+        """Whether the study is a negative control (P untrained): no claim should hold."""
+        return bool(self.config.get("negative_control"))
+
+    def guard_chance(self, result: TargetResult, entry: dict[str, Any]) -> TargetResult:
+        """``result``, made inconclusive when a run it compares finished at chance level: a
+        model that learned nothing makes any comparison with it meaningless."""
+        if result.verdict == UNMEASURED:
+            return result
+        at_chance = {r.id for r in self.runs if r.chance_level}
+        used = _run_ids(entry) & at_chance
+        if not used:
+            return result
+        return TargetResult(
+            result.target,
+            INCONCLUSIVE,
+            f"{result.measured}; at chance level: {', '.join(sorted(used))}",
+            result.statistic,
+        )
+
     def target_entry(self, name: str, target: str) -> dict[str, Any] | None:
         doc = self.analysis(name)
         if doc is None:
             return None
         entry = doc.get("targets", {}).get(target)
         return entry if isinstance(entry, dict) else None
+
+
+def _run_ids(doc: Any) -> set[str]:
+    """Every run id an analysis entry names under a 'run' or 'runs' key, at any depth."""
+    found: set[str] = set()
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key in ("run", "runs"):
+                found |= _strings(value)
+            else:
+                found |= _run_ids(value)
+    elif isinstance(doc, list):
+        for item in doc:
+            found |= _run_ids(item)
+    return found
+
+
+def _strings(value: Any) -> set[str]:
+    """The strings in a value (a string, or lists and dicts of them); counts are not ids."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return set().union(*(_strings(v) for v in value)) if value else set()
+    return set()
 
 
 def _read_json(path: Path) -> Any:
@@ -293,11 +364,12 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 @dataclass(frozen=True)
 class TargetResult:
-    """A claim's measurement on one target."""
+    """A claim's measurement on one target: verdict, the numbers, and the statistic used."""
 
     target: str
     verdict: Verdict
     measured: str
+    statistic: str = ""
 
 
 @dataclass(frozen=True)
@@ -312,11 +384,14 @@ class Finding:
 
     @property
     def verdict(self) -> Verdict:
-        """Holds when it holds on every target measured; not measured when none was."""
+        """Does not hold if it fails on a target; holds if it holds on every target measured;
+        inconclusive otherwise; not measured when no target was."""
         verdicts = [t.verdict for t in self.per_target if t.verdict != UNMEASURED]
         if not verdicts:
             return UNMEASURED
-        return HOLDS if all(v == HOLDS for v in verdicts) else FAILS
+        if FAILS in verdicts:
+            return FAILS
+        return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
 
     @property
     def measured(self) -> str:
@@ -324,9 +399,20 @@ class Finding:
             return "no target"
         return "; ".join(f"{t.target}: {t.measured}" for t in self.per_target)
 
+    @property
+    def targets(self) -> dict[str, Verdict]:
+        """Target -> its verdict."""
+        return {t.target: t.verdict for t in self.per_target}
 
-def _verdict(ok: bool) -> Verdict:
-    return HOLDS if ok else FAILS
+
+def combine(*directions: int | None) -> Verdict:
+    """One verdict from the directions of a rule's parts (+1 the claim's way beyond the noise,
+    -1 the other way, 0 within the noise, None not measured): every part must hold."""
+    if any(d is None for d in directions):
+        return UNMEASURED
+    if any(d < 0 for d in directions):  # type: ignore[operator]
+        return FAILS
+    return HOLDS if all(d > 0 for d in directions) else INCONCLUSIVE  # type: ignore[operator]
 
 
 def _per_target(
@@ -344,7 +430,7 @@ def _per_target(
             why = (entry or {}).get("reason", "no entry")
             out.append(TargetResult(target, UNMEASURED, f"{analysis} skipped ({why})"))
             continue
-        out.append(judge(entry, target))
+        out.append(data.guard_chance(judge(entry, target), entry))
     return out
 
 
@@ -354,14 +440,69 @@ def _ok_pairs(entry: dict[str, Any], name: str) -> list[dict[str, Any]]:
     ]
 
 
+def _values(pairs: list[dict[str, Any]], get: Callable[[dict[str, Any]], Any]) -> list[float]:
+    return [float(v) for v in (get(p) for p in pairs) if finite(v)]
+
+
+def _comparison(doc: Any) -> tuple[int | None, str]:
+    """(direction, description) of a stored statistics Comparison (None when it is missing)."""
+    if not isinstance(doc, dict) or doc.get("status", "ok") != "ok":
+        why = doc.get("reason") if isinstance(doc, dict) else None
+        return None, f"not computed ({why})" if why else "not computed"
+    direction = doc.get("direction")
+    text = f"Δ {fmt(doc.get('estimate'))}"
+    if finite(doc.get("low")) and finite(doc.get("high")):
+        text += f" [{fmt(doc['low'])}, {fmt(doc['high'])}]"
+    if finite(doc.get("p_value")):
+        text += f", p = {float(doc['p_value']):.2g}"
+    method = str(doc.get("method") or "")
+    return (int(direction) if isinstance(direction, int | float) else None), (
+        f"{text} ({method})" if method else text
+    )
+
+
+def _speed_direction(pt: dict[str, Any], rit: dict[str, Any]) -> tuple[int, str]:
+    """P-T faster (+1), slower (-1) or within the spread (0), from each run's epochs to the
+    common threshold (a run that never reached it counts as never): the ranges over seeds must
+    not overlap, so one evaluation epoch is the resolution."""
+    a = [math.inf if e is None else float(e) for e in pt.get("epochs_to_threshold") or []]
+    b = [math.inf if e is None else float(e) for e in rit.get("epochs_to_threshold") or []]
+    if not a or not b:
+        return 0, "no speeds"
+    text = f"epochs {_list(a)} vs {_list(b)}"
+    if max(a) < min(b):
+        return 1, text
+    if min(a) > max(b):
+        return -1, text
+    return 0, text
+
+
+def _list(xs: Sequence[float]) -> str:
+    return ", ".join("not reached" if math.isinf(x) else fmt(x, 2) for x in xs)
+
+
 def _c1(entry: dict[str, Any], target: str) -> TargetResult:
     pt, rit = entry.get("P-T", {}), entry.get("RI-T", {})
     m_pt, m_rit = pt.get("final_metric_mean"), rit.get("final_metric_mean")
-    gap = entry.get("speed_gap_epochs")
-    if not (finite(m_pt) and finite(m_rit) and finite(gap)):
-        return TargetResult(target, UNMEASURED, "final metrics or speed gap missing")
-    text = f"final {fmt(m_pt)} vs {fmt(m_rit)}; speed gap {fmt(gap)} epochs (RI-T − P-T)"
-    return TargetResult(target, _verdict(m_pt > m_rit and gap > 0), text)
+    if not (finite(m_pt) and finite(m_rit)):
+        return TargetResult(target, UNMEASURED, "final metrics missing")
+    better, test = _comparison(entry.get("final_test"))
+    threshold = entry.get("threshold")
+    if not finite(threshold):
+        return TargetResult(
+            target,
+            INCONCLUSIVE,
+            f"final {fmt(m_pt)} vs {fmt(m_rit)}; a side ends at chance: no speed threshold",
+            test,
+        )
+    faster, speeds = _speed_direction(pt, rit)
+    text = (
+        f"final {fmt(m_pt)} vs {fmt(m_rit)}; to {fmt(threshold)}: {speeds}; "
+        f"area between curves {fmt(entry.get('area_between'))}"
+    )
+    return TargetResult(
+        target, combine(better, faster), text, f"final: {test}; speed: ranges over seeds"
+    )
 
 
 def _smallest_shuffle(entry: dict[str, Any]) -> dict[str, Any] | None:
@@ -379,30 +520,136 @@ def _c2(entry: dict[str, Any], target: str) -> TargetResult:
     small = _smallest_shuffle(entry)
     if small is None:
         return TargetResult(target, UNMEASURED, "no shuffled runs")
-    d0, d1, gap = (
-        base.get("relative_drop"),
-        small.get("relative_drop"),
-        small.get("speed_gap_epochs"),
-    )
-    if not (finite(d0) and finite(d1) and finite(gap)):
-        return TargetResult(target, UNMEASURED, "relative drop or speed gap missing")
+    d0, d1 = base.get("relative_drop"), small.get("relative_drop")
+    if not (finite(d0) and finite(d1)):
+        return TargetResult(target, UNMEASURED, "relative drop missing")
     label = small.get("shuffle")
-    text = (
-        f"drop {fmt(d0)}% unshuffled vs {fmt(d1)}% at {label}; "
-        f"speed gap at {label} {fmt(gap)} epochs"
+    shrinks, test = _comparison(small.get("drop_test"))
+    if not finite(small.get("threshold")):
+        faster, speeds = 0, "a side ends at chance: no speed threshold"
+    else:
+        faster, speeds = _speed_direction(small.get("P-T", {}), small.get("RI-T", {}))
+    text = f"drop {fmt(d0)}% unshuffled vs {fmt(d1)}% at {label}; speed at {label}: {speeds}"
+    return TargetResult(
+        target, combine(shrinks, faster), text, f"drop: {test}; speed: one evaluation apart"
     )
-    return TargetResult(target, _verdict(d1 < d0 and gap > 0), text)
 
 
-def _uncommon(pairs: list[dict[str, Any]]) -> float | None:
-    return mean(p.get("fractions", {}).get("uncommon") for p in pairs)
+def _fraction_floor(pairs: list[dict[str, Any]]) -> float:
+    """Twice the standard error of a difference of two uncommon-mistake fractions."""
+    ns = [p.get("n") for p in pairs if finite(p.get("n")) and p.get("n")]
+    fractions = _values(pairs, lambda p: (p.get("fractions") or {}).get("uncommon"))
+    if not ns or not fractions:
+        return 0.0
+    f = float(np.mean(fractions))
+    return 2 * math.sqrt(2) * math.sqrt(max(f * (1 - f), 0.0) / min(ns))
+
+
+def _group_rule(
+    entry: dict[str, Any],
+    get: Callable[[dict[str, Any]], Any],
+    want: int,
+    what: str,
+    **floors: float,
+) -> tuple[int | None, str, str]:
+    """P-T/P-T against RI-T/RI-T and against the same-init RI-T pair with
+    :func:`transferscope.analysis.statistics.compare_groups`; the pair spread comes from every
+    group, P-T/RI-T included. ``want`` is the claim's direction (+1: P-T/P-T larger)."""
+    from transferscope.analysis.statistics import compare_groups
+
+    groups = {
+        name: _values(_ok_pairs(entry, name), get) for name in ("P-T/P-T", "P-T/RI-T", *BASELINES)
+    }
+    a = groups["P-T/P-T"]
+    if not a or not groups["RI-T/RI-T"]:
+        return None, "P-T/P-T or RI-T/RI-T pair missing", ""
+    spread = [groups["P-T/RI-T"]]
+    texts, stats, directions = [], [], []
+    for other in BASELINES:
+        b = groups[other]
+        if not b:
+            texts.append(f"{other} not measured")
+            continue
+        cmp = compare_groups(a, b, spread_from=spread, what=what, **floors)
+        directions.append(cmp.direction * want)
+        texts.append(f"{fmt(mean(a))} vs {other} {fmt(mean(b))}")
+        stats.append(f"vs {other}: {cmp.method}")
+    return _direction_of(directions), "; ".join(texts), "; ".join(stats)
+
+
+def _direction_of(directions: list[int]) -> int:
+    if any(d < 0 for d in directions):
+        return -1
+    return 1 if all(d > 0 for d in directions) else 0
 
 
 def _c3(entry: dict[str, Any], target: str) -> TargetResult:
-    a, b = _uncommon(_ok_pairs(entry, "P-T/P-T")), _uncommon(_ok_pairs(entry, "RI-T/RI-T"))
-    if a is None or b is None:
+    everything = [p for p in entry.get("pairs", []) if p.get("status", "ok") == "ok"]
+    direction, text, stat = _group_rule(
+        entry,
+        lambda p: (p.get("fractions") or {}).get("uncommon"),
+        -1,
+        "pairs",
+        floor=_fraction_floor(everything),
+    )
+    if direction is None:
+        return TargetResult(target, UNMEASURED, text)
+    return TargetResult(target, combine(direction), f"uncommon mistakes {text}", stat)
+
+
+def _c4(entry: dict[str, Any], target: str) -> TargetResult:
+    layers: list[str] = []
+    for p in _ok_pairs(entry, "P-T/P-T"):
+        layers += [n for n in (p.get("cka") or {}) if n not in layers]
+    if not layers:
         return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T pair missing")
-    return TargetResult(target, _verdict(a < b), f"uncommon {fmt(a)} vs {fmt(b)}")
+    directions, parts, stats = [], [], []
+    for layer in layers:
+        d, text, stat = _group_rule(
+            entry, lambda p, n=layer: (p.get("cka") or {}).get(n), +1, "pairs", floor=CKA_FLOOR
+        )
+        if d is None:
+            continue
+        directions.append(d)
+        parts.append(f"{layer} {text}")
+        stats.append(stat)
+    if not directions:
+        return TargetResult(target, UNMEASURED, "no layer measured for both pair kinds")
+    return TargetResult(
+        target, combine(_direction_of(directions)), "; ".join(parts), f"per layer: {stats[0]}"
+    )
+
+
+def _c5(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
+    def judge(entry: dict[str, Any], target: str) -> TargetResult:
+        from transferscope.analysis.statistics import spearman_trend
+
+        closer, text, stat = _group_rule(
+            entry, lambda p: p.get("total"), -1, "pairs", relative_floor=DISTANCE_FLOOR
+        )
+        per = _mean_per_key(_ok_pairs(entry, "P-T/P"), "per_module_relative")
+        units = entry.get("depth_units") or _criticality_modules(data, target)
+        order = [m for m in depth_order(per, units) if not units or m in units]
+        if closer is None:
+            return TargetResult(target, UNMEASURED, "missing: " + text)
+        if len(order) < 3:
+            return TargetResult(
+                target, UNMEASURED, "P-T/P size-normalised distances for 3+ modules missing"
+            )
+        trend = spearman_trend([per[m] for m in order])
+        rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "no change"
+        measured = (
+            f"whole network {text}; P-T/P relative change ‖Δ‖/‖θ_P‖ vs depth "
+            f"{rho} over {len(order)} modules"
+        )
+        return TargetResult(
+            target,
+            combine(closer, trend.direction),
+            measured,
+            f"{stat}; depth: {trend.method}, p = {fmt(trend.p_value, 2)}",
+        )
+
+    return judge
 
 
 def _mean_per_key(pairs: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -418,96 +665,126 @@ def _mean_per_key(pairs: list[dict[str, Any]], key: str) -> dict[str, float]:
     return out
 
 
-def _c4(entry: dict[str, Any], target: str) -> TargetResult:
-    a = _mean_per_key(_ok_pairs(entry, "P-T/P-T"), "cka")
-    b = _mean_per_key(_ok_pairs(entry, "RI-T/RI-T"), "cka")
-    layers = [n for n in a if n in b]
-    if not layers:
-        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T pair missing")
-    text = ", ".join(f"{n} {fmt(a[n], 2)} vs {fmt(b[n], 2)}" for n in layers)
-    return TargetResult(target, _verdict(all(a[n] > b[n] for n in layers)), text)
-
-
-def _c5(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
-    def judge(entry: dict[str, Any], target: str) -> TargetResult:
-        a = mean(p.get("total") for p in _ok_pairs(entry, "P-T/P-T"))
-        b = mean(p.get("total") for p in _ok_pairs(entry, "RI-T/RI-T"))
-        per = _mean_per_key(_ok_pairs(entry, "P-T/P"), "per_module")
-        order = depth_order(per, _criticality_modules(data, target))
-        rho = spearman([per[m] for m in order])
-        if a is None or b is None or rho is None:
-            parts = [] if a is not None and b is not None else ["P-T/P-T or RI-T/RI-T distance"]
-            if rho is None:
-                parts.append("P-T/P per-module distances (3+ modules)")
-            return TargetResult(target, UNMEASURED, "missing: " + ", ".join(parts))
-        text = f"{fmt(a)} vs {fmt(b)}; P-T/P depth ρ = {rho:+.2f} over {len(order)} modules"
-        return TargetResult(target, _verdict(a < b and rho > 0), text)
-
-    return judge
-
-
 def _criticality_modules(data: StudyData, target: str) -> list[str] | None:
     entry = data.target_entry("criticality", target) or {}
     modules = (entry.get("P-T") or {}).get("modules")
     return list(modules) if isinstance(modules, list) else None
 
 
-def _max_barrier(pairs: list[dict[str, Any]]) -> float | None:
-    xs = [p.get("barrier_metric") for p in pairs if finite(p.get("barrier_metric"))]
-    return max(xs) if xs else None
+def barrier_noise(pair: dict[str, Any], examples: Any, key: str = "barrier_metric") -> float:
+    """Twice the standard error of a barrier: the binomial error of the metric at the path's
+    worst point on ``examples`` test examples (0 when unknown)."""
+    metrics = pair.get("metric") or []
+    if not finite(examples) or not metrics or key != "barrier_metric":
+        return 0.0
+    from transferscope.analysis.statistics import binomial_se
+
+    worst = min(float(m) for m in metrics if finite(m)) if any(finite(m) for m in metrics) else 0.5
+    se = binomial_se(worst, int(examples))
+    return 2 * se if math.isfinite(se) else 0.0
 
 
-def _min_barrier(pairs: list[dict[str, Any]]) -> float | None:
-    xs = [p.get("barrier_metric") for p in pairs if finite(p.get("barrier_metric"))]
-    return min(xs) if xs else None
+def _barrier_state(value: float, noise: float, tolerance: float = BARRIER_TOLERANCE) -> int:
+    """+1 a barrier beyond the noise, -1 flat (within the tolerance), 0 in between."""
+    if value > tolerance + noise:
+        return 1
+    return -1 if value <= tolerance else 0
+
+
+def _barriers(
+    entry: dict[str, Any], pair: str, path: str | None = None
+) -> list[tuple[float, float]]:
+    """(barrier, noise) of every measured ``pair`` (on ``path`` for alignment / curves)."""
+    out = []
+    for p in _ok_pairs(entry, pair):
+        source = p if path is None else (p.get(path) or {})
+        value = source.get("barrier_metric")
+        if finite(value):
+            out.append((float(value), barrier_noise(source, entry.get("examples"))))
+    return out
 
 
 def _c6(entry: dict[str, Any], target: str) -> TargetResult:
-    pt = _max_barrier(_ok_pairs(entry, "P-T/P-T"))
-    rit = _min_barrier(_ok_pairs(entry, "RI-T/RI-T"))
-    same = _min_barrier(_ok_pairs(entry, "RI-T/RI-T same init"))
-    if pt is None or rit is None:
+    pt = _barriers(entry, "P-T/P-T")
+    rit = _barriers(entry, "RI-T/RI-T")
+    same = _barriers(entry, "RI-T/RI-T same init")
+    if not pt or not rit:
         return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T barrier missing")
-    ok = pt <= BARRIER_TOLERANCE and rit > BARRIER_TOLERANCE
-    text = f"P-T/P-T max {fmt(pt)}, RI-T/RI-T min {fmt(rit)}"
-    if same is None:
-        text += ", same init not measured"
-    else:
-        ok = ok and same > BARRIER_TOLERANCE
-        text += f", same init {fmt(same)}"
-    return TargetResult(target, _verdict(ok), text)
+    # P-T/P-T must be flat (-1), every RI-T pair must show a barrier (+1).
+    flat = [-_barrier_state(v, n) for v, n in pt]
+    walls = [_barrier_state(v, n) for v, n in rit + same]
+    text = f"P-T/P-T max {fmt(max(v for v, _ in pt))}, RI-T/RI-T min {fmt(min(v for v, _ in rit))}"
+    text += f", same init {fmt(min(v for v, _ in same))}" if same else ", same init not measured"
+    control = _barriers(entry, CONTROL_PAIR)
+    if control:
+        # Context, not part of the rule: a pair that shares P-T's start and recipe without
+        # pre-training; flat here means P-T's flatness need not come from pre-training.
+        text += f"; control pair {CONTROL_PAIR} {fmt(max(v for v, _ in control))}"
+    noise = max(n for _, n in pt + rit + same)
+    return TargetResult(
+        target,
+        combine(_direction_of(flat + walls)),
+        text,
+        f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
+        f"(binomial at the worst point, up to {fmt(noise, 2)})",
+    )
 
 
 def _c7(entry: dict[str, Any], target: str) -> TargetResult:
+    from transferscope.analysis.statistics import spearman_trend
+
     pt = entry.get("P-T") or {}
     if pt.get("status", "ok") != "ok":
         return TargetResult(target, UNMEASURED, f"P-T skipped ({pt.get('reason', '')})")
     modules, mu = pt.get("modules") or [], pt.get("mu") or {}
-    # A null μ means no (α, σ) on the grid met the loss bound: the tightest valley, ranked last.
-    values = [float(mu[m]) if finite(mu.get(m)) else math.inf for m in modules if m in mu]
-    rho = spearman(values)
-    if rho is None:
-        return TargetResult(target, UNMEASURED, "fewer than 3 modules with μ (or all tied)")
-    return TargetResult(target, _verdict(rho > 0), f"ρ = {rho:+.2f} over {len(values)} modules")
+    body = modules[:-1]  # the head is the last module: a fresh layer, not a depth of P
+    finite_modules = [m for m in body if finite(mu.get(m))]
+    left_out = [m for m in body if m not in finite_modules]
+    if len(finite_modules) < 3:
+        return TargetResult(target, UNMEASURED, "fewer than 3 modules with a finite μ")
+    trend = spearman_trend([float(mu[m]) for m in finite_modules])
+    rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "every μ equal"
+    text = f"{rho} over {len(finite_modules)} modules (head left out)"
+    if left_out:
+        text += f"; {len(left_out)} without a finite μ left out: {', '.join(left_out)}"
+    return TargetResult(
+        target, combine(trend.direction), text, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
+    )
 
 
 def _c8(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
     def judge(entry: dict[str, Any], target: str) -> TargetResult:
-        points = [p for p in entry.get("points", []) if finite(p.get("final_metric"))]
-        final_k = entry.get("final_k")
+        points = [p for p in entry.get("points", []) if finite(p.get("k"))]
+        early = sorted((p for p in points if p.get("early")), key=lambda p: p["k"])
+        tested = [(p, p.get("vs_final")) for p in early]
+        tested = [(p, t) for p, t in tested if isinstance(t, dict) and t.get("status") == "ok"]
+        if not tested:
+            return TargetResult(
+                target, UNMEASURED, "no early checkpoint (k ≤ half of pre-training) with a P-T"
+            )
+        tol = CHECKPOINT_TOLERANCE
+        good = [p for p, t in tested if finite(t.get("low")) and t["low"] >= -tol]
+        worse = [p for p, t in tested if finite(t.get("high")) and t["high"] < -tol]
         final = final_pt_metric(entry)
-        if final is None:  # the final checkpoint's P@k-T is P-T: take the P-T mean
-            curves = data.target_entry("curves", target) or {}
-            final = (curves.get("P-T") or {}).get("final_metric_mean")
-        early = [p for p in points if finite(p.get("k")) and finite(final_k) and p["k"] < final_k]
-        if not finite(final) or not early:
-            return TargetResult(target, UNMEASURED, "no early checkpoint or no final P-T metric")
-        good = [p for p in early if p["final_metric"] >= final - CHECKPOINT_TOLERANCE]
-        best = (
-            min(good, key=lambda p: p["k"]) if good else max(early, key=lambda p: p["final_metric"])
+        if good:
+            best = good[0]
+            verdict = HOLDS
+        elif len(worse) == len(tested):
+            best, verdict = max(early, key=lambda p: p.get("final_metric") or -1), FAILS
+        else:
+            best, verdict = tested[0][0], INCONCLUSIVE
+        t = best.get("vs_final") or {}
+        text = (
+            f"final P-T {fmt(final)}; earliest early k = {fmt(best['k'])} gives "
+            f"{fmt(best.get('final_metric'))} (Δ {fmt(t.get('estimate'))} "
+            f"[{fmt(t.get('low'))}, {fmt(t.get('high'))}])"
         )
-        text = f"final P-T {fmt(final)}; k = {fmt(best['k'])} gives {fmt(best['final_metric'])}"
-        return TargetResult(target, _verdict(bool(good)), text)
+        return TargetResult(
+            target,
+            verdict,
+            text,
+            f"paired bootstrap of P@k-T − P-T (same seeds); within {tol:g}: lower bound ≥ −{tol:g}",
+        )
 
     return judge
 
@@ -526,11 +803,14 @@ def path_barriers(
 
 
 def _c9(entry: dict[str, Any], target: str) -> TargetResult:
-    linear = mean(path_barriers(entry, "RI-T/RI-T", "linear"))
-    aligned = mean(path_barriers(entry, "RI-T/RI-T", "aligned"))
-    if linear is None or aligned is None:
+    linear = _barriers(entry, "RI-T/RI-T", "linear")
+    aligned = _barriers(entry, "RI-T/RI-T", "aligned")
+    if not linear or not aligned:
         return TargetResult(target, UNMEASURED, "no aligned RI-T/RI-T pair")
-    text = f"RI-T/RI-T {fmt(linear)} → {fmt(aligned)} aligned"
+    lin, ali = mean(v for v, _ in linear), mean(v for v, _ in aligned)
+    assert lin is not None and ali is not None
+    noise = math.hypot(max(n for _, n in linear), max(n for _, n in aligned))
+    text = f"RI-T/RI-T {fmt(lin)} → {fmt(ali)} aligned"
     for other in ("P-T/RI-T", "P-T/P-T"):
         a, b = (
             mean(path_barriers(entry, other, "linear")),
@@ -538,22 +818,31 @@ def _c9(entry: dict[str, Any], target: str) -> TargetResult:
         )
         if a is not None and b is not None:
             text += f"; {other} {fmt(a)} → {fmt(b)}"
-    if linear <= BARRIER_TOLERANCE:
-        return TargetResult(target, UNMEASURED, text + " (no linear barrier to shrink)")
-    return TargetResult(target, _verdict(aligned < linear), text)
+    stat = f"shrinks by more than 2 s.e. of the difference ({fmt(noise, 2)})"
+    if _barrier_state(lin, max(n for _, n in linear)) <= 0:
+        return TargetResult(target, UNMEASURED, text + " (no linear barrier to shrink)", stat)
+    change = lin - ali
+    direction = 1 if change > max(noise, BARRIER_TOLERANCE) else (-1 if change < -noise else 0)
+    return TargetResult(target, combine(direction), text, stat)
 
 
 def _c10(entry: dict[str, Any], target: str) -> TargetResult:
-    curves = path_barriers(entry, "RI-T/RI-T", "curve")
+    curves = _barriers(entry, "RI-T/RI-T", "curve")
     linear = path_barriers(entry, "RI-T/RI-T", "linear")
     if not curves:
         return TargetResult(target, UNMEASURED, "no RI-T/RI-T curve")
-    worst = max(curves)
+    worst = max(v for v, _ in curves)
     text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
     pt_rit = path_barriers(entry, "P-T/RI-T", "curve")
     if pt_rit:
         text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
-    return TargetResult(target, _verdict(worst <= BARRIER_TOLERANCE), text)
+    flat = [-_barrier_state(v, n) for v, n in curves]
+    return TargetResult(
+        target,
+        combine(_direction_of(flat)),
+        text,
+        f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
+    )
 
 
 def final_pt_metric(entry: dict[str, Any]) -> float | None:
@@ -570,38 +859,49 @@ def final_pt_metric(entry: dict[str, Any]) -> float | None:
 
 
 def evaluate_findings(data: StudyData) -> list[Finding]:
-    """Claims C1-C8 of PAPER.md and C9-C10 beyond it, each with its rule, per-target numbers and
-    verdict."""
+    """Claims C1-C8 of Neyshabur et al. (2020) and C9-C10 beyond it, each with its rule,
+    per-target numbers, statistic and verdict."""
     tol_b, tol_c = BARRIER_TOLERANCE, CHECKPOINT_TOLERANCE
+    same = (
+        "and than the same-init RI-T/RI-T pair and the control pair P@0-T/P@0-T (two fine-tunes "
+        "from P's untrained init: a shared start and recipe alone must not make it hold)"
+    )
     return [
         Finding(
             "C1",
             "P-T reaches a better final metric than RI-T and gets there faster.",
-            "mean final test metric of P-T > that of RI-T, and speed gap > 0 (RI-T's mean epochs "
-            "to reach the fraction of its final metric minus P-T's).",
+            "P-T's final test metric beats RI-T's beyond test-set noise (sign test on the "
+            "examples the two disagree on, McNemar's test; paired bootstrap for mean AUC), and "
+            "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance)) "
+            "at an earlier evaluation than every RI-T seed.",
             "feature-reuse",
             _per_target(data, "curves", _c1),
         ),
         Finding(
             "C2",
             "Block shuffling shrinks P-T's advantage, but P-T still trains faster at the smallest block.",
-            "relative drop 100·(A(P-T) − A(RI-T))/A(P-T) at the smallest block size (pixel shuffle "
-            "if no block) < the unshuffled relative drop, and speed gap at that block > 0.",
+            "the relative drop 100·(A(P-T) − A(RI-T))/A(P-T) at the smallest block (pixel "
+            "shuffle if no block) is smaller than unshuffled, beyond a paired bootstrap 95% "
+            "interval, and at that block P-T reaches the common threshold at an earlier "
+            "evaluation than RI-T.",
             "feature-reuse",
             _per_target(data, "curves", _c2),
         ),
         Finding(
             "C3",
             "Two P-T models make fewer uncommon mistakes than two RI-T models.",
-            "mean fraction of uncommon mistakes (exactly one model wrong) over P-T/P-T pairs < "
-            "over RI-T/RI-T pairs.",
+            "the fraction of uncommon mistakes (exactly one model wrong) of P-T/P-T pairs is "
+            f"below that of RI-T/RI-T pairs {same}, each by more than the pair spread and twice "
+            "the binomial error, ranges not overlapping.",
             "mistakes",
             _per_target(data, "mistakes", _c3),
         ),
         Finding(
             "C4",
             "P-T models are more similar to each other in feature space than RI-T models.",
-            "mean linear CKA of P-T/P-T pairs > that of RI-T/RI-T pairs at every layer measured.",
+            "linear CKA of P-T/P-T pairs exceeds that of RI-T/RI-T pairs "
+            f"{same} at every layer, each by more than the pair spread and {CKA_FLOOR:g}, "
+            "ranges not overlapping.",
             "similarity",
             _per_target(data, "similarity", _c4),
         ),
@@ -609,8 +909,10 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
             "C5",
             "P-T models are closer to each other in parameter space, and their distance to P grows "
             "with depth.",
-            "mean whole-network distance P-T/P-T < RI-T/RI-T, and Spearman ρ between module depth "
-            "(input → output, scalar Fixup biases left out) and mean P-T/P per-module distance > 0.",
+            f"whole-network distance of P-T/P-T pairs is below that of RI-T/RI-T pairs {same} "
+            f"(beyond the pair spread and {DISTANCE_FLOOR:.0%}), and the size-normalised change "
+            "‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, one-sided "
+            "permutation p < 0.05; head and Fixup scalars left out).",
             "distance",
             _per_target(data, "distance", _c5(data)),
         ),
@@ -618,32 +920,38 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
             "C6",
             "No performance barrier between P-T models; a barrier between RI-T models, even from the "
             "same random init.",
-            f"every P-T/P-T barrier (metric) ≤ {tol_b:g} and every RI-T/RI-T barrier > {tol_b:g}, "
-            f"including the same-init pair when it was run ({tol_b:g} = one point of accuracy/AUC).",
+            f"every P-T/P-T barrier (metric) ≤ {tol_b:g}, and every RI-T/RI-T barrier, the "
+            f"same-init pair's included, > {tol_b:g} plus twice its binomial standard error "
+            f"({tol_b:g} = one point of accuracy/AUC).",
             "barriers",
             _per_target(data, "interpolation", _c6),
         ),
         Finding(
             "C7",
             "Higher modules are more critical than lower ones.",
-            "Spearman ρ between module depth (input → output) and P-T's module criticality μ > 0 "
-            "(a module with no feasible (α, σ), μ = null, ranks as most critical).",
+            "Spearman ρ between module depth (input → output) and P-T's module criticality μ "
+            "is positive with one-sided permutation p < 0.05, over the modules with a finite μ "
+            "(the head left out).",
             "criticality",
             _per_target(data, "criticality", _c7),
         ),
         Finding(
             "C8",
             "An early pre-training checkpoint transfers as well as the final one.",
-            f"some checkpoint k < final k gives a P@k-T final metric ≥ final P-T metric − {tol_c:g}.",
+            "some early checkpoint (k at most half of pre-training, trajectory.early_fraction) "
+            f"gives a P@k-T final metric no worse than P-T's of the same seed by more than {tol_c:g} "
+            "(lower bound of the paired bootstrap 95% interval ≥ −"
+            f"{tol_c:g}); does not hold when every early k is worse beyond it.",
             "trajectory",
             _per_target(data, "trajectory", _c8(data)),
         ),
         Finding(
             "C9",
             "Beyond the paper: RI-T barriers shrink after permutation alignment (Git Re-Basin).",
-            "mean RI-T/RI-T barrier (metric) on the straight line after permuting B's units to "
-            "match A (weight matching) < the mean plain barrier; not measured when there is no "
-            f"plain barrier (≤ {tol_b:g}) to shrink.",
+            "the mean RI-T/RI-T barrier (metric) on the straight line after permuting B's units to "
+            "match A (weight matching) is below the plain barrier by more than twice the "
+            "standard error of the difference and "
+            f"{tol_b:g}; not measured when there is no plain barrier to shrink.",
             "basins",
             _per_target(data, "alignment", _c9),
         ),
@@ -651,8 +959,8 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
             "C10",
             "Beyond the paper: a non-linear low-loss path joins two RI-T models (Garipov et al. "
             "2018).",
-            f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {tol_b:g}, "
-            "the tolerance under which C6 calls a path barrier-free.",
+            f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {tol_b:g}; "
+            f"does not hold when one exceeds {tol_b:g} by more than twice its standard error.",
             "basins",
             _per_target(data, "connectivity", _c10),
         ),
@@ -663,10 +971,15 @@ __all__ = [
     "ANALYSIS_NAMES",
     "BARRIER_TOLERANCE",
     "CHECKPOINT_TOLERANCE",
+    "FAILS",
+    "HOLDS",
+    "INCONCLUSIVE",
+    "UNMEASURED",
     "Finding",
     "RunRow",
     "StudyData",
     "TargetResult",
+    "combine",
     "depth_order",
     "evaluate_findings",
     "final_pt_metric",

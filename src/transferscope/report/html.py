@@ -30,6 +30,7 @@ from transferscope.report import figures as F
 from transferscope.report.findings import (
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     Finding,
     StudyData,
     depth_order,
@@ -68,10 +69,14 @@ figure { display: inline-block; margin: .5rem 1rem 1rem 0; vertical-align: top; 
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .8rem; color: #555; }
 .notrun { background: #fff6e5; border-left: 4px solid #e69f00; padding: .5rem .8rem; }
-.holds, .fails, .unmeasured { white-space: nowrap; padding: 0 .2rem; }
+.holds, .fails, .inconclusive, .unmeasured { white-space: nowrap; padding: 0 .2rem; }
 .holds { background: #e3f4ea; color: #0b5d2a; font-weight: 600; }
 .fails { background: #fde8e1; color: #8a2a08; font-weight: 600; }
+.inconclusive { background: #fff4cc; color: #6b5300; font-weight: 600; }
 .unmeasured { background: #eeeeee; color: #555; font-weight: 600; }
+.control { background: #fde8e1; border-left: 4px solid #b00020; padding: .6rem .9rem; }
+.method { font-size: .85rem; color: #333; background: #f7f9fb; border-left: 3px solid #0072B2;
+  padding: .4rem .8rem; }
 .state-done { color: #0b5d2a; } .state-failed { color: #b00020; font-weight: 600; }
 .state-pending, .state-partial { color: #8a6d00; }
 .key { display: inline-block; width: .9em; height: .9em; vertical-align: middle;
@@ -320,11 +325,26 @@ class _Page:
                     rows,
                     numeric=(1, 2, 3, 4),
                 )
-            frac = entry.get("fraction")
-            if finite(frac):
+            threshold = entry.get("threshold")
+            if finite(threshold):
                 out += (
-                    f'<p class="small">Speed gap: RI-T\'s mean epochs to reach {float(frac):g} of '
-                    "its final metric minus P-T's (positive: P-T is faster).</p>"
+                    '<p class="small">Speed: epochs until a run first reaches '
+                    f"{esc(fmt(threshold))}, one bar for both kinds, "
+                    f"{esc(fmt(entry.get('fraction')))} of the way from chance "
+                    f"({esc(fmt(entry.get('chance')))}) to the lower of the two final metrics "
+                    "(each shuffle has its own bar). Speed gap: RI-T's mean minus P-T's "
+                    "(positive: P-T is faster); '-' when a run never reached it.</p>"
+                )
+            test = entry.get("final_test") or {}
+            if test.get("status") == "ok":
+                out += (
+                    f'<p class="small">Final metric, P-T − RI-T: {esc(fmt(test.get("estimate")))}'
+                    + (
+                        f", p = {float(test['p_value']):.2g}"
+                        if finite(test.get("p_value"))
+                        else f" [{esc(fmt(test.get('low')))}, {esc(fmt(test.get('high')))}]"
+                    )
+                    + f" ({esc(test.get('method', ''))}).</p>"
                 )
             return out
 
@@ -456,6 +476,29 @@ class _Page:
             ]
             skipped = [p for p in entry.get("pairs") or [] if p.get("status", "ok") != "ok"]
             out = _table(("pair", "runs", *layers), rows, numeric=tuple(range(2, 2 + len(layers))))
+            subset = entry.get("subset") or {}
+            if subset:
+                how = "stratified by class" if subset.get("stratified") else "uniformly"
+                out += (
+                    f'<p class="small">Every pair is compared on the same {esc(subset.get("examples"))}'
+                    f" of {esc(subset.get('of'))} test examples, drawn {how} with seed "
+                    f"{esc(subset.get('seed'))}.</p>"
+                )
+            estimators: dict[str, str] = {}
+            for p in pairs:
+                for name, layer in (p.get("layers") or {}).items():
+                    estimators.setdefault(name, str(layer.get("estimator")))
+                    if layer.get("error"):
+                        out += (
+                            f'<p class="notrun">{esc(p.get("pair"))} at {esc(name)}: '
+                            f"{esc(layer['error'])}</p>"
+                        )
+            if estimators:
+                out += (
+                    '<p class="small">Estimator per layer: '
+                    + esc(", ".join(f"{n}: {e}" for n, e in estimators.items()))
+                    + ".</p>"
+                )
             if skipped:
                 out += "".join(
                     f'<p class="small">{esc(p.get("pair"))} skipped: {esc(p.get("reason", ""))}</p>'
@@ -560,25 +603,49 @@ class _Page:
                 row: list[Any] = [m]
                 for k in kinds:
                     mu = (entry[k].get("mu") or {}).get(m, "-")
-                    row.append("∞ (none feasible)" if mu is None else fmt(mu))
+                    bound = (entry[k].get("mu_bound") or {}).get(m)
+                    row.append(f"> {fmt(bound)}" if mu is None else fmt(mu))
                 for k in kinds:
                     row.append(fmt((entry[k].get("rewind") or {}).get(m)))
                 rows.append(row)
             header = ["module", *[f"μ {k}" for k in kinds], *[f"rewound metric {k}" for k in kinds]]
+
+            def network(e: dict[str, Any]) -> str:
+                if finite(e.get("network_criticality")):
+                    return fmt(e["network_criticality"])
+                bound = e.get("network_criticality_bound")
+                return f"> {fmt(bound)}" if finite(bound) else "-"
+
             summary = _table(
-                ("kind", "run", "network criticality", "final loss", "final metric"),
+                ("kind", "run", "network criticality", "final loss", "ε", "final metric"),
                 [
                     (
                         k,
                         entry[k].get("run", "-"),
-                        fmt(entry[k].get("network_criticality")),
+                        network(entry[k]),
                         fmt(entry[k].get("final_loss")),
+                        fmt(entry[k].get("epsilon")),
                         fmt(entry[k].get("final_metric")),
                     )
                     for k in kinds
                 ],
-                numeric=(2, 3, 4),
+                numeric=(2, 3, 4, 5),
             )
+            for k in kinds:
+                if entry[k].get("final_meets_epsilon") is False:
+                    summary += (
+                        f'<p class="notrun">{esc(k)}: the final model\'s training loss '
+                        f"{esc(fmt(entry[k].get('final_loss')))} is above ε = "
+                        f"{esc(fmt(entry[k].get('epsilon')))}: no module can be feasible.</p>"
+                    )
+            sigmas = next((entry[k].get("sigmas") for k in kinds if entry[k].get("sigmas")), None)
+            if sigmas:
+                summary += (
+                    f'<p class="small">σ grid: {len(sigmas)} geometric levels from '
+                    f"{esc(fmt(sigmas[0]))} to {esc(fmt(sigmas[-1]))}. A module with no "
+                    "feasible (α, σ) shows its lower bound ‖θ<sup>F</sup> − θ<sup>0</sup>‖² / "
+                    "min σ², and the network criticality is then a lower bound too.</p>"
+                )
             out = skipped + summary + _table(header, rows, numeric=tuple(range(1, len(header))))
             out += self.figure(
                 F.criticality_bars(entry, f"Module criticality, target {target}"),
@@ -606,12 +673,22 @@ class _Page:
             points = sorted(
                 (p for p in entry.get("points") or [] if finite(p.get("k"))), key=lambda p: p["k"]
             )
+
+            def versus(p: dict[str, Any]) -> str:
+                t = p.get("vs_final") or {}
+                if t.get("status") != "ok":
+                    return "-"
+                return f"{fmt(t.get('estimate'))} [{fmt(t.get('low'))}, {fmt(t.get('high'))}]"
+
             rows = [
                 (
-                    fmt(p.get("k")),
+                    fmt(p.get("k")) + (" (early)" if p.get("early") else ""),
                     ", ".join(p.get("runs") or []),
                     fmt(p.get("final_metric"), 4),
-                    fmt(p.get("epochs_to_fraction")),
+                    versus(p),
+                    "not reached"
+                    if p.get("reached") and not any(p["reached"])
+                    else fmt(p.get("epochs_to_threshold")),
                     fmt(p.get("barrier_metric")),
                     fmt(p.get("barrier_loss")),
                     "P-T (reference)" if p.get("reference") == "P-T" else "P@k-T",
@@ -629,13 +706,14 @@ class _Page:
                         "k",
                         "runs",
                         "final metric",
-                        "epochs to fraction",
+                        "− P-T, same seeds [95% interval]",
+                        f"epochs to {fmt(entry.get('threshold'))}",
                         "barrier to P-T (metric)",
                         "barrier to P-T (loss)",
                         "runs are",
                     ),
                     rows,
-                    numeric=(0, 2, 3, 4, 5),
+                    numeric=(2, 4, 5, 6),
                 )
                 + self.figure(
                     F.trajectory_plot(entry, f"Pre-training trajectory, target {target}", final_pt),
@@ -763,17 +841,23 @@ class _Page:
         return out, skipped, metric
 
     def findings(self, findings: list[Finding]) -> str:
-        return findings_table_html(findings)
+        return findings_table_html(findings, self.data.negative_control)
 
 
-def findings_table_html(findings: list[Finding]) -> str:
-    """The findings table: claim, measured numbers per target, verdict next to its rule."""
+VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
+
+
+def findings_table_html(findings: list[Finding], control: bool = False) -> str:
+    """The findings table: claim, verdict, the numbers and statistic per target, the rule."""
     rows = []
     for f in findings:
-        cls = {HOLDS: "holds", FAILS: "fails"}.get(f.verdict, "unmeasured")
+        cls = VERDICT_CLASS.get(f.verdict, "unmeasured")
         measured = (
             "<br>".join(
-                f"<strong>{esc(t.target)}</strong>: {esc(t.measured)} ({esc(t.verdict)})"
+                f"<strong>{esc(t.target)}</strong> "
+                f'<span class="{VERDICT_CLASS.get(t.verdict, "unmeasured")}">{esc(t.verdict)}'
+                f"</span>: {esc(t.measured)}"
+                + (f'<br><span class="small">{esc(t.statistic)}</span>' if t.statistic else "")
                 for t in f.per_target
             )
             or "no target"
@@ -782,21 +866,40 @@ def findings_table_html(findings: list[Finding]) -> str:
             (
                 _Raw(f'<a href="#{esc(f.section)}">{esc(f.id)}</a>'),
                 f.claim,
-                _Raw(measured),
                 _Raw(f'<span class="{cls}">{esc(f.verdict)}</span>'),
+                _Raw(measured),
                 f.rule,
             )
         )
-    header = ("claim", "statement (PAPER.md)", "measured", "verdict", "rule")
+    header = ("claim", "statement (Neyshabur et al. 2020)", "verdict", "per target", "rule")
+    banner = ""
+    if control:
+        held = [f.id for f in findings if f.verdict == HOLDS]
+        banner = (
+            '<p class="control"><strong>Negative control.</strong> P here is an untrained network: '
+            "nothing was pre-trained, so no claim about what pre-training transfers should hold. "
+            + (
+                f"<strong>{esc(', '.join(held))} hold(s) anyway: a rule that holds on the control "
+                "measures something other than pre-training.</strong>"
+                if held
+                else "No claim holds: every rule failed or could not decide, as it should."
+            )
+            + "</p>"
+        )
     return (
-        "<p>A claim <em>holds</em> when its rule holds on every target where it could be "
-        "measured, <em>does not hold</em> when it fails on at least one, and is <em>not "
-        "measured</em> when no target had the results it needs. Metrics are fractions "
-        "(accuracy or mean AUC).</p>" + _table(header, rows, table_id="findings-table")
+        banner
+        + "<p>A claim <em>holds</em> when its effect is there beyond the noise on every target "
+        "where it could be measured, <em>does not hold</em> when the opposite effect is there "
+        "beyond the noise on some target, is <em>inconclusive</em> when the difference is "
+        "within the noise (seeds, test-set sampling) or a compared run sits at chance, and is "
+        "<em>not measured</em> when no target had the results it needs. Each target shows the "
+        "statistic that decided. Metrics are fractions (accuracy or mean AUC).</p>"
+        + _table(header, rows, table_id="findings-table")
     )
 
 
 SECTIONS = (
+    ("findings", "Findings"),
     ("overview", "Overview"),
     ("feature-reuse", "Feature reuse (§1)"),
     ("mistakes", "Mistakes (§2)"),
@@ -806,7 +909,6 @@ SECTIONS = (
     ("criticality", "Module criticality (§4)"),
     ("trajectory", "Pre-training trajectory (§5)"),
     ("basins", "Basins modulo permutation and non-linear paths"),
-    ("findings", "Findings"),
 )
 
 
@@ -836,6 +938,8 @@ def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pd
         for sid, title in SECTIONS
     )
     verdicts = ", ".join(f"{f.id} {f.verdict}" for f in findings)
+    if data.negative_control:
+        verdicts = f"negative control (P untrained): {verdicts}"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

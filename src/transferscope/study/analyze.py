@@ -38,8 +38,9 @@ import io
 import itertools
 import json
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from torch import nn
 
 from transferscope import atomic
 from transferscope.analysis import curves as curves_lib
+from transferscope.analysis import statistics as stats
 from transferscope.analysis.alignment import align
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.analysis.criticality import (
@@ -59,12 +61,14 @@ from transferscope.analysis.criticality import (
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
 from transferscope.analysis.mistakes import compare_mistakes
-from transferscope.analysis.similarity import feature_similarity
+from transferscope.analysis.sampling import dataset_targets, stratified_indices
+from transferscope.analysis.similarity import layer_similarity
 from transferscope.analysis.trajectory import trajectory_point
-from transferscope.config import AnalysesSpec, StudyConfig
+from transferscope.config import AnalysesSpec, DataSpec, StudyConfig
 from transferscope.data.base import TensorImageDataset
 from transferscope.errors import TransferscopeError, unknown_name
 from transferscope.models import load_state
+from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
 from transferscope.study.executors import DataCache, build_start_model
 from transferscope.study.plan import Plan, PlannedRun
@@ -78,9 +82,10 @@ from transferscope.training.trainer import PREDICTIONS, pick_device, read_metric
 ANALYSES = tuple(AnalysesSpec.model_fields)
 # How many example indices of each mistakes cell go into the JSON (the counts are always full).
 MAX_INDICES = 64
-SIMILARITY_BATCH = 256
 
 ProgressFn = Callable[[str, str], None]
+# Two fine-tunes from P's untrained init: shared start and recipe, no pre-training.
+CONTROL_PAIR = "P@0-T/P@0-T"
 
 
 @dataclass
@@ -117,6 +122,21 @@ class _Context:
         """Unshuffled runs of ``kind`` on ``target`` with their own init (one per seed)."""
         return [r for r in self.runs(kind=kind, target=target, shuffle=None) if not r.same_init_as]
 
+    def trajectory_runs(self, target: str) -> list[PlannedRun]:
+        """The P@k-T runs of the first seed, one per trajectory point k (the control pair's
+        second seed is not a trajectory point of its own)."""
+        first = self.cfg.seeds[0]
+        return [r for r in self.runs(kind="P@k-T", target=target, shuffle=None) if r.seed == first]
+
+    def control_pair(self, target: str) -> tuple[PlannedRun, PlannedRun] | None:
+        """The two P@0-T runs of the first two seeds (fine-tunes from P's untrained init)."""
+        runs = [
+            r for r in self.runs(kind="P@k-T", target=target, shuffle=None) if r.checkpoint == 0
+        ]
+        seeds = self.cfg.seeds[:2]
+        by_seed = {r.seed: r for r in runs if r.seed in seeds}
+        return (by_seed[seeds[0]], by_seed[seeds[1]]) if len(by_seed) == 2 else None
+
     def p_run(self) -> PlannedRun | None:
         runs = self.plan.select(kind="P")
         return runs[0] if runs else None
@@ -132,12 +152,27 @@ def _unfinished(ctx: _Context, runs: list[PlannedRun]) -> str | None:
     return f"runs not finished: {', '.join(waiting)}" if waiting else None
 
 
-def _pairs(ctx: _Context, target: str) -> list[tuple[str, PlannedRun, PlannedRun]]:
-    """P-T/P-T and RI-T/RI-T over seeds, P-T/RI-T at matching seeds (unshuffled runs)."""
+def _pairs(
+    ctx: _Context, target: str, same_init: bool = False, every_p_t_ri_t: bool = False
+) -> list[tuple[str, PlannedRun, PlannedRun]]:
+    """P-T/P-T and RI-T/RI-T over seeds, P-T/RI-T at matching seeds (unshuffled runs); with
+    ``same_init`` also the two baselines that tell pre-training from a merely shared starting
+    point: the RI-T pair that shares one random init ("RI-T/RI-T same init") and the control
+    pair, two fine-tunes from P's untrained init (:data:`CONTROL_PAIR`). ``every_p_t_ri_t``
+    pairs P-T and RI-T across seeds too: cheap measures use the extra pairs to estimate how much
+    one pair differs from another (the noise of the claims that compare pairs)."""
     pts, rits = ctx.independent("P-T", target), ctx.independent("RI-T", target)
     out = [("P-T/P-T", a, b) for a, b in itertools.combinations(pts, 2)]
     out += [("RI-T/RI-T", a, b) for a, b in itertools.combinations(rits, 2)]
-    out += [("P-T/RI-T", a, b) for a in pts for b in rits if a.seed == b.seed]
+    out += [("P-T/RI-T", a, b) for a in pts for b in rits if every_p_t_ri_t or a.seed == b.seed]
+    if same_init:
+        by_id = ctx.plan.by_id()
+        for r in ctx.runs(kind="RI-T", target=target, shuffle=None):
+            if r.same_init_as and r.same_init_as in by_id:
+                out.append(("RI-T/RI-T same init", by_id[r.same_init_as], r))
+        controls = ctx.control_pair(target)
+        if controls:
+            out.append((CONTROL_PAIR, *controls))
     return out
 
 
@@ -150,9 +185,10 @@ def _pair_entry(name: str, a: PlannedRun, b: PlannedRun, **extra: Any) -> dict[s
 
 
 def _curves(ctx: _Context) -> dict[str, Any]:
-    fraction = ctx.cfg.analyses.curves.fraction_of_final
+    fraction = ctx.cfg.analyses.curves.threshold_fraction
     targets: dict[str, Any] = {}
-    for target in (t.label for t in ctx.cfg.targets):
+    for spec in ctx.cfg.targets:
+        target = spec.label
         pts, rits = ctx.independent("P-T", target), ctx.independent("RI-T", target)
         if not pts or not rits:
             targets[target] = _skipped("the plan has no unshuffled P-T and RI-T runs")
@@ -162,11 +198,14 @@ def _curves(ctx: _Context) -> dict[str, Any]:
         if not pts or not rits:
             targets[target] = _skipped("no finished P-T or no finished RI-T run")
             continue
-        entry = curves_lib.compare_curves(_rows(ctx, pts), _rows(ctx, rits), fraction)
+        info = ctx.cache.get(spec).info
+        chance = curves_lib.chance_metric(info.task, info.num_outputs)
+        entry = curves_lib.compare_curves(_rows(ctx, pts), _rows(ctx, rits), chance, fraction)
         entry["runs"] = {"P-T": [r.id for r in pts], "RI-T": [r.id for r in rits]}
         entry["metric_name"] = _metric_name(ctx, pts[0])
+        entry["final_test"] = _guarded(_final_test, ctx, info.task, pts, rits)
         by_shuffle: dict[str | None, tuple[list, list]] = {}
-        shuffle_runs: dict[str | None, dict[str, list[str]]] = {}
+        shuffle_runs: dict[str | None, tuple[list[PlannedRun], list[PlannedRun]]] = {}
         labels = sorted({r.shuffle for r in ctx.plan.select(target=target) if r.shuffle})
         for label in [None, *labels]:
             s_pt = [r for r in ctx.runs(kind="P-T", target=target, shuffle=label) if ctx.done(r)]
@@ -178,13 +217,84 @@ def _curves(ctx: _Context) -> dict[str, Any]:
             if label is not None and not (s_pt and s_rit):
                 continue
             by_shuffle[label] = (_rows(ctx, s_pt), _rows(ctx, s_rit))
-            shuffle_runs[label] = {"P-T": [r.id for r in s_pt], "RI-T": [r.id for r in s_rit]}
-        gaps = curves_lib.shuffle_gaps(by_shuffle, fraction)
+            shuffle_runs[label] = (s_pt, s_rit)
+        gaps = curves_lib.shuffle_gaps(by_shuffle, chance, fraction)
         for gap in gaps:
-            gap["runs"] = shuffle_runs[gap["shuffle"]]
+            s_pt, s_rit = shuffle_runs[gap["shuffle"]]
+            gap["runs"] = {"P-T": [r.id for r in s_pt], "RI-T": [r.id for r in s_rit]}
+            if gap["shuffle"] is not None:
+                gap["drop_test"] = _guarded(_drop_test, ctx, info.task, (pts, rits), (s_pt, s_rit))
         entry["shuffles"] = gaps
         targets[target] = {"status": "ok", **entry}
-    return {"targets": targets, "fraction": fraction}
+    return {"targets": targets, "threshold_fraction": fraction}
+
+
+def _guarded(compute: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``compute(*args)``, or a 'skipped' entry saying why it could not be computed."""
+    try:
+        return compute(*args)
+    except TransferscopeError as e:
+        return _skipped(str(e))
+
+
+def _outputs(ctx: _Context, runs: list[PlannedRun]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The saved final test outputs of ``runs`` and their common test targets."""
+    outs, targets = [], None
+    for run in runs:
+        out, y = _predictions(ctx, run)
+        if targets is not None and (y.shape != targets.shape or not np.array_equal(y, targets)):
+            raise TransferscopeError(f"run {run.id} was tested on other examples than {runs[0].id}")
+        outs.append(out)
+        targets = y
+    assert targets is not None
+    return outs, targets
+
+
+def _final_test(
+    ctx: _Context, task: str, pts: list[PlannedRun], rits: list[PlannedRun]
+) -> dict[str, Any]:
+    """P-T against RI-T final test metric on the same test examples (sign test or bootstrap)."""
+    out_pt, y = _outputs(ctx, pts)
+    out_rit, y_rit = _outputs(ctx, rits)
+    if not np.array_equal(y, y_rit):
+        raise TransferscopeError("P-T and RI-T were tested on other examples")
+    result = stats.compare_final_metrics(task, out_pt, out_rit, y, seed=0)
+    return {"status": "ok", **asdict(result)}
+
+
+def _drop_test(
+    ctx: _Context,
+    task: str,
+    plain: tuple[list[PlannedRun], list[PlannedRun]],
+    shuffled: tuple[list[PlannedRun], list[PlannedRun]],
+) -> dict[str, Any]:
+    """How much the relative drop shrinks under a shuffle, with a paired bootstrap interval.
+
+    The shuffled test images are the same examples in the same order (a fixed re-arrangement of
+    each image's pixels), so the four groups of runs are resampled together. The estimate is
+    drop(unshuffled) - drop(shuffled) in percent: positive when shuffling shrinks P-T's edge.
+    """
+    groups = [_outputs(ctx, runs) for runs in (*plain, *shuffled)]
+    y = groups[0][1]
+    if any(not np.array_equal(g[1], y) for g in groups):
+        raise TransferscopeError("the shuffled runs were tested on other examples")
+    metrics = [[stats.metric_under_weights(task, o, y) for o in g[0]] for g in groups]
+
+    def side(i: int, w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w) for f in metrics[i]], axis=0)
+
+    def drop(pt: np.ndarray, rit: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100.0 * (pt - rit) / pt
+
+    def change(w: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):  # a resample where P-T scores 0: NaN, left out
+            return drop(side(0, w), side(1, w)) - drop(side(2, w), side(3, w))
+
+    result = stats.bootstrap_interval(
+        change, len(y), seed=0, method="relative drop unshuffled − shuffled (points of %)"
+    )
+    return {"status": "ok", **asdict(result)}
 
 
 def _rows(ctx: _Context, runs: list[PlannedRun]) -> list[list[dict[str, Any]]]:
@@ -217,7 +327,7 @@ def _mistakes(ctx: _Context) -> dict[str, Any]:
     examples_written: set[str] = set()
     for target in (t.label for t in ctx.cfg.targets):
         entries = []
-        for name, a, b in _pairs(ctx, target):
+        for name, a, b in _pairs(ctx, target, same_init=True, every_p_t_ri_t=True):
             entry = _pair_entry(name, a, b)
             reason = _unfinished(ctx, [a, b])
             if reason:
@@ -298,6 +408,30 @@ def _p_model(ctx: _Context, pt: PlannedRun) -> tuple[nn.Module, str]:
     return _start_model(ctx, pt), f"{pt.id}@start"
 
 
+def _similarity_subset(ctx: _Context, target: DataSpec) -> tuple[Any, dict[str, Any]]:
+    """The test examples every pair of ``target`` is compared on, and how they were drawn."""
+    opts = ctx.cfg.analyses.similarity
+    test = ctx.cache.get(target).test
+    indices, stratified = stratified_indices(
+        dataset_targets(test), len(test), opts.max_examples, opts.subset_seed
+    )
+    subset = test if len(indices) == len(test) else _take(test, indices)
+    return subset, {
+        "examples": len(indices),
+        "of": len(test),
+        "seed": opts.subset_seed,
+        "stratified": stratified,
+    }
+
+
+def _take(data: Any, indices: list[int]) -> Any:
+    """The examples ``indices`` of ``data`` (a tensor dataset stays one)."""
+    if isinstance(data, TensorImageDataset):
+        idx = torch.as_tensor(indices)
+        return TensorImageDataset(data.images[idx], data.targets[idx])
+    return torch.utils.data.Subset(data, indices)
+
+
 def _similarity(ctx: _Context) -> dict[str, Any]:
     opts = ctx.cfg.analyses.similarity
     device = pick_device(ctx.cfg.device)
@@ -305,9 +439,12 @@ def _similarity(ctx: _Context) -> dict[str, Any]:
     for target in ctx.cfg.targets:
         label = target.label
         # (pair, A or None for P, B): P is the P run when the study pre-trained one.
-        pairs: list[tuple[str, PlannedRun | None, PlannedRun]] = list(_pairs(ctx, label))
+        pairs: list[tuple[str, PlannedRun | None, PlannedRun]] = list(
+            _pairs(ctx, label, same_init=True, every_p_t_ri_t=True)
+        )
         pairs += [("P/P-T", None, pt) for pt in ctx.independent("P-T", label)]
         p_run = ctx.p_run()
+        subset, drawn = _similarity_subset(ctx, target)
         entries = []
         for name, a, b in pairs:
             needs = [r for r in (a if a is not None else p_run, b) if r is not None]
@@ -324,27 +461,43 @@ def _similarity(ctx: _Context) -> dict[str, Any]:
                 else:
                     model_a = _final_model(ctx, a)
                 model_b = _final_model(ctx, b)
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
+                layers = layer_similarity(
+                    model_a.to(device),
+                    model_b.to(device),
+                    iterate(subset, opts.batch_size, device=device),
+                    layers=opts.layers,
+                    pooled=opts.pooled,
+                    max_examples=None,
+                    estimator="auto",
+                    max_exact_bytes=opts.max_exact_bytes,
+                )
+            except (TransferscopeError, RuntimeError, MemoryError) as e:
+                # One pair's failure (a missing file, memory) is reported there; the others run.
+                entries.append({**entry, **_failed(e)})
                 continue
-            test = ctx.cache.get(b.spec.data).test
-            values = feature_similarity(
-                model_a.to(device),
-                model_b.to(device),
-                iterate(test, SIMILARITY_BATCH, device=device),
-                layers=opts.layers,
-                pooled=opts.pooled,
-                max_examples=opts.max_examples,
+            entries.append(
+                {
+                    **entry,
+                    "status": "ok",
+                    "cka": {n: r.cka for n, r in layers.items() if r.cka is not None},
+                    "layers": {n: r.to_dict() for n, r in layers.items()},
+                    "examples": drawn["examples"],
+                }
             )
-            examples = len(test) if opts.max_examples is None else min(len(test), opts.max_examples)
-            entries.append({**entry, "status": "ok", "cka": values, "examples": examples})
-        targets[label] = {"pairs": entries}
+        targets[label] = {"pairs": entries, "subset": drawn}
     return {
         "targets": targets,
         "split": "test",
         "pooled": opts.pooled,
         "max_examples": opts.max_examples,
     }
+
+
+def _failed(error: BaseException) -> dict[str, Any]:
+    """An entry for a pair whose computation failed: the error, said where the pair stands."""
+    if isinstance(error, TransferscopeError):
+        return _skipped(str(error))
+    return {"status": "error", "reason": f"{type(error).__name__}: {error}"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,12 +541,8 @@ def _distance_jobs(ctx: _Context, target: str) -> tuple[list[_Job], list[dict[st
     def finals(pair: str, a: PlannedRun, b: PlannedRun, **extra: Any) -> None:
         jobs.append(_Job(pair, [a, b], (a.id, "final"), (b.id, "final"), extra=extra))
 
-    for pair, a, b in _pairs(ctx, target):
+    for pair, a, b in _pairs(ctx, target, same_init=True, every_p_t_ri_t=True):
         finals(pair, a, b)
-    by_id = ctx.plan.by_id()
-    for r in ctx.runs(kind="RI-T", target=target, shuffle=None):
-        if r.same_init_as and r.same_init_as in by_id:
-            finals("RI-T/RI-T same init", by_id[r.same_init_as], r)
     pts = ctx.independent("P-T", target)
     for kind, runs in (("P-T", pts), ("RI-T", ctx.independent("RI-T", target))):
         for r in runs:
@@ -409,7 +558,7 @@ def _distance_jobs(ctx: _Context, target: str) -> tuple[list[_Job], list[dict[st
                 continue
             jobs.append(_Job(f"{kind}/P", [r], (r.id, "final"), p, exclude_head=True))
     reference = pts[0] if pts else None
-    for r in ctx.runs(kind="P@k-T", target=target):
+    for r in ctx.trajectory_runs(target):
         if reference is None or r.checkpoint is None:
             continue
         k = {"checkpoint": r.checkpoint}
@@ -425,10 +574,21 @@ def _distance_jobs(ctx: _Context, target: str) -> tuple[list[_Job], list[dict[st
     return jobs, waiting
 
 
+def _depth_units(ctx: _Context, target: str) -> list[str] | None:
+    """The modules of the depth trend of ``target``'s models (head last), from the architecture
+    of one of its runs; None when the plan has no run to read it from."""
+    runs = ctx.independent("P-T", target) or ctx.independent("RI-T", target)
+    if not runs:
+        return None
+    model = _start_model(ctx, runs[0])
+    return [*depth_units(model, ctx.cfg.analyses.distance.modules), model_layout(model).head]
+
+
 def _distance(ctx: _Context) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for target in (t.label for t in ctx.cfg.targets):
         jobs, entries = _distance_jobs(ctx, target)
+        units = _depth_units(ctx, target)
         for job in jobs:
             entry: dict[str, Any] = {
                 "pair": job.pair,
@@ -443,13 +603,17 @@ def _distance(ctx: _Context) -> dict[str, Any]:
                 continue
             try:
                 result = parameter_distance(
-                    _weights(ctx, *job.a), _weights(ctx, *job.b), exclude_head=job.exclude_head
+                    _weights(ctx, *job.a),
+                    _weights(ctx, *job.b),
+                    modules=units,
+                    exclude_head=job.exclude_head,
                 )
             except TransferscopeError as e:
                 entries.append({**entry, **_skipped(str(e))})
                 continue
             entries.append({**entry, "status": "ok", **result.to_dict()})
-        targets[target] = {"pairs": entries}
+        # Input to output, head left out: the modules C5's depth trend reads.
+        targets[target] = {"pairs": entries, "depth_units": units[:-1] if units else None}
     return {"targets": targets}
 
 
@@ -503,12 +667,8 @@ def _interpolation_paths(ctx: _Context, target: str) -> tuple[list[_Path], list[
     def finals(pair: str, a: PlannedRun, b: PlannedRun) -> None:
         paths.append(_Path(pair, [a, b], (a.id, "final"), (b.id, "final"), b))
 
-    for pair, a, b in _pairs(ctx, target):
+    for pair, a, b in _pairs(ctx, target, same_init=True):
         finals(pair, a, b)
-    by_id = ctx.plan.by_id()
-    for r in ctx.runs(kind="RI-T", target=target, shuffle=None):
-        if r.same_init_as and r.same_init_as in by_id:
-            finals("RI-T/RI-T same init", by_id[r.same_init_as], r)
     pts = ctx.independent("P-T", target)
     for pt in pts:
         p = _p_weights(ctx, pt, None)
@@ -520,7 +680,7 @@ def _interpolation_paths(ctx: _Context, target: str) -> tuple[list[_Path], list[
             continue
         paths.append(_Path("P/P-T", [pt], p, (pt.id, "final"), pt, body_only=True))
     reference = pts[0] if pts else None
-    for r in ctx.runs(kind="P@k-T", target=target):
+    for r in ctx.trajectory_runs(target):
         if reference is None or r.checkpoint is None:
             continue
         pk = _p_weights(ctx, r, r.checkpoint)
@@ -605,8 +765,12 @@ def _interpolation(ctx: _Context) -> dict[str, Any]:
                 entries.append({**entry, **_skipped(str(e))})
                 continue
             entries.append({**entry, "status": "ok", **result.to_dict()})
-        info = ctx.cache.get(target).info
-        targets[target.label] = {"metric_name": metric_name(info.task), "pairs": entries}
+        splits = ctx.cache.get(target)
+        targets[target.label] = {
+            "metric_name": metric_name(splits.info.task),
+            "pairs": entries,
+            "examples": len(_subset(splits.test, opts.max_examples)),
+        }
     return {"targets": targets, "split": "test"}
 
 
@@ -662,12 +826,13 @@ def _criticality_entry(
     """μ per module on the training subset, rewind test and heat maps on the test split."""
     opts = ctx.cfg.analyses.criticality
     splits = ctx.cache.get(run.spec.data)
+    modules = [*depth_units(model, opts.modules), model_layout(model).head]
     result = module_criticality(
-        model, init, final, splits.train,
+        model, init, final, splits.train, modules,
         num_alphas=opts.num_alphas, num_sigmas=opts.num_sigmas,
         noise_samples=opts.noise_samples, tolerance=opts.tolerance,
-        epsilon=opts.epsilon, max_sigma=opts.max_sigma, seed=run.seed,
-        max_examples=opts.max_examples, **common,
+        epsilon=opts.epsilon, margin=opts.margin, max_sigma=opts.max_sigma,
+        min_sigma=opts.min_sigma, seed=run.seed, max_examples=opts.max_examples, **common,
     )  # fmt: skip
     rewind = rewind_modules(
         model, init, final, splits.test, result.modules,
@@ -703,7 +868,8 @@ def _final_k(ctx: _Context) -> float | None:
 def _trajectory(ctx: _Context) -> dict[str, Any]:
     opts = ctx.cfg.analyses.trajectory
     targets: dict[str, Any] = {}
-    for target in (t.label for t in ctx.cfg.targets):
+    for spec in ctx.cfg.targets:
+        target = spec.label
         by_k: dict[float, list[PlannedRun]] = {}
         for r in ctx.runs(kind="P@k-T", target=target, shuffle=None):
             if r.checkpoint is not None:
@@ -711,22 +877,35 @@ def _trajectory(ctx: _Context) -> dict[str, Any]:
         if not by_k:
             targets[target] = _skipped("the plan has no P@k-T runs (trajectory.checkpoints)")
             continue
+        info = ctx.cache.get(spec).info
+        chance = curves_lib.chance_metric(info.task, info.num_outputs)
         pts = ctx.independent("P-T", target)
+        done_pts = [r for r in pts if ctx.done(r)]
         final_k = _final_k(ctx)
+        # One bar for every point: most of the way from chance to the final P-T's metric, so a
+        # checkpoint whose fine-tunes never get there reads "not reached".
+        reference = trajectory_point(_rows(ctx, done_pts), None) if done_pts else None
+        threshold = (
+            curves_lib.common_threshold(
+                chance, [reference["final_metric"]], opts.threshold_fraction
+            )
+            if reference
+            else None
+        )
         points = []
         for k in sorted(by_k):
             done = [r for r in by_k[k] if ctx.done(r)]
             if done:
-                points.append(_trajectory_point(ctx, k, done, pts, opts))
-        done_pts = [r for r in pts if ctx.done(r)]
+                points.append(_trajectory_point(ctx, k, done, pts, threshold, info.task, opts))
         if done_pts and final_k is not None:
-            ref = trajectory_point(_rows(ctx, done_pts), opts.fraction_of_final)
+            ref = trajectory_point(_rows(ctx, done_pts), threshold)
             points.append(
                 {
                     "k": final_k,
                     "runs": [r.id for r in done_pts],
                     "final_metric": ref["final_metric"],
-                    "epochs_to_fraction": ref["epochs_to_fraction"],
+                    "epochs_to_threshold": ref["epochs_to_threshold"],
+                    "reached": ref["reached"],
                     # P-T against itself: no barrier by definition.
                     "barrier_metric": 0.0 if opts.barrier else None,
                     "barrier_loss": 0.0 if opts.barrier else None,
@@ -736,51 +915,87 @@ def _trajectory(ctx: _Context) -> dict[str, Any]:
         if not points:
             targets[target] = _skipped("no finished P@k-T or P-T run")
             continue
-        info = ctx.cache.get(next(t for t in ctx.cfg.targets if t.label == target)).info
+        for point in points:
+            point["early"] = final_k is not None and point["k"] <= opts.early_fraction * final_k
         targets[target] = {
             "status": "ok",
             "metric_name": metric_name(info.task),
             "points": points,
             "final_k": final_k,
+            "threshold": threshold,
+            "chance": chance,
         }
-    return {"targets": targets, "fraction": opts.fraction_of_final}
+    return {
+        "targets": targets,
+        "threshold_fraction": opts.threshold_fraction,
+        "early_fraction": opts.early_fraction,
+    }
 
 
 def _trajectory_point(
-    ctx: _Context, k: float, runs: list[PlannedRun], pts: list[PlannedRun], opts: Any
+    ctx: _Context,
+    k: float,
+    runs: list[PlannedRun],
+    pts: list[PlannedRun],
+    threshold: float | None,
+    task: str,
+    opts: Any,
 ) -> dict[str, Any]:
-    """Mean final metric and speed of the P@k-T runs, and their mean barrier to P-T (same seed)."""
-    summary = trajectory_point(_rows(ctx, runs), opts.fraction_of_final)
+    """Mean final metric and speed of the P@k-T runs; against the P-T run of the same seed, the
+    difference of final metrics on the same test examples (paired bootstrap) and the barrier."""
+    summary = trajectory_point(_rows(ctx, runs), threshold)
     point: dict[str, Any] = {
         "k": k,
         "runs": [r.id for r in runs],
         "final_metric": summary["final_metric"],
-        "epochs_to_fraction": summary["epochs_to_fraction"],
+        "epochs_to_threshold": summary["epochs_to_threshold"],
+        "reached": summary["reached"],
         "barrier_metric": None,
         "barrier_loss": None,
     }
+    matched = [(r, p) for r in runs for p in pts if p.seed == r.seed and ctx.done(p)]
+    if matched:
+        point["vs_final"] = _guarded(_versus_final, ctx, task, matched)
     if not opts.barrier:
         return point
     barriers: list[tuple[float, float]] = []
     partners = []
-    for r in runs:
-        same = [p for p in pts if p.seed == r.seed]
-        if not same or not ctx.done(same[0]):
-            continue
+    for r, same in matched:
         try:
             res = _interpolate_runs(
-                ctx, same[0], (r.id, "final"), (same[0].id, "final"), opts.num_points,
+                ctx, same, (r.id, "final"), (same.id, "final"), opts.num_points,
                 opts.recalibrate_batchnorm, max_examples=opts.max_examples,
             )  # fmt: skip
         except TransferscopeError:
             continue
         barriers.append((res.barrier_metric, res.barrier_loss))
-        partners.append(same[0].id)
+        partners.append(same.id)
     if barriers:
         point["barrier_metric"] = float(np.mean([b[0] for b in barriers]))
         point["barrier_loss"] = float(np.mean([b[1] for b in barriers]))
         point["barrier_partners"] = partners
     return point
+
+
+def _versus_final(
+    ctx: _Context, task: str, matched: list[tuple[PlannedRun, PlannedRun]]
+) -> dict[str, Any]:
+    """Final metric of P@k-T minus that of P-T (same seeds), with a paired bootstrap interval
+    over the test examples; the estimate is the mean over the matched seeds."""
+    early, y_early = _outputs(ctx, [r for r, _ in matched])
+    final, y = _outputs(ctx, [p for _, p in matched])
+    if not np.array_equal(y_early, y):
+        raise TransferscopeError("P@k-T and P-T were tested on other examples")
+    fa = [stats.metric_under_weights(task, o, y) for o in early]
+    fb = [stats.metric_under_weights(task, o, y) for o in final]
+
+    def difference(w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w) for f in fa], axis=0) - np.mean([f(w) for f in fb], axis=0)
+
+    result = stats.bootstrap_interval(
+        difference, len(y), seed=0, method=f"P@k-T − P-T, {len(matched)} seed(s) matched"
+    )
+    return {"status": "ok", **asdict(result)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,8 +1055,12 @@ def _alignment(ctx: _Context) -> dict[str, Any]:
                     "alignment": aligned.to_dict(),
                 }
             )
-        info = ctx.cache.get(target).info
-        targets[target.label] = {"metric_name": metric_name(info.task), "pairs": entries}
+        splits = ctx.cache.get(target)
+        targets[target.label] = {
+            "metric_name": metric_name(splits.info.task),
+            "pairs": entries,
+            "examples": len(_subset(splits.test, opts.max_examples)),
+        }
     return {"targets": targets, "split": "test", "method": "weight matching (Git Re-Basin)"}
 
 
@@ -887,8 +1106,12 @@ def _connectivity(ctx: _Context) -> dict[str, Any]:
                     "seconds": time.perf_counter() - start,
                 }
             )
-        info = ctx.cache.get(target).info
-        targets[target.label] = {"metric_name": metric_name(info.task), "pairs": entries}
+        splits = ctx.cache.get(target)
+        targets[target.label] = {
+            "metric_name": metric_name(splits.info.task),
+            "pairs": entries,
+            "examples": len(_subset(splits.test, opts.max_examples)),
+        }
     return {"targets": targets, "split": "test", "curve": "quadratic Bezier (Garipov et al. 2018)"}
 
 
@@ -979,7 +1202,23 @@ def run_analyses(
             continue
         notify(name, "running")
         ctx = _Context(store, cfg, plan, cache)
-        doc = _STEPS[name](ctx)
+        try:
+            doc = _STEPS[name](ctx)
+        except Exception as e:  # one analysis's failure must not stop the others
+            failure = f"{type(e).__name__}: {e}"
+            atomic.write_json(
+                path,
+                {
+                    "analysis": name,
+                    "status": "failed",
+                    "reason": failure,
+                    "traceback": traceback.format_exc(limit=8),
+                    "options": options,
+                },
+            )
+            notify(name, f"failed: {failure}")
+            out[name] = path
+            continue
         status = "ok" if _has_results(doc) else "skipped"
         doc = {
             "analysis": name,

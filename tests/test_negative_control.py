@@ -1,0 +1,56 @@
+"""The negative control: a micro study whose P is an untrained network.
+
+Nothing was pre-trained, so nothing can have been transferred: a rule that says "holds" here is
+measuring something other than pre-training (a shared start, a smaller learning rate). C1, C4 and
+C5 must come out "does not hold" or "inconclusive", and the report must say it is a control.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transferscope.report import evaluate_findings, load_study
+from transferscope.report.findings import HOLDS
+from transferscope.study.store import StudyStore
+
+from conftest import requires_fashion
+from study_checks import cli
+
+pytestmark = [requires_fashion, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def control(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("control")
+    config = folder / "control.yaml"
+    config.write_text(yaml.safe_dump({"preset": "micro", "negative_control": True}))
+    out = folder / "study"
+    args = ("run", str(config), "--out", str(out), "--quiet", "--threads", "2", "--jobs", "1")
+    result = cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def test_the_control_p_is_untrained(control: Path) -> None:
+    store = StudyStore(control)
+    plan = store.read_plan()
+    p = plan.select(kind="P")[0]
+    assert p.spec.train.epochs == 0
+    # P's final weights are its initial ones: it never took a step.
+    from transferscope.training import checkpoints as ckpt
+
+    start = ckpt.load_weights(store.weights_path(p.id, "epoch-0"))
+    final = ckpt.load_weights(store.weights_path(p.id))
+    assert all((start[k] == final[k]).all() for k in start)
+    assert {r.checkpoint for r in plan.select(kind="P@k-T")} == {0.0}  # the control pair only
+
+
+def test_no_rule_about_pre_training_holds_on_the_control(control: Path) -> None:
+    findings = {f.id: f for f in evaluate_findings(load_study(control))}
+    for claim in ("C1", "C4", "C5"):
+        assert findings[claim].verdict != HOLDS, (claim, findings[claim].measured)
+    text = (control / "report" / "index.html").read_text()
+    assert "Negative control" in text
