@@ -534,6 +534,7 @@ def layer_similarity(
     estimator: Estimator = "auto",
     max_exact_bytes: int | None = 1 << 30,
     strict: bool = False,
+    expected_examples: int | None = None,
 ) -> dict[str, LayerSimilarity]:
     """Linear CKA between two models at each layer, with the estimator used (Kornblith et al.
     2019; Neyshabur et al. 2020, §3.2).
@@ -549,6 +550,8 @@ def layer_similarity(
             does not. Batches of fewer than 4 examples are left out of minibatch layers.
         max_exact_bytes: the cap of 'auto' and the most an exact layer may hold.
         strict: raise the first layer's error instead of recording it per layer.
+        expected_examples: how many examples ``batches`` holds, for the 'auto' choice (default
+            ``max_examples``; unknown: only the size of the running sums decides).
 
     Returns:
         Ordered ``{display name: LayerSimilarity}``. A layer that fails (e.g. over its memory
@@ -592,9 +595,8 @@ def layer_similarity(
                 fa, fb = capture_a.values[name], capture_b.values[name]
                 if name not in accumulators:
                     dims[name] = (fa.shape[1], fb.shape[1])
-                    minibatch = _estimator_for(
-                        estimator, *dims[name], max_examples, max_exact_bytes
-                    )
+                    n = expected_examples if expected_examples is not None else max_examples
+                    minibatch = _estimator_for(estimator, *dims[name], n, max_exact_bytes)
                     accumulators[name] = CKAAccumulator(minibatch, max_bytes=max_exact_bytes)
                 acc = accumulators[name]
                 if acc.unbiased_minibatch and len(x) < 4:

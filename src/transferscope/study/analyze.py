@@ -470,6 +470,7 @@ def _similarity(ctx: _Context) -> dict[str, Any]:
                     max_examples=None,
                     estimator="auto",
                     max_exact_bytes=opts.max_exact_bytes,
+                    expected_examples=drawn["examples"],
                 )
             except (TransferscopeError, RuntimeError, MemoryError) as e:
                 # One pair's failure (a missing file, memory) is reported there; the others run.
