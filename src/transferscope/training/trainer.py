@@ -471,15 +471,26 @@ def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_rows(path: Path | None) -> list[dict[str, Any]]:
-    """Rows of a metrics file; a torn last line (crash mid-write of an older version) is dropped."""
+    """Rows of a metrics file. The file is written whole (atomically), so a line that is not a
+    JSON object means the file was damaged: an error naming the file and line, never a silent
+    stop that would drop every later evaluation."""
     if path is None or not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            row, problem = None, f"not valid JSON ({e.msg})"
+        else:
+            problem = None if isinstance(row, dict) and "step" in row else "not a metrics row"
+        if problem is not None:
+            raise TransferscopeError(
+                f"{path}, line {number}: {problem}; the file is damaged - `transferscope run` "
+                f"retrains a finished run whose files changed; for an unfinished one delete "
+                f"{path.parent} and rerun"
+            )
+        rows.append(row)
     return rows
 
 
