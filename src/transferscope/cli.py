@@ -389,9 +389,10 @@ def _run_study(
         if error:
             progress.console.print(f"[red]failed[/] {_run_label(run)}: {error}", highlight=False)
         elif quiet:
+            at_chance = (summary.get("chance") or {}).get("at_chance")
             console.print(
                 f"done {_run_label(run)}: {summary['metric_name']} {summary['final_metric']:.4f} "
-                f"({summary['seconds']:.1f}s)",
+                f"({summary['seconds']:.1f}s){' - at chance level' if at_chance else ''}",
                 highlight=False,
             )
 
