@@ -8,10 +8,12 @@ as the target, one epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -298,22 +300,6 @@ def test_command_line_counts_are_validated(tmp_path: Path, args, needle) -> None
     assert not out.exists()
 
 
-def unwritable(tmp_path: Path) -> Path:
-    """A directory this process cannot create files in (root ignores permissions, but not those
-    of sysfs)."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    folder = Path("/sys/kernel")
-    try:
-        (folder / "transferscope-probe").mkdir()
-    except OSError:
-        return folder
-    pytest.skip("no unwritable directory on this machine")
-
-
 def test_out_must_be_a_writable_directory(tmp_path: Path) -> None:
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
@@ -324,10 +310,13 @@ def test_out_must_be_a_writable_directory(tmp_path: Path) -> None:
         cli("run", "--preset", "micro", "--out", str(a_file / "study")),
         f"cannot create the study directory {a_file / 'study'}",
     )
-    read_only = unwritable(tmp_path)
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    with read_only(parent):
+        result = cli("run", "--preset", "micro", "--out", str(parent / "study"))
     one_line_error(
-        cli("run", "--preset", "micro", "--out", str(read_only / "study")),
-        f"cannot create the study directory {read_only / 'study'}",
+        result,
+        f"cannot create the study directory {parent / 'study'}",
         "choose a writable place with --out",
     )
 
@@ -344,12 +333,35 @@ def planned(tmp_path_factory) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` cannot be written in (no file created, renamed or removed) within the block.
+
+    Root ignores permission bits, so as root the folder is made immutable (chattr +i) instead."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def test_report_into_a_read_only_folder_is_one_line(planned: Path, tmp_path: Path) -> None:
     study = tmp_path / "study"
     shutil.copytree(planned, study)
-    read_only = unwritable(tmp_path)
-    (study / "report").symlink_to(read_only, target_is_directory=True)
-    one_line_error(cli("report", str(study)), "cannot write", str(study / "report"))
+    assert cli("report", str(study)).returncode == 0  # an earlier report is there
+    before = (study / "report" / "index.html").read_bytes()
+    with read_only(study / "report"):
+        result = cli("report", str(study))
+    one_line_error(result, f"cannot write the report into {study / 'report'}")
+    assert (study / "report" / "index.html").read_bytes() == before
 
 
 @pytest.mark.parametrize(
