@@ -341,6 +341,7 @@ def _run_study(
         console.print(
             f"[red]damaged[/] run {run_id}: {escape(problem)}; it is trained again",
             highlight=False,
+            soft_wrap=True,
         )
     started = time.perf_counter()
     todo = sum(not store.is_done(r.id) for r in plan.runs)
@@ -449,7 +450,7 @@ def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None)
             started[name] = time.perf_counter()
             return
         took = f" ({time.perf_counter() - started[name]:.1f}s)" if name in started else ""
-        console.print(f"analysis {name}: {message}{took}", highlight=False)
+        console.print(f"analysis {name}: {message}{took}", highlight=False, soft_wrap=True)
 
     written = run_analyses(store, only=only, progress=progress, force=force, cache=cache)
     if written:

@@ -407,6 +407,12 @@ def read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
+        # PyYAML's own text spans several lines with a caret drawing; keep what and where.
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None)
+        if mark is not None and problem:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            raise TransferscopeError(f"{origin}: not valid YAML at {where}: {problem}") from None
         raise TransferscopeError(f"{origin}: not valid YAML: {e}".replace("\n", " ")) from None
     return data if data is not None else {}
 
