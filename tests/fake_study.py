@@ -28,3 +28,41 @@ def fake_weights(seed: int, base: dict[str, torch.Tensor] | None, scale: float) 
     state = build_model("fixup-small", 10, 1, widths=[4, 4, 4]).state_dict()
     start = base if base is not None else state
     return {k: start[k] + scale * torch.randn_like(v) for k, v in state.items()}
+
+
+def write_runs(store, plan, runs=None, final_metric: float = 0.9, n_test: int = 40) -> None:
+    """Write a finished run directory (weights, metrics, predictions, DONE) for each of ``runs``
+    (default: every run of ``plan``), as the trainer would; P-T runs start from P's weights."""
+    import json
+    import zlib
+
+    import numpy as np
+
+    from transferscope.training import checkpoints as ckpt
+
+    p = next((r for r in plan.runs if r.spec.kind == "P"), None)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 10, n_test)
+    for run in runs if runs is not None else plan.runs:
+        folder = store.prepare_run(run)
+        from_p = run.spec.kind in ("P-T", "P@k-T") and p is not None
+        start = ckpt.load_weights(store.weights_path(p.id)) if from_p else None
+        final = fake_weights(
+            1000 + zlib.crc32(run.id.encode()) % 1000, start, 0.02 if from_p else 0.3
+        )
+        ckpt.save_weights(store.weights_path(run.id, "epoch-0"), start or final)
+        ckpt.save_weights(store.weights_path(run.id, "final"), final)
+        for k in run.spec.train.checkpoint_points:
+            ckpt.save_weights(store.weights_path(run.id, ckpt.point_name(k)), final)
+        curve = [0.1, 0.5, final_metric]
+        rows = [
+            {"epoch": e, "step": 10 * e, "split": "test", "metric": m, "metric_name": "accuracy"}
+            for e, m in enumerate(curve)
+        ]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "predictions").mkdir(exist_ok=True)
+        np.save(folder / "predictions" / "test_outputs.npy", rng.normal(size=(n_test, 10)))
+        np.save(folder / "predictions" / "test_targets.npy", targets)
+        store.mark_done(
+            run.id, {"metric_name": "accuracy", "final_metric": final_metric, "seconds": 1.0}
+        )

@@ -53,9 +53,14 @@ def assert_same_results(a: Path, b: Path) -> None:
     assert not leftovers
 
 
+# What differs between two studies that computed the same results: wall-clock times and the
+# provenance of each analysis (its inputs' DONE hashes and file mtimes, and why it was computed).
+_NOT_RESULTS = ("seconds", "inputs", "computed_because")
+
+
 def _without_timings(doc):
     if isinstance(doc, dict):
-        return {k: _without_timings(v) for k, v in doc.items() if k != "seconds"}
+        return {k: _without_timings(v) for k, v in doc.items() if k not in _NOT_RESULTS}
     if isinstance(doc, list):
         return [_without_timings(v) for v in doc]
     return doc
@@ -93,7 +98,7 @@ def assert_intact(root: Path, temporaries: bool = True) -> int:
         suffix = path.suffix
         if suffix == ".safetensors":
             ckpt.load_weights(path)
-        elif suffix == ".json" or path.name in ("DONE", "FAILED"):
+        elif suffix == ".json" or path.name in ("DONE", "FAILED", "LOCK"):
             json.loads(path.read_text())
         elif suffix == ".jsonl":
             for line in path.read_text().splitlines():

@@ -8,17 +8,21 @@ as the target, one epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from transferscope.config import DataSpec, load_preset, with_skip_bad_images
+from transferscope.config import DataSpec, check_references, load_preset, with_skip_bad_images
 from transferscope.data import domainnet, imagefolder
 from transferscope.data.folder_common import BadImageError, drop_bad_images
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.study.executors import BAD_IMAGES, DataCache
 from transferscope.study.store import StudyStore
 from transferscope.training.loaders import iterate
@@ -180,3 +184,210 @@ def test_bad_image_stops_then_skip_and_a_diverging_run_is_marked_failed(tmp_path
     assert "Unreadable images left out" in html
     assert "b_&lt;b&gt;x.jpg" in html and "<b>x" not in html
     assert_intact(out, temporaries=False)
+
+
+# --- checked before any training --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"image_size": "big"}, "option image_size should be a valid integer (int), got 'big'"),
+        ({"channels": "1"}, "option channels should be a valid integer (int), got '1'"),
+        ({"image_size": 28.7}, "option image_size should be a valid integer (int), got 28.7"),
+        ({"augment": "no"}, "option augment should be a valid boolean (bool), got 'no'"),
+        ({"test_fraction": "0.2"}, "option test_fraction should be a valid number"),
+    ],
+)
+def test_data_options_are_validated_with_their_types(options, needle) -> None:
+    cfg = load_preset(
+        "micro", targets=[{"name": "imagefolder", "root": "/data", "options": options}]
+    )
+    with pytest.raises(TransferscopeError) as err:
+        check_references(cfg)
+    message = str(err.value)
+    assert message.startswith("targets[0]: data source 'imagefolder'") and needle in message
+    assert "\n" not in message
+    if isinstance(next(iter(options.values())), str) and next(iter(options.values())) != "big":
+        assert "without quotes" in message
+
+
+def test_every_data_source_has_a_typed_options_model() -> None:
+    from transferscope.data import registry
+
+    for name in registry.available():
+        model = registry.options_model(name.replace(":<Name>", ":MNIST"))
+        assert set(model.model_fields) == set(
+            registry.option_names(name.replace(":<Name>", ":MNIST"))
+        )
+    assert registry.options_model("imagefolder").model_validate({}).image_size == 224
+
+
+def test_an_empty_class_folder_in_test_only_is_an_error(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    make_imagefolder(root / "train", {"a": 2, "b": 2})
+    make_imagefolder(root / "test", {"a": 1})
+    (root / "test" / "b").mkdir()
+    with pytest.raises(TransferscopeError, match=r"class folder .*test/b holds no images"):
+        imagefolder.build(root, seed=0, image_size=8)
+
+
+def test_a_file_that_is_not_an_image_is_named_in_a_warning(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "tree", {"a": 3, "b": 3})
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "b" / ".DS_Store").write_bytes(b"\0")  # hidden files are not the user's data
+    with pytest.warns(TransferscopeWarning) as caught:
+        splits = imagefolder.build(root, seed=0, image_size=8)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "1 file(s) in class folders are not images" in message
+    assert str(root / "a" / "notes.txt") in message and ".DS_Store" not in message
+    assert len(splits.train) + len(splits.test) == 6
+
+
+TINY = """\
+name: tiny
+source: {name: digits, id: src, options: {image_size: 8}}
+targets: [TARGET]
+model: {name: fixup-small, options: {widths: [4, 4, 4]}}
+pretrain: {epochs: 1, batch_size: 64}
+finetune: {epochs: 1, batch_size: 64}
+randinit: {epochs: 1, batch_size: 64}
+seeds: [0]
+same_init_pair: false
+"""
+
+
+def one_line_error(result, *needles: str) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = " ".join(result.stderr.split())
+    assert error.startswith("error: ") and error.count("error: ") == 1, result.stderr
+    for needle in needles:
+        assert needle in error, error
+    return error
+
+
+def test_an_rgb_target_of_a_grayscale_source_stops_before_training(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "rgb", {"a": 4, "b": 4})  # channels: 3, the default
+    config = tmp_path / "study.yaml"
+    target = f"{{name: imagefolder, root: {root}, options: {{image_size: 8}}}}"
+    config.write_text(TINY.replace("TARGET", target))
+    out = tmp_path / "study"
+    result = cli("run", str(config), "--out", str(out))
+    one_line_error(
+        result,
+        "targets[0] 'imagefolder' has 3x8x8 images but P (pre-trained on 'src', 1x8x8) takes "
+        "1-channel images",
+        "set targets[0].options.channels: 1",
+    )
+    assert not (out / "runs").exists()  # nothing trained
+    config.write_text(TINY.replace("TARGET", target.replace("image_size: 8", 'channels: "1"')))
+    one_line_error(cli("run", str(config), "--out", str(out)), "option channels", "got '1'")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--threads", "-1"), "--threads must be 1 or more, got -1"),
+        (("--jobs", "0"), "--jobs must be 1 or more, got 0"),
+        (("--jobs", "-2"), "--jobs must be 1 or more, got -2"),
+    ],
+)
+def test_command_line_counts_are_validated(tmp_path: Path, args, needle) -> None:
+    out = tmp_path / "study"
+    one_line_error(cli("run", "--preset", "micro", "--out", str(out), *args), needle)
+    assert not out.exists()
+
+
+def test_out_must_be_a_writable_directory(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    one_line_error(
+        cli("run", "--preset", "micro", "--out", str(a_file)), "is a file, not a directory"
+    )
+    one_line_error(
+        cli("run", "--preset", "micro", "--out", str(a_file / "study")),
+        f"cannot create the study directory {a_file / 'study'}",
+    )
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    with read_only(parent):
+        result = cli("run", "--preset", "micro", "--out", str(parent / "study"))
+    one_line_error(
+        result,
+        f"cannot create the study directory {parent / 'study'}",
+        "choose a writable place with --out",
+    )
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory) -> Path:
+    """A study planned (not trained) from the tiny config with digits as the target."""
+    base = tmp_path_factory.mktemp("planned")
+    config = base / "study.yaml"
+    config.write_text(TINY.replace("TARGET", "{name: digits, options: {image_size: 8}}"))
+    out = base / "study"
+    result = cli("run", str(config), "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` cannot be written in (no file created, renamed or removed) within the block.
+
+    Root ignores permission bits, so as root the folder is made immutable (chattr +i) instead."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_report_into_a_read_only_folder_is_one_line(planned: Path, tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    shutil.copytree(planned, study)
+    assert cli("report", str(study)).returncode == 0  # an earlier report is there
+    before = (study / "report" / "index.html").read_bytes()
+    with read_only(study / "report"):
+        result = cli("report", str(study))
+    one_line_error(result, f"cannot write the report into {study / 'report'}")
+    assert (study / "report" / "index.html").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "commands"),
+    [
+        ("plan.json", '{"runs": [', ("status", "report", "analyze")),
+        ("plan.json", "[]", ("status", "report", "analyze")),
+        ("study.yaml", "name: [unclosed\n", ("report", "analyze")),
+        ("study.yaml", "- a list\n", ("report", "analyze")),
+    ],
+)
+def test_a_damaged_study_file_is_one_line(planned: Path, tmp_path: Path, name, text, commands):
+    study = tmp_path / "study"
+    shutil.copytree(planned, study)
+    (study / name).write_text(text)
+    for command in commands:
+        one_line_error(cli(command, str(study)), str(study / name))
+
+
+def test_a_damaged_done_is_shown_by_the_report(planned: Path, tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    shutil.copytree(planned, study)
+    run_id = StudyStore(study).read_plan().runs[0].id
+    (study / "runs" / run_id).mkdir(parents=True)
+    (study / "runs" / run_id / "DONE").write_text("{not json")
+    result = cli("report", str(study))
+    assert result.returncode == 0, result.stderr
+    html = (study / "report" / "index.html").read_text()
+    assert 'class="state-damaged"' in html and "DONE is not valid JSON" in html

@@ -27,8 +27,8 @@ from transferscope.report.html import findings_table_html
 
 
 def run_row(run_id: str, kind: str = "P-T", chance: bool = False) -> RunRow:
-    summary = {"final_metric": 0.9, "chance_level": chance}
-    return RunRow(run_id, kind, "t", 0, None, None, None, "done", summary)
+    summary = {"final_metric": 0.9}
+    return RunRow(run_id, kind, "t", 0, None, None, None, "done", summary, chance_level=chance)
 
 
 def study(config: dict[str, Any] | None = None, runs=None, **entries: dict[str, Any]) -> StudyData:

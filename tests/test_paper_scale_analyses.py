@@ -53,7 +53,7 @@ def _config(tmp_path) -> config.StudyConfig:
         "interpolation": {"num_points": 3, "recalibration_examples": N},
         # A cap that conv1 and layer1 (802,816 features) exceed even at 4 examples: those two
         # layers take the minibatch path that 2,000 examples would force at the default cap.
-        "similarity": {"batch_size": N, "max_exact_bytes": 32 << 20},
+        "similarity": {"batch_size": N, "max_exact_bytes": 16 << 20},
         "criticality": {
             "num_alphas": 2,
             "num_sigmas": 2,

@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, rename into place.
 
 A crash (even SIGKILL) leaves either the old file or the new one, never half of one. Every file in a
-study directory is written this way.
+study directory is written this way. The file gets the permissions an ordinary ``open()`` would give
+it under the process's umask (0644 under the usual 022), not the 0600 of the temporary file, so
+colleagues on a shared file system can read a study.
 """
 
 from __future__ import annotations
@@ -10,11 +12,30 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from transferscope.errors import TransferscopeError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux), else set and
+    restored under a lock (``os.umask`` is the only portable reader, and it writes)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -33,6 +54,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as f:
+            # mkstemp creates 0600 whatever the umask (and some writers replace the file with a
+            # 0600 one of their own); rename keeps the mode, so set it here.
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except OSError as e:

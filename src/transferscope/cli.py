@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from transferscope import config as config_mod
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 
 app = typer.Typer(
     help="What did my pre-trained model actually transfer? Run transfer-learning studies.",
@@ -37,11 +38,25 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """transferscope's own warnings as one line each; others the usual way."""
+    if issubclass(category, TransferscopeWarning):
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+        )
+    else:
+        _python_showwarning(message, category, *args, **kwargs)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def friendly_errors(fn: F) -> F:
-    """Print a user error as one line (no traceback) and exit 2."""
+    """Print a user error as one line (no traceback) and exit 2; warnings as one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
         try:
             return fn(*args, **kwargs)
         except TransferscopeError as e:
@@ -60,6 +75,12 @@ def set_data_dir(data_dir: Path | None) -> None:
         if not data_dir.is_dir():
             raise TransferscopeError(f"--data-dir '{data_dir}' is not a directory")
         os.environ["TRANSFERSCOPE_DATA"] = str(data_dir)
+
+
+def check_count(option: str, value: int | None) -> None:
+    """A count given on the command line (``--jobs``, ``--threads``) must be 1 or more."""
+    if value is not None and value < 1:
+        raise TransferscopeError(f"{option} must be 1 or more, got {value}")
 
 
 def resolve_config(target: str | None, preset: str | None) -> config_mod.StudyConfig:
@@ -195,39 +216,116 @@ def run_cmd(
         None, "--address", help="Ray cluster address (with --executor ray)"
     ),
     plan_only: bool = typer.Option(False, "--plan-only", help="write the plan, list runs, stop"),
+    force: bool = typer.Option(
+        False, "--force", help="run a config that differs from the study already in --out"
+    ),
 ) -> None:
-    """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is."""
-    import time
+    """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is.
 
-    import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from transferscope.study.executors import DataCache, LocalExecutor, plan_study
+    On a directory that already holds a study, no config resumes it with its own (study.yaml); a
+    config that differs from it is refused unless --force.
+    """
+    from transferscope.study.lock import StudyLock
     from transferscope.study.store import StudyStore
 
     set_data_dir(data_dir)
+    check_count("--threads", threads)
+    check_count("--jobs", jobs)
     if executor not in ("local", "ray"):
         raise TransferscopeError(f"unknown executor '{executor}'; use local or ray")
     if executor == "ray":
         from transferscope.study.ray_executor import import_ray
 
         import_ray()  # fail at once, before planning, when Ray is not installed
-    cfg = resolve_config(config, preset)
-    updates: dict[str, Any] = {}
-    if out is not None:
-        updates["output"] = out
-    if device is not None:
-        updates["device"] = device
-    if threads is not None:
-        updates["num_threads"] = threads
-    if jobs is not None:
-        updates["jobs"] = jobs
-    cfg = cfg.model_copy(update=updates)
-    if skip_bad_images:
-        cfg = config_mod.with_skip_bad_images(cfg)
+    given = resolve_config(config, preset) if (config or preset) else None
+    root = Path(out) if out is not None else (given or config_mod.load_preset("mini")).output
+    store = StudyStore(root)
+    store.create()
+    with StudyLock(root):
+        cfg = _study_config(store, given, force)
+        updates: dict[str, Any] = {"output": root}
+        if device is not None:
+            updates["device"] = device
+        if threads is not None:
+            updates["num_threads"] = threads
+        if jobs is not None:
+            updates["jobs"] = jobs
+        cfg = cfg.model_copy(update=updates)
+        if skip_bad_images:
+            cfg = config_mod.with_skip_bad_images(cfg)
+        _run_study(
+            store,
+            cfg,
+            quiet=quiet,
+            analyses=analyses,
+            executor=executor,
+            address=address,
+            plan_only=plan_only,
+        )
+
+
+def _study_config(
+    store: Any, given: config_mod.StudyConfig | None, force: bool
+) -> config_mod.StudyConfig:
+    """The config to run: the given one, or the study's own when none is given.
+
+    A given config that differs from the study's is refused (naming the keys) unless ``force``.
+    """
+    if not store.is_study():
+        return given or config_mod.load_preset("mini")
+    if given is None:
+        cfg = store.read_config()
+        console.print(
+            f"resuming the study in {store.root} with its own config (study.yaml)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return cfg
+    try:
+        old = store.read_config()
+    except TransferscopeError:
+        if not force:
+            raise
+        return given
+    changes = config_mod.study_changes(old, given)
+    if not changes:
+        return given
+    shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+    if not force:
+        raise TransferscopeError(
+            f"{store.root} holds a study with another config (differs in {shown}); rerun "
+            "without a config to resume that study, give --force to run the new config there "
+            "(finished runs stay on disk; `transferscope status` lists those no longer used), "
+            "or choose another --out"
+        )
+    console.print(
+        f"[yellow]the config differs from the study's in {escape(shown)}; going on (--force)[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return given
+
+
+def _run_study(
+    store: Any,
+    cfg: config_mod.StudyConfig,
+    *,
+    quiet: bool,
+    analyses: bool,
+    executor: str,
+    address: str | None,
+    plan_only: bool,
+) -> None:
+    """Plan, train, analyse and report ``cfg`` in ``store`` (the caller holds its lock)."""
+    import time
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from transferscope.study.executors import DataCache, LocalExecutor, plan_study
+
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    store = StudyStore(Path(cfg.output))
     cache = DataCache()
     plan = plan_study(cfg, cache)
     for spec in [cfg.source, *cfg.targets]:
@@ -239,6 +337,12 @@ def run_cmd(
             )
     store.clean_temporaries()
     store.write_study(cfg, plan)
+    for run_id, problem in store.retrain_damaged(plan):
+        console.print(
+            f"[red]damaged[/] run {run_id}: {escape(problem)}; it is trained again",
+            highlight=False,
+            soft_wrap=True,
+        )
     started = time.perf_counter()
     todo = sum(not store.is_done(r.id) for r in plan.runs)
     console.print(
@@ -286,9 +390,10 @@ def run_cmd(
         if error:
             progress.console.print(f"[red]failed[/] {_run_label(run)}: {error}", highlight=False)
         elif quiet:
+            at_chance = (summary.get("chance") or {}).get("at_chance")
             console.print(
                 f"done {_run_label(run)}: {summary['metric_name']} {summary['final_metric']:.4f} "
-                f"({summary['seconds']:.1f}s)",
+                f"({summary['seconds']:.1f}s){' - at chance level' if at_chance else ''}",
                 highlight=False,
             )
 
@@ -351,9 +456,11 @@ def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None)
         took = f" ({time.perf_counter() - started[name]:.1f}s)" if name in started else ""
         if message.startswith("failed"):
             failed.append(name)
-            err_console.print(f"[red]analysis {name}: {escape(message)}[/]{took}", highlight=False)
+            err_console.print(
+                f"[red]analysis {name}: {escape(message)}[/]{took}", highlight=False, soft_wrap=True
+            )
             return
-        console.print(f"analysis {name}: {message}{took}", highlight=False)
+        console.print(f"analysis {name}: {message}{took}", highlight=False, soft_wrap=True)
 
     written = run_analyses(store, only=only, progress=progress, force=force, cache=cache)
     if written:
@@ -414,12 +521,14 @@ def analyze_cmd(
     data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
 ) -> None:
     """Run the analyses of a study on its finished runs; writes DIR/analyses/<name>.json."""
+    from transferscope.study.lock import StudyLock
     from transferscope.study.store import StudyStore
 
     set_data_dir(data_dir)
     store = StudyStore(directory)
     store.read_plan()  # a clear error when DIR is not a study
-    failed = _analyze(store, only or None, force)
+    with StudyLock(directory):
+        failed = _analyze(store, only or None, force)
     _say_failed_analyses(failed)
     if failed:
         raise typer.Exit(1)
@@ -427,28 +536,75 @@ def analyze_cmd(
 
 @app.command("status")
 @friendly_errors
-def status_cmd(directory: Path = typer.Argument(..., help="a study directory")) -> None:
-    """List every run of a study: done / partial / failed / pending, final metric, wall time."""
+def status_cmd(
+    directory: Path = typer.Argument(..., help="a study directory"),
+    verify: bool = typer.Option(
+        False, "--verify", help="also compare every file's SHA-256 with its run's DONE (reads them)"
+    ),
+) -> None:
+    """List every run of a study: done / damaged / partial / failed / pending, final metric, wall
+    time, and whether the final metric is at chance level; then runs on disk the plan no longer
+    uses."""
+    from transferscope import runfiles
     from transferscope.study.store import StudyStore
 
     store = StudyStore(directory)
     plan = store.read_plan()
-    table = Table("run", "kind", "target", "seed", "variant", "state", "metric", "time")
+    table = Table("run", "kind", "target", "seed", "variant", "state", "metric", "time", "note")
     counts: dict[str, int] = {}
+    details: list[str] = []  # in full below the table, which may be narrower than they are
     for run in plan.runs:
-        state = store.state(run.id)
+        state = store.state(run.id, checksums=verify)
         counts[state] = counts.get(state, 0) + 1
-        summary = store.summary(run.id) or {}
+        summary = store.summary(run.id) if state == "done" else None
+        summary = summary or {}
         variant = run.shuffle or (f"k={run.checkpoint:g}" if run.checkpoint is not None else "")
         if run.same_init_as:
             variant = "same init"
         metric = f"{summary['final_metric']:.4f}" if "final_metric" in summary else ""
         seconds = f"{summary['seconds']:.1f}s" if "seconds" in summary else ""
+        note = ""
+        if state == "damaged":
+            note = "damaged"
+            details.append(f"damaged {run.id}: {store.damage(run.id, checksums=verify)}")
+        elif summary:
+            chance = runfiles.chance_of(store.run_dir(run.id), summary)
+            if chance is not None and chance["at_chance"]:
+                note = "at chance"
+                details.append(
+                    f"at chance {run.id}: {summary.get('metric_name', 'metric')} {metric} is "
+                    f"within noise of chance ({chance['chance']:.3g} ± {chance['band']:.2g})"
+                )
         table.add_row(
-            run.id, run.spec.kind, run.target, str(run.seed), variant, state, metric, seconds
+            run.id,
+            run.spec.kind,
+            run.target,
+            str(run.seed),
+            variant,
+            state,
+            metric,
+            seconds,
+            escape(note),
         )
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for line in details:
+        console.print(line, highlight=False, soft_wrap=True)
+    if counts.get("damaged"):
+        console.print(
+            f"damaged runs are trained again by `transferscope run --out {directory}`",
+            highlight=False,
+        )
+    planned = {r.id for r in plan.runs}
+    unused = [rid for rid in store.runs_on_disk() if rid not in planned]
+    if unused:
+        console.print(
+            f"{len(unused)} runs on disk are not in the current plan (left by an earlier config; "
+            "analyses and the report do not use them):",
+            highlight=False,
+        )
+        for rid in unused:
+            console.print(f"  {rid}  {store.state(rid)}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

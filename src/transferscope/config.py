@@ -473,10 +473,17 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+def read_yaml(text: str, origin: str) -> dict[str, Any]:
+    """Parse YAML text safely; a syntax error is one line naming ``origin``."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
+        # PyYAML's own text spans several lines with a caret drawing; keep what and where.
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None)
+        if mark is not None and problem:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            raise TransferscopeError(f"{origin}: not valid YAML at {where}: {problem}") from None
         raise TransferscopeError(f"{origin}: not valid YAML: {e}".replace("\n", " ")) from None
     return data if data is not None else {}
 
@@ -496,7 +503,7 @@ def preset_dict(name: str) -> dict[str, Any]:
             f"unknown preset '{name}'{did_you_mean(name, names)}; presets: {', '.join(names)}"
         )
     text = (resources.files("transferscope") / "presets" / f"{name}.yaml").read_text()
-    return _read_yaml(text, f"preset '{name}'")
+    return read_yaml(text, f"preset '{name}'")
 
 
 def load(path: str | Path) -> StudyConfig:
@@ -509,7 +516,7 @@ def load(path: str | Path) -> StudyConfig:
         raise TransferscopeError(
             f"config file '{path}' does not exist; pass a YAML file or --preset NAME"
         )
-    data = _read_yaml(path.read_text(), str(path))
+    data = read_yaml(path.read_text(), str(path))
     if not isinstance(data, dict):
         raise TransferscopeError(f"{path}: expected a mapping at the top level")
     if "preset" in data:
@@ -526,6 +533,54 @@ def load_preset(name: str, **overrides: Any) -> StudyConfig:
 def to_yaml(config: StudyConfig) -> str:
     """The fully resolved config (every default written out) as YAML."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# Keys that say how a study runs, not what it computes: a config differing only in these is the
+# same study (``transferscope run`` then takes the new values without asking for --force).
+EXECUTION_KEYS = ("output", "device", "num_threads", "jobs", "performance", "resources")
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two plain (JSON-like) configs, in order.
+
+    Mappings are compared key by key, lists of mappings item by item (``targets[1].options``);
+    any other list is one value.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(where)
+            else:
+                out += changed_keys(old[key], new[key], where)
+        return out
+    if (
+        isinstance(old, list)
+        and isinstance(new, list)
+        and len(old) == len(new)
+        and all(isinstance(x, dict) for x in old + new)
+    ):
+        return [
+            k
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for k in changed_keys(a, b, f"{prefix}[{i}]")
+        ]
+    return [] if old == new else [prefix or "(top level)"]
+
+
+def study_changes(old: StudyConfig, new: StudyConfig) -> list[str]:
+    """Keys of ``new`` that make it another study than ``old`` (:data:`EXECUTION_KEYS` and
+    ``skip_bad_images`` left out: ``--skip-bad-images`` is the documented way to go on after an
+    unreadable image, and it gives the affected runs ids of their own)."""
+
+    def plain(cfg: StudyConfig) -> dict[str, Any]:
+        data = cfg.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
+        for spec in [data["source"], *data["targets"]]:
+            spec.pop("skip_bad_images", None)
+        return data
+
+    return changed_keys(plain(old), plain(new))
 
 
 # Sources that stream image files from disk: the only ones that can hold an unreadable image.

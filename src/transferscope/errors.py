@@ -14,6 +14,16 @@ class TransferscopeError(Exception):
     """A problem with the user's input that the user can fix; the message says how."""
 
 
+class DamagedRunError(TransferscopeError):
+    """A finished run's files no longer match its DONE: everything that reads it must stop and
+    say so (a rerun retrains it), rather than analyse damaged weights."""
+
+
+class TransferscopeWarning(UserWarning):
+    """Something in the user's input that transferscope works around but the user should know
+    (e.g. a file in an image folder that is not an image); the CLI prints it as one line."""
+
+
 def nearest(name: str, choices: Iterable[str]) -> str | None:
     """The closest valid spelling of ``name`` among ``choices`` (None if nothing is close)."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from transferscope.errors import TransferscopeError
+from transferscope.training.metrics import chance_metric
 
 Row = Mapping[str, Any]
 Run = Sequence[Row]
@@ -56,15 +57,6 @@ def final_metric(run: Run, split: str = "test") -> float:
     """The metric of the run's last evaluation on ``split`` (NaN if it has none)."""
     rows = metric_rows(run, split)
     return float(rows[-1]["metric"]) if rows else float("nan")
-
-
-def chance_metric(task: str, num_outputs: int) -> float:
-    """The metric of a model that learned nothing: 1/classes (accuracy) or 0.5 (mean AUC)."""
-    if task == "multiclass":
-        if num_outputs < 1:
-            raise TransferscopeError(f"a multiclass task needs >= 1 class, got {num_outputs}")
-        return 1.0 / num_outputs
-    return 0.5
 
 
 def common_threshold(chance: float, finals: Sequence[float], fraction: float) -> float | None:

@@ -14,6 +14,7 @@ training setup").
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from transferscope.data.base import DataInfo, Splits
 from transferscope.data.folder_common import (
+    IMAGE_EXTENSIONS,
     FileImageDataset,
     classification_transform,
     is_image_file,
@@ -29,7 +31,7 @@ from transferscope.data.folder_common import (
     require_root,
 )
 from transferscope.data.registry import register
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 
 LAYOUT = "ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 _DEV_DIRS = ("val", "valid")
@@ -39,9 +41,30 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[Path]:
-    # Sorted so the file order, and hence the seeded split, is the same on every filesystem.
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+def _images_in(folder: Path, others: list[Path]) -> list[Path]:
+    """The image files under ``folder``; other visible files are appended to ``others``.
+
+    Sorted so the file order, and hence the seeded split, is the same on every filesystem.
+    Hidden files (``.DS_Store``, editors' swap files) are passed over silently.
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    others += [p for p in files if not is_image_file(p)]
+    return [p for p in files if is_image_file(p)]
+
+
+def _warn_not_images(others: list[Path]) -> None:
+    """Say which files of the class folders are left out because they are not images."""
+    if not others:
+        return
+    shown = ", ".join(str(p) for p in others[:5]) + (
+        f" and {len(others) - 5} more" if len(others) > 5 else ""
+    )
+    warnings.warn(
+        f"imagefolder: {len(others)} file(s) in class folders are not images and are left out: "
+        f"{shown} (images end in {', '.join(sorted(IMAGE_EXTENSIONS))})",
+        TransferscopeWarning,
+        stacklevel=3,
+    )
 
 
 def scan_split(
@@ -54,6 +77,10 @@ def scan_split(
         classes: the class list to index against (a test/dev folder uses train's); None: the sorted
             sub-folder names of ``folder``, each of which must hold at least one image.
 
+    Every class folder must hold at least one image: an empty one in a test folder would be a
+    class the model is never scored on, silently. Files that are not images are left out with a
+    :class:`~transferscope.errors.TransferscopeWarning` naming them.
+
     Returns:
         (paths, labels, classes).
     """
@@ -64,26 +91,25 @@ def scan_split(
                 f"imagefolder: {folder} has no class sub-folders; expected {LAYOUT}"
             )
         classes = [d.name for d in dirs]
-        must_be_nonempty = True
-    else:
-        must_be_nonempty = False
     index = {name: i for i, name in enumerate(classes)}
     paths: list[Path] = []
     labels: list[int] = []
+    others: list[Path] = []
     for d in dirs:
         if d.name not in index:
             raise TransferscopeError(
                 f"imagefolder: class folder {d} does not exist in the training split; "
                 f"every test/dev class must also be a training class ({', '.join(classes)})"
             )
-        files = _images_in(d)
-        if must_be_nonempty and not files:
+        files = _images_in(d, others)
+        if not files:
             raise TransferscopeError(
                 f"imagefolder: class folder {d} holds no images "
                 f"(extensions: .jpg, .jpeg, .png, ...); remove the folder or add images"
             )
         paths += files
         labels += [index[d.name]] * len(files)
+    _warn_not_images(others)
     return paths, labels, classes
 
 

@@ -3,15 +3,21 @@
 A source is a function ``build(root, seed, **options) -> Splits``. ``root`` is the directory that
 holds the data (None: the source's own search order), ``seed`` fixes every random choice the source
 makes (splits, subsampling, mosaics). Options are checked against the function's signature, so a
-misspelt option fails with the nearest valid name.
+misspelt option fails with the nearest valid name, and validated against a pydantic model made from
+its types (:func:`options_model`), so ``image_size: "big"`` or ``augment: "no"`` fails at once with
+one line instead of a traceback mid-study or, worse, a silently different study.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from transferscope.data.base import Splits
 from transferscope.errors import TransferscopeError, did_you_mean, unknown_name
@@ -61,6 +67,16 @@ def resolve(name: str) -> tuple[Builder, dict[str, Any]]:
     raise unknown_name("data source", name, available())
 
 
+def _unquoted_is_not_text(value: str) -> bool:
+    """Whether YAML reads ``value`` without its quotes as a number or a boolean."""
+    import yaml
+
+    try:
+        return not isinstance(yaml.safe_load(value), str)
+    except yaml.YAMLError:
+        return False
+
+
 def option_names(name: str) -> list[str]:
     """The options ``name`` accepts (besides ``root`` and ``seed``)."""
     builder, fixed = resolve(name)
@@ -68,8 +84,32 @@ def option_names(name: str) -> list[str]:
     return [p for p in params if p not in ("root", "seed", *fixed)]
 
 
+@functools.cache
+def _options_model(builder: Builder, fixed: tuple[str, ...]) -> type[BaseModel]:
+    """A pydantic model of ``builder``'s options, from its signature's types and defaults.
+
+    Strict: YAML already gives numbers and booleans their types, so a string where a number or a
+    boolean belongs ('1', 'no') is a mistake to report, not a value to guess at.
+    """
+    hints = typing.get_type_hints(builder)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(builder).parameters.values():
+        if param.name in ("root", "seed", *fixed) or param.kind is param.VAR_KEYWORD:
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    return create_model(f"{builder.__module__}.options", __config__=config, **fields)
+
+
+def options_model(name: str) -> type[BaseModel]:
+    """The pydantic model that validates the options of data source ``name``."""
+    builder, fixed = resolve(name)
+    return _options_model(builder, tuple(fixed))
+
+
 def check_options(name: str, options: dict[str, Any]) -> None:
-    """Raise a clear error for an option ``name`` does not accept."""
+    """Raise one clear error for an option ``name`` does not accept or a value of the wrong type."""
     valid = option_names(name)
     for key in options:
         if key not in valid:
@@ -77,6 +117,24 @@ def check_options(name: str, options: dict[str, Any]) -> None:
                 f"data source '{name}' has no option '{key}'{did_you_mean(key, valid)}; "
                 f"valid options: {', '.join(valid) or '(none)'}"
             )
+    try:
+        options_model(name).model_validate(options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0])
+        where = ".".join(str(x) for x in err["loc"])
+        expected = inspect.signature(resolve(name)[0]).parameters[key].annotation
+        value = err.get("input")
+        wanted = str(err["msg"]).removeprefix("Input should be ")
+        hint = (
+            f"; in YAML a quoted value is text: write {key}: {value} without quotes"
+            if isinstance(value, str) and _unquoted_is_not_text(value)
+            else ""
+        )
+        raise TransferscopeError(
+            f"data source '{name}': option {where} should be {wanted} ({expected}), got "
+            f"{value!r}{hint}"
+        ) from None
 
 
 def load(name: str, root: str | Path | None = None, seed: int = 0, **options: Any) -> Splits:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from transferscope import runfiles
 from transferscope.config import AnalysesSpec
 from transferscope.errors import TransferscopeError
 
@@ -75,16 +76,18 @@ class RunRow:
     shuffle: str | None
     checkpoint: float | None
     same_init_as: str | None
-    state: Literal["done", "failed", "partial", "pending"]
+    state: Literal["done", "failed", "partial", "pending", "damaged"]
     summary: dict[str, Any] | None
     error: str | None = None
+    """FAILED's message, or for a damaged run what is wrong with its files."""
     bad_images: list[dict[str, Any]] = field(default_factory=list)
     """Unreadable image files the run left out (``--skip-bad-images``): {split, path, error}."""
-
-    @property
-    def chance_level(self) -> bool:
-        """Whether the run finished at chance level (its DONE summary says so)."""
-        return bool((self.summary or {}).get("chance_level"))
+    chance_level: bool = False
+    """The final test metric is within noise of chance (or below): the run learned nothing
+    measurable, and a claim that compares it with another run cannot be decided by it."""
+    chance: dict[str, Any] | None = None
+    """The chance-level check behind ``chance_level``: {chance, band, at_chance, z}
+    (:func:`transferscope.training.metrics.chance_level`); None when not known."""
 
 
 @dataclass
@@ -187,13 +190,18 @@ def _read_json(path: Path) -> Any:
 
 
 def _run_state(folder: Path) -> tuple[str, dict[str, Any] | None, str | None]:
-    """(state, DONE summary, FAILED message) of one run directory."""
-    done, failed = folder / "DONE", folder / "FAILED"
+    """(state, DONE summary, FAILED message or what is damaged) of one run directory.
+
+    A finished run whose files differ in size from what its DONE recorded, or whose DONE cannot be
+    read, is 'damaged' (sizes only: the report does not read every weight file)."""
+    done, failed = folder / runfiles.DONE, folder / runfiles.FAILED
     if done.is_file():
-        try:
-            return "done", _read_json(done), None
-        except (OSError, json.JSONDecodeError):
-            return "done", {}, None
+        summary, problem = runfiles.read_done(folder)
+        if summary is not None:
+            problem = runfiles.check(folder, summary.get("files"), checksums=False)
+        if problem is not None:
+            return "damaged", None, problem
+        return "done", summary, None
     if failed.is_file():
         try:
             message = str(_read_json(failed).get("error", ""))
@@ -227,19 +235,33 @@ def load_study(root: Path) -> StudyData:
         raise TransferscopeError(
             f"'{root}' is not a study directory (no plan.json); run `transferscope run --out {root}` first"
         )
+    rewrite = f"rerun `transferscope run --out {root}` to write it again"
     config_path = root / "study.yaml"
-    config_text = config_path.read_text() if config_path.is_file() else ""
+    config_text = config_path.read_text(errors="replace") if config_path.is_file() else ""
     try:
         config = yaml.safe_load(config_text) or {}
-    except yaml.YAMLError:
-        config = {}
+    except yaml.YAMLError as e:
+        raise TransferscopeError(
+            f"{config_path} is not valid YAML ({str(e).splitlines()[0]}); restore it, or rerun "
+            "`transferscope run CONFIG --out DIR --force` with the study's config file"
+        ) from None
     if not isinstance(config, dict):
-        config = {}
-    plan = _read_json(plan_path)
+        raise TransferscopeError(f"{config_path} does not hold a study config; restore it")
+    try:
+        plan = _read_json(plan_path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TransferscopeError(f"{plan_path} is damaged ({e}); {rewrite}") from None
+    plan_runs = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(plan_runs, list) or not all(
+        isinstance(r, dict) and "id" in r for r in plan_runs
+    ):
+        raise TransferscopeError(f"{plan_path} is damaged (no list of runs with ids); {rewrite}")
     runs = []
-    for r in plan.get("runs", []):
+    for r in plan_runs:
         spec = r.get("spec") or {}
-        state, summary, error = _run_state(root / "runs" / str(r["id"]))
+        folder = root / "runs" / str(r["id"])
+        state, summary, error = _run_state(folder)
+        chance = runfiles.chance_of(folder, summary) if summary else None
         runs.append(
             RunRow(
                 id=str(r["id"]),
@@ -252,7 +274,9 @@ def load_study(root: Path) -> StudyData:
                 state=state,  # type: ignore[arg-type]
                 summary=summary,
                 error=error,
-                bad_images=_bad_images(root / "runs" / str(r["id"])),
+                bad_images=_bad_images(folder),
+                chance_level=bool(chance and chance.get("at_chance")),
+                chance=chance,
             )
         )
     analyses: dict[str, dict[str, Any] | None] = {}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from transferscope import atomic
+from transferscope.errors import TransferscopeError
 from transferscope.report import figures as F
 from transferscope.report.findings import (
     FAILS,
@@ -79,6 +80,7 @@ figcaption { font-size: .8rem; color: #555; }
   padding: .4rem .8rem; }
 .state-done { color: #0b5d2a; } .state-failed { color: #b00020; font-weight: 600; }
 .state-pending, .state-partial { color: #8a6d00; }
+.state-damaged { color: #b00020; font-weight: 600; } .chance { color: #b00020; }
 .key { display: inline-block; width: .9em; height: .9em; vertical-align: middle;
   margin: 0 .25em 0 .6em; }
 .small { font-size: .82rem; color: #555; }
@@ -245,6 +247,10 @@ class _Page:
             state = _Raw(f'<span class="state-{esc(r.state)}">{esc(r.state)}</span>')
             if r.error:
                 state = _Raw(state.html + f'<br><span class="small">{esc(r.error[:300])}</span>')
+            shown = esc(f"{fmt(metric, 4)} {name}".strip()) if finite(metric) else "-"
+            if r.chance_level and r.chance:
+                band = f"{fmt(r.chance.get('chance'))} ± {fmt(r.chance.get('band'), 2)}"
+                shown += f'<br><span class="chance small">at chance ({esc(band)})</span>'
             runs_rows.append(
                 (
                     r.id,
@@ -253,7 +259,7 @@ class _Page:
                     "-" if r.seed is None else r.seed,
                     r.shuffle or "-",
                     "-" if r.checkpoint is None else fmt(r.checkpoint),
-                    f"{fmt(metric, 4)} {name}".strip() if finite(metric) else "-",
+                    _Raw(shown),
                     f"{float(s['seconds']):.1f}" if finite(s.get("seconds")) else "-",
                     state,
                 )
@@ -261,7 +267,24 @@ class _Page:
         analyses = []
         for name in d.analyses:
             reason = d.not_run_reason(name)
-            analyses.append((name, "ok" if reason is None else f"not run: {reason}"))
+            doc = d.analyses.get(name) or {}
+            because = doc.get("computed_because") if reason is None else None
+            analyses.append(
+                (
+                    name,
+                    "ok" if reason is None else f"not run: {reason}",
+                    str(because) if because else "-",
+                )
+            )
+        at_chance = [r for r in d.runs if r.chance_level]
+        chance_note = (
+            f"<p><strong>{len(at_chance)} runs ended within noise of chance</strong> (final metric "
+            f"below chance plus {fmt((at_chance[0].chance or {}).get('z'))} standard errors at "
+            "their test set's size): they learned nothing measurable, and a comparison with them "
+            "says little.</p>"
+            if at_chance
+            else ""
+        )
         return (
             f"<p>{len(d.runs)} planned runs: {esc(state_text or 'none')}. Total compute time of "
             f"finished runs: <strong>{seconds:.1f} s</strong> ({seconds / 3600:.2f} h).</p>"
@@ -283,9 +306,10 @@ class _Page:
                 runs_rows,
                 numeric=(3, 5, 6, 7),
             )
+            + chance_note
             + self._bad_images()
             + "<h3>Analyses</h3>"
-            + _table(("analysis", "status"), analyses)
+            + _table(("analysis", "status", "computed because"), analyses)
             + "<h3>Resolved configuration (study.yaml)</h3>"
             + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
         )
@@ -954,6 +978,8 @@ def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pd
 
 
 INPUTS_FILE = ".inputs.json"
+# The lock file of the command running on the study (who holds it, since when): not an input.
+LOCK = "LOCK"
 
 
 def _fingerprint(study_dir: Path, formats: Sequence[str]) -> dict[str, Any]:
@@ -965,7 +991,7 @@ def _fingerprint(study_dir: Path, formats: Sequence[str]) -> dict[str, Any]:
         for p in study_dir.rglob("*")
         if p.is_file()
         and not p.name.endswith(".tmp")
-        and p.relative_to(study_dir).parts[0] != "report"
+        and p.relative_to(study_dir).parts[0] not in ("report", LOCK)
         and "checkpoints" not in p.relative_to(study_dir).parts
     )
     return {"version": _version("transferscope"), "formats": list(formats), "files": files}
@@ -1009,13 +1035,20 @@ def build_report(
     if not force and report_is_current(study_dir, formats):
         return out / "index.html"
     inputs = _fingerprint(study_dir, formats)
-    # First: a build killed from here on leaves no stamp, so the next run rebuilds.
-    (out / INPUTS_FILE).unlink(missing_ok=True)
     figures = out / FIGURES_DIR
-    if figures.is_dir():
-        # Figures of an older build (a target since renamed) must not linger beside the page.
-        for old in [p for ext in ("png", "pdf", "svg") for p in figures.glob(f"*.{ext}")]:
-            old.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # First: a build killed from here on leaves no stamp, so the next run rebuilds.
+        (out / INPUTS_FILE).unlink(missing_ok=True)
+        if figures.is_dir():
+            # Figures of an older build (a target since renamed) must not linger beside the page.
+            for old in [p for ext in ("png", "pdf", "svg") for p in figures.glob(f"*.{ext}")]:
+                old.unlink()
+    except OSError as e:
+        raise TransferscopeError(
+            f"cannot write the report into {out}: {e.strerror or e}; make that folder writable "
+            "and rerun `transferscope report`"
+        ) from None
     with F.style():
         text = render_html(data, out, formats)
     path = out / "index.html"

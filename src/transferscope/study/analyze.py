@@ -27,13 +27,17 @@
   next to the straight line itself (:mod:`transferscope.analysis.connectivity`).
 
 Every JSON holds ``status`` ('ok' or 'skipped' with a ``reason``), the pairs and numbers, the run
-ids it used (``runs_used``) and the planned runs it needed but found unfinished
-(``runs_missing``). A JSON whose status is 'ok' is reused unless ``force``, its options changed, or
-a run it missed has finished since.
+ids it used (``runs_used``), the planned runs it needed but found unfinished (``runs_missing``),
+and what it was computed from (``inputs``: a digest of the plan, and for every run it read the
+SHA-256 of its DONE and the size and mtime of each of its files). A JSON whose status is 'ok' is
+reused only while all of that is unchanged and its options are the same; otherwise it is computed
+again and ``computed_because`` (shown by the CLI and the report) says why. A run whose files do not
+match its DONE is an error naming the file, never silently left out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -48,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferscope import atomic
+from transferscope import atomic, runfiles
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.analysis.alignment import align
@@ -64,9 +68,9 @@ from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
 from transferscope.analysis.similarity import layer_similarity
 from transferscope.analysis.trajectory import trajectory_point
-from transferscope.config import AnalysesSpec, DataSpec, StudyConfig
+from transferscope.config import AnalysesSpec, DataSpec, StudyConfig, changed_keys
 from transferscope.data.base import TensorImageDataset
-from transferscope.errors import TransferscopeError, unknown_name
+from transferscope.errors import DamagedRunError, TransferscopeError, unknown_name
 from transferscope.models import load_state
 from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
@@ -100,8 +104,16 @@ class _Context:
     missing: set[str] = field(default_factory=set)
 
     def done(self, run: PlannedRun) -> bool:
-        """Whether ``run`` finished; records it as used or missing."""
+        """Whether ``run`` finished; records it as used or missing.
+
+        Raises:
+            TransferscopeError: the run finished but its files no longer match its DONE.
+        """
         if self.store.is_done(run.id):
+            if run.id not in self.used:
+                problem = self.store.damage(run.id, checksums=True)
+                if problem is not None:
+                    raise self.store.damaged_error(run.id, problem)
             self.used.add(run.id)
             return True
         self.missing.add(run.id)
@@ -233,6 +245,8 @@ def _guarded(compute: Callable[..., dict[str, Any]], *args: Any) -> dict[str, An
     """``compute(*args)``, or a 'skipped' entry saying why it could not be computed."""
     try:
         return compute(*args)
+    except DamagedRunError:
+        raise
     except TransferscopeError as e:
         return _skipped(str(e))
 
@@ -1148,17 +1162,75 @@ def _options(cfg: StudyConfig, name: str) -> dict[str, Any]:
     return getattr(cfg.analyses, name).model_dump(mode="json")
 
 
-def _is_current(store: StudyStore, path: Path, options: dict[str, Any]) -> bool:
-    """A finished result that nothing has changed since: same options, no missed run now done."""
+def _plan_digest(plan: Plan) -> str:
+    """Which runs the study has and their roles: an analysis is redone when this changes."""
+    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()
+
+
+def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:
+    """For each run: SHA-256 of its DONE, and size and mtime of each of its files."""
+    out = {}
+    for rid in sorted(run_ids):
+        done = store.run_dir(rid) / "DONE"
+        out[rid] = {
+            "done": hashlib.sha256(done.read_bytes()).hexdigest() if done.is_file() else None,
+            "files": runfiles.fingerprint(store.run_dir(rid)),
+        }
+    return out
+
+
+def _changed_runs(store: StudyStore, recorded: dict[str, Any]) -> str | None:
+    """Why the runs an analysis read are no longer what it read (None: unchanged)."""
+    now = _run_inputs(store, set(recorded))
+    for rid, then in recorded.items():
+        if now[rid]["done"] is None:
+            return f"run {rid} is no longer finished"
+        if now[rid]["done"] != then.get("done"):
+            return f"run {rid} was trained again (its DONE changed)"
+        files_now, files_then = now[rid]["files"], then.get("files", {})
+        changed = sorted(set(files_now) ^ set(files_then)) or sorted(
+            f for f in files_now if files_now[f] != files_then[f]
+        )
+        if changed:
+            return f"files of run {rid} changed ({', '.join(changed[:3])})"
+    return None
+
+
+def _stale_reason(
+    store: StudyStore, plan: Plan, path: Path, options: dict[str, Any]
+) -> tuple[bool, str | None]:
+    """(whether the result at ``path`` can be reused, why it cannot when a result exists).
+
+    A result is reused only when it is 'ok', was computed with ``options``, from the same plan,
+    and every run it read is finished with the same DONE and files; a run it missed must still be
+    unfinished.
+    """
     if not path.is_file():
-        return False
+        return False, None
     try:
         doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if doc.get("status") != "ok" or doc.get("options") != options:
-        return False
-    return not any(store.is_done(rid) for rid in doc.get("runs_missing", []))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False, f"{path.name} could not be read"
+    if not isinstance(doc, dict) or doc.get("status") != "ok":
+        return False, None
+    if doc.get("options") != options:
+        changed = changed_keys(doc.get("options") or {}, options)
+        return False, f"its options changed ({', '.join(changed) or 'all'})"
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, dict):
+        return False, "it was computed before analyses recorded their inputs"
+    if inputs.get("plan") != _plan_digest(plan):
+        planned = {r.id for r in plan.runs}
+        before = set(inputs.get("plan_runs") or [])
+        added, removed = len(planned - before), len(before - planned)
+        return False, f"the study's plan changed ({added} runs added, {removed} no longer planned)"
+    reason = _changed_runs(store, inputs.get("runs") or {})
+    if reason is not None:
+        return False, reason
+    finished = [rid for rid in doc.get("runs_missing", []) if store.is_done(rid)]
+    if finished:
+        return False, f"run {finished[0]} has finished since"
+    return True, None
 
 
 def run_analyses(
@@ -1174,7 +1246,8 @@ def run_analyses(
         store: the study directory (its plan.json, study.yaml and runs/).
         only: names among :data:`ANALYSES` to run (default: all); an unknown name is an error.
         progress: called as ``progress(name, message)`` with 'running', 'done', 'cached',
-            'disabled' or 'skipped: <reason>'.
+            'disabled', 'skipped: <reason>', or 'recomputing: <reason>' (before 'running') when
+            an earlier result exists but its inputs or options changed.
         force: recompute even when an up-to-date result exists.
         cache: data already loaded by the caller (e.g. the executor's), reused for similarity.
 
@@ -1197,14 +1270,20 @@ def run_analyses(
         if not options.get("enabled", True):
             notify(name, "disabled")
             continue
-        if not force and _is_current(store, path, options):
+        current, stale = _stale_reason(store, plan, path, options)
+        if current and not force:
             notify(name, "cached")
             out[name] = path
             continue
+        if stale is not None and not force:
+            notify(name, f"recomputing: {stale}")
+        because = "--force" if force else (stale or "no earlier result")
         notify(name, "running")
         ctx = _Context(store, cfg, plan, cache)
         try:
             doc = _STEPS[name](ctx)
+        except DamagedRunError:
+            raise  # every analysis reading that run would be wrong: stop, say which file
         except Exception as e:  # one analysis's failure must not stop the others
             failure = f"{type(e).__name__}: {e}"
             atomic.write_json(
@@ -1228,6 +1307,12 @@ def run_analyses(
             "options": options,
             "runs_used": sorted(ctx.used),
             "runs_missing": sorted(ctx.missing - ctx.used),
+            "computed_because": because,
+            "inputs": {
+                "plan": _plan_digest(plan),
+                "plan_runs": sorted(r.id for r in plan.runs),
+                "runs": _run_inputs(store, ctx.used),
+            },
         }
         if status == "skipped":
             doc["reason"] = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from transferscope.data import registry as data_registry
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.data.folder_common import BadImageError, drop_bad_images
 from transferscope.data.shuffle import shuffle_images
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.models import build_model, load_state, transfer
 from transferscope.models.weights import read_state
 from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
@@ -33,6 +34,7 @@ from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed
 from transferscope.training.loaders import BatchTransform
+from transferscope.training.metrics import ChanceCheck, Evaluation, chance_level
 from transferscope.training.trainer import Trainer, pick_device
 
 BAD_IMAGES = "bad_images.json"
@@ -91,10 +93,15 @@ def infos_of(cfg: StudyConfig, cache: DataCache) -> dict[str, DataInfo]:
 
 
 def plan_study(cfg: StudyConfig, cache: DataCache) -> Plan:
+    """The study's plan, after every check that needs no training: names and options in the
+    config, the data loads, and the source, targets and model fit together."""
     from transferscope.config import check_references
+    from transferscope.study.shapes import check_shapes
 
     check_references(cfg)
-    return build_plan(cfg, infos_of(cfg, cache))
+    infos = infos_of(cfg, cache)
+    check_shapes(cfg, infos)
+    return build_plan(cfg, infos)
 
 
 def _in_channels(info: DataInfo) -> int:
@@ -201,6 +208,7 @@ def execute_run(
         "wall_seconds_this_session": time.time() - started,
         "device": str(device),
         "versions": _versions(),
+        "chance": _chance(splits.info, result.final).to_dict(),
     }
     if distributed is not None:
         summary["processes"] = distributed.world
@@ -228,6 +236,16 @@ def attempt_run(
     except TransferscopeError as e:
         store.mark_failed(run.id, str(e))
         return None, str(e)
+
+
+def _chance(info: DataInfo, final: Evaluation) -> ChanceCheck:
+    """Whether the run's final metric is within noise of chance (flagged in status and report)."""
+    targets = final.targets
+    positives = None
+    if info.task == "multilabel" and targets is not None:
+        positives = [int(p) for p in targets.float().sum(0).tolist()]
+    n = len(targets) if targets is not None else 1
+    return chance_level(info.task, info.num_outputs, n, final.metric, positives=positives)
 
 
 def _versions() -> dict[str, str]:
@@ -348,6 +366,8 @@ _WORKER_CACHE: DataCache | None = None
 def _init_worker(threads: int) -> None:
     global _WORKER_CACHE
     torch.set_num_threads(threads)
+    # The data's warnings were shown once, when the study was planned; not again per worker.
+    warnings.simplefilter("ignore", TransferscopeWarning)
     _WORKER_CACHE = DataCache()
 
 

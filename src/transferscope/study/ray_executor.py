@@ -25,13 +25,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transferscope.config import StudyConfig
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.study.plan import Plan, PlannedRun
 from transferscope.study.store import StudyStore
 
@@ -123,6 +124,8 @@ def train_task(
     from transferscope.training.trainer import pick_device
 
     global _WORKER_CACHE
+    # The data's warnings were shown once, when the driver planned the study.
+    warnings.simplefilter("ignore", TransferscopeWarning)
     for _, _, error in upstream:
         if error is not None:
             return run_id, None, "a run it depends on failed"
@@ -164,6 +167,7 @@ def analysis_task(study_dir: str, name: str, num_threads: int) -> tuple[str, str
     from transferscope.study.analyze import run_analyses
 
     torch.set_num_threads(num_threads)
+    warnings.simplefilter("ignore", TransferscopeWarning)
     messages: list[str] = ["disabled"]
     started = time.perf_counter()
     try:

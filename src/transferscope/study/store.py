@@ -5,28 +5,33 @@ STUDY/study.yaml            resolved config
 STUDY/plan.json             every planned run and its roles (kind, target, seed, shuffle, k)
 STUDY/runs/<id>/run.yaml    the run's resolved config (its id hashes this)
 STUDY/runs/<id>/...         checkpoints/, metrics.jsonl, predictions/
-STUDY/runs/<id>/DONE        written last: final metric, wall time
+STUDY/runs/<id>/DONE        written last: final metric, wall time, every file's size and SHA-256
 STUDY/analyses/<name>.json
 STUDY/report/index.html
+STUDY/LOCK                  who is running a command on the study (see :mod:`.lock`)
 ```
+
+A run is *damaged* when its DONE cannot be read or its files no longer match the list DONE
+recorded (:mod:`transferscope.runfiles`); ``transferscope run`` retrains damaged runs.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import ValidationError
 
-from transferscope import atomic
+from transferscope import atomic, runfiles
 from transferscope.config import StudyConfig, to_yaml
-from transferscope.errors import TransferscopeError
+from transferscope.errors import DamagedRunError, TransferscopeError
 from transferscope.study.plan import Plan, PlannedRun
 from transferscope.training import checkpoints as ckpt
 
-RunState = Literal["done", "partial", "failed", "pending"]
+RunState = Literal["done", "partial", "failed", "pending", "damaged"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,20 @@ class StudyStore:
         return self.runs_dir / run_id
 
     # ------------------------------------------------------------- study files
+    def create(self) -> None:
+        """Make the study directory, or say in one line why it cannot be one."""
+        if self.root.exists() and not self.root.is_dir():
+            raise TransferscopeError(
+                f"--out {self.root} is a file, not a directory; give a directory for the study"
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TransferscopeError(
+                f"cannot create the study directory {self.root}: {e.strerror or e}; choose a "
+                "writable place with --out"
+            ) from None
+
     def clean_temporaries(self) -> int:
         """Remove temporary files a killed process left behind (see :mod:`transferscope.atomic`)."""
         count = 0
@@ -61,19 +80,45 @@ class StudyStore:
         atomic.write_text(self.root / "study.yaml", to_yaml(cfg))
         atomic.write_json(self.root / "plan.json", plan.model_dump(mode="json"))
 
+    def is_study(self) -> bool:
+        """Whether the directory holds a study (its resolved config)."""
+        return (self.root / "study.yaml").is_file()
+
     def read_plan(self) -> Plan:
         path = self.root / "plan.json"
         if not path.is_file():
             raise TransferscopeError(
                 f"'{self.root}' is not a study directory (no plan.json); run `transferscope run --out {self.root}` first"
             )
-        return Plan.model_validate_json(path.read_text())
+        try:
+            return Plan.model_validate_json(path.read_bytes())
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            detail = f"{where}: {first['msg']}" if where else first["msg"]
+            raise TransferscopeError(
+                f"{path} is damaged ({detail}); rerun `transferscope run --out {self.root}` to "
+                "write it again from study.yaml"
+            ) from None
 
     def read_config(self) -> StudyConfig:
-        from transferscope.config import from_dict
+        """The study's resolved config (study.yaml); a damaged file is one clear error."""
+        from transferscope.config import from_dict, read_yaml
 
         path = self.root / "study.yaml"
-        return from_dict(yaml.safe_load(path.read_text()), str(path))
+        if not path.is_file():
+            raise TransferscopeError(
+                f"'{self.root}' is not a study directory (no study.yaml); run `transferscope run --out {self.root}` first"
+            )
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise TransferscopeError(f"cannot read {path}: {e}") from None
+        hint = "; restore it, or rerun `transferscope run CONFIG --out DIR --force` with the study's config file"
+        try:
+            return from_dict(read_yaml(text, str(path)), str(path))
+        except TransferscopeError as e:
+            raise TransferscopeError(f"{e}{hint}") from None
 
     # ------------------------------------------------------------- runs
     def prepare_run(self, run: PlannedRun) -> Path:
@@ -88,25 +133,70 @@ class StudyStore:
         return path
 
     def mark_done(self, run_id: str, summary: dict[str, Any]) -> None:
-        atomic.write_json(self.run_dir(run_id) / "DONE", summary)
-        failed = self.run_dir(run_id) / "FAILED"
+        """Write DONE: ``summary`` plus the size and SHA-256 of every file the run wrote."""
+        folder = self.run_dir(run_id)
+        failed = folder / runfiles.FAILED
         if failed.exists():
             failed.unlink()
+        atomic.write_json(folder / runfiles.DONE, {**summary, "files": runfiles.manifest(folder)})
 
     def mark_failed(self, run_id: str, message: str) -> None:
-        atomic.write_json(self.run_dir(run_id) / "FAILED", {"error": message})
+        atomic.write_json(self.run_dir(run_id) / runfiles.FAILED, {"error": message})
 
     def is_done(self, run_id: str) -> bool:
-        return (self.run_dir(run_id) / "DONE").is_file()
+        """Whether the run has a DONE marker (whole or not: see :meth:`damage`)."""
+        return (self.run_dir(run_id) / runfiles.DONE).is_file()
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
-        path = self.run_dir(run_id) / "DONE"
-        return json.loads(path.read_text()) if path.is_file() else None
+        """The run's DONE summary (None when it has not finished); an unreadable DONE is an error."""
+        summary, problem = runfiles.read_done(self.run_dir(run_id))
+        if problem is not None:
+            raise self.damaged_error(run_id, problem)
+        return summary
 
-    def state(self, run_id: str) -> RunState:
+    def damage(self, run_id: str, checksums: bool = True) -> str | None:
+        """How a finished run's files differ from what its DONE recorded (None: whole, or not
+        finished). ``checksums`` false compares sizes only, which does not read the files."""
+        folder = self.run_dir(run_id)
+        summary, problem = runfiles.read_done(folder)
+        if problem is not None or summary is None:
+            return problem
+        return runfiles.check(folder, summary.get("files"), checksums)
+
+    def damaged_error(self, run_id: str, problem: str) -> DamagedRunError:
+        """The error for reading a damaged run; ``problem`` (from :meth:`damage`) starts with
+        the file's path inside the run directory."""
+        return DamagedRunError(
+            f"run {run_id} is damaged: {self.run_dir(run_id)}/{problem}; "
+            f"rerun `transferscope run --out {self.root}` to retrain it"
+        )
+
+    def retrain_damaged(self, plan: Plan) -> list[tuple[str, str]]:
+        """Remove every planned run whose files do not verify, so it trains again from scratch.
+
+        Returns (run id, what is wrong with it) for each; the run directory is deleted (a run is
+        deterministic, so retraining gives what it held before the damage).
+        """
+        out = []
+        for run in plan.runs:
+            if self.is_done(run.id):
+                problem = self.damage(run.id, checksums=True)
+                if problem is not None:
+                    shutil.rmtree(self.run_dir(run.id))
+                    out.append((run.id, problem))
+        return out
+
+    def runs_on_disk(self) -> list[str]:
+        """Ids of every run directory, planned or not, sorted."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if p.is_dir())
+
+    def state(self, run_id: str, checksums: bool = False) -> RunState:
+        """done / damaged / failed / partial / pending; ``checksums`` also hashes done runs."""
         path = self.run_dir(run_id)
-        if (path / "DONE").is_file():
-            return "done"
+        if (path / runfiles.DONE).is_file():
+            return "damaged" if self.damage(run_id, checksums) else "done"
         if (path / "FAILED").is_file():
             return "failed"
         if (path / "checkpoints" / ckpt.RESUME).is_file() or (path / "metrics.jsonl").is_file():

@@ -4,13 +4,22 @@ In-memory datasets (:class:`TensorImageDataset`) are sliced a whole batch at a t
 per-sample collation. Other datasets stream through a ``DataLoader`` with workers. The order of an
 epoch is a pure function of (seed, epoch), so a run resumed in the middle of an epoch sees exactly
 the batches an uninterrupted run would have.
+
+Random augmentation of streamed images (crops, flips) draws from torch's global generator, which
+in a ``DataLoader`` belongs to whichever worker fetches the image and is seeded from the main
+process's generator. Its draws would therefore depend on the number of workers, on which worker got
+which batch and on the main generator's state. Instead, each fetch reseeds the generator from a seed
+of its own (:func:`sample_seeds`, a pure function of the run's seed, the epoch and the position in
+it), so the same image gets the same augmentation with any number of workers and after a resume.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -24,6 +33,30 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of ``n`` examples for ``epoch`` of a run with ``seed``."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     return torch.randperm(n, generator=g)
+
+
+def sample_seeds(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """(n,) int64 seeds for the random draws of positions 0..n-1 of ``epoch`` of a run with
+    ``seed`` (a stream separate from :func:`epoch_order`'s)."""
+    rng = np.random.default_rng([int(seed), int(epoch), 0x5EED])
+    return torch.from_numpy(rng.integers(0, 2**62, n, dtype=np.int64))
+
+
+class SeededItems(Dataset):
+    """``dataset`` indexed by (index, seed): item ``index`` fetched with torch's global generator
+    seeded from ``seed`` (the caller's generator state is restored afterwards)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 def channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
@@ -48,10 +81,13 @@ def iterate(
     device: torch.device | str = "cpu",
     transform: BatchTransform | None = None,
     num_workers: int | None = None,
+    seeds: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, targets)`` batches on ``device`` following ``order`` (default: 0..N-1).
 
-    ``transform`` is applied to each image batch on the device (e.g. a block shuffle).
+    ``transform`` is applied to each image batch on the device (e.g. a block shuffle). ``seeds``
+    (same length as ``order``): a streamed dataset fetches ``order[i]`` with torch's generator
+    seeded from ``seeds[i]`` (see :class:`SeededItems`); in-memory data draws nothing.
     """
     device = torch.device(device)
     non_blocking = device.type == "cuda"
@@ -79,10 +115,16 @@ def iterate(
             yield (transform(x) if transform else x), y
         return
     workers = default_workers() if num_workers is None else num_workers
+    sampler: list[Any] | None = order.tolist() if order is not None else None
+    if seeds is not None:
+        if sampler is None or len(seeds) != len(sampler):
+            raise ValueError("seeds need an order of the same length")
+        dataset = SeededItems(dataset)
+        sampler = list(zip(sampler, seeds.tolist(), strict=True))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=order.tolist() if order is not None else None,
+        sampler=sampler,
         shuffle=False,
         num_workers=workers,
         pin_memory=device.type == "cuda",

@@ -4,6 +4,7 @@ CheXpert), and evaluation of a model over a dataset."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,87 @@ def per_task_auc(outputs: torch.Tensor, targets: torch.Tensor) -> list[float]:
 
 def metric_name(task: Task) -> str:
     return "accuracy" if task == "multiclass" else "mean_auc"
+
+
+# Standard errors that make the chance band: 2.576 is the two-sided 99% normal quantile, so a model
+# that learned nothing lands above the band about once in 200 runs.
+CHANCE_Z = 2.576
+
+
+@dataclass(frozen=True)
+class ChanceCheck:
+    """Whether a final test metric is no better than a model that learned nothing.
+
+    ``chance`` is that model's expected metric (1/classes for accuracy, 0.5 for mean AUC) and
+    ``band`` the half-width of the noise band around it (``z`` standard errors of the metric at the
+    test set's size). ``at_chance`` is true when the metric is below ``chance + band`` (within noise
+    of chance, or worse than chance) or not a number.
+    """
+
+    chance: float
+    band: float
+    at_chance: bool
+    z: float = CHANCE_Z
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return {"chance": self.chance, "band": self.band, "at_chance": self.at_chance, "z": self.z}
+
+
+def chance_metric(task: Task, num_outputs: int) -> float:
+    """The metric of a model that learned nothing: 1/classes (accuracy) or 0.5 (mean AUC)."""
+    if task == "multiclass":
+        if num_outputs < 1:
+            raise ValueError(f"a multiclass task needs >= 1 class, got {num_outputs}")
+        return 1.0 / num_outputs
+    return 0.5
+
+
+def chance_level(
+    task: Task,
+    num_classes: int,
+    num_examples: int,
+    metric: float,
+    *,
+    positives: Sequence[int] | None = None,
+    z: float = CHANCE_Z,
+) -> ChanceCheck:
+    """Whether ``metric``, a run's final test metric, is within noise of chance.
+
+    Multiclass (accuracy): chance is 1/``num_classes``; the band is ``z`` binomial standard errors
+    sqrt(p (1 - p) / n) at p = 1/``num_classes`` and n = ``num_examples``.
+
+    Multilabel (mean AUC): chance is 0.5; the standard error of one label's AUC when scores ignore
+    the labels is sqrt((n+ + n- + 1) / (12 n+ n-)) (the Mann-Whitney statistic's null variance),
+    with n+ positives and n- negatives of that label (``positives``; without them, half of
+    ``num_examples`` each, the narrowest band). Labels whose test set holds one class only have no
+    AUC and are left out. The band of the mean is the mean of the labels' bands: the labels are
+    scored on the same images, so their errors are not independent and nothing averages out.
+
+    Args:
+        task: 'multiclass' or 'multilabel'.
+        num_classes: classes (multiclass) or labels (multilabel).
+        num_examples: size of the test set the metric was measured on.
+        metric: the final test metric.
+        positives: multilabel only: positive test examples per label.
+        z: standard errors in the band.
+    """
+    if num_classes < 1 or num_examples < 1:
+        raise ValueError(
+            f"need num_classes >= 1 and num_examples >= 1, got {num_classes}, {num_examples}"
+        )
+    chance = chance_metric(task, num_classes)
+    if task == "multiclass":
+        band = z * math.sqrt(chance * (1 - chance) / num_examples)
+    else:
+        counts = (
+            [(num_examples / 2, num_examples / 2)]
+            if positives is None
+            else [(p, num_examples - p) for p in positives if 0 < p < num_examples]
+        )
+        errors = [math.sqrt((a + b + 1) / (12 * a * b)) for a, b in counts]
+        band = z * float(np.mean(errors)) if errors else math.inf
+    at_chance = not math.isfinite(metric) or metric < chance + band
+    return ChanceCheck(chance, band, bool(at_chance), z)
 
 
 @dataclass

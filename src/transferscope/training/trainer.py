@@ -37,6 +37,7 @@ from transferscope.training.loaders import (
     channels_last_batches,
     epoch_order,
     iterate,
+    sample_seeds,
 )
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
 from transferscope.training.schedule import lr_at
@@ -94,6 +95,11 @@ def _points_to_steps(points: list[float], steps_per_epoch: int, total: int) -> d
         if 0 <= step <= total:
             out[step] = p
     return out
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of torch's global generator for training step ``step`` of a run with ``seed``."""
+    return int(np.random.default_rng([int(seed), int(step), 0x57E9]).integers(0, 2**62))
 
 
 @dataclass
@@ -201,7 +207,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self, model: nn.Module, train: Dataset, test: Dataset) -> FitResult:
-        """Train ``model`` in place; returns the final evaluation and the metrics history."""
+        """Train ``model`` in place; returns the final evaluation and the metrics history.
+
+        Every random draw of the fit derives from ``seed`` and the step (data order, each
+        image's augmentation, mixup, and torch's global generator reseeded at every step), so
+        the same inputs give the same weights with any number of loader workers and across a
+        resume. The caller's global generator state is restored afterwards.
+        """
+        index = self.device.index
+        cuda = [torch.cuda.current_device() if index is None else index] if self._on_cuda() else []
+        with torch.random.fork_rng(devices=cuda):
+            return self._fit(model, train, test)
+
+    def _fit(self, model: nn.Module, train: Dataset, test: Dataset) -> FitResult:
         spec = self.spec
         model.to(self.device)
         transform = self.transform
@@ -299,15 +317,23 @@ class Trainer:
                 if subset is not None:
                     order = subset[order]
                 rest = order[pos * spec.batch_size :]
+                draws = sample_seeds(n_used, self.seed, epoch)[pos * spec.batch_size :]
+                if d is not None:
+                    rest = dist_lib.shard_order(rest, spec.batch_size, d)
+                    draws = dist_lib.shard_order(draws, spec.batch_size, d)
                 batches = iterate(
                     train,
                     spec.batch_size if d is None else spec.batch_size // d.world,
-                    order=rest if d is None else dist_lib.shard_order(rest, spec.batch_size, d),
+                    order=rest,
                     device=self.device,
                     transform=transform,
                     num_workers=self.num_workers,
+                    seeds=draws,
                 )
             x, y = next(batches)
+            # Whatever the model draws from torch's global generator (dropout, stochastic depth)
+            # depends on the run's seed and the step alone, so a resumed run draws the same.
+            torch.manual_seed(step_seed(self.seed, step))
             lr = lr_at(spec, step / steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_factor"]
@@ -445,15 +471,26 @@ def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_rows(path: Path | None) -> list[dict[str, Any]]:
-    """Rows of a metrics file; a torn last line (crash mid-write of an older version) is dropped."""
+    """Rows of a metrics file. The file is written whole (atomically), so a line that is not a
+    JSON object means the file was damaged: an error naming the file and line, never a silent
+    stop that would drop every later evaluation."""
     if path is None or not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            row, problem = None, f"not valid JSON ({e.msg})"
+        else:
+            problem = None if isinstance(row, dict) and "step" in row else "not a metrics row"
+        if problem is not None:
+            raise TransferscopeError(
+                f"{path}, line {number}: {problem}; the file is damaged - `transferscope run` "
+                f"retrains a finished run whose files changed; for an unfinished one delete "
+                f"{path.parent} and rerun"
+            )
+        rows.append(row)
     return rows
 
 

@@ -1,0 +1,446 @@
+"""A study directory never gives a silent wrong answer: its files follow the umask, damaged runs
+are found, analyses are redone when what they read changed, a rerun keeps the study's own config,
+and two commands never work on one directory at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from transferscope import atomic
+from transferscope.config import StudyConfig
+from transferscope.errors import TransferscopeError
+from transferscope.report.findings import load_study
+from transferscope.report.html import render_html
+from transferscope.study.analyze import run_analyses
+from transferscope.study.lock import LOCK, StudyLock
+from transferscope.study.plan import Plan, build_plan
+from transferscope.study.store import StudyStore
+from transferscope.training import checkpoints as ckpt
+from transferscope.training.metrics import chance_level
+from transferscope.training.trainer import read_metrics
+
+from fake_study import INFO, FakeData, write_runs
+from fixtures_data import make_imagefolder
+from study_checks import cli
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then restore it."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path: Path, umask, mask: int, mode: int) -> None:
+    umask(mask)
+    assert atomic.current_umask() == mask
+    atomic.write_text(tmp_path / "study.yaml", "name: x\n")
+    atomic.write_json(tmp_path / "analyses" / "curves.json", {"status": "ok"})
+    atomic.write_npy(tmp_path / "predictions" / "test_outputs.npy", np.zeros(3))
+    ckpt.save_weights(tmp_path / "checkpoints" / "final.safetensors", {"w": torch.ones(2)})
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 4
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+# --------------------------------------------------------------------------------------------
+# a hand-made study (no training): digits-shaped runs with random weights
+
+DIGITS = {"name": "digits", "options": {"image_size": 8}}
+
+
+def config(**overrides: Any) -> StudyConfig:
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "source": {**DIGITS, "id": "src"},
+        "targets": [DIGITS],
+        "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
+        "pretrain": {"epochs": 1},
+        "finetune": {"epochs": 1, "lr": 0.02},
+        "randinit": {"epochs": 1},
+        "seeds": [0, 1],
+        "same_init_pair": False,
+    }
+    return StudyConfig.model_validate({**data, **overrides})
+
+
+def make_study(root: Path, cfg: StudyConfig, **kwargs: Any) -> tuple[StudyStore, Plan]:
+    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
+    store = StudyStore(root)
+    store.write_study(cfg, plan)
+    write_runs(store, plan, **kwargs)
+    return store, plan
+
+
+def analyse(store: StudyStore, names: list[str]) -> dict[str, str]:
+    """Run ``names``; returns each one's progress messages joined by ' | '."""
+    calls: dict[str, list[str]] = {}
+    run_analyses(
+        store, only=names, progress=lambda n, m: calls.setdefault(n, []).append(m), cache=FakeData()
+    )
+    return {n: " | ".join(m) for n, m in calls.items()}
+
+
+def test_an_analysis_is_redone_when_a_run_it_read_is_trained_again(tmp_path: Path) -> None:
+    store, plan = make_study(tmp_path / "study", config())
+    assert analyse(store, ["curves", "mistakes"]) == {
+        "curves": "running | done",
+        "mistakes": "running | done",
+    }
+    assert analyse(store, ["curves", "mistakes"]) == {"curves": "cached", "mistakes": "cached"}
+    doc = json.loads((store.analyses_dir / "curves.json").read_text())
+    assert doc["computed_because"] == "no earlier result"
+    pt = plan.select(kind="P-T")[0]
+    assert pt.id in doc["inputs"]["runs"]
+    # The same run trained again: same files, a new DONE.
+    time.sleep(0.01)
+    store.mark_done(pt.id, {"metric_name": "accuracy", "final_metric": 0.5, "seconds": 2.0})
+    calls = analyse(store, ["curves", "mistakes"])
+    for name in ("curves", "mistakes"):
+        assert calls[name].startswith(f"recomputing: run {pt.id} was trained again"), calls
+        assert calls[name].endswith("done")
+    doc = json.loads((store.analyses_dir / "curves.json").read_text())
+    assert doc["computed_because"] == f"run {pt.id} was trained again (its DONE changed)"
+    # A file of a run changed after its DONE: the analysis is redone, and refuses the run.
+    rit = plan.select(kind="RI-T")[0]
+    (store.run_dir(rit.id) / "metrics.jsonl").write_text('{"step": 0, "metric": 0.99}\n' * 3)
+    with pytest.raises(TransferscopeError, match=f"run {rit.id} is damaged: .*metrics.jsonl"):
+        analyse(store, ["curves"])
+
+
+def test_a_config_change_redoes_the_analyses_and_status_lists_the_old_runs(tmp_path: Path) -> None:
+    """The issue's case: finetune.lr edited, the study rerun: new P-T runs train, and every
+    analysis must use them, not the old ones."""
+    store, plan = make_study(tmp_path / "study", config())
+    analyse(store, ["curves", "mistakes", "distance"])
+    old_pts = {r.id for r in plan.select(kind="P-T")}
+    # What `transferscope run` does with the edited config: new plan, the new runs trained.
+    new_cfg = config(finetune={"epochs": 1, "lr": 0.05})
+    new_plan = build_plan(new_cfg, {"src": INFO, "digits": INFO})
+    store.write_study(new_cfg, new_plan)
+    new_pts = {r.id for r in new_plan.select(kind="P-T")}
+    assert len(new_pts) == 2 and not new_pts & old_pts
+    write_runs(store, new_plan, runs=new_plan.select(kind="P-T"), final_metric=0.7)
+    calls = analyse(store, ["curves", "mistakes", "distance"])
+    # 2 P-T runs and the control pair's 2 P@0-T runs (fine-tuned with the same recipe).
+    for name, messages in calls.items():
+        assert (
+            "recomputing: the study's plan changed (4 runs added, 4 no longer planned)" in messages
+        ), name
+        used = set(json.loads((store.analyses_dir / f"{name}.json").read_text())["runs_used"])
+        assert new_pts <= used and not used & old_pts, name
+    result = cli("status", str(store.root))
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "4 runs on disk are not in the current plan" in out
+    for rid in old_pts:
+        assert f"{rid} done" in out
+
+
+# --------------------------------------------------------------------------------------------
+# damaged runs
+
+
+def truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_a_truncated_checkpoint_makes_the_run_damaged_everywhere(tmp_path: Path) -> None:
+    store, plan = make_study(tmp_path / "study", config())
+    pt = plan.select(kind="P-T")[0]
+    truncate(store.weights_path(pt.id))
+    assert store.state(pt.id) == "damaged"
+    assert "checkpoints/final.safetensors has" in (store.damage(pt.id, checksums=False) or "")
+    # status: the state and the file, one line each, rc 0 (it is a report, not an error)
+    result = cli("status", str(store.root))
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "damaged" in out and "checkpoints/final.safetensors" in out
+    assert "trained again by `transferscope run" in out
+    # analyze: one line naming the file and the fix, not a silent skip of the pair
+    result = cli("analyze", str(store.root), "--only", "mistakes")
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = " ".join(result.stderr.split())
+    assert f"run {pt.id} is damaged" in error and "final.safetensors" in error
+    assert "Traceback" not in result.stderr and "to retrain it" in error
+    # the report's run table says so too
+    row = next(r for r in load_study(store.root).runs if r.id == pt.id)
+    assert row.state == "damaged" and "final.safetensors" in (row.error or "")
+    # a rerun removes it, so it trains again from scratch
+    assert [rid for rid, _ in store.retrain_damaged(plan)] == [pt.id]
+    assert store.state(pt.id) == "pending"
+
+
+def test_a_changed_file_of_the_same_size_is_found_by_its_checksum(tmp_path: Path) -> None:
+    store, plan = make_study(tmp_path / "study", config())
+    rit = plan.select(kind="RI-T")[0]
+    path = store.run_dir(rit.id) / "predictions" / "test_outputs.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert store.state(rit.id) == "done"  # sizes agree: the cheap check cannot see it
+    assert store.state(rit.id, checksums=True) == "damaged"
+    result = cli("status", str(store.root), "--verify")
+    assert "damaged" in result.stdout and "SHA-256" in " ".join(result.stdout.split())
+
+
+def test_a_corrupt_metrics_line_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "metrics.jsonl"
+    path.parent.mkdir()
+    rows = [{"epoch": e, "step": e, "metric": 0.5} for e in range(3)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_metrics(path.parent) == rows
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:-3] + "#"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TransferscopeError) as err:
+        read_metrics(path.parent)
+    assert f"{path}, line 2: not valid JSON" in str(err.value) and "\n" not in str(err.value)
+    path.write_text(json.dumps(rows[0]) + "\n[1, 2]\n")
+    with pytest.raises(TransferscopeError, match="line 2: not a metrics row"):
+        read_metrics(path.parent)
+
+
+def test_a_corrupt_done_is_a_damaged_run_not_a_traceback(tmp_path: Path) -> None:
+    store, plan = make_study(tmp_path / "study", config())
+    rit = plan.select(kind="RI-T")[0]
+    (store.run_dir(rit.id) / "DONE").write_text('{"final_metric": 0.')
+    assert store.state(rit.id) == "damaged"
+    result = cli("status", str(store.root))
+    assert result.returncode == 0 and "DONE is not valid JSON" in " ".join(result.stdout.split())
+    result = cli("analyze", str(store.root), "--only", "curves")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"run {rit.id} is damaged" in " ".join(result.stderr.split())
+    assert next(r for r in load_study(store.root).runs if r.id == rit.id).state == "damaged"
+
+
+# --------------------------------------------------------------------------------------------
+# chance level
+
+
+def test_chance_level_bands() -> None:
+    # 10 classes, 400 test images: 2.576 * sqrt(0.1 * 0.9 / 400) = 0.0386
+    at = chance_level("multiclass", 10, 400, 0.12)
+    assert at.chance == pytest.approx(0.1) and at.band == pytest.approx(0.0386, abs=1e-4)
+    assert at.at_chance
+    assert not chance_level("multiclass", 10, 400, 0.15).at_chance
+    assert chance_level("multiclass", 10, 400, 0.02).at_chance  # worse than chance: flagged too
+    assert chance_level("multiclass", 3, 30, 1 / 3).at_chance  # the issue's 3-class RI-T runs
+    assert chance_level("multiclass", 3, 30, float("nan")).at_chance
+    # multilabel: AUC null band; rare labels make it wider than balanced ones
+    balanced = chance_level("multilabel", 5, 200, 0.55)
+    rare = chance_level("multilabel", 5, 200, 0.55, positives=[5] * 5)
+    assert balanced.chance == 0.5 and rare.band > balanced.band
+    assert balanced.band == pytest.approx(2.576 * (201 / (12 * 100 * 100)) ** 0.5)
+    assert not chance_level("multilabel", 5, 200, 0.65).at_chance
+
+
+def test_runs_at_chance_are_flagged_in_status_and_the_report(tmp_path: Path) -> None:
+    store, plan = make_study(tmp_path / "study", config(), final_metric=0.1, n_test=40)
+    good = plan.select(kind="P-T")[0]
+    summary = store.summary(good.id)
+    assert summary is not None
+    summary.pop("files")
+    store.mark_done(good.id, {**summary, "final_metric": 0.8})
+    result = cli("status", str(store.root))
+    lines = [line for line in result.stdout.splitlines() if line.startswith("at chance ")]
+    assert len(lines) == len(plan.runs) - 1 and not any(good.id in line for line in lines)
+    assert "accuracy 0.1000 is within noise of chance (0.1 ± 0.12)" in lines[0]
+    data = load_study(store.root)
+    flags = {r.id: r.chance_level for r in data.runs}
+    assert flags[good.id] is False and sum(flags.values()) == len(plan.runs) - 1
+    row = next(r for r in data.runs if r.id != good.id)
+    assert row.chance is not None and row.chance["chance"] == pytest.approx(0.1)
+    html = render_html(data, tmp_path / "report", formats=("png",))
+    assert "at chance (0.1 ±" in html and "runs ended within noise of chance" in html
+
+
+# --------------------------------------------------------------------------------------------
+# rerunning a study: its own config, or a different one only with --force
+
+STUDY_YAML = """\
+name: tiny
+source: {name: digits, id: src, options: {image_size: 8}}
+targets: [{name: digits, options: {image_size: 8}}]
+model: {name: fixup-small, options: {widths: [4, 4, 4]}}
+pretrain: {epochs: 1, batch_size: 64}
+finetune: {epochs: 1, batch_size: 64, lr: 0.02}
+randinit: {epochs: 1, batch_size: 64}
+seeds: [0]
+same_init_pair: false
+"""
+
+
+@pytest.mark.slow
+def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(STUDY_YAML)
+    out = tmp_path / "study"
+    result = cli("run", str(config_file), "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    study_yaml, plan_json = (out / "study.yaml").read_text(), (out / "plan.json").read_text()
+    # No config: the study's own, not the mini preset.
+    result = cli("run", "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert "with its own config" in said and "3 runs" in said
+    assert (out / "study.yaml").read_text() == study_yaml
+    assert (out / "plan.json").read_text() == plan_json
+    # The same config again, with other execution settings: no change, no question.
+    result = cli("run", str(config_file), "--out", str(out), "--plan-only", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    # Another config: refused, naming the keys; nothing rewritten.
+    config_file.write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05").replace("[0]", "[0, 1]"))
+    result = cli("run", str(config_file), "--out", str(out), "--plan-only")
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = " ".join(result.stderr.split())
+    assert "another config (differs in finetune.lr, seeds)" in error and "--force" in error
+    assert "Traceback" not in result.stderr
+    assert (out / "plan.json").read_text() == plan_json
+    result = cli("run", "--preset", "micro", "--out", str(out), "--plan-only")
+    assert result.returncode == 2 and "differs in name, source" in " ".join(result.stderr.split())
+    # --force: the new config replaces it.
+    result = cli("run", str(config_file), "--out", str(out), "--plan-only", "--force")
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert "going on (--force)" in said and "5 runs" in said
+    assert "lr: 0.05" in (out / "study.yaml").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# one command per study directory
+
+HOLD = """
+import sys, time
+from transferscope.study.lock import StudyLock
+with StudyLock(sys.argv[1], "transferscope run tiny.yaml --out study"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_command_on_a_locked_study_names_the_holder(tmp_path: Path) -> None:
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(STUDY_YAML)
+    out = tmp_path / "study"
+    assert cli("run", str(config_file), "--out", str(out), "--plan-only").returncode == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        for args in (("run", "--out", str(out)), ("analyze", str(out))):
+            result = cli(*args)
+            assert result.returncode == 2, result.stdout + result.stderr
+            error = " ".join(result.stderr.split())
+            assert f"is in use by pid {holder.pid} on host {socket.gethostname()}" in error
+            assert "`transferscope run tiny.yaml --out study`" in error
+            assert "Traceback" not in result.stderr
+        # status reads while another command works
+        assert cli("status", str(out)).returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without letting go: its lock is stale and taken over.
+    lock = out / LOCK
+    lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+    result = cli("run", "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    assert not lock.exists()
+
+
+def test_the_lock_is_the_top_level_commands(tmp_path: Path) -> None:
+    """Within one process a second lock is refused (so code run under a command must never take
+    it), and child processes (the local executor's workers, Ray) do not inherit it: a command
+    that dies releases it even while a child it started lives on."""
+    with StudyLock(tmp_path, "first") as lock:
+        with pytest.raises(TransferscopeError, match=f"in use by pid {os.getpid()}"):
+            StudyLock(tmp_path, "second").acquire()
+        assert lock._fd is not None and not os.get_inheritable(lock._fd)
+        holder = json.loads((tmp_path / LOCK).read_text())
+        assert holder["command"] == "first" and holder["host"] == socket.gethostname()
+    assert not (tmp_path / LOCK).exists()
+    with StudyLock(tmp_path, "again"):  # released: free again
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: tiny studies that train
+
+
+@pytest.mark.slow
+def test_a_damaged_run_is_trained_again_to_the_same_weights(tmp_path: Path) -> None:
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(STUDY_YAML)
+    out = tmp_path / "study"
+    args = ("run", str(config_file), "--out", str(out), "--quiet", "--threads", "1")
+    result = cli(*args, "--no-analyses")
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = StudyStore(out)
+    pt = store.read_plan().select(kind="P-T")[0]
+    weights = store.weights_path(pt.id).read_bytes()
+    truncate(store.weights_path(pt.id))
+    result = cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert f"damaged run {pt.id}: checkpoints/final.safetensors has" in said
+    assert "1 to train" in said
+    assert store.state(pt.id, checksums=True) == "done"
+    assert store.weights_path(pt.id).read_bytes() == weights
+
+
+@pytest.mark.slow
+def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None:
+    """The issue's case: P-T on an image-folder target with augmentation gave another
+    final.safetensors each time: its crops and flips (drawn in the loader's worker processes)
+    came from whatever state the global generator of the process that trained it was in, which
+    depends on the runs that process trained before. The same P-T trained right after P in one
+    `transferscope run`, and alone in a fresh process (`python -m transferscope.train_run`), must
+    give the same weights."""
+    root = make_imagefolder(tmp_path / "tree", {"a": 6, "b": 6, "c": 6})
+    target = (
+        f"{{name: imagefolder, root: {root}, "
+        "options: {image_size: 8, channels: 1, augment: true, test_fraction: 0.25}}"
+    )
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(
+        STUDY_YAML.replace("[{name: digits, options: {image_size: 8}}]", f"[{target}]").replace(
+            "finetune: {epochs: 1, batch_size: 64", "finetune: {epochs: 2, batch_size: 4"
+        )
+    )
+    whole, alone = tmp_path / "whole", tmp_path / "alone"
+    args = ("--quiet", "--no-analyses", "--threads", "1")
+    result = cli("run", str(config_file), "--out", str(whole), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # One thread in both (train_run takes it from study.yaml): sums in another order differ.
+    result = cli("run", str(config_file), "--out", str(alone), "--plan-only", "--threads", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    plan = StudyStore(alone).read_plan()
+    p, pt = plan.select(kind="P")[0], plan.select(kind="P-T")[0]
+    for run in (p, pt):
+        trained = subprocess.run(
+            [sys.executable, "-m", "transferscope.train_run", str(alone / "runs" / run.id)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+    weights = [StudyStore(d).weights_path(pt.id).read_bytes() for d in (whole, alone)]
+    assert weights[0] == weights[1]
