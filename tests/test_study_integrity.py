@@ -319,7 +319,8 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
     result = cli("run", str(config_file), "--out", str(out), "--plan-only", "--force")
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stdout.split())
-    assert "going on (--force)" in said and "5 runs" in said
+    # P, two P-T, two RI-T and the control pair's two P@0-T.
+    assert "going on (--force)" in said and "7 runs" in said
     assert "lr: 0.05" in (out / "study.yaml").read_text()
 
 
