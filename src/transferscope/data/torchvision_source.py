@@ -244,7 +244,11 @@ def _class_names(ds: Dataset, targets: np.ndarray | None, name: str) -> tuple[st
     return tuple(str(i) for i in range(int(targets.max()) + 1))
 
 
-@register("torchvision", prefix=True)
+@register(
+    "torchvision",
+    prefix=True,
+    description="a torchvision.datasets classification set already on disk",
+)
 def build(
     root: Path | None,
     seed: int,
