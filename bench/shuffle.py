@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +35,18 @@ def unfold_fold_loop(images: torch.Tensor, block: int, seed: int) -> torch.Tenso
     return out
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: caches, the shuffle's index
-    times = []
+def _medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, measured in turns (round after round), so that a change
+    in the machine's load affects every function alike."""
+    for fn in fns.values():
+        fn()  # warm-up: caches, the shuffle's index
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> dict:
@@ -54,11 +59,18 @@ def main() -> dict:
         and torch.equal(block_shuffle(images, BLOCK, SEED, out=buffer), expected)
     ):
         raise AssertionError("batched block shuffle differs from the Unfold/Fold reference")
-    loop = _median_seconds(lambda: unfold_fold_loop(images, BLOCK, SEED), REPEATS)
-    shuffle = _median_seconds(lambda: block_shuffle(images, BLOCK, SEED, out=buffer), REPEATS)
-    copy = _median_seconds(lambda: buffer.copy_(images), REPEATS)
-    alloc = _median_seconds(lambda: block_shuffle(images, BLOCK, SEED), REPEATS)
-    clone = _median_seconds(images.clone, REPEATS)
+    medians = _medians(
+        {
+            "loop": lambda: unfold_fold_loop(images, BLOCK, SEED),
+            "shuffle": lambda: block_shuffle(images, BLOCK, SEED, out=buffer),
+            "copy": lambda: buffer.copy_(images),
+            "alloc": lambda: block_shuffle(images, BLOCK, SEED),
+            "clone": images.clone,
+        },
+        REPEATS,
+    )
+    loop, shuffle, copy = medians["loop"], medians["shuffle"], medians["copy"]
+    alloc, clone = medians["alloc"], medians["clone"]
     return {
         "name": "shuffle",
         "compared": "block_shuffle into a buffer vs one copy of the batch into a buffer "
@@ -67,6 +79,7 @@ def main() -> dict:
             "batch": [BATCH, 3, SIDE, SIDE],
             "block": BLOCK,
             "repeats": REPEATS,
+            "timing": "median, the functions measured in turns",
             "threads": torch.get_num_threads(),
         },
         "shuffle_ms": round(shuffle * 1e3, 1),

@@ -12,6 +12,7 @@ import functools
 import threading
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from transferscope.errors import TransferscopeError
@@ -79,6 +80,8 @@ def block_shuffle(
     index = _segment_index(h, w, block_size, int(seed), inverse, str(images.device))
     source = images.reshape(b * c, segments, block_size)
     target = out.view(b * c, segments, block_size)
+    if images.requires_grad:  # out= does not record the gather for autograd
+        return out.copy_(torch.index_select(source, 1, index).view_as(out))
     if images.device.type != "cpu":
         torch.index_select(source, 1, index, out=target)
     else:
@@ -91,7 +94,7 @@ def block_shuffle(
 
 
 # A CPU gathers through a buffer of about this size (it stays in the cache), see _staged_gather.
-_STAGE_BYTES = 2 * 1024**2
+_STAGE_BYTES = 1024**2
 # Below this many bytes a shuffle is not worth splitting over threads.
 _PARALLEL_BYTES = 4 * 1024**2
 
@@ -104,24 +107,17 @@ def _staged_gather(
     Read straight from memory in permuted order, every segment is a cache miss the prefetcher
     cannot foresee (~2.3 copies' time on this 2-core machine). A few images at a time are
     first copied into a small buffer (a sequential read) and gathered from there, from the
-    cache: the batch crosses main memory once each way.
+    cache: the batch crosses main memory once each way. The buffer is filled by numpy, a plain
+    memcpy on this thread (a Tensor.copy_ would start an OpenMP team in each of _split_rows'
+    threads); numpy sees the bytes, so any dtype goes.
     """
-    per_row = source[0].nbytes
-    rows = max(1, min(stop - start, _STAGE_BYTES // max(per_row, 1)))
+    rows = max(1, min(stop - start, _STAGE_BYTES // max(source[0].nbytes, 1)))
     stage = torch.empty((rows, *source.shape[1:]), dtype=source.dtype)
-    # The staging copy is an index_select too: like the gather it stays on this thread (a
-    # Tensor.copy_ would start an OpenMP team inside each of _split_rows' threads).
-    in_order = _identity(source.shape[1])
+    stage_bytes, source_bytes = stage.view(torch.uint8).numpy(), source.view(torch.uint8).numpy()
     for first in range(start, stop, rows):
         last = min(first + rows, stop)
-        buffer = stage[: last - first]
-        torch.index_select(source[first:last], 1, in_order, out=buffer)
-        torch.index_select(buffer, 1, index, out=target[first:last])
-
-
-@functools.lru_cache(maxsize=16)
-def _identity(n: int) -> torch.Tensor:
-    return torch.arange(n)
+        np.copyto(stage_bytes[: last - first], source_bytes[first:last])
+        torch.index_select(stage[: last - first], 1, index, out=target[first:last])
 
 
 def _split_rows(gather: Callable[[int, int], None], rows: int, nbytes: int) -> None:
