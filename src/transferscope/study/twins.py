@@ -14,6 +14,7 @@ checkpoints must hold identical tensors.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -33,7 +34,10 @@ _FILE_COMPARE_LIMIT = 2 * 1024**3  # parent checkpoints larger than this are not
 
 
 def _training_key(spec: RunSpec) -> str:
-    return spec.model_copy(update={"kind": "P-T", "parent_checkpoint": None}).model_dump_json()
+    """The spec without its kind and parent checkpoint name, canonical (sorted keys: a spec read
+    back from plan.json has its option dicts in another order than the one built from YAML)."""
+    fields = spec.model_dump(mode="json", exclude={"kind", "parent_checkpoint"})
+    return json.dumps(fields, sort_keys=True)
 
 
 def find_twin(run: PlannedRun, store: StudyStore) -> PlannedRun | None:
