@@ -18,10 +18,15 @@ from study_checks import assert_same_results, cli, rows
 
 pytestmark = [requires_fashion, pytest.mark.slow]
 
+# One torch thread in every study here: bit-identical results need the same thread count in each
+# process, and the micro model's tiny batches gain nothing from a second thread. With two (and
+# two runs at once with --jobs 2, four) this module took 20 minutes on a busy 2-core machine.
+THREADS = "1"
+
 
 def run_micro(out: Path) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    result = cli("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", "2")
+    result = cli("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
     return result, time.perf_counter() - start
 
 
@@ -62,7 +67,7 @@ def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
     """--jobs 2 trains runs side by side in worker processes, P-T only after P is done; with the
     same threads per run every weight and metric equals the one-at-a-time study's."""
     out = tmp_path / "jobs"
-    args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", "2")
+    args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
     result = cli(*args, "--jobs", "2", "--no-analyses")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_results(reference[0], out)
@@ -91,7 +96,7 @@ def test_a_trajectory_run_at_the_end_of_pretraining_reuses_its_p_t_twin(referenc
     for name in ("study.yaml", "plan.json"):
         shutil.copy(reference[0] / name, alone.root / name)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # as the reference study (--threads 2)
+    torch.set_num_threads(int(THREADS))  # as the reference study
     try:
         cfg = alone.read_config()
         summary = execute_run(run, cfg, alone, DataCache(), torch.device("cpu"))
@@ -131,7 +136,7 @@ def test_sigkill_at_a_random_point_then_rerun_gives_identical_results(reference,
             str(out),
             "--quiet",
             "--threads",
-            "2",
+            THREADS,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
