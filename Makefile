@@ -7,6 +7,10 @@ PIP := $(PY) -m pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STUDY ?= transferscope-study
 FASHION_DEB := /usr/share/datasets/fashion-mnist
+# OpenMP threads with nothing to do sleep instead of spinning: on a machine that also runs other
+# work a spinning thread takes the core its partner needs (measured on a busy 2-core machine:
+# a 2-thread forward pass of the mini model 5-10x slower than with one thread; sleeping, faster).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test lint bench data test-packages venv clean
 
