@@ -1,5 +1,5 @@
 """Shared fixtures. Tests never download: real data comes from Debian's Fashion-MNIST package
-(installed by .ci/run and `make test`'s README instructions) and scikit-learn's bundled digits."""
+(`make test` installs it when it can, or says how) and scikit-learn's bundled digits."""
 
 from __future__ import annotations
 

@@ -81,3 +81,42 @@ def test_rejects_non_batch_input():
 def test_dtype_and_shape_kept(images):
     out = block_shuffle(images.half(), 4, seed=0)
     assert out.dtype == torch.float16 and out.shape == images.shape
+
+
+def _reference_block_shuffle(images: torch.Tensor, block: int, seed: int) -> torch.Tensor:
+    """Blocks cut out with a permuted 6-D view, permuted, put back: the plain definition."""
+    from transferscope.data.shuffle import permutation
+
+    b, c, h, w = images.shape
+    nh, nw = h // block, w // block
+    blocks = images.reshape(b, c, nh, block, nw, block).permute(0, 1, 2, 4, 3, 5)
+    blocks = blocks.reshape(b, c, nh * nw, block, block)[:, :, permutation(nh * nw, seed)]
+    return blocks.reshape(b, c, nh, nw, block, block).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
+
+
+@pytest.mark.parametrize("block", [1, 7, 16])
+def test_large_batches_on_two_threads_into_a_buffer_equal_the_definition(block):
+    """8 x 3 x 224 x 224 (4.8 MB) is split over the threads and staged through small buffers."""
+    images = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        buffer = torch.full_like(images, float("nan"))
+        out = block_shuffle(images, block, seed=3, out=buffer)
+    finally:
+        torch.set_num_threads(threads)
+    assert out is buffer
+    assert torch.equal(out, _reference_block_shuffle(images, block, 3))
+
+
+def test_a_bad_out_buffer_is_a_clear_error(images):
+    for bad in (torch.empty(5, 3, 12, 6), images.double(), images):  # shape, dtype, itself
+        with pytest.raises(TransferscopeError, match="out must be a contiguous"):
+            block_shuffle(images, 4, seed=0, out=bad)
+
+
+def test_gradients_flow_through_a_shuffle():
+    images = torch.randn(2, 1, 4, 4, requires_grad=True)
+    weights = torch.arange(32, dtype=torch.float32).view(2, 1, 4, 4)
+    (block_shuffle(images, 2, seed=1) * weights).sum().backward()
+    assert torch.equal(images.grad, block_shuffle(weights, 2, seed=1, inverse=True))

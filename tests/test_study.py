@@ -14,14 +14,19 @@ import pytest
 from transferscope.study.store import StudyStore
 
 from conftest import requires_fashion
-from study_checks import assert_same_results, cli
+from study_checks import assert_same_results, cli, rows
 
 pytestmark = [requires_fashion, pytest.mark.slow]
+
+# One torch thread in every study here: bit-identical results need the same thread count in each
+# process, and the micro model's tiny batches gain nothing from a second thread. With two (and
+# two runs at once with --jobs 2, four) this module took 20 minutes on a busy 2-core machine.
+THREADS = "1"
 
 
 def run_micro(out: Path) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    result = cli("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", "2")
+    result = cli("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
     return result, time.perf_counter() - start
 
 
@@ -62,10 +67,47 @@ def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
     """--jobs 2 trains runs side by side in worker processes, P-T only after P is done; with the
     same threads per run every weight and metric equals the one-at-a-time study's."""
     out = tmp_path / "jobs"
-    args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", "2")
+    args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
     result = cli(*args, "--jobs", "2", "--no-analyses")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_results(reference[0], out)
+
+
+def test_a_trajectory_run_at_the_end_of_pretraining_reuses_its_p_t_twin(reference, tmp_path):
+    """P@2-T (P's last checkpoint is its final weights) is P-T's training under another name:
+    its files are linked from P-T's, and training it on its own gives the same weights."""
+    import shutil
+
+    import torch
+
+    from transferscope.study.executors import DataCache, execute_run
+    from transferscope.training import checkpoints as ckpt
+
+    ref = StudyStore(reference[0])
+    plan = ref.read_plan()
+    for run in plan.select(kind="P@k-T"):
+        twin = plan.select(kind="P-T", target=run.target, shuffle=None, seed=run.seed)[0]
+        copied = ref.summary(run.id).get("copied_from")
+        assert copied == (twin.id if run.checkpoint == 2.0 else None), run.id
+    run = next(r for r in plan.select(kind="P@k-T", target="digits") if r.checkpoint == 2.0)
+    alone = StudyStore(tmp_path / "alone")
+    p = plan.select(kind="P")[0]
+    shutil.copytree(ref.run_dir(p.id), alone.run_dir(p.id))
+    for name in ("study.yaml", "plan.json"):
+        shutil.copy(reference[0] / name, alone.root / name)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(THREADS))  # as the reference study
+    try:
+        cfg = alone.read_config()
+        summary = execute_run(run, cfg, alone, DataCache(), torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert "copied_from" not in summary  # its twin is not done in this study: trained
+    a, b = (ckpt.load_weights(s.weights_path(run.id)) for s in (ref, alone))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert rows(ref.run_dir(run.id) / "metrics.jsonl") == rows(
+        alone.run_dir(run.id) / "metrics.jsonl"
+    )
 
 
 def test_status_lists_every_run(reference):
@@ -94,7 +136,7 @@ def test_sigkill_at_a_random_point_then_rerun_gives_identical_results(reference,
             str(out),
             "--quiet",
             "--threads",
-            "2",
+            THREADS,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

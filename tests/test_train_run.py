@@ -24,6 +24,8 @@ from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed, shard_order
 
+from conftest import requires_fashion
+
 RTOL = 1e-3
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
@@ -120,6 +122,7 @@ def test_shards_of_a_global_batch_cover_it_in_order():
         assert sorted(together.tolist()) == sorted(order[start : start + 4].tolist())
 
 
+@requires_fashion
 @pytest.mark.slow
 def test_two_gloo_processes_follow_the_one_process_loss_curve(reference, tmp_path):
     one, run_id = reference
@@ -154,6 +157,7 @@ def test_a_directory_outside_the_plan_is_a_one_line_error(tmp_path):
     assert result.stderr.startswith("error: ") and "plan.json" in result.stderr
 
 
+@requires_fashion
 @pytest.mark.slow
 def test_torchrun_resumes_a_run_killed_in_one_process(reference, tmp_path):
     """A run SIGKILLed after its first resume point finishes under torchrun on the same curve."""

@@ -277,3 +277,23 @@ def test_channels_last_on_the_cpu_is_a_clear_error_not_a_crash():
     spec = TrainSpec(epochs=1, batch_size=4)
     with pytest.raises(TransferscopeError, match="channels_last"):
         Trainer(spec, "multiclass", channels_last=True).fit(model, data, data)
+
+
+def test_cpu_evaluation_forwards_at_most_a_chunk_of_examples_with_the_same_outputs():
+    """Evaluation batches (1000 by default) run through the model 256 rows at a time on the CPU,
+    which keeps activations in the caches; the outputs are those of one whole-batch forward."""
+    from transferscope.models import build_model
+    from transferscope.training.loaders import CPU_FORWARD_ROWS
+    from transferscope.training.metrics import predict
+
+    torch.manual_seed(0)
+    model = build_model("fixup-small", 10, 1, widths=[8, 16, 16], stem_stride=2).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.1)
+    x = torch.randn(600, 1, 28, 28)
+    seen = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    outputs, _ = predict(model, TensorImageDataset(x, torch.zeros(600).long()), batch_size=600)
+    assert seen == [CPU_FORWARD_ROWS, CPU_FORWARD_ROWS, 600 - 2 * CPU_FORWARD_ROWS]
+    with torch.no_grad():
+        assert torch.equal(outputs, model(x))

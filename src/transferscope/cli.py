@@ -22,14 +22,19 @@ from rich.table import Table
 from transferscope import config as config_mod
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 
+# Plain (click-style) help: the rich layout prints a '<bool>' type beside every flag, --help
+# included, which reads as if the flag took a value.
 app = typer.Typer(
     help="What did my pre-trained model actually transfer? Run transfer-learning studies.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Inspect study configs and presets.", no_args_is_help=True)
-data_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect study configs and presets.", no_args_is_help=True, rich_markup_mode=None
+)
+data_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 
@@ -109,9 +114,22 @@ def config_show(
 
 @config_app.command("presets")
 def config_presets() -> None:
-    """List the shipped presets."""
-    for name in config_mod.preset_names():
-        console.print(name)
+    """List the shipped presets, each with what it is for."""
+    _print_described(
+        (name, config_mod.preset_description(name)) for name in config_mod.preset_names()
+    )
+
+
+def _print_described(items: Any) -> None:
+    """One ``name  description`` line per item, the descriptions aligned."""
+    rows = list(items)
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, description in rows:
+        console.print(
+            f"{escape(name):<{width}}  {escape(description)}".rstrip(),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -172,11 +190,10 @@ def _targets_of(dataset: Any) -> Any:
 
 @data_app.command("list")
 def data_list() -> None:
-    """List the data sources."""
+    """List the data sources, each with a one-line description."""
     from transferscope.data import registry
 
-    for name in registry.available():
-        console.print(name)
+    _print_described((name, registry.describe(name)) for name in registry.available())
 
 
 def _run_label(run: Any) -> str:
@@ -189,6 +206,12 @@ def _run_label(run: Any) -> str:
         extra.append("same init")
     tail = f" ({', '.join(extra)})" if extra else ""
     return f"{run.spec.kind} {run.target} seed {run.seed}{tail}"
+
+
+def _runs_description(training: Any) -> str:
+    """The label of the runs bar: 'runs', or 'runs: <what trains now>' (never 'runs ()')."""
+    labels = list(training)
+    return f"runs: {', '.join(labels)}" if labels else "runs"
 
 
 @app.command("run")
@@ -371,7 +394,7 @@ def _run_study(
     def on_start(run: Any, i: int, n: int) -> None:
         if cfg.jobs > 1:  # runs train in worker processes: show which, not their steps
             running[run.id] = _run_label(run)
-            progress.update(runs_task, description=f"runs ({', '.join(running.values())})")
+            progress.update(runs_task, description=_runs_description(running.values()))
             return
         current.update(label=_run_label(run), epochs=run.spec.train.epochs)
         # reset() restarts the bar's clock: its elapsed time is this run's.
@@ -386,7 +409,7 @@ def _run_study(
     def on_end(run: Any, summary: dict[str, Any] | None, error: str | None) -> None:
         progress.advance(runs_task)
         if running.pop(run.id, None) is not None:
-            progress.update(runs_task, description=f"runs ({', '.join(running.values())})")
+            progress.update(runs_task, description=_runs_description(running.values()))
         if error:
             progress.console.print(f"[red]failed[/] {_run_label(run)}: {error}", highlight=False)
         elif quiet:
@@ -401,7 +424,10 @@ def _run_study(
         from transferscope.study.ray_executor import RayExecutor
 
         def on_update(finished: int, running: list[str]) -> None:
-            progress.update(runs_task, description=f"runs ({len(running)} running)")
+            progress.update(
+                runs_task,
+                description=_runs_description([f"{len(running)} training"] if running else []),
+            )
             if quiet:
                 console.print(f"{finished}/{todo} runs finished, {len(running)} running")
 
@@ -516,7 +542,13 @@ def report_cmd(
 @friendly_errors
 def analyze_cmd(
     directory: Path = typer.Argument(..., help="a study directory"),
-    only: list[str] = typer.Option(None, "--only", help="run only this analysis (repeatable)"),
+    only: list[str] = typer.Option(
+        None,
+        "--only",
+        metavar="NAME",
+        help="run only this analysis (repeatable); one of: "
+        + ", ".join(config_mod.AnalysesSpec.model_fields),
+    ),
     force: bool = typer.Option(False, "--force", help="recompute results that exist"),
     data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
 ) -> None:
@@ -550,7 +582,14 @@ def status_cmd(
 
     store = StudyStore(directory)
     plan = store.read_plan()
-    table = Table("run", "kind", "target", "seed", "variant", "state", "metric", "time", "note")
+    # Fits 80 columns: the id already names the kind and the target, so the id is shown whole
+    # instead of three truncated columns, and the metric says what it measures.
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("run", no_wrap=True, min_width=max((len(r.id) for r in plan.runs), default=3))
+    table.add_column("seed", justify="right")
+    for name in ("variant", "state", "final metric"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
     counts: dict[str, int] = {}
     details: list[str] = []  # in full below the table, which may be narrower than they are
     for run in plan.runs:
@@ -561,31 +600,24 @@ def status_cmd(
         variant = run.shuffle or (f"k={run.checkpoint:g}" if run.checkpoint is not None else "")
         if run.same_init_as:
             variant = "same init"
-        metric = f"{summary['final_metric']:.4f}" if "final_metric" in summary else ""
-        seconds = f"{summary['seconds']:.1f}s" if "seconds" in summary else ""
-        note = ""
+        metric = (
+            f"{summary.get('metric_name', '')} {summary['final_metric']:.4f}".strip()
+            if "final_metric" in summary
+            else ""
+        )
+        seconds = f"{summary['seconds']:.0f}s" if "seconds" in summary else ""
+        shown = state
         if state == "damaged":
-            note = "damaged"
             details.append(f"damaged {run.id}: {store.damage(run.id, checksums=verify)}")
         elif summary:
             chance = runfiles.chance_of(store.run_dir(run.id), summary)
             if chance is not None and chance["at_chance"]:
-                note = "at chance"
+                shown = "at chance"
                 details.append(
-                    f"at chance {run.id}: {summary.get('metric_name', 'metric')} {metric} is "
-                    f"within noise of chance ({chance['chance']:.3g} ± {chance['band']:.2g})"
+                    f"at chance {run.id}: {metric} is within noise of chance "
+                    f"({chance['chance']:.3g} ± {chance['band']:.2g})"
                 )
-        table.add_row(
-            run.id,
-            run.spec.kind,
-            run.target,
-            str(run.seed),
-            variant,
-            state,
-            metric,
-            seconds,
-            escape(note),
-        )
+        table.add_row(run.id, str(run.seed), variant, shown, metric, seconds)
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for line in details:

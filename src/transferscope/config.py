@@ -495,6 +495,13 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def preset_description(name: str) -> str:
+    """The one-line description of a shipped preset: the first line of its YAML, a comment."""
+    text = (resources.files("transferscope") / "presets" / f"{name}.yaml").read_text()
+    first = text.splitlines()[0] if text else ""
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
 def preset_dict(name: str) -> dict[str, Any]:
     """The raw mapping of a shipped preset."""
     names = preset_names()

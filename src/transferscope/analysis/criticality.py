@@ -38,9 +38,11 @@ Also here: :func:`rewind_modules` (set one module back to θ_i^0 and evaluate) a
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,10 +53,11 @@ from torch.func import functional_call
 from torch.utils.data import Dataset
 
 from transferscope.analysis.interpolation import bn_buffers, recalibrated_statistics
+from transferscope.analysis.replay import PrefixReplay
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
 from transferscope.models.layout import layout
-from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.loaders import BatchTransform, epoch_order, forward_in_chunks, iterate
 from transferscope.training.metrics import loss_fn, score
 
 Search = Literal["pruned", "grid"]
@@ -112,16 +115,52 @@ class _Probe:
         self.task = task
         self.n = sum(len(y) for _, y in batches)
         self.forwards = 0
+        self._replay: PrefixReplay | None = None
 
-    def _forward(self, state: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        self.forwards += 1
+    def _call(self, state: Mapping[str, Tensor], rows: Tensor) -> Tensor:
         cast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
-            if x.device.type == "cuda"
+            if rows.device.type == "cuda"
             else nullcontext()
         )
         with cast:
-            return functional_call(self.model, dict(state), (x,)).float()
+            return functional_call(self.model, state, (rows,))
+
+    def _forward(self, state: Mapping[str, Tensor], index: int) -> Tensor:
+        """The model's outputs at ``state`` on batch ``index`` (float32)."""
+        self.forwards += 1
+        full, replay, chunks = dict(state), self._replay, itertools.count()
+
+        def run(rows: Tensor) -> Tensor:
+            if replay is None:
+                return self._call(full, rows)
+            with replay.replay((index, next(chunks))):
+                return self._call(full, rows)
+
+        return forward_in_chunks(run, self.batches[index][0]).float()
+
+    @contextlib.contextmanager
+    def varying(self, module: str, reference: Mapping[str, Tensor]) -> Iterator[None]:
+        """Inside, probed states differ from ``reference`` only in ``module``'s entries: the
+        modules that run before it replay their outputs at ``reference`` (computed here, one
+        pass over the batches) instead of computing them again (:class:`PrefixReplay`)."""
+        replay, full = PrefixReplay(self.model, module), dict(reference)
+        with torch.no_grad():
+            for index, (x, _) in enumerate(self.batches):
+                self.forwards += 1
+                chunks = itertools.count()
+
+                def record(rows: Tensor, index: int = index, chunks: Any = chunks) -> Tensor:
+                    return replay.record((index, next(chunks)), lambda: self._call(full, rows))
+
+                forward_in_chunks(record, x)
+                if not replay.active:
+                    break  # nothing runs before the module, or it cannot be replayed safely
+        self._replay = replay if replay.active else None
+        try:
+            yield
+        finally:
+            self._replay = None
 
     @torch.no_grad()
     def loss_sum(self, state: Mapping[str, Tensor], offset: float = 0.0, limit: float = math.inf):
@@ -131,8 +170,8 @@ class _Probe:
         ``limit``; its (partial) value is returned.
         """
         total = 0.0
-        for x, y in self.batches:
-            total += loss_fn(self.task, self._forward(state, x), y).item() * len(y)
+        for index, (_, y) in enumerate(self.batches):
+            total += loss_fn(self.task, self._forward(state, index), y).item() * len(y)
             if offset + total / self.n > limit:
                 break
         return total / self.n
@@ -140,7 +179,7 @@ class _Probe:
     @torch.no_grad()
     def evaluate(self, state: Mapping[str, Tensor]) -> tuple[float, float]:
         """(loss, metric) over all batches."""
-        outs = [self._forward(state, x).cpu() for x, _ in self.batches]
+        outs = [self._forward(state, i).cpu() for i in range(len(self.batches))]
         ev = score(self.task, torch.cat(outs), torch.cat([y.cpu() for _, y in self.batches]))
         return ev.loss, ev.metric
 
@@ -410,7 +449,11 @@ def module_criticality(
             return total <= limit
 
         find = _pruned if search == "pruned" else _exhaustive
-        best = find(feasible, alphas, sigmas, mod.distance**2)
+        # The prefix is recorded at θ^F (BatchNorm statistics recomputed when ``recal``): the
+        # modules before module i see the same input and weights at every α, so their
+        # recomputed statistics, and outputs, are the ones recorded.
+        with probe.varying(name, final):
+            best = find(feasible, alphas, sigmas, mod.distance**2)
         mu[name] = None if best is None else best[0]
         argmin[name] = None if best is None else (best[1], best[2])
     infeasible = [m for m, v in mu.items() if v is None]
@@ -561,17 +604,18 @@ def criticality_heatmap(
     for index, name in enumerate(names):
         mod = _Module(name, index, params, init, final, noise_samples, seed)
         metric_rows, loss_rows = [], []
-        for alpha in alphas:
-            metric_row, loss_row = [], []
-            for sigma in sigmas:
-                draws = [
-                    probe.evaluate(mod.state(final, alpha, sigma, s))
-                    for s in range(noise_samples if sigma > 0 else 1)
-                ]
-                loss_row.append(sum(d[0] for d in draws) / len(draws))
-                metric_row.append(sum(d[1] for d in draws) / len(draws))
-            metric_rows.append(metric_row)
-            loss_rows.append(loss_row)
+        with probe.varying(name, final):
+            for alpha in alphas:
+                metric_row, loss_row = [], []
+                for sigma in sigmas:
+                    draws = [
+                        probe.evaluate(mod.state(final, alpha, sigma, s))
+                        for s in range(noise_samples if sigma > 0 else 1)
+                    ]
+                    loss_row.append(sum(d[0] for d in draws) / len(draws))
+                    metric_row.append(sum(d[1] for d in draws) / len(draws))
+                metric_rows.append(metric_row)
+                loss_rows.append(loss_row)
         out[name] = {
             "alphas": alphas,
             "sigmas": sigmas,

@@ -43,6 +43,7 @@ from transferscope.training.loaders import (
     BatchTransform,
     channels_last_batches,
     epoch_order,
+    forward_in_chunks,
     iterate,
 )
 from transferscope.training.metrics import loss_fn, metric_name, score
@@ -478,9 +479,14 @@ def evaluate_path(
         acc.add_targets(y)
         for i, state in enumerate(states()):
             with _autocast(device):
-                out = functional_call(model, {**state, **stats[i]}, (x,))
+                out = forward_in_chunks(_bound(model, {**state, **stats[i]}), x)
             acc.add(i, out, y)
     return acc.results()
+
+
+def _bound(model: nn.Module, state: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
+    """``model`` as a function of its input with ``state`` swapped in."""
+    return lambda x: functional_call(model, state, (x,))
 
 
 @torch.no_grad()
@@ -515,7 +521,7 @@ def _per_point(
         for x, y in iterate(data, batch_size, device=device, transform=transform):
             acc.add_targets(y)
             with _autocast(device):
-                acc.add(0, model(x), y)
+                acc.add(0, forward_in_chunks(model, x), y)
         (loss,), (metric,) = acc.results()
         losses.append(loss)
         metrics.append(metric)

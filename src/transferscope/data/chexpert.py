@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision.transforms import v2
 
 from transferscope.data.base import DataInfo, Splits
 from transferscope.data.folder_common import (
@@ -36,6 +36,9 @@ from transferscope.data.folder_common import (
 )
 from transferscope.data.registry import register
 from transferscope.errors import TransferscopeError, did_you_mean
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 TASKS: tuple[str, ...] = (
     "Atelectasis",
@@ -163,6 +166,8 @@ def chexpert_transform(image_size: int, *, train: bool, augment: bool) -> v2.Com
     affine (training with ``augment`` only: +-10 degrees, 5% shift, 95-105% scale) runs on the
     padded square so nothing of the image is cropped by the resize.
     """
+    from torchvision.transforms import v2  # here: importing torchvision takes ~2.5 s
+
     if image_size < 1:
         raise TransferscopeError(f"image_size must be a positive pixel count, got {image_size}")
     steps: list = [Equalize(), ResizeLongSideAndPad(image_size)]
@@ -189,7 +194,10 @@ def _check_first_image(paths: list[Path], csv_path: Path, root: Path) -> None:
         )
 
 
-@register("chexpert")
+@register(
+    "chexpert",
+    description="CheXpert chest X-rays from disk: 5 tasks, mean AUC",
+)
 def build(
     root: Path | None,
     seed: int,

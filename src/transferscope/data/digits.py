@@ -18,7 +18,10 @@ from transferscope.data.subsets import stratified_split
 from transferscope.errors import TransferscopeError
 
 
-@register("digits")
+@register(
+    "digits",
+    description="scikit-learn's bundled handwritten digits (1,797 images)",
+)
 def build(
     root: Path | None,
     seed: int,

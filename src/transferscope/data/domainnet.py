@@ -106,7 +106,7 @@ def _class_names(
     return tuple(names.get(i, f"class_{i}") for i in range(num_outputs))
 
 
-@register("domainnet")
+@register("domainnet", description="one DomainNet domain (345 classes) from disk")
 def build(
     root: Path | None,
     seed: int,

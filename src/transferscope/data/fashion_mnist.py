@@ -150,7 +150,10 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return normalize(x, MEAN, STD)
 
 
-@register("fashion-mnist")
+@register(
+    "fashion-mnist",
+    description="Fashion-MNIST: 70k 28x28 clothing images, 10 classes",
+)
 def build(
     root: Path | None,
     seed: int,

@@ -21,15 +21,17 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from transferscope.data.base import Splits
 from transferscope.errors import TransferscopeError
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -190,6 +192,8 @@ def classification_transform(
     i.e. Resize 256 + CenterCrop 224 at the paper's size. Output: float32 (channels, image_size,
     image_size) normalised with :func:`normalization`.
     """
+    from torchvision.transforms import v2  # here: importing torchvision takes ~2.5 s
+
     if image_size < 1:
         raise TransferscopeError(f"image_size must be a positive pixel count, got {image_size}")
     mean, std = normalization(channels)

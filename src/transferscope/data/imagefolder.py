@@ -140,7 +140,7 @@ def _labels_tensor(labels: list[int] | np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
 
-@register("imagefolder")
+@register("imagefolder", description="your own images, one folder per class (or train/ and test/)")
 def build(
     root: Path | None,
     seed: int,

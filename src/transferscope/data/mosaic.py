@@ -42,7 +42,10 @@ def make_mosaics(
     return images, torch.from_numpy(targets)
 
 
-@register("fashion-mosaic")
+@register(
+    "fashion-mosaic",
+    description="2x2 mosaics of Fashion-MNIST items: multi-label, mean AUC",
+)
 def build(
     root: Path | None,
     seed: int,

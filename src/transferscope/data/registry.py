@@ -25,13 +25,20 @@ from transferscope.errors import TransferscopeError, did_you_mean, unknown_name
 Builder = Callable[..., Splits]
 _SOURCES: dict[str, Builder] = {}
 _PREFIXES: dict[str, Builder] = {}
+_DESCRIPTIONS: dict[str, str] = {}
 
 
-def register(name: str, *, prefix: bool = False) -> Callable[[Builder], Builder]:
-    """Register ``build`` under ``name`` (or, with ``prefix``, every ``name:<x>``)."""
+def register(
+    name: str, *, prefix: bool = False, description: str = ""
+) -> Callable[[Builder], Builder]:
+    """Register ``build`` under ``name`` (or, with ``prefix``, every ``name:<x>``).
+
+    ``description`` is the one line ``transferscope data list`` shows beside the name.
+    """
 
     def wrap(fn: Builder) -> Builder:
         (_PREFIXES if prefix else _SOURCES)[name] = fn
+        _DESCRIPTIONS[f"{name}:<Name>" if prefix else name] = description
         return fn
 
     return wrap
@@ -54,6 +61,12 @@ def available() -> list[str]:
     """Every registered name; prefixed families appear as ``prefix:<Name>``."""
     _ensure_loaded()
     return sorted(_SOURCES) + sorted(f"{p}:<Name>" for p in _PREFIXES)
+
+
+def describe(name: str) -> str:
+    """The one-line description of a name listed by :func:`available` ('' if it has none)."""
+    _ensure_loaded()
+    return _DESCRIPTIONS.get(name, "")
 
 
 def resolve(name: str) -> tuple[Builder, dict[str, Any]]:

@@ -21,10 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.datasets as tvd
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset, normalize
 from transferscope.data.folder_common import normalization
@@ -38,8 +36,19 @@ _NOT_CLASSIFICATION = frozenset({"VisionDataset", "DatasetFolder", "ImageFolder"
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights PIL's convert("L") uses
 
 
+def _torchvision() -> tuple[Any, Any]:
+    """``(torchvision.datasets, torchvision.transforms.v2)``, imported on first use: importing
+    torchvision also imports torch._dynamo (~2.5 s), and every run of every study would pay it
+    (this module is loaded with the registry) while only this source needs it."""
+    import torchvision.datasets as tvd
+    from torchvision.transforms import v2
+
+    return tvd, v2
+
+
 def dataset_names() -> list[str]:
     """Names of the dataset classes in ``torchvision.datasets`` (classification or not)."""
+    tvd, _ = _torchvision()
     return sorted(
         name
         for name in dir(tvd)
@@ -77,7 +86,7 @@ def _instantiate(cls: type, root: Path, train: bool) -> Dataset:
 
 
 def _open(name: str, root: Path, train: bool) -> Dataset:
-    cls = getattr(tvd, name)
+    cls = getattr(_torchvision()[0], name)
     try:
         return _instantiate(cls, root, train)
     except TransferscopeError:
@@ -114,6 +123,7 @@ def _target_array(ds: Dataset) -> np.ndarray | None:
 
 def _image_tensor(image: Any, mode: str) -> torch.Tensor:
     """A PIL image (or array) as uint8 (C, H, W) in ``mode`` ('L' or 'RGB')."""
+    _, v2 = _torchvision()
     if not isinstance(image, Image.Image):
         image = v2.functional.to_pil_image(image)
     return v2.functional.pil_to_tensor(image.convert(mode))
@@ -161,7 +171,8 @@ def _to_tensors(ds: Dataset, name: str, channels: int) -> tuple[torch.Tensor, to
             image, target = ds[i]
             tensor = _image_tensor(image, mode)
             if tensor.shape != first.shape:
-                tensor = v2.functional.resize(tensor, list(first.shape[1:]), antialias=True)
+                resize = _torchvision()[1].functional.resize
+                tensor = resize(tensor, list(first.shape[1:]), antialias=True)
             images[i] = tensor
             target_list.append(_as_int(target, name))
         targets = torch.tensor(target_list, dtype=torch.int64)
@@ -210,6 +221,7 @@ class TorchvisionStream(Dataset):
         self.name = name
         self.mode = "L" if channels == 1 else "RGB"
         mean, std = normalization(channels)
+        _, v2 = _torchvision()
         self.transform = v2.Compose(
             [
                 v2.Resize(image_size, antialias=True),
@@ -226,7 +238,7 @@ class TorchvisionStream(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, target = self.base[index]
         if not isinstance(image, Image.Image):
-            image = v2.functional.to_pil_image(image)
+            image = _torchvision()[1].functional.to_pil_image(image)
         image = self.transform(image.convert(self.mode))
         return image, torch.tensor(_as_int(target, self.name), dtype=torch.int64)
 
@@ -244,7 +256,11 @@ def _class_names(ds: Dataset, targets: np.ndarray | None, name: str) -> tuple[st
     return tuple(str(i) for i in range(int(targets.max()) + 1))
 
 
-@register("torchvision", prefix=True)
+@register(
+    "torchvision",
+    prefix=True,
+    description="a torchvision.datasets classification set already on disk",
+)
 def build(
     root: Path | None,
     seed: int,

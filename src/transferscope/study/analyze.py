@@ -102,6 +102,10 @@ class _Context:
     cache: DataCache
     used: set[str] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)
+    # Straight lines measured so far, shared by the steps of one run_analyses call: the
+    # interpolation, alignment and connectivity steps each measure P-T/P-T, RI-T/RI-T and
+    # P-T/RI-T lines with the same options (see _interpolate_runs).
+    lines: dict[tuple[Any, ...], InterpolationResult] = field(default_factory=dict)
 
     def done(self, run: PlannedRun) -> bool:
         """Whether ``run`` finished; records it as used or missing.
@@ -724,13 +728,22 @@ def _interpolate_runs(
     max_examples: int | None = None,
     recalibration_examples: int | None = 2000,
 ) -> InterpolationResult:
-    """Interpolate two weight files with ``model_run``'s architecture on its target test split."""
+    """Interpolate two weight files with ``model_run``'s architecture on its target test split.
+
+    A line already measured with the same files and options is returned from ``ctx.lines``.
+    """
+    files = [ctx.store.weights_path(*w) for w in (a, b)]
+    stamps = [(f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files]
+    key = (model_run.id, a, b, *stamps, num_points, recalibrate, body_only, max_examples,
+           recalibration_examples)  # fmt: skip
+    if key in ctx.lines:
+        return ctx.lines[key]
     model = _start_model(ctx, model_run)
     state_a, state_b = _weights(ctx, *a), _weights(ctx, *b)
     if body_only:
         state_a = _with_head(state_a, state_b, model)
     splits = ctx.cache.get(model_run.spec.data)
-    return interpolate(
+    ctx.lines[key] = interpolate(
         model,
         state_a,
         state_b,
@@ -744,6 +757,7 @@ def _interpolate_runs(
         batch_size=model_run.spec.train.eval_batch_size,
         recalibration_examples=recalibration_examples,
     )
+    return ctx.lines[key]
 
 
 def _interpolation(ctx: _Context) -> dict[str, Any]:
@@ -1035,6 +1049,15 @@ def _path_options(opts: Any, splits: Any, device: torch.device, batch_size: int)
     }
 
 
+def _line(ctx: _Context, a: PlannedRun, b: PlannedRun, opts: Any) -> InterpolationResult:
+    """The straight line between two runs' final weights, as the interpolation step measures it
+    (so a line both steps measure with the same options is measured once)."""
+    return _interpolate_runs(
+        ctx, b, (a.id, "final"), (b.id, "final"), opts.num_points, opts.recalibrate_batchnorm,
+        max_examples=opts.max_examples, recalibration_examples=opts.recalibration_examples,
+    )  # fmt: skip
+
+
 def _alignment(ctx: _Context) -> dict[str, Any]:
     opts = ctx.cfg.analyses.alignment
     device = pick_device(ctx.cfg.device)
@@ -1054,7 +1077,7 @@ def _alignment(ctx: _Context) -> dict[str, Any]:
                 model = _start_model(ctx, b)
                 state_a, state_b = _weights(ctx, a.id), _weights(ctx, b.id)
                 aligned = align(model, state_a, state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
-                linear = interpolate(model, state_a, state_b, test, opts.num_points, **common)
+                linear = _line(ctx, a, b, opts)
                 permuted = interpolate(
                     model, state_a, aligned.state, test, opts.num_points, **common
                 )
@@ -1100,7 +1123,7 @@ def _connectivity(ctx: _Context) -> dict[str, Any]:
             try:
                 model = _start_model(ctx, b)
                 state_a, state_b = _weights(ctx, a.id), _weights(ctx, b.id)
-                linear = interpolate(model, state_a, state_b, test, opts.num_points, **common)
+                linear = _line(ctx, a, b, opts)
                 curve = fit_curve(
                     model, state_a, state_b, splits.train,
                     task=splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
@@ -1264,6 +1287,7 @@ def run_analyses(
     cache = cache or DataCache()
     notify = progress or (lambda name, message: None)
     out: dict[str, Path] = {}
+    lines: dict[tuple[Any, ...], InterpolationResult] = {}
     for name in names:
         path = store.analyses_dir / f"{name}.json"
         options = _options(cfg, name)
@@ -1279,7 +1303,7 @@ def run_analyses(
             notify(name, f"recomputing: {stale}")
         because = "--force" if force else (stale or "no earlier result")
         notify(name, "running")
-        ctx = _Context(store, cfg, plan, cache)
+        ctx = _Context(store, cfg, plan, cache, lines=lines)
         try:
             doc = _STEPS[name](ctx)
         except DamagedRunError:

@@ -31,6 +31,7 @@ from transferscope.models import build_model, load_state, transfer
 from transferscope.models.weights import read_state
 from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
 from transferscope.study.store import StudyStore
+from transferscope.study.twins import find_twin, reuse_twin
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed
 from transferscope.training.loaders import BatchTransform
@@ -171,6 +172,10 @@ def execute_run(
     for dep in run.depends_on:
         if not store.is_done(dep):
             raise TransferscopeError(f"run {run.id} needs run {dep}, which has not finished")
+    if distributed is None:
+        twin = find_twin(run, store)
+        if twin is not None:  # the same training under another name: reuse its files
+            return reuse_twin(run, twin, store)
     splits, transform = (
         cache.shuffled(spec.data, spec.shuffle) if spec.shuffle else (cache.get(spec.data), None)
     )

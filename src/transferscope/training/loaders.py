@@ -69,6 +69,28 @@ def channels_last_batches(transform: BatchTransform | None) -> BatchTransform:
     return fn
 
 
+# On a CPU an evaluation forward pass takes at most this many examples at once: the activations
+# of a larger batch fall out of the caches. The mini preset's model evaluates 1,000 test images
+# ~1.6x faster in chunks of 256 than in one batch (2-core CPU, one thread), with the same outputs.
+CPU_FORWARD_ROWS = 256
+
+
+def forward_in_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int | None = None
+) -> torch.Tensor:
+    """``fn(x)``, computed over chunks of at most ``rows`` examples and concatenated.
+
+    ``rows`` None: :data:`CPU_FORWARD_ROWS` on a CPU, no chunking elsewhere (a GPU wants large
+    batches). Only for functions whose output rows depend on their own input rows alone, such as
+    an eval-mode forward pass (never BatchNorm in train mode, whose statistics are per batch).
+    """
+    if rows is None:
+        rows = CPU_FORWARD_ROWS if x.device.type == "cpu" else len(x)
+    if len(x) <= rows:
+        return fn(x)
+    return torch.cat([fn(x[start : start + rows]) for start in range(0, len(x), rows)])
+
+
 def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from transferscope.data.base import Task
-from transferscope.training.loaders import iterate
+from transferscope.training.loaders import forward_in_chunks, iterate
 
 
 def loss_fn(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -182,7 +182,7 @@ def predict(
     outs, tgts = [], []
     for x, y in iterate(dataset, batch_size, device=device, transform=transform):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outs.append(model(x).float().cpu())
+            outs.append(forward_in_chunks(model, x).float().cpu())
         tgts.append(y.cpu())
     model.train(was_training)
     return torch.cat(outs), torch.cat(tgts)
