@@ -69,19 +69,19 @@ def install(point: str, n: int) -> None:
 
         atomic.atomic_path = torn
     elif point == "analysis":
-        from transferscope.study import analyze
+        from transferscope.analyses import registry
 
-        def killing(fn: Callable[[Any], dict]) -> Callable[[Any], dict]:
-            def step(ctx: Any) -> dict:
-                doc = fn(ctx)
+        def killing(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def compute(ctx: Any, options: Any) -> Any:
+                result = fn(ctx, options)
                 if tick():
                     die()
-                return doc
+                return result
 
-            return step
+            return compute
 
-        for name, fn in list(analyze._STEPS.items()):
-            analyze._STEPS[name] = killing(fn)
+        for unit in registry.units():
+            unit.compute = killing(unit.compute)  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown fault point {point!r}")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from transferscope.analyses import registry
 from transferscope.report.findings import (
-    ANALYSIS_NAMES,
     FAILS,
     HOLDS,
     INCONCLUSIVE,
@@ -33,9 +33,11 @@ def run_row(run_id: str, kind: str = "P-T", chance: bool = False) -> RunRow:
 
 def study(config: dict[str, Any] | None = None, runs=None, **entries: dict[str, Any]) -> StudyData:
     """StudyData with target 't' and the given analysis entries (name=entry)."""
-    docs: dict[str, Any] = {name: None for name in ANALYSIS_NAMES}
+    docs: dict[str, Any] = {name: None for name in registry.names()}
     for name, entry in entries.items():
-        docs[name] = {"analysis": name, "status": "ok", "targets": {"t": entry}}
+        # Validated into the unit's result model, as the report reads it from disk.
+        doc = {"analysis": name, "status": "ok", "targets": {"t": entry}}
+        docs[name] = registry.get(name).Result.model_validate(doc)
     rows = runs or [run_row("PT-0"), run_row("RIT-0", "RI-T")]
     return StudyData(Path("."), "", config or {}, rows, docs)
 
@@ -62,23 +64,43 @@ def cmp(direction: int, estimate: float = 0.0, low=None, high=None, p=None) -> d
 
 
 def side(final: float, epochs: list[float | None]) -> dict[str, Any]:
+    reached = [e for e in epochs if e is not None]
     return {
+        "runs": len(epochs),
+        "final_metric": [final] * len(epochs),
         "final_metric_mean": final,
         "epochs_to_threshold": epochs,
+        "steps_to_threshold": [None if e is None else int(10 * e) for e in epochs],
         "reached": [e is not None for e in epochs],
+        "epochs_to_threshold_mean": sum(reached) / len(reached) if reached else None,
+        "steps_to_threshold_mean": None,
+    }
+
+
+def gap(pt: dict, rit: dict, threshold: float | None, drop: float) -> dict[str, Any]:
+    return {
+        "P-T": pt,
+        "RI-T": rit,
+        "chance": 0.1,
+        "fraction": 0.9,
+        "threshold": threshold,
+        "relative_drop": drop,
+        "speed_gap_epochs": None,
+        "speed_gap_steps": None,
+        "area_between": None,
+        "runs": {"P-T": ["PT-0"], "RI-T": ["RIT-0"]},
     }
 
 
 def curves(final_test: dict, pt_epochs: list, rit_epochs: list, **extra: Any) -> dict[str, Any]:
-    return {
+    entry = {
         "status": "ok",
-        "P-T": side(0.9, pt_epochs),
-        "RI-T": side(0.85, rit_epochs),
-        "threshold": 0.8,
+        **gap(side(0.9, pt_epochs), side(0.85, rit_epochs), 0.8, 5.0),
+        "metric_name": "accuracy",
         "final_test": final_test,
-        "runs": {"P-T": ["PT-0"], "RI-T": ["RIT-0"]},
-        **extra,
+        "shuffles": [],
     }
+    return {**entry, **extra}
 
 
 def test_c1_holds_fails_and_is_inconclusive() -> None:
@@ -98,19 +120,21 @@ def test_c1_holds_fails_and_is_inconclusive() -> None:
 
 def shuffled(drop_test: dict, pt: list, rit: list) -> dict[str, Any]:
     return {
+        **gap(side(0.6, pt), side(0.59, rit), 0.5, 1.0),
         "shuffle": "b1",
         "block_size": 1,
-        "relative_drop": 1.0,
-        "threshold": 0.5,
-        "P-T": side(0.6, pt),
-        "RI-T": side(0.59, rit),
+        "pixel": False,
         "drop_test": drop_test,
     }
 
 
+def unshuffled(drop: float = 5.0) -> dict[str, Any]:
+    plain = gap(side(0.9, [1]), side(0.85, [2]), 0.8, drop)
+    return {**plain, "shuffle": None, "block_size": None, "pixel": False}
+
+
 def with_shuffle(entry: dict[str, Any]) -> dict[str, Any]:
-    base = {"shuffle": None, "block_size": None, "relative_drop": 5.0}
-    return curves(cmp(1, 0.05, p=1e-4), [1, 1], [3, 4], shuffles=[base, entry])
+    return curves(cmp(1, 0.05, p=1e-4), [1, 1], [3, 4], shuffles=[unshuffled(), entry])
 
 
 def test_c2_holds_fails_and_is_inconclusive() -> None:
@@ -122,7 +146,7 @@ def test_c2_holds_fails_and_is_inconclusive() -> None:
     # Within the interval, and both reach the bar at the same evaluation.
     same = with_shuffle(shuffled(cmp(0, 0.5), [2], [2]))
     assert verdict(study(curves=same), "C2") == INCONCLUSIVE
-    no_shuffle = curves(cmp(1), [1], [2], shuffles=[{"shuffle": None, "relative_drop": 5.0}])
+    no_shuffle = curves(cmp(1), [1], [2], shuffles=[unshuffled()])
     assert verdict(study(curves=no_shuffle), "C2") == UNMEASURED
 
 

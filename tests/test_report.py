@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from transferscope.analyses import registry
 from transferscope.errors import TransferscopeError
 from transferscope.report import build_report, evaluate_findings, load_study, markdown_summary
 from transferscope.report.findings import (
@@ -64,6 +65,8 @@ def _side(final: float, epochs: float, curve: list[float] | None = None) -> dict
         "epochs_to_threshold_mean": epochs,
         "reached": [True, True],
         "runs": 2,
+        "steps_to_threshold": [int(10 * epochs)] * 2,
+        "steps_to_threshold_mean": 10 * epochs,
     }
     if curve is not None:
         side["curve"] = _curve(curve)
@@ -92,9 +95,12 @@ def _shuffle(label: str | None, block: int | None, pt: float, rit: float, gap: f
         "RI-T": _side(rit, 1.0 + gap),
         "relative_drop": 100 * (pt - rit) / pt,
         "speed_gap_epochs": gap,
+        "speed_gap_steps": 10 * gap,
+        "area_between": None,
         "threshold": 0.5,
         "chance": 0.1,
         "fraction": 0.9,
+        "runs": {"P-T": ["PT-1", "PT-2"], "RI-T": ["RIT-3", "RIT-4"]},
     }
     if label is not None:
         shrink = 100 * 0.2 / 0.9 - entry["relative_drop"]
@@ -113,7 +119,9 @@ def _curves_entry() -> dict[str, Any]:
         "RI-T": _side(0.7, 2.0, [0.1, 0.5, 0.7]),
         "relative_drop": 100 * (0.9 - 0.7) / 0.9,
         "speed_gap_epochs": 1.0,
+        "speed_gap_steps": 10.0,
         "area_between": 0.15,
+        "runs": {"P-T": ["PT-1", "PT-2"], "RI-T": ["RIT-3", "RIT-4"]},
         "final_test": comparison(1, 0.2, p_value=1e-6, method="sign test (McNemar)"),
         "shuffles": [
             _shuffle(None, None, 0.9, 0.7, 1.0),
@@ -254,6 +262,7 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     def doc(name: str, targets: dict[str, Any]) -> dict[str, Any]:
         return {
             "analysis": name,
+            "version": registry.get(name).version,
             "status": "ok",
             "targets": targets,
             "options": {},
@@ -798,7 +807,7 @@ def test_c8_names_the_final_p_t_reference_point(tmp_path: Path) -> None:
     traj = {"metric_name": "accuracy", "final_k": 2.0, "points": points}
     _write(
         root / "analyses" / "trajectory.json",
-        {"analysis": "trajectory", "status": "ok", "targets": {"t": traj}},
+        {"analysis": "trajectory", "version": 1, "status": "ok", "targets": {"t": traj}},
     )
     c8 = evaluate_findings(load_study(root))[7]
     assert c8.id == "C8"

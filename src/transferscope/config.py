@@ -24,12 +24,7 @@ from pydantic import (
 )
 
 from transferscope.errors import TransferscopeError, did_you_mean
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from transferscope.options import AnalysisOptions, Section
 
 
 class DataSpec(Section):
@@ -152,160 +147,57 @@ class TrajectorySpec(Section):
         return sorted(set(v))
 
 
-class AnalysisOptions(Section):
-    enabled: bool = True
-    max_examples: int | None = Field(default=None, ge=1)
+class AnalysesSpec(BaseModel):
+    """Which analyses run and their options: one key per registered analysis unit
+    (:mod:`transferscope.analyses`), each validated by the unit's own options model and on by
+    default. An unknown key is an error naming the registered analyses."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registered(cls, data: Any) -> Any:
+        from transferscope.analyses import registry
+
+        if isinstance(data, AnalysesSpec):
+            return data
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ValueError("must be a mapping: analysis name -> its options")
+        valid = registry.names()
+        for key in data:
+            if key not in valid:
+                raise AnalysisOptionsError(
+                    f"unknown analysis '{key}' in analyses{did_you_mean(str(key), valid)}; "
+                    f"valid: {', '.join(valid)}"
+                )
+        out: dict[str, Any] = {}
+        for unit in registry.units():
+            value = data.get(unit.name)
+            if isinstance(value, unit.Options):
+                out[unit.name] = value
+                continue
+            try:
+                out[unit.name] = unit.Options.model_validate({} if value is None else value)
+            except ValidationError as e:
+                raise AnalysisOptionsError(
+                    str(explain(e, "", root=unit.Options, prefix=("analyses", unit.name)))
+                ) from None
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        extra = self.__pydantic_extra__ or {}
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"no analysis '{name}' is registered")
+
+    def of(self, name: str) -> AnalysisOptions:
+        """The options of the analysis ``name``."""
+        return (self.__pydantic_extra__ or {})[name]
 
 
-def _renamed_fraction(data: Any) -> Any:
-    if isinstance(data, dict) and "fraction_of_final" in data:
-        raise ValueError(
-            "'fraction_of_final' is gone: speed is now measured to one threshold common to the "
-            "runs compared, 'threshold_fraction' of the way from chance to the lower final "
-            "metric; remove the key or set threshold_fraction"
-        )
-    return data
-
-
-class SpeedOptions(AnalysisOptions):
-    threshold_fraction: float = Field(
-        default=0.9,
-        gt=0,
-        le=1,
-        description="speed = training time to reach chance + this × (lower final − chance)",
-    )
-
-    _no_old_fraction = model_validator(mode="before")(_renamed_fraction)
-
-
-class CurvesOptions(SpeedOptions):
-    pass
-
-
-class MistakesOptions(AnalysisOptions):
-    pass
-
-
-class SimilarityOptions(AnalysisOptions):
-    layers: list[str] | None = None
-    pooled: bool = False
-    max_examples: int | None = Field(
-        default=2000, ge=1, description="a seeded random (class-stratified) test subset"
-    )
-    subset_seed: int = Field(default=0, description="seed of the test subset, shared by every pair")
-    max_exact_bytes: int = Field(
-        default=1 << 30,
-        ge=1,
-        description="a layer whose exact CKA state would exceed this switches to minibatch CKA",
-    )
-    batch_size: int = Field(
-        default=256, ge=4, description="examples per forward pass (and per minibatch-CKA batch)"
-    )
-
-
-Granularity = Literal["auto", "blocks", "layers"]
-GRANULARITY_HELP = (
-    "modules of the depth trend: residual blocks, weight layers, or auto (blocks when the model "
-    "has 6 or more with the stem, else layers)"
-)
-
-
-class DistanceOptions(AnalysisOptions):
-    modules: Granularity = Field(default="auto", description=GRANULARITY_HELP)
-
-
-class InterpolationOptions(AnalysisOptions):
-    num_points: int = Field(default=21, ge=2)
-    recalibrate_batchnorm: bool = True
-    recalibration_examples: int | None = Field(
-        default=2000, ge=1, description="training examples for BatchNorm statistics at each λ"
-    )
-
-
-class CriticalityOptions(AnalysisOptions):
-    modules: Granularity = Field(default="auto", description=GRANULARITY_HELP)
-    num_alphas: int = Field(default=11, ge=2)
-    num_sigmas: int = Field(
-        default=13, ge=2, description="noise levels, geometric from min_sigma to max_sigma"
-    )
-    noise_samples: int = Field(default=5, ge=1)
-    tolerance: float = Field(default=1.01, ge=1, description="ε = tolerance × final train loss")
-    max_examples: int | None = Field(default=1000, ge=1)
-    epsilon: float | None = Field(
-        default=None, gt=0, description="absolute loss threshold; overrides margin and tolerance"
-    )
-    margin: float | None = Field(
-        default=None, gt=0, description="ε = final train loss + margin; overrides tolerance"
-    )
-    max_sigma: float = Field(default=1.0, gt=0, description="largest noise standard deviation")
-    min_sigma: float | None = Field(
-        default=None,
-        gt=0,
-        description="smallest noise standard deviation; default max_sigma / 10^4 (vanishing "
-        "noise, so μ is finite whenever the final model meets ε)",
-    )
-    # The heat maps evaluate every cell (no search): a coarse grid keeps them cheap.
-    heatmap_alphas: int = Field(default=4, ge=2)
-    heatmap_sigmas: int = Field(default=4, ge=2)
-    heatmap_noise_samples: int = Field(default=1, ge=1)
-    eval_max_examples: int | None = Field(
-        default=500, ge=1, description="test examples for the rewind test and heat maps"
-    )
-
-
-class TrajectoryOptions(SpeedOptions):
-    early_fraction: float = Field(
-        default=0.5,
-        gt=0,
-        lt=1,
-        description="a checkpoint k is early when k <= this × the final pre-training epoch",
-    )
-    barrier: bool = Field(default=True, description="interpolate P@k-T to P-T (§3-§5)")
-    num_points: int = Field(default=11, ge=2)
-    recalibrate_batchnorm: bool = True
-
-
-class AlignmentOptions(AnalysisOptions):
-    """Barriers after permutation alignment (weight matching), next to the plain ones."""
-
-    num_points: int = Field(default=21, ge=2)
-    recalibrate_batchnorm: bool = True
-    recalibration_examples: int | None = Field(default=2000, ge=1)
-    max_sweeps: int = Field(default=100, ge=1, description="coordinate-descent sweeps at most")
-
-
-CurvePair = Literal["RI-T/RI-T", "P-T/RI-T", "P-T/P-T"]
-
-
-class ConnectivityOptions(AnalysisOptions):
-    """Quadratic Bezier curves trained between two models (non-linear low-loss paths)."""
-
-    pairs: list[CurvePair] = Field(default_factory=lambda: ["RI-T/RI-T", "P-T/RI-T"])
-    epochs: int = Field(default=10, ge=0, description="curve training epochs")
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_train_examples: int | None = Field(
-        default=None, ge=1, description="train the curve on a fixed random subset of this size"
-    )
-    num_points: int = Field(default=11, ge=2, description="points along the curve evaluated")
-    recalibrate_batchnorm: bool = True
-    recalibration_examples: int | None = Field(default=2000, ge=1)
-
-
-class AnalysesSpec(Section):
-    """Which analyses run and their options; each is on by default."""
-
-    curves: CurvesOptions = Field(default_factory=CurvesOptions)
-    mistakes: MistakesOptions = Field(default_factory=MistakesOptions)
-    similarity: SimilarityOptions = Field(default_factory=SimilarityOptions)
-    distance: DistanceOptions = Field(default_factory=DistanceOptions)
-    interpolation: InterpolationOptions = Field(default_factory=InterpolationOptions)
-    criticality: CriticalityOptions = Field(default_factory=CriticalityOptions)
-    trajectory: TrajectoryOptions = Field(default_factory=TrajectoryOptions)
-    alignment: AlignmentOptions = Field(default_factory=AlignmentOptions)
-    connectivity: ConnectivityOptions = Field(default_factory=ConnectivityOptions)
+class AnalysisOptionsError(TransferscopeError):
+    """An analyses section that does not match the registered units' options."""
 
 
 class PerformanceSpec(Section):
@@ -404,9 +296,9 @@ class StudyConfig(Section):
 # Loading, with errors a person can act on
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The config section class that the error location ``loc`` points into."""
-    cls: type[BaseModel] | None = StudyConfig
+def _section_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The config section class that the error location ``loc`` (from ``root``) points into."""
+    cls: type[BaseModel] | None = root
     for part in loc:
         if cls is None or isinstance(part, int):
             continue
@@ -434,14 +326,24 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def explain(error: ValidationError, origin: str) -> TransferscopeError:
-    """Turn a pydantic error into one line naming the key, where it is, and the fix."""
+def explain(
+    error: ValidationError,
+    origin: str,
+    root: type[BaseModel] | None = None,
+    prefix: tuple[Any, ...] = (),
+) -> TransferscopeError:
+    """Turn a pydantic error into one line naming the key, where it is, and the fix.
+
+    ``root`` is the model that was validated (default :class:`StudyConfig`), found at ``prefix``
+    inside the study config.
+    """
     lines = []
     for err in error.errors():
-        loc = tuple(err["loc"])
+        inner = tuple(err["loc"])
+        loc = prefix + inner
         if err["type"] == "extra_forbidden":
             key, parent = str(loc[-1]), loc[:-1]
-            section = _section_at(parent)
+            section = _section_at(inner[:-1], root or StudyConfig)
             valid = list(section.model_fields) if section else []
             where = _format_loc(parent) if parent else "the top level"
             hint = did_you_mean(key, valid) or (
@@ -452,7 +354,7 @@ def explain(error: ValidationError, origin: str) -> TransferscopeError:
             value = err.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             lines.append(f"{_format_loc(loc)}: {err['msg']}{shown}")
-    return TransferscopeError(f"{origin}: " + "; ".join(lines))
+    return TransferscopeError((f"{origin}: " if origin else "") + "; ".join(lines))
 
 
 def from_dict(data: dict[str, Any], origin: str = "config") -> StudyConfig:
@@ -465,6 +367,8 @@ def from_dict(data: dict[str, Any], origin: str = "config") -> StudyConfig:
         return StudyConfig.model_validate(data)
     except ValidationError as e:
         raise explain(e, origin) from None
+    except AnalysisOptionsError as e:
+        raise TransferscopeError(f"{origin}: {e}") from None
 
 
 def preset_names() -> list[str]:

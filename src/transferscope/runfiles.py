@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-DONE = "DONE"
-FAILED = "FAILED"
+from transferscope.study.layout import DONE, FAILED, PREDICTIONS, TEST_OUTPUTS, TEST_TARGETS
+
 # Not results of the run: the markers themselves, and the resume state, which is deleted right
 # after DONE is written.
 _NOT_LISTED = frozenset({DONE, FAILED, "resume.safetensors"})
@@ -123,10 +123,10 @@ def chance_of(run_dir: str | Path, summary: dict[str, Any]) -> dict[str, Any] | 
     metric, name = summary.get("final_metric"), summary.get("metric_name")
     if not isinstance(metric, int | float) or name not in ("accuracy", "mean_auc"):
         return None
-    folder = Path(run_dir) / "predictions"
+    folder = Path(run_dir) / PREDICTIONS
     try:
-        outputs = np.load(folder / "test_outputs.npy", mmap_mode="r", allow_pickle=False)
-        targets = np.load(folder / "test_targets.npy", allow_pickle=False)
+        outputs = np.load(folder / TEST_OUTPUTS, mmap_mode="r", allow_pickle=False)
+        targets = np.load(folder / TEST_TARGETS, allow_pickle=False)
     except (OSError, ValueError):
         return None
     if outputs.ndim != 2 or len(targets) == 0:

@@ -14,18 +14,18 @@ A section whose analysis is missing or skipped says "not run" and why.
 from __future__ import annotations
 
 import hashlib
-import html
 import importlib.metadata
 import json
 import platform
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from transferscope import atomic
+from transferscope.analyses import registry
 from transferscope.errors import TransferscopeError
 from transferscope.report import figures as F
 from transferscope.report.findings import (
@@ -41,8 +41,10 @@ from transferscope.report.findings import (
     fmt,
     load_study,
 )
+from transferscope.report.page import Page, Raw, esc, not_run, table
+from transferscope.study import layout
 
-FIGURES_DIR = "figures"
+FIGURES_DIR = layout.FIGURES
 # Image grids of the mistakes section: written by the mistakes study step when it can.
 MISTAKE_EXAMPLES_DIR = "mistakes"
 MISTAKE_CELLS = {
@@ -87,40 +89,9 @@ figcaption { font-size: .8rem; color: #555; }
 """
 
 
-def esc(value: Any) -> str:
-    """HTML-escape anything (quotes too, since values also land in attributes)."""
-    return html.escape(str(value), quote=True)
-
-
-def _table(
-    header: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    numeric: Sequence[int] = (),
-    table_id: str | None = None,
-) -> str:
-    """A table; cells are escaped, except those already wrapped as :class:`_Raw`."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = ' class="num"' if i in numeric else ""
-            text = cell.html if isinstance(cell, _Raw) else esc(cell)
-            cells.append(f"<td{cls}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    ident = f' id="{esc(table_id)}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-class _Raw:
-    """Markup built here from escaped parts, inserted into a table as is."""
-
-    def __init__(self, markup: str) -> None:
-        self.html = markup
-
-
-def _not_run(reason: str) -> str:
-    return f'<p class="notrun"><strong>not run</strong>: {esc(reason)}</p>'
+_table = table
+_Raw = Raw
+_not_run = not_run
 
 
 def _version(name: str) -> str:
@@ -130,38 +101,10 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-class _Page:
-    """Builds the page section by section, writing figures as it goes."""
+class _Page(Page):
+    """The page, with the sections of the units whose results are not typed yet."""
 
-    def __init__(self, data: StudyData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> None:
-        self.data = data
-        self.figures = out / FIGURES_DIR
-        self.formats = tuple(formats)
-        self.used: set[str] = set()
-
-    # -------------------------------------------------------------- helpers
-    def figure(self, fig: Any, stem: str, caption: str) -> str:
-        """Save ``fig`` (None: nothing to draw) and return its <figure> markup."""
-        if fig is None:
-            return ""
-        # Unique file names even when two target labels slug to the same text.
-        name, i = F.slug(stem), 1
-        while name in self.used:
-            i += 1
-            name = f"{F.slug(stem)}-{i}"
-        self.used.add(name)
-        png = F.save(fig, self.figures, name, self.formats)
-        links = "".join(
-            f' (<a href="{FIGURES_DIR}/{esc(name)}.{esc(ext)}">{esc(ext.upper())}</a>)'
-            for ext in self.formats
-            if ext != "png"
-        )
-        return (
-            f'<figure><img src="{FIGURES_DIR}/{esc(png)}" alt="{esc(caption)}">'
-            f"<figcaption>{esc(caption)}{links}</figcaption></figure>"
-        )
-
-    def per_target(self, analysis: str, render: Callable[[str, dict[str, Any]], str]) -> str:
+    def legacy_per_target(self, analysis: str, render: Callable[[str, dict[str, Any]], str]) -> str:
         """The section body: 'not run', or one sub-section per target."""
         reason = self.data.not_run_reason(analysis)
         if reason is not None:
@@ -267,8 +210,8 @@ class _Page:
         analyses = []
         for name in d.analyses:
             reason = d.not_run_reason(name)
-            doc = d.analyses.get(name) or {}
-            because = doc.get("computed_because") if reason is None else None
+            doc = d.analyses.get(name)
+            because = doc.computed_because if reason is None and doc is not None else None
             analyses.append(
                 (
                     name,
@@ -313,66 +256,6 @@ class _Page:
             + "<h3>Resolved configuration (study.yaml)</h3>"
             + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
         )
-
-    def feature_reuse(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            out = self.figure(
-                F.learning_curves(entry, f"Learning curves, target {target}"),
-                f"curves-{target}",
-                f"Test metric per epoch of P-T and RI-T on {target} (mean over seeds, band min–max).",
-            )
-            out += self.figure(
-                F.shuffle_bars(entry, f"Block shuffling, target {target}"),
-                f"shuffle-{target}",
-                f"Relative drop and speed gap per shuffle on {target}.",
-            )
-            rows = []
-            for s in entry.get("shuffles") or []:
-                rows.append(
-                    (
-                        F.shuffle_label(s),
-                        fmt((s.get("P-T") or {}).get("final_metric_mean"), 4),
-                        fmt((s.get("RI-T") or {}).get("final_metric_mean"), 4),
-                        fmt(s.get("relative_drop")),
-                        fmt(s.get("speed_gap_epochs")),
-                    )
-                )
-            if rows:
-                out += _table(
-                    (
-                        "shuffle",
-                        "P-T final",
-                        "RI-T final",
-                        "relative drop (%)",
-                        "speed gap (epochs)",
-                    ),
-                    rows,
-                    numeric=(1, 2, 3, 4),
-                )
-            threshold = entry.get("threshold")
-            if finite(threshold):
-                out += (
-                    '<p class="small">Speed: epochs until a run first reaches '
-                    f"{esc(fmt(threshold))}, one bar for both kinds, "
-                    f"{esc(fmt(entry.get('fraction')))} of the way from chance "
-                    f"({esc(fmt(entry.get('chance')))}) to the lower of the two final metrics "
-                    "(each shuffle has its own bar). Speed gap: RI-T's mean minus P-T's "
-                    "(positive: P-T is faster); '-' when a run never reached it.</p>"
-                )
-            test = entry.get("final_test") or {}
-            if test.get("status") == "ok":
-                out += (
-                    f'<p class="small">Final metric, P-T − RI-T: {esc(fmt(test.get("estimate")))}'
-                    + (
-                        f", p = {float(test['p_value']):.2g}"
-                        if finite(test.get("p_value"))
-                        else f" [{esc(fmt(test.get('low')))}, {esc(fmt(test.get('high')))}]"
-                    )
-                    + f" ({esc(test.get('method', ''))}).</p>"
-                )
-            return out
-
-        return self.per_target("curves", render)
 
     def mistakes(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:
@@ -425,7 +308,7 @@ class _Page:
 
         return (
             '<p class="small">Fractions of the test set. Uncommon mistakes: exactly one of the two '
-            "models is wrong.</p>" + self.per_target("mistakes", render)
+            "models is wrong.</p>" + self.legacy_per_target("mistakes", render)
         )
 
     def mistake_examples(self, target: str, entry: dict[str, Any]) -> str:
@@ -534,7 +417,7 @@ class _Page:
                 f"Linear CKA per layer for every pair of models on {target}.",
             )
 
-        return self.per_target("similarity", render)
+        return self.legacy_per_target("similarity", render)
 
     def distance(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:
@@ -562,7 +445,7 @@ class _Page:
                 f"L2 distance per module for every pair on {target} (log scale).",
             )
 
-        return self.per_target("distance", render)
+        return self.legacy_per_target("distance", render)
 
     def barriers(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:
@@ -606,7 +489,7 @@ class _Page:
         return (
             '<p class="small">Barrier: max over λ of the linear interpolation of the end points\' '
             "metric minus the metric at θ(λ) (mirrored for the loss).</p>"
-            + self.per_target("interpolation", render)
+            + self.legacy_per_target("interpolation", render)
         )
 
     def criticality(self) -> str:
@@ -690,7 +573,7 @@ class _Page:
             )
             return out
 
-        return self.per_target("criticality", render)
+        return self.legacy_per_target("criticality", render)
 
     def trajectory(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:
@@ -746,7 +629,7 @@ class _Page:
                 )
             )
 
-        return self.per_target("trajectory", render)
+        return self.legacy_per_target("trajectory", render)
 
     def basins(self) -> str:
         """Barriers on the straight line, after permutation alignment and along a trained curve."""
@@ -922,44 +805,33 @@ def findings_table_html(findings: list[Finding], control: bool = False) -> str:
     )
 
 
-SECTIONS = (
-    ("findings", "Findings"),
-    ("overview", "Overview"),
-    ("feature-reuse", "Feature reuse (§1)"),
-    ("mistakes", "Mistakes (§2)"),
-    ("similarity", "Feature similarity (§2)"),
-    ("distance", "Parameter distance (§2)"),
-    ("barriers", "Performance barriers (§3)"),
-    ("criticality", "Module criticality (§4)"),
-    ("trajectory", "Pre-training trajectory (§5)"),
-    ("basins", "Basins modulo permutation and non-linear paths"),
-)
+def sections() -> list[tuple[str, str]]:
+    """(id, title) of every section: the findings and the overview, then each registered
+    unit's section in the registry's order (units may share one)."""
+    out = [("findings", "Findings"), ("overview", "Overview")]
+    for unit in registry.units():
+        if (unit.section.id, unit.section.title) not in out:
+            out.append((unit.section.id, unit.section.title))
+    return out
 
 
 def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> str:
     """The page's HTML for ``data``; figures are written under ``out/figures``."""
     page = _Page(data, out, formats)
     findings = evaluate_findings(data)
-    bodies = {
-        "overview": page.overview(),
-        "feature-reuse": page.feature_reuse(),
-        "mistakes": page.mistakes(),
-        "similarity": page.similarity(),
-        "distance": page.distance(),
-        "barriers": page.barriers(),
-        "criticality": page.criticality(),
-        "trajectory": page.trajectory(),
-        "basins": page.basins(),
-        "findings": page.findings(findings),
-    }
-    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS)
+    bodies = {"overview": page.overview(), "findings": page.findings(findings)}
+    for unit in registry.units():
+        part = unit.render_section(page, data.result(unit.name))
+        bodies[unit.section.id] = bodies.get(unit.section.id, "") + part
+    order = sections()
+    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in order)
     keys = "".join(
         f'<span class="key" style="background:{F.COLORS[k]}"></span>{esc(k)}'
         for k in ("P-T", "RI-T", "P", "P@k")
     )
-    sections = "".join(
-        f'<section id="{sid}"><h2>{esc(title)}</h2>{bodies[sid]}</section>'
-        for sid, title in SECTIONS
+    body = "".join(
+        f'<section id="{sid}"><h2>{esc(title)}</h2>{bodies.get(sid, "")}</section>'
+        for sid, title in order
     )
     verdicts = ", ".join(f"{f.id} {f.verdict}" for f in findings)
     if data.negative_control:
@@ -973,7 +845,7 @@ def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pd
         f"<header><h1>What is being transferred? Study {esc(data.name)}</h1>"
         f'<p class="small">Study directory: {esc(data.root)}. Colours: {keys}. '
         f"Findings: {esc(verdicts)}.</p><nav>{nav}</nav></header>"
-        f"<main>{sections}</main></body></html>\n"
+        f"<main>{body}</main></body></html>\n"
     )
 
 

@@ -29,6 +29,7 @@ from transferscope.data.shuffle import shuffle_images
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.models import build_model, load_state, transfer
 from transferscope.models.weights import read_state
+from transferscope.study.layout import BAD_IMAGES
 from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
 from transferscope.study.store import StudyStore
 from transferscope.study.twins import find_twin, reuse_twin
@@ -37,8 +38,6 @@ from transferscope.training.distributed import Distributed
 from transferscope.training.loaders import BatchTransform
 from transferscope.training.metrics import ChanceCheck, Evaluation, chance_level
 from transferscope.training.trainer import Trainer, pick_device
-
-BAD_IMAGES = "bad_images.json"
 
 
 @dataclass

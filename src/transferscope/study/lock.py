@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from transferscope.errors import TransferscopeError
-
-LOCK = "LOCK"
+from transferscope.study.layout import LOCK
 
 try:
     import fcntl

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -28,10 +28,11 @@ from pydantic import ValidationError
 from transferscope import atomic, runfiles
 from transferscope.config import StudyConfig, to_yaml
 from transferscope.errors import DamagedRunError, TransferscopeError
+from transferscope.study import layout
 from transferscope.study.plan import Plan, PlannedRun
 from transferscope.training import checkpoints as ckpt
 
-RunState = Literal["done", "partial", "failed", "pending", "damaged"]
+RunState = layout.RunState
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ class StudyStore:
 
     @property
     def runs_dir(self) -> Path:
-        return self.root / "runs"
+        return self.root / layout.RUNS
 
     @property
     def analyses_dir(self) -> Path:
-        return self.root / "analyses"
+        return self.root / layout.ANALYSES
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
@@ -77,15 +78,15 @@ class StudyStore:
 
     def write_study(self, cfg: StudyConfig, plan: Plan) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(self.root / "study.yaml", to_yaml(cfg))
-        atomic.write_json(self.root / "plan.json", plan.model_dump(mode="json"))
+        atomic.write_text(self.root / layout.STUDY_CONFIG, to_yaml(cfg))
+        atomic.write_json(self.root / layout.PLAN, plan.model_dump(mode="json"))
 
     def is_study(self) -> bool:
         """Whether the directory holds a study (its resolved config)."""
-        return (self.root / "study.yaml").is_file()
+        return (self.root / layout.STUDY_CONFIG).is_file()
 
     def read_plan(self) -> Plan:
-        path = self.root / "plan.json"
+        path = self.root / layout.PLAN
         if not path.is_file():
             raise TransferscopeError(
                 f"'{self.root}' is not a study directory (no plan.json); run `transferscope run --out {self.root}` first"
@@ -105,7 +106,7 @@ class StudyStore:
         """The study's resolved config (study.yaml); a damaged file is one clear error."""
         from transferscope.config import from_dict, read_yaml
 
-        path = self.root / "study.yaml"
+        path = self.root / layout.STUDY_CONFIG
         if not path.is_file():
             raise TransferscopeError(
                 f"'{self.root}' is not a study directory (no study.yaml); run `transferscope run --out {self.root}` first"
@@ -125,7 +126,7 @@ class StudyStore:
         """Create the run directory and its run.yaml (the config its id hashes)."""
         path = self.run_dir(run.id)
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        run_yaml = path / "run.yaml"
+        run_yaml = path / layout.RUN_CONFIG
         if not run_yaml.exists():
             atomic.write_text(
                 run_yaml, yaml.safe_dump(run.spec.model_dump(mode="json"), sort_keys=False)
@@ -194,16 +195,9 @@ class StudyStore:
 
     def state(self, run_id: str, checksums: bool = False) -> RunState:
         """done / damaged / failed / partial / pending; ``checksums`` also hashes done runs."""
-        path = self.run_dir(run_id)
-        if (path / runfiles.DONE).is_file():
-            return "damaged" if self.damage(run_id, checksums) else "done"
-        if (path / "FAILED").is_file():
-            return "failed"
-        if (path / "checkpoints" / ckpt.RESUME).is_file() or (path / "metrics.jsonl").is_file():
-            return "partial"
-        return "pending"
+        return layout.run_status(self.run_dir(run_id), checksums).state
 
     def weights_path(self, run_id: str, checkpoint: str = "final") -> Path:
         """The safetensors file of a run's checkpoint ('final' or 'epoch-<k>')."""
         name = ckpt.FINAL if checkpoint == "final" else f"{checkpoint}.safetensors"
-        return self.run_dir(run_id) / "checkpoints" / name
+        return self.run_dir(run_id) / layout.CHECKPOINTS / name

@@ -29,6 +29,7 @@ from transferscope.config import TrainSpec
 from transferscope.data.base import Task, TensorImageDataset
 from transferscope.errors import TransferscopeError
 from transferscope.models import scalar_parameter_names
+from transferscope.study.layout import CHECKPOINTS, METRICS, PREDICTIONS, TEST_OUTPUTS, TEST_TARGETS
 from transferscope.training import checkpoints as ckpt
 from transferscope.training import distributed as dist_lib
 from transferscope.training.distributed import Distributed
@@ -41,9 +42,6 @@ from transferscope.training.loaders import (
 )
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
 from transferscope.training.schedule import lr_at
-
-METRICS = "metrics.jsonl"
-PREDICTIONS = "predictions"
 
 
 class DivergedError(TransferscopeError):
@@ -195,13 +193,13 @@ class Trainer:
             atomic.write_jsonl(path, rows)
 
     def _resume_state(self) -> tuple[dict, dict, dict[str, Any]] | None:
-        path = self._path("checkpoints", ckpt.RESUME)
+        path = self._path(CHECKPOINTS, ckpt.RESUME)
         if path is None or not path.exists():
             return None
         return ckpt.load_resume(path)
 
     def discard_resume(self) -> None:
-        path = self._path("checkpoints", ckpt.RESUME)
+        path = self._path(CHECKPOINTS, ckpt.RESUME)
         if path is not None and self._writes:
             path.unlink(missing_ok=True)
 
@@ -295,7 +293,7 @@ class Trainer:
                         self.on_eval(rows[-1])
                 if step in ckpt_steps and self._writes:
                     path = self._path(
-                        "checkpoints", ckpt.point_name(ckpt_steps[step]) + ".safetensors"
+                        CHECKPOINTS, ckpt.point_name(ckpt_steps[step]) + ".safetensors"
                     )
                     ckpt.save_weights(path, model.state_dict())
                     saved[ckpt_steps[step]] = path
@@ -363,13 +361,9 @@ class Trainer:
             )
         seconds = time.perf_counter() - start_time
         if self._writes:
-            ckpt.save_weights(self._path("checkpoints", ckpt.FINAL), model.state_dict())
-            atomic.write_npy(
-                self._path(PREDICTIONS, "test_outputs.npy"), final_eval.outputs.numpy()
-            )
-            atomic.write_npy(
-                self._path(PREDICTIONS, "test_targets.npy"), final_eval.targets.numpy()
-            )
+            ckpt.save_weights(self._path(CHECKPOINTS, ckpt.FINAL), model.state_dict())
+            atomic.write_npy(self._path(PREDICTIONS, TEST_OUTPUTS), final_eval.outputs.numpy())
+            atomic.write_npy(self._path(PREDICTIONS, TEST_TARGETS), final_eval.targets.numpy())
             if not self.keep_resume:
                 self.discard_resume()
         return FitResult(final_eval, rows, total, seconds, saved)
@@ -463,7 +457,7 @@ class Trainer:
             "mix_rng": _jsonable(mix_rng.bit_generator.state),
             "train_losses": train_losses,
         }
-        ckpt.save_resume(self._path("checkpoints", ckpt.RESUME), model.state_dict(), momentum, info)
+        ckpt.save_resume(self._path(CHECKPOINTS, ckpt.RESUME), model.state_dict(), momentum, info)
 
 
 def _jsonable(state: dict[str, Any]) -> dict[str, Any]:

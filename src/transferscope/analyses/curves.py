@@ -1,0 +1,446 @@
+"""Learning curves and block shuffling (Neyshabur et al. 2020, §3.1): claims C1 and C2.
+
+Per target: P-T against RI-T test metric per epoch (mean and spread over seeds), the training
+time each run needs to reach one threshold common to the runs compared (``threshold_fraction`` of
+the way from chance to the lower final metric), the final metric compared on the same test
+examples (sign test / paired bootstrap), and per block size or pixel shuffle the relative drop
+100·(A(P-T) − A(RI-T))/A(P-T), the speed gap, and how much the drop shrinks against the
+unshuffled runs (paired bootstrap). The math is in :mod:`transferscope.analysis.curves`; method
+notes in ``docs/methods.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from transferscope.analyses.context import StudyContext, guarded, skipped
+from transferscope.analyses.registry import register
+from transferscope.analyses.results import (
+    AnalysisResult,
+    Comparison,
+    Model,
+    TargetEntry,
+    entry,
+)
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analysis import curves as curves_lib
+from transferscope.analysis import statistics as stats
+from transferscope.errors import TransferscopeError
+from transferscope.options import SpeedOptions
+from transferscope.report import rules
+from transferscope.report.rules import INCONCLUSIVE, UNMEASURED, TargetResult, combine, finite, fmt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from transferscope.report.findings import StudyData
+    from transferscope.report.page import Page
+    from transferscope.study.plan import PlannedRun
+
+
+class CurvesOptions(SpeedOptions):
+    """Options of the curves analysis (see :class:`~transferscope.options.SpeedOptions`)."""
+
+
+class Curve(Model):
+    """Test metric per evaluated epoch over seeds (:func:`~transferscope.analysis.curves.aggregate_curves`)."""
+
+    epoch: list[float]
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+    count: list[int]
+
+
+class Side(Model):
+    """One kind's runs (P-T or RI-T): final metrics and training time to the threshold."""
+
+    runs: int
+    final_metric: list[float | None]
+    final_metric_mean: float | None
+    epochs_to_threshold: list[float | None]
+    steps_to_threshold: list[int | None]
+    reached: list[bool]
+    epochs_to_threshold_mean: float | None
+    steps_to_threshold_mean: float | None
+    curve: Curve | None = None
+
+
+class Gap(Model):
+    """P-T against RI-T on one version of the target data."""
+
+    pt: Side = Field(alias="P-T")
+    rit: Side = Field(alias="RI-T")
+    chance: float
+    fraction: float
+    threshold: float | None
+    relative_drop: float
+    """100·(A(P-T) − A(RI-T))/A(P-T) of the mean final metrics (percent; NaN when undefined)."""
+    speed_gap_epochs: float | None
+    """RI-T's mean epochs to the threshold minus P-T's (positive: P-T faster)."""
+    speed_gap_steps: float | None
+    area_between: float | None
+    runs: dict[Literal["P-T", "RI-T"], list[str]]
+
+
+class ShuffleGap(Gap):
+    """The gap on block-shuffled (or pixel-shuffled) target images; ``shuffle`` None: unshuffled."""
+
+    shuffle: str | None
+    block_size: int | None
+    pixel: bool
+    drop_test: entry(Comparison) | None = None
+    """drop(unshuffled) − drop(shuffled), points of percent, paired bootstrap."""
+
+
+class CurvesEntry(Gap, TargetEntry):
+    """One target's curves result (unshuffled runs), with every shuffle."""
+
+    metric_name: str | None
+    final_test: entry(Comparison)
+    """P-T − RI-T final test metric on the same examples."""
+    shuffles: list[ShuffleGap]
+
+
+class CurvesResult(AnalysisResult):
+    targets: dict[str, entry(CurvesEntry)] = Field(default_factory=dict)
+    threshold_fraction: float | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# computing
+
+
+def _final_test(
+    ctx: StudyContext, task: str, pts: list[PlannedRun], rits: list[PlannedRun]
+) -> dict[str, Any]:
+    """P-T against RI-T final test metric on the same test examples (sign test or bootstrap)."""
+    out_pt, y = ctx.outputs(pts)
+    out_rit, y_rit = ctx.outputs(rits)
+    if not np.array_equal(y, y_rit):
+        raise TransferscopeError("P-T and RI-T were tested on other examples")
+    result = stats.compare_final_metrics(task, out_pt, out_rit, y, seed=0)
+    return {"status": "ok", **asdict(result)}
+
+
+def _drop_test(
+    ctx: StudyContext,
+    task: str,
+    plain: tuple[list[PlannedRun], list[PlannedRun]],
+    shuffled: tuple[list[PlannedRun], list[PlannedRun]],
+) -> dict[str, Any]:
+    """How much the relative drop shrinks under a shuffle, with a paired bootstrap interval.
+
+    The shuffled test images are the same examples in the same order (a fixed re-arrangement of
+    each image's pixels), so the four groups of runs are resampled together. The estimate is
+    drop(unshuffled) - drop(shuffled) in percent: positive when shuffling shrinks P-T's edge.
+    """
+    groups = [ctx.outputs(runs) for runs in (*plain, *shuffled)]
+    y = groups[0][1]
+    if any(not np.array_equal(g[1], y) for g in groups):
+        raise TransferscopeError("the shuffled runs were tested on other examples")
+    metrics = [[stats.metric_under_weights(task, o, y) for o in g[0]] for g in groups]
+
+    def side(i: int, w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w) for f in metrics[i]], axis=0)
+
+    def drop(pt: np.ndarray, rit: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100.0 * (pt - rit) / pt
+
+    def change(w: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):  # a resample where P-T scores 0: NaN, left out
+            return drop(side(0, w), side(1, w)) - drop(side(2, w), side(3, w))
+
+    result = stats.bootstrap_interval(
+        change, len(y), seed=0, method="relative drop unshuffled − shuffled (points of %)"
+    )
+    return {"status": "ok", **asdict(result)}
+
+
+def _target(ctx: StudyContext, spec: Any, fraction: float) -> dict[str, Any]:
+    target = spec.label
+    pts, rits = ctx.independent("P-T", target), ctx.independent("RI-T", target)
+    if not pts or not rits:
+        return skipped("the plan has no unshuffled P-T and RI-T runs")
+    pts = [r for r in pts if ctx.done(r)]
+    rits = [r for r in rits if ctx.done(r)]
+    if not pts or not rits:
+        return skipped("no finished P-T or no finished RI-T run")
+    info = ctx.cache.get(spec).info
+    chance = curves_lib.chance_metric(info.task, info.num_outputs)
+    out = curves_lib.compare_curves(ctx.metrics_rows(pts), ctx.metrics_rows(rits), chance, fraction)
+    out["runs"] = {"P-T": [r.id for r in pts], "RI-T": [r.id for r in rits]}
+    out["metric_name"] = ctx.metric_name(pts[0])
+    out["final_test"] = guarded(_final_test, ctx, info.task, pts, rits)
+    by_shuffle: dict[str | None, tuple[list, list]] = {}
+    shuffle_runs: dict[str | None, tuple[list[PlannedRun], list[PlannedRun]]] = {}
+    labels = sorted({r.shuffle for r in ctx.plan.select(target=target) if r.shuffle})
+    for label in [None, *labels]:
+        s_pt = [r for r in ctx.runs(kind="P-T", target=target, shuffle=label) if ctx.done(r)]
+        s_rit = [
+            r
+            for r in ctx.runs(kind="RI-T", target=target, shuffle=label)
+            if not r.same_init_as and ctx.done(r)
+        ]
+        if label is not None and not (s_pt and s_rit):
+            continue
+        by_shuffle[label] = (ctx.metrics_rows(s_pt), ctx.metrics_rows(s_rit))
+        shuffle_runs[label] = (s_pt, s_rit)
+    gaps = curves_lib.shuffle_gaps(by_shuffle, chance, fraction)
+    for gap in gaps:
+        s_pt, s_rit = shuffle_runs[gap["shuffle"]]
+        gap["runs"] = {"P-T": [r.id for r in s_pt], "RI-T": [r.id for r in s_rit]}
+        if gap["shuffle"] is not None:
+            gap["drop_test"] = guarded(_drop_test, ctx, info.task, (pts, rits), (s_pt, s_rit))
+    out["shuffles"] = gaps
+    return {"status": "ok", **out}
+
+
+# ----------------------------------------------------------------------------------------------
+# claims
+
+
+def _speed_direction(pt: Side, rit: Side) -> tuple[int, str]:
+    """P-T faster (+1), slower (-1) or within the spread (0), from each run's epochs to the
+    common threshold (a run that never reached it counts as never): the ranges over seeds must
+    not overlap, so one evaluation epoch is the resolution."""
+    a = [math.inf if e is None else float(e) for e in pt.epochs_to_threshold]
+    b = [math.inf if e is None else float(e) for e in rit.epochs_to_threshold]
+    if not a or not b:
+        return 0, "no speeds"
+    text = f"epochs {_list(a)} vs {_list(b)}"
+    if max(a) < min(b):
+        return 1, text
+    if min(a) > max(b):
+        return -1, text
+    return 0, text
+
+
+def _list(xs: Sequence[float]) -> str:
+    return ", ".join("not reached" if math.isinf(x) else fmt(x, 2) for x in xs)
+
+
+def _c1(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
+    m_pt, m_rit = e.pt.final_metric_mean, e.rit.final_metric_mean
+    if not (finite(m_pt) and finite(m_rit)):
+        return TargetResult(target, UNMEASURED, "final metrics missing")
+    better, test = rules.comparison(e.final_test)
+    if not finite(e.threshold):
+        return TargetResult(
+            target,
+            INCONCLUSIVE,
+            f"final {fmt(m_pt)} vs {fmt(m_rit)}; a side ends at chance: no speed threshold",
+            test,
+        )
+    faster, speeds = _speed_direction(e.pt, e.rit)
+    text = (
+        f"final {fmt(m_pt)} vs {fmt(m_rit)}; to {fmt(e.threshold)}: {speeds}; "
+        f"area between curves {fmt(e.area_between)}"
+    )
+    return TargetResult(
+        target, combine(better, faster), text, f"final: {test}; speed: ranges over seeds"
+    )
+
+
+def _smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
+    blocks = [s for s in e.shuffles if s.shuffle and s.block_size is not None]
+    if blocks:
+        return min(blocks, key=lambda s: s.block_size or 0)
+    return next((s for s in e.shuffles if s.pixel), None)
+
+
+def _c2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
+    base: Gap = next((s for s in e.shuffles if s.shuffle is None), e)
+    small = _smallest_shuffle(e)
+    if small is None:
+        return TargetResult(target, UNMEASURED, "no shuffled runs")
+    d0, d1 = base.relative_drop, small.relative_drop
+    if not (finite(d0) and finite(d1)):
+        return TargetResult(target, UNMEASURED, "relative drop missing")
+    label = small.shuffle
+    shrinks, test = rules.comparison(small.drop_test)
+    if not finite(small.threshold):
+        faster, speeds = 0, "a side ends at chance: no speed threshold"
+    else:
+        faster, speeds = _speed_direction(small.pt, small.rit)
+    text = f"drop {fmt(d0)}% unshuffled vs {fmt(d1)}% at {label}; speed at {label}: {speeds}"
+    return TargetResult(
+        target, combine(shrinks, faster), text, f"drop: {test}; speed: one evaluation apart"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def shuffle_label(s: ShuffleGap) -> str:
+    if s.shuffle is None:
+        return "none"
+    return "pixel *" if s.pixel else f"block {s.block_size}"
+
+
+def learning_curves(e: CurvesEntry, title: str) -> Figure | None:
+    """Test metric per epoch, P-T against RI-T: mean over seeds, band from min to max."""
+    from transferscope.report import figures as F
+
+    fig, ax = F.subplots(figsize=(5.0, 3.2))
+    drawn = False
+    for kind, side in (("P-T", e.pt), ("RI-T", e.rit)):
+        curve = side.curve
+        if curve is None or not curve.epoch or len(curve.epoch) != len(curve.mean):
+            continue
+        x = np.asarray(curve.epoch, dtype=float)
+        ax.plot(
+            x,
+            np.asarray(curve.mean, dtype=float),
+            color=F.COLORS[kind],
+            marker="o",
+            markersize=3,
+            label=f"{kind} (mean of {side.runs} seeds)",
+        )
+        if len(curve.min) == len(x) == len(curve.max):
+            ax.fill_between(x, curve.min, curve.max, color=F.COLORS[kind], alpha=0.18, linewidth=0)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_xlabel("training epoch")
+    ax.set_ylabel(F.metric_label(e.metric_name))
+    ax.set_title(title)
+    ax.legend(title="band: min–max over seeds")
+    return fig
+
+
+def shuffle_bars(e: CurvesEntry, title: str) -> Figure | None:
+    """Relative drop (%) and speed gap (epochs) per block size / pixel shuffle."""
+    from transferscope.report import figures as F
+
+    if len(e.shuffles) < 2:  # only the unshuffled point: nothing to compare
+        return None
+    labels = [shuffle_label(s) for s in e.shuffles]
+    drops = [s.relative_drop if finite(s.relative_drop) else 0.0 for s in e.shuffles]
+    gaps = [s.speed_gap_epochs if finite(s.speed_gap_epochs) else 0.0 for s in e.shuffles]
+    fig, axes = F.subplots(1, 2, figsize=(8.0, 3.0))
+    x = np.arange(len(labels))
+    for ax, values, ylabel in (
+        (axes[0], drops, "relative drop 100·(P-T − RI-T)/P-T (%)"),
+        (axes[1], gaps, "speed gap (epochs, RI-T − P-T)"),
+    ):
+        colors = [F.COLORS["P-T"] if v >= 0 else F.COLORS["RI-T"] for v in values]
+        ax.bar(x, values, color=colors, width=0.65)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, labels, rotation=30, ha="right")
+        ax.set_xlabel("shuffle of the target images")
+        ax.set_ylabel(ylabel)
+    axes[0].set_title("accuracy benefit of P-T")
+    axes[1].set_title("optimisation speed benefit of P-T")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit
+
+
+@register
+class Curves(Analysis):
+    """Learning curves, convergence speed and block shuffling (§3.1)."""
+
+    name = "curves"
+    title = "learning curves, speed to a common threshold, block and pixel shuffling (§3.1)"
+    section = ReportSection("feature-reuse", "Feature reuse (§1)")
+    version = 2
+    Options = CurvesOptions
+    Result = CurvesResult
+    claims = (
+        Claim(
+            "C1",
+            "P-T reaches a better final metric than RI-T and gets there faster.",
+            "P-T's final test metric beats RI-T's beyond test-set noise (sign test on the "
+            "examples the two disagree on, McNemar's test; paired bootstrap for mean AUC), and "
+            "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance)) "
+            "at an earlier evaluation than every RI-T seed.",
+            _c1,
+            order=1,
+        ),
+        Claim(
+            "C2",
+            "Block shuffling shrinks P-T's advantage, but P-T still trains faster at the "
+            "smallest block.",
+            "the relative drop 100·(A(P-T) − A(RI-T))/A(P-T) at the smallest block (pixel "
+            "shuffle if no block) is smaller than unshuffled, beyond a paired bootstrap 95% "
+            "interval, and at that block P-T reaches the common threshold at an earlier "
+            "evaluation than RI-T.",
+            _c2,
+            order=2,
+        ),
+    )
+
+    def compute(self, ctx: StudyContext, options: CurvesOptions) -> CurvesResult:
+        fraction = options.threshold_fraction
+        targets = {}
+        for i, spec in enumerate(ctx.cfg.targets):
+            ctx.progress(i, len(ctx.cfg.targets), f"target {spec.label}")
+            targets[spec.label] = _target(ctx, spec, fraction)
+        return CurvesResult.model_validate({"targets": targets, "threshold_fraction": fraction})
+
+    def render(self, page: Page, target: str, e: CurvesEntry) -> str:
+        from transferscope.report.page import Raw, esc, table
+
+        out = page.figure(
+            learning_curves(e, f"Learning curves, target {target}"),
+            f"curves-{target}",
+            f"Test metric per epoch of P-T and RI-T on {target} (mean over seeds, band min–max).",
+        )
+        out += page.figure(
+            shuffle_bars(e, f"Block shuffling, target {target}"),
+            f"shuffle-{target}",
+            f"Relative drop and speed gap per shuffle on {target}.",
+        )
+        rows = [
+            (
+                shuffle_label(s),
+                fmt(s.pt.final_metric_mean, 4),
+                fmt(s.rit.final_metric_mean, 4),
+                fmt(s.relative_drop),
+                fmt(s.speed_gap_epochs),
+            )
+            for s in e.shuffles
+        ]
+        if rows:
+            out += table(
+                ("shuffle", "P-T final", "RI-T final", "relative drop (%)", "speed gap (epochs)"),
+                rows,
+                numeric=(1, 2, 3, 4),
+            )
+        if finite(e.threshold):
+            out += (
+                '<p class="small">Speed: epochs until a run first reaches '
+                f"{esc(fmt(e.threshold))}, one bar for both kinds, {esc(fmt(e.fraction))} of the "
+                f"way from chance ({esc(fmt(e.chance))}) to the lower of the two final metrics "
+                "(each shuffle has its own bar). Speed gap: RI-T's mean minus P-T's "
+                "(positive: P-T is faster); '-' when a run never reached it.</p>"
+            )
+        test = e.final_test
+        if isinstance(test, Comparison):
+            shown = (
+                f", p = {test.p_value:.2g}"
+                if finite(test.p_value)
+                else f" [{esc(fmt(test.low))}, {esc(fmt(test.high))}]"
+            )
+            out += Raw(
+                f'<p class="small">Final metric, P-T − RI-T: {esc(fmt(test.estimate))}{shown} '
+                f"({esc(test.method)}).</p>"
+            ).html
+        return out
+
+
+__all__ = ["Curves", "CurvesEntry", "CurvesOptions", "CurvesResult"]

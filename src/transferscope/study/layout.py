@@ -1,0 +1,112 @@
+"""The study directory: every file name a study has, and the state of a run, in one place.
+
+```
+STUDY/study.yaml                         the resolved config
+STUDY/plan.json                          every planned run and its roles
+STUDY/LOCK                               who is running a command on the study
+STUDY/runs/<id>/run.yaml                 the run's resolved config (its id hashes it)
+STUDY/runs/<id>/metrics.jsonl            one row per evaluation
+STUDY/runs/<id>/checkpoints/             final.safetensors, epoch-<k>.safetensors, resume
+STUDY/runs/<id>/predictions/             test_outputs.npy, test_targets.npy (final model)
+STUDY/runs/<id>/bad_images.json          unreadable images left out (--skip-bad-images)
+STUDY/runs/<id>/DONE                     written last: summary, every file's size and SHA-256
+STUDY/runs/<id>/FAILED                   why the run stopped
+STUDY/analyses/<name>.json               one result per analysis (transferscope.analyses)
+STUDY/analyses/mistakes/<target>.npz     example images of the mistakes cells
+STUDY/report/index.html, figures/        the report; .inputs.json stamps what it was built from
+```
+
+``docs/study-directory.md`` describes each file's contents. Code that reads or writes a study
+takes the names from here; :func:`run_status` is the one definition of a run's state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+STUDY_CONFIG = "study.yaml"
+PLAN = "plan.json"
+LOCK = "LOCK"
+RUNS = "runs"
+RUN_CONFIG = "run.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+PREDICTIONS = "predictions"
+TEST_OUTPUTS = "test_outputs.npy"
+TEST_TARGETS = "test_targets.npy"
+BAD_IMAGES = "bad_images.json"
+DONE = "DONE"
+FAILED = "FAILED"
+ANALYSES = "analyses"
+MISTAKE_EXAMPLES = "mistakes"
+REPORT = "report"
+REPORT_PAGE = "index.html"
+FIGURES = "figures"
+REPORT_INPUTS = ".inputs.json"
+
+RunState = Literal["done", "partial", "failed", "pending", "damaged"]
+
+
+def run_dir(root: Path, run_id: str) -> Path:
+    return Path(root) / RUNS / run_id
+
+
+def analysis_path(root: Path, name: str) -> Path:
+    return Path(root) / ANALYSES / f"{name}.json"
+
+
+def report_dir(root: Path) -> Path:
+    return Path(root) / REPORT
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run's state on disk, with its DONE summary (done) or what went wrong (failed, damaged)."""
+
+    state: RunState
+    summary: dict[str, Any] | None = None
+    problem: str | None = None
+
+
+def run_status(folder: Path, checksums: bool = False) -> RunStatus:
+    """The state of the run in ``folder``.
+
+    done: DONE is readable and the files match it (sizes, and SHA-256 with ``checksums``);
+    damaged: DONE is unreadable or a file differs; failed: FAILED exists (its message in
+    ``problem``); partial: training started (metrics or a resume checkpoint exist); pending:
+    nothing yet.
+    """
+    from transferscope import runfiles  # runfiles takes its file names from here
+
+    folder = Path(folder)
+    if (folder / DONE).is_file():
+        summary, problem = runfiles.read_done(folder)
+        if summary is not None:
+            problem = runfiles.check(folder, summary.get("files"), checksums)
+        if problem is not None:
+            return RunStatus("damaged", None, problem)
+        return RunStatus("done", summary)
+    if (folder / FAILED).is_file():
+        try:
+            message = str(json.loads((folder / FAILED).read_text()).get("error", ""))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            message = (folder / FAILED).read_text(errors="replace")
+        return RunStatus("failed", None, message)
+    from transferscope.training.checkpoints import RESUME
+
+    if (folder / METRICS).is_file() or (folder / CHECKPOINTS / RESUME).is_file():
+        return RunStatus("partial")
+    return RunStatus("pending")
+
+
+__all__ = [name for name in dir() if name.isupper()] + [
+    "RunState",
+    "RunStatus",
+    "analysis_path",
+    "report_dir",
+    "run_dir",
+    "run_status",
+]
