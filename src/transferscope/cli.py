@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from transferscope import config as config_mod
+from transferscope.analyses.registry import BUILTIN as BUILTIN_ANALYSES
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 
 # Plain (click-style) help: the rich layout prints a '<bool>' type beside every flag, --help
@@ -196,24 +197,6 @@ def data_list() -> None:
     _print_described((name, registry.describe(name)) for name in registry.available())
 
 
-def _run_label(run: Any) -> str:
-    extra = []
-    if run.shuffle:
-        extra.append(run.shuffle)
-    if run.checkpoint is not None:
-        extra.append(f"k={run.checkpoint:g}")
-    if run.same_init_as:
-        extra.append("same init")
-    tail = f" ({', '.join(extra)})" if extra else ""
-    return f"{run.spec.kind} {run.target} seed {run.seed}{tail}"
-
-
-def _runs_description(training: Any) -> str:
-    """The label of the runs bar: 'runs', or 'runs: <what trains now>' (never 'runs ()')."""
-    labels = list(training)
-    return f"runs: {', '.join(labels)}" if labels else "runs"
-
-
 @app.command("run")
 @friendly_errors
 def run_cmd(
@@ -343,8 +326,8 @@ def _run_study(
     import time
 
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from transferscope.progress import StudyDisplay, run_label
     from transferscope.study.executors import DataCache, LocalExecutor, plan_study
 
     if cfg.num_threads:
@@ -366,132 +349,36 @@ def _run_study(
             highlight=False,
             soft_wrap=True,
         )
-    started = time.perf_counter()
     todo = sum(not store.is_done(r.id) for r in plan.runs)
     console.print(
         f"study [bold]{cfg.name}[/] in {store.root}: {len(plan.runs)} runs, {todo} to train"
     )
     if plan_only:
         for run in plan.runs:
-            console.print(f"{run.id}  {_run_label(run)}  {store.state(run.id)}", highlight=False)
+            console.print(f"{run.id}  {run_label(run)}  {store.state(run.id)}", highlight=False)
         return
+    display = StudyDisplay(console, err_console, quiet, todo, parallel=cfg.jobs > 1)
+    started = time.perf_counter()
+    with display.shown() as events:
+        if executor == "ray":
+            from transferscope.study.ray_executor import RayExecutor
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
-    runs_task = progress.add_task("runs", total=todo)
-    step_task = progress.add_task("", total=1, visible=False)
-
-    current: dict[str, Any] = {}
-
-    running: dict[str, str] = {}
-
-    def on_start(run: Any, i: int, n: int) -> None:
-        if cfg.jobs > 1:  # runs train in worker processes: show which, not their steps
-            running[run.id] = _run_label(run)
-            progress.update(runs_task, description=_runs_description(running.values()))
-            return
-        current.update(label=_run_label(run), epochs=run.spec.train.epochs)
-        # reset() restarts the bar's clock: its elapsed time is this run's.
-        progress.reset(step_task, description=current["label"], visible=True)
-
-    def on_step(run_id: str, step: int, total: int) -> None:
-        epochs = current["epochs"]
-        epoch = min(epochs, 1 + step * epochs // max(total, 1))
-        label = f"{current['label']} · epoch {epoch}/{epochs}"
-        progress.update(step_task, completed=step, total=total, description=label)
-
-    def on_end(run: Any, summary: dict[str, Any] | None, error: str | None) -> None:
-        progress.advance(runs_task)
-        if running.pop(run.id, None) is not None:
-            progress.update(runs_task, description=_runs_description(running.values()))
-        if error:
-            progress.console.print(f"[red]failed[/] {_run_label(run)}: {error}", highlight=False)
-        elif quiet:
-            at_chance = (summary.get("chance") or {}).get("at_chance")
-            console.print(
-                f"done {_run_label(run)}: {summary['metric_name']} {summary['final_metric']:.4f} "
-                f"({summary['seconds']:.1f}s){' - at chance level' if at_chance else ''}",
-                highlight=False,
-            )
-
-    if executor == "ray":
-        from transferscope.study.ray_executor import RayExecutor
-
-        def on_update(finished: int, running: list[str]) -> None:
-            progress.update(
-                runs_task,
-                description=_runs_description([f"{len(running)} training"] if running else []),
-            )
-            if quiet:
-                console.print(f"{finished}/{todo} runs finished, {len(running)} running")
-
-        def on_analysis(name: str, message: str, seconds: float) -> None:
-            console.print(f"analysis {name}: {message} ({seconds:.1f}s)", highlight=False)
-
-        engine: Any = RayExecutor(
-            store, cfg, address, on_run_end=on_end, on_update=on_update, on_analysis=on_analysis
-        )
-    else:
-        engine = LocalExecutor(
-            store,
-            cfg,
-            cache,
-            on_run_start=on_start,
-            on_run_end=on_end,
-            progress=on_step,
-            jobs=cfg.jobs,
-        )
-    with progress:
-        outcome = engine.run(plan) if executor == "local" else engine.run(plan, analyses)
-    failed = [k for k, v in outcome.items() if v.startswith("failed")]
+            engine: Any = RayExecutor(store, cfg, address, events=events)
+        else:
+            engine = LocalExecutor(store, cfg, cache, events=events, jobs=cfg.jobs)
+        outcome = engine.run(plan, analyses=analyses)
     elapsed = time.perf_counter() - started
     console.print(
-        f"trained {sum(v == 'done' for v in outcome.values())} runs in {elapsed:.0f}s "
-        f"({elapsed / 60:.1f} min); {len(failed)} failed"
+        f"trained {outcome.trained} runs, analysed in {elapsed:.0f}s ({elapsed / 60:.1f} min); "
+        f"{len(outcome.failed_runs)} runs failed"
     )
-    failed_analyses: list[str] = []
     if analyses:
-        if executor == "local":  # the Ray executor ran them as tasks
-            failed_analyses = _analyze(store, None, force=False, cache=cache)
+        console.print(f"analyses in {store.analyses_dir.resolve()}")
         _report(store.root, force=False)
     console.print(f"study directory: {store.root.resolve()}")
-    _say_failed_analyses(failed_analyses)
-    if failed or failed_analyses:
+    _say_failed_analyses(outcome.failed_analyses)
+    if outcome.failed_runs or outcome.failed_analyses:
         raise typer.Exit(1)
-
-
-def _analyze(store: Any, only: list[str] | None, force: bool, cache: Any = None) -> list[str]:
-    """Run the analyses with one line each; returns the names of those that failed."""
-    import time
-
-    from transferscope.study.analyze import run_analyses
-
-    started: dict[str, float] = {}
-    failed: list[str] = []
-
-    def progress(name: str, message: str) -> None:
-        if message == "running":
-            started[name] = time.perf_counter()
-            return
-        took = f" ({time.perf_counter() - started[name]:.1f}s)" if name in started else ""
-        if message.startswith("failed"):
-            failed.append(name)
-            err_console.print(
-                f"[red]analysis {name}: {escape(message)}[/]{took}", highlight=False, soft_wrap=True
-            )
-            return
-        console.print(f"analysis {name}: {message}{took}", highlight=False, soft_wrap=True)
-
-    written = run_analyses(store, only=only, progress=progress, force=force, cache=cache)
-    if written:
-        console.print(f"analyses in {store.analyses_dir.resolve()}")
-    return failed
 
 
 def _say_failed_analyses(failed: list[str]) -> None:
@@ -546,21 +433,25 @@ def analyze_cmd(
         None,
         "--only",
         metavar="NAME",
-        help="run only this analysis (repeatable); one of: "
-        + ", ".join(config_mod.AnalysesSpec.model_fields),
+        help="run only this analysis (repeatable); one of: " + ", ".join(BUILTIN_ANALYSES),
     ),
     force: bool = typer.Option(False, "--force", help="recompute results that exist"),
     data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
 ) -> None:
     """Run the analyses of a study on its finished runs; writes DIR/analyses/<name>.json."""
+    from transferscope.progress import StudyDisplay
+    from transferscope.study.events import analyse
     from transferscope.study.lock import StudyLock
     from transferscope.study.store import StudyStore
 
     set_data_dir(data_dir)
     store = StudyStore(directory)
     store.read_plan()  # a clear error when DIR is not a study
-    with StudyLock(directory):
-        failed = _analyze(store, only or None, force)
+    display = StudyDisplay(console, err_console, quiet=False, todo=0, parallel=False)
+    with StudyLock(directory), display.shown() as events:
+        last = analyse(store, events, only=only or None, force=force)
+    console.print(f"analyses in {store.analyses_dir.resolve()}")
+    failed = [name for name, message in last.items() if message.startswith("failed")]
     _say_failed_analyses(failed)
     if failed:
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from transferscope.errors import TransferscopeError
 
@@ -43,9 +43,19 @@ class TargetEntry(Model):
 E = TypeVar("E", bound=BaseModel)
 
 
+def _measured(value: Any) -> str:
+    status = (
+        value.get("status", "ok") if isinstance(value, dict) else getattr(value, "status", "ok")
+    )
+    return "skipped" if status in ("skipped", "failed") else "ok"
+
+
 def entry(model: type[E]) -> Any:
-    """The annotation of a field holding ``model`` when measured, else :class:`Skipped`."""
-    return Annotated[model | Skipped, Field(discriminator="status")]
+    """The annotation of a field holding ``model`` when measured, else :class:`Skipped` (told
+    apart by ``status``; a measured entry may leave it out)."""
+    return Annotated[
+        Annotated[model, Tag("ok")] | Annotated[Skipped, Tag("skipped")], Discriminator(_measured)
+    ]
 
 
 class Comparison(Model):

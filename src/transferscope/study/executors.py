@@ -29,6 +29,7 @@ from transferscope.data.shuffle import shuffle_images
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.models import build_model, load_state, transfer
 from transferscope.models.weights import read_state
+from transferscope.study.events import StudyEvents, StudyOutcome, analyse
 from transferscope.study.layout import BAD_IMAGES
 from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
 from transferscope.study.store import StudyStore
@@ -280,13 +281,18 @@ class LocalExecutor:
     store: StudyStore
     cfg: StudyConfig
     cache: DataCache = field(default_factory=DataCache)
-    on_run_start: Callable[[PlannedRun, int, int], None] | None = None
-    on_run_end: Callable[[PlannedRun, dict[str, Any] | None, str | None], None] | None = None
-    progress: ProgressFn | None = None
+    events: StudyEvents = field(default_factory=StudyEvents)
     jobs: int = 1
 
-    def run(self, plan: Plan) -> dict[str, str]:
-        """Execute every run not yet done; returns run id -> 'done' / 'skipped' / 'failed: ...'."""
+    def run(self, plan: Plan, analyses: bool = False) -> StudyOutcome:
+        """Train every run not yet done, then (``analyses``) run every analysis here."""
+        outcome = StudyOutcome(self._train(plan))
+        if analyses:
+            outcome.analyses = analyse(self.store, self.events, self.cache)
+        return outcome
+
+    def _train(self, plan: Plan) -> dict[str, str]:
+        """Run id -> 'done' / 'skipped' / 'failed: ...'."""
         if self.jobs > 1:
             return self._run_parallel(plan)
         device = pick_device(self.cfg.device)
@@ -301,16 +307,16 @@ class LocalExecutor:
                 outcome[run.id] = "failed: a run it depends on failed"
                 failed.add(run.id)
                 continue
-            if self.on_run_start:
-                self.on_run_start(run, i, len(todo))
+            if self.events.run_start:
+                self.events.run_start(run, i, len(todo))
             summary, error = attempt_run(
-                run, self.cfg, self.store, self.cache, device, self.progress
+                run, self.cfg, self.store, self.cache, device, self.events.run_step
             )
             outcome[run.id] = "done" if error is None else f"failed: {error}"
             if error is not None:
                 failed.add(run.id)
-            if self.on_run_end:
-                self.on_run_end(run, summary, error)
+            if self.events.run_end:
+                self.events.run_end(run, summary, error)
         return outcome
 
     def _threads_per_job(self) -> int:
@@ -341,8 +347,8 @@ class LocalExecutor:
                         self.store.is_done(d) for d in run.depends_on
                     ):
                         waiting.remove(run)
-                        if self.on_run_start:
-                            self.on_run_start(run, started, total)
+                        if self.events.run_start:
+                            self.events.run_start(run, started, total)
                         started += 1
                         running[pool.submit(_train_in_worker, root, run.id)] = run
                 if not running:
@@ -357,8 +363,8 @@ class LocalExecutor:
                     outcome[run.id] = "done" if error is None else f"failed: {error}"
                     if error is not None:
                         failed.add(run.id)
-                    if self.on_run_end:
-                        self.on_run_end(run, summary, error)
+                    if self.events.run_end:
+                        self.events.run_end(run, summary, error)
         for run in waiting:  # dependencies that can never finish (not in this plan)
             outcome[run.id] = "failed: a run it depends on is not done"
         return outcome

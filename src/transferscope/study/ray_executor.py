@@ -33,7 +33,8 @@ from typing import Any
 
 from transferscope.config import StudyConfig
 from transferscope.errors import TransferscopeError, TransferscopeWarning
-from transferscope.study.plan import Plan, PlannedRun
+from transferscope.study.events import StudyEvents, StudyOutcome
+from transferscope.study.plan import Plan
 from transferscope.study.store import StudyStore
 
 INSTALL_HINT = "--executor ray needs Ray; install it with: pip install 'transferscope[ray]'"
@@ -41,10 +42,6 @@ INSTALL_HINT = "--executor ray needs Ray; install it with: pip install 'transfer
 # Fault injection for the retry test: "<steps>:<marker file>" makes the first task that reaches
 # <steps> training steps SIGKILL its own worker process (as a lost node would), once per marker.
 CRASH_ENV = "TRANSFERSCOPE_CRASH_AFTER_STEPS"
-
-OnRunEnd = Callable[[PlannedRun, dict[str, Any] | None, str | None], None]
-OnUpdate = Callable[[int, list[str]], None]
-OnAnalysis = Callable[[str, str, float], None]
 
 
 def import_ray() -> Any:
@@ -184,18 +181,15 @@ def analysis_task(study_dir: str, name: str, num_threads: int) -> tuple[str, str
 class RayExecutor:
     """Runs a plan as Ray tasks on the cluster at ``address`` (None: RAY_ADDRESS or a local one).
 
-    ``on_run_end`` is called as each run finishes (in the order they finish), ``on_update`` with
-    (runs finished, ids of runs running now) whenever that changes, ``on_analysis`` with
-    (name, 'done' / 'cached' / 'disabled' / 'skipped: ...' / 'failed: ...', seconds) as each
-    analysis finishes.
+    ``events.run_end`` is called as each run finishes (in the order they finish),
+    ``events.runs_update`` with (runs finished, ids of runs running now) whenever that changes,
+    ``events.analysis`` with (name, last message, seconds) as each analysis task finishes.
     """
 
     store: StudyStore
     cfg: StudyConfig
     address: str | None = None
-    on_run_end: OnRunEnd | None = None
-    on_update: OnUpdate | None = None
-    on_analysis: OnAnalysis | None = None
+    events: StudyEvents = field(default_factory=StudyEvents)
     env_vars: dict[str, str] = field(default_factory=dict)
     poll_s: float = 1.0
 
@@ -222,16 +216,14 @@ class RayExecutor:
             return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         return res.gpus(self.cfg.device)
 
-    def run(self, plan: Plan, analyses: bool = False) -> dict[str, str]:
-        """Execute every run not yet done; returns run id -> 'done' / 'skipped' / 'failed: ...'.
-
-        With ``analyses``, then run every analysis of the study (each as a Ray task).
-        """
+    def run(self, plan: Plan, analyses: bool = False) -> StudyOutcome:
+        """Train every run not yet done; with ``analyses``, then run every analysis of the
+        study (each as a Ray task)."""
         ray, started_here = self._connect()
         try:
-            outcome = self._run(ray, plan)
+            outcome = StudyOutcome(self._run(ray, plan))
             if analyses:
-                self._analyze(ray)
+                outcome.analyses = self._analyze(ray)
             return outcome
         finally:
             if started_here:
@@ -256,22 +248,27 @@ class RayExecutor:
             runtime_env={"env_vars": env},
         )
 
-    def _analyze(self, ray: Any) -> None:
-        from transferscope.study.analyze import ANALYSES
+    def _analyze(self, ray: Any) -> dict[str, str]:
+        from transferscope.analyses import registry
 
         remote = self._remote(ray, analysis_task)
         study_dir = str(self.store.root.resolve())
-        pending = [remote.remote(study_dir, name, self._threads) for name in ANALYSES]
+        pending = [remote.remote(study_dir, name, self._threads) for name in registry.names()]
+        out: dict[str, str] = {}
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             name, message, seconds = ray.get(ready[0])
-            if self.on_analysis:
-                self.on_analysis(name, message, seconds)
+            out[name] = message
+            if self.events.analysis:
+                self.events.analysis(name, message, seconds)
+        return out
 
     def _run(self, ray: Any, plan: Plan) -> dict[str, str]:
         threads = self._threads
         remote = self._remote(ray, train_task)
-        board = ray.remote(RunBoard).options(num_cpus=0).remote() if self.on_update else None
+        board = (
+            ray.remote(RunBoard).options(num_cpus=0).remote() if self.events.runs_update else None
+        )
         study_dir = str(self.store.root.resolve())
         outcome: dict[str, str] = {}
         refs: dict[str, Any] = {}
@@ -297,13 +294,13 @@ class RayExecutor:
                     self.store.mark_failed(rid, error)
                 outcome[rid] = "done" if error is None else f"failed: {error}"
                 finished += 1
-                if self.on_run_end:
-                    self.on_run_end(runs[rid], summary, error)
+                if self.events.run_end:
+                    self.events.run_end(runs[rid], summary, error)
             if board is None:
                 continue
             left = {by_ref[r] for r in pending}
             running = [rid for rid in ray.get(board.running.remote()) if rid in left]
-            if self.on_update and (finished, running) != last:
+            if self.events.runs_update and (finished, running) != last:
                 last = (finished, running)
-                self.on_update(finished, running)
+                self.events.runs_update(finished, running)
         return outcome

@@ -1,0 +1,95 @@
+"""What an executor tells its caller while a study runs, and what it returns.
+
+Both executors (:class:`~transferscope.study.executors.LocalExecutor` and
+:class:`~transferscope.study.ray_executor.RayExecutor`) take a :class:`StudyEvents` and have the
+same ``run(plan, analyses) -> StudyOutcome``: the CLI draws one progress display from the same
+events whichever runs the study.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferscope.study.executors import DataCache
+    from transferscope.study.plan import Plan, PlannedRun
+    from transferscope.study.store import StudyStore
+
+
+@dataclass
+class StudyEvents:
+    """Callbacks, each optional."""
+
+    run_start: Callable[[PlannedRun, int, int], None] | None = None
+    """(run, index among the runs to train, how many there are to train)."""
+    run_step: Callable[[str, int, int], None] | None = None
+    """(run id, optimiser step, total steps): only for runs trained in this process."""
+    run_end: Callable[[PlannedRun, dict[str, Any] | None, str | None], None] | None = None
+    """(run, its DONE summary or None, the error or None)."""
+    runs_update: Callable[[int, list[str]], None] | None = None
+    """(runs finished, ids of the runs training now), whenever that changes (cluster runs)."""
+    analysis: Callable[[str, str, float | None], None] | None = None
+    """(name, message, seconds): 'running' / 'recomputing: why' (seconds None), then 'done',
+    'cached', 'disabled', 'skipped: why' or 'failed: error' with the seconds it took."""
+    analysis_tick: Callable[[str, int, int, str], None] | None = None
+    """(name, parts done, parts in all, what): an analysis working through its parts."""
+
+
+@dataclass
+class StudyOutcome:
+    """Run id -> 'done' / 'skipped' / 'failed: ...'; analysis name -> its last message."""
+
+    runs: dict[str, str]
+    analyses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed_runs(self) -> list[str]:
+        return [k for k, v in self.runs.items() if v.startswith("failed")]
+
+    @property
+    def trained(self) -> int:
+        return sum(v == "done" for v in self.runs.values())
+
+    @property
+    def failed_analyses(self) -> list[str]:
+        return [k for k, v in self.analyses.items() if v.startswith("failed")]
+
+
+class Executor(Protocol):
+    """Trains a plan's runs not yet done and, with ``analyses``, runs the study's analyses."""
+
+    def run(self, plan: Plan, analyses: bool = False) -> StudyOutcome: ...
+
+
+def analyse(
+    store: StudyStore,
+    events: StudyEvents,
+    cache: DataCache | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+) -> dict[str, str]:
+    """Run the study's analyses in this process, telling ``events``; name -> last message."""
+    from transferscope.study.analyze import run_analyses
+
+    started: dict[str, float] = {}
+    last: dict[str, str] = {}
+
+    def progress(name: str, message: str) -> None:
+        if message == "running":
+            started[name] = time.perf_counter()
+        finished = message != "running" and not message.startswith("recomputing")
+        seconds = time.perf_counter() - started.get(name, time.perf_counter()) if finished else None
+        last[name] = message
+        if events.analysis:
+            events.analysis(name, message, seconds)
+
+    run_analyses(
+        store, only=only, progress=progress, force=force, cache=cache, tick=events.analysis_tick
+    )
+    return last
+
+
+__all__ = ["Executor", "StudyEvents", "StudyOutcome", "analyse"]

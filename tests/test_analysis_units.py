@@ -1,0 +1,188 @@
+"""The contract of analysis units: registered once, an analysis is everywhere it should be.
+
+- A unit registered here (in a test module, no other file touched) is accepted by the config,
+  run by ``transferscope analyze --only``, drawn in the report and judged in the findings table.
+- Every built-in unit, run on a small fake study, writes a result that validates against its
+  model and gives its claims the fields they need: no claim is "not measured" for lack of one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import Field
+from typer.testing import CliRunner
+
+from transferscope import config
+from transferscope.analyses import registry
+from transferscope.analyses.context import StudyContext, skipped
+from transferscope.analyses.results import (
+    AnalysisResult,
+    ResultMismatch,
+    TargetEntry,
+    entry,
+    load_result,
+)
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.cli import app
+from transferscope.errors import TransferscopeError
+from transferscope.options import AnalysisOptions
+from transferscope.report import build_report, evaluate_findings, load_study
+from transferscope.report.rules import HOLDS, UNMEASURED, TargetResult
+from transferscope.study.analyze import run_analyses
+from transferscope.study.plan import build_plan
+from transferscope.study.store import StudyStore
+
+from fake_study import INFO, FakeData, write_runs
+
+
+class CountOptions(AnalysisOptions):
+    at_least: int = Field(default=1, ge=0)
+
+
+class CountEntry(TargetEntry):
+    finished: int
+    runs: list[str]
+
+
+class CountResult(AnalysisResult):
+    targets: dict[str, entry(CountEntry)] = Field(default_factory=dict)
+
+
+def _judge(e: CountEntry, target: str, data: object) -> TargetResult:
+    verdict = HOLDS if e.finished >= 1 else UNMEASURED
+    return TargetResult(target, verdict, f"{e.finished} finished P-T runs", "a count")
+
+
+class FinishedRuns(Analysis):
+    """A plug-in analysis: how many P-T runs of each target finished."""
+
+    name = "finished_runs"
+    title = "finished P-T runs per target"
+    section = ReportSection("finished-runs", "Finished runs (a plug-in)")
+    version = 3
+    Options = CountOptions
+    Result = CountResult
+    claims = (Claim("X1", "Some P-T run finished.", "at least one finished P-T run", _judge, 99),)
+
+    def compute(self, ctx: StudyContext, options: CountOptions) -> CountResult:
+        targets = {}
+        for spec in ctx.cfg.targets:
+            runs = [r for r in ctx.independent("P-T", spec.label) if ctx.done(r)]
+            targets[spec.label] = (
+                {"finished": len(runs), "runs": [r.id for r in runs]}
+                if len(runs) >= options.at_least
+                else skipped("too few finished runs")
+            )
+        return CountResult.model_validate({"targets": targets})
+
+    def render(self, page: object, target: str, e: CountEntry) -> str:
+        return f"<p>plug-in count: {e.finished} finished</p>"
+
+
+def _config(**analyses: object) -> config.StudyConfig:
+    digits = {"name": "digits", "options": {"image_size": 8}}
+    return config.from_dict(
+        {
+            "name": "units",
+            "source": {**digits, "id": "src"},
+            "targets": [digits],
+            "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
+            "pretrain": {"epochs": 1, "checkpoint_points": [0, 0.5, 1]},
+            "finetune": {"epochs": 2},
+            "randinit": {"epochs": 2},
+            "seeds": [0, 1, 2],
+            "shuffles": {"block_sizes": [4], "pixel": True},
+            "trajectory": {"checkpoints": [0, 0.5, 1]},
+            "analyses": {
+                "similarity": {"max_examples": 24, "batch_size": 8},
+                "interpolation": {"num_points": 5},
+                "criticality": {
+                    "num_alphas": 3,
+                    "num_sigmas": 3,
+                    "noise_samples": 1,
+                    "max_examples": 16,
+                    "eval_max_examples": 16,
+                },
+                "trajectory": {"num_points": 3},
+                "alignment": {"num_points": 3, "max_sweeps": 3},
+                "connectivity": {"epochs": 1, "num_points": 3, "batch_size": 16},
+                **analyses,
+            },
+        },
+        "test config",
+    )
+
+
+def _study(tmp_path, cfg: config.StudyConfig) -> StudyStore:
+    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
+    store = StudyStore(tmp_path / "study")
+    store.write_study(cfg, plan)
+    write_runs(store, plan)
+    return store
+
+
+def test_a_registered_unit_is_in_the_config_the_cli_the_report_and_the_findings(tmp_path):
+    with registry.registered(FinishedRuns):
+        assert "finished_runs" in registry.names()
+        # The config: its options validated by the unit's model, a typo named.
+        cfg = _config(finished_runs={"at_least": 2})
+        assert cfg.analyses.finished_runs.at_least == 2
+        with pytest.raises(TransferscopeError, match=r"analyses\.finished_runs\.at_least"):
+            _config(finished_runs={"at_least": -1})
+        with pytest.raises(TransferscopeError, match="did you mean 'finished_runs'"):
+            _config(finished_run={})
+        store = _study(tmp_path, cfg)
+        # The CLI: --only accepts it and writes its JSON.
+        result = CliRunner().invoke(app, ["analyze", str(store.root), "--only", "finished_runs"])
+        assert result.exit_code == 0, result.output
+        doc = json.loads((store.root / "analyses" / "finished_runs.json").read_text())
+        assert doc["status"] == "ok" and doc["version"] == 3
+        assert doc["targets"]["digits"]["finished"] == 3
+        # The findings table and the report.
+        findings = {f.id: f for f in evaluate_findings(load_study(store.root))}
+        assert findings["X1"].verdict == HOLDS
+        assert findings["X1"].section == "finished-runs"
+        page = build_report(store.root, formats=("png",)).read_text()
+        assert "Finished runs (a plug-in)" in page
+        assert "plug-in count: 3 finished" in page
+        assert 'href="#finished-runs"' in page
+    # Unregistered: gone from the config and the CLI again.
+    assert "finished_runs" not in registry.names()
+    with pytest.raises(TransferscopeError, match="unknown analysis 'finished_runs'"):
+        _config(finished_runs={})
+
+
+def test_a_result_that_does_not_match_its_model_is_named_on_load(tmp_path):
+    path = tmp_path / "analyses" / "finished_runs.json"
+    path.parent.mkdir()
+    good = {"analysis": "finished_runs", "version": 3, "status": "ok"}
+    path.write_text(json.dumps({**good, "targets": {"t": {"status": "ok", "finished": 1}}}))
+    with pytest.raises(ResultMismatch, match=r"finished_runs\.json.*targets\.t\.ok\.runs"):
+        load_result(CountResult, path, 3)
+    path.write_text(json.dumps({**good, "version": 2, "targets": {}}))
+    with pytest.raises(ResultMismatch, match="version 2 of the finished_runs analysis"):
+        load_result(CountResult, path, 3)
+    path.write_text("{not json")
+    with pytest.raises(ResultMismatch, match="could not be read"):
+        load_result(CountResult, path, 3)
+
+
+@pytest.mark.slow
+def test_every_registered_analysis_gives_its_claims_the_fields_they_need(tmp_path):
+    """A fake study with every kind of run: each analysis's result validates against its model,
+    and no claim is 'not measured' (a renamed or missing field would make it so)."""
+    store = _study(tmp_path, _config())
+    paths = run_analyses(store, cache=FakeData())
+    assert set(paths) == set(registry.names())
+    for unit in registry.units():
+        result = load_result(unit.Result, paths[unit.name], unit.version)
+        assert result.status == "ok", (unit.name, result.reason)
+    # Rules that need an effect in the data before they can be measured (fake weights have no
+    # RI-T barrier for alignment to shrink); anything else not measured lacks a field.
+    needs_an_effect = ("no linear barrier to shrink",)
+    for finding in evaluate_findings(load_study(store.root)):
+        for t in finding.per_target:
+            if t.verdict == UNMEASURED:
+                assert any(n in t.measured for n in needs_an_effect), (finding.id, t.measured)
