@@ -378,7 +378,7 @@ def _run_study(
     if plan_only:
         for run in plan.runs:
             console.print(f"{run.id}  {_run_label(run)}  {store.state(run.id)}", highlight=False)
-        _print_estimate(cfg, cache.get, is_done=store.is_done)
+        _print_estimate(cfg, cache.get, is_done=store.is_done, steps=1)
         return
 
     progress = Progress(
