@@ -215,3 +215,20 @@ def test_trainer_fits_through_the_device_path_reproducibly(tmp_path, one_thread)
 
     a, b = fit(), fit()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bash bench/on_gpu.sh)")
+def test_cuda_decoding_gives_the_cpu_decodings_batches(tmp_path):
+    from fixtures_data import write_jpeg
+
+    paths = [write_jpeg(tmp_path / f"{i}.jpg", size=(500, 375), seed=i) for i in range(6)]
+    transform = classification_transform(224, 3, train=True, augment=True)
+    ds = FileImageDataset(paths, torch.arange(6), transform)
+    seeds = list(range(6))
+    cpu = gp.DevicePipeline(ds, "cpu").load(range(6), seeds)
+    cuda = gp.DevicePipeline(ds, "cuda").load(range(6), seeds)
+    assert cuda.device.type == "cuda"
+    # nvJPEG's and libjpeg-turbo's IDCTs differ by a grey level here and there.
+    assert (cuda.cpu() - cpu).abs().mean() < 0.05
+    again = gp.DevicePipeline(ds, "cuda").load(range(6), seeds)
+    assert torch.equal(cuda, again)
