@@ -221,7 +221,11 @@ def run_cmd(
     address: str = typer.Option(
         None, "--address", help="Ray cluster address (with --executor ray)"
     ),
-    plan_only: bool = typer.Option(False, "--plan-only", help="write the plan, list runs, stop"),
+    plan_only: bool = typer.Option(
+        False,
+        "--plan-only",
+        help="write the plan, list runs, print the study's size and estimated device-hours, stop",
+    ),
     force: bool = typer.Option(
         False, "--force", help="run a config that differs from the study already in --out"
     ),
@@ -356,6 +360,7 @@ def _run_study(
     if plan_only:
         for run in plan.runs:
             console.print(f"{run.id}  {run_label(run)}  {store.state(run.id)}", highlight=False)
+        _print_estimate(cfg, cache.get, is_done=store.is_done, steps=1)
         return
     display = StudyDisplay(console, err_console, quiet, todo, parallel=cfg.jobs > 1)
     started = time.perf_counter()
@@ -406,6 +411,55 @@ def _report(directory: Path, force: bool = True) -> Path:
         f"report ({time.perf_counter() - started:.0f}s): {path.resolve()}", highlight=False
     )
     return path
+
+
+def _print_estimate(
+    cfg: config_mod.StudyConfig,
+    load: Callable[[Any], Any],
+    given: dict[str, tuple[int, int | None]] | None = None,
+    is_done: Callable[[str], bool] = lambda run_id: False,
+    steps: int = 3,
+) -> None:
+    """Calibrate on the study's device and print the estimate (study/estimate.py)."""
+    from transferscope.study.estimate import estimate, format_estimate
+    from transferscope.training.trainer import pick_device
+
+    device = pick_device(cfg.device)
+    console.print(f"estimating the study's cost on {device} ({steps} timed steps per model)...")
+    est = estimate(cfg, load, device, given=given, is_done=is_done, steps=steps)
+    for line in format_estimate(est):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+
+@app.command("estimate")
+@friendly_errors
+def estimate_cmd(
+    config: str = typer.Argument(None, help="study YAML file or preset name (default: mini)"),
+    preset: str = typer.Option(None, "--preset", "-p", help="a shipped preset name"),
+    device: str = typer.Option(None, "--device", help="where to calibrate: auto, cpu, cuda, ..."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
+    examples: list[str] = typer.Option(
+        [],
+        "--examples",
+        "-e",
+        metavar="LABEL=TRAIN[/TEST]",
+        help="size of a data set that is not on this machine, e.g. imagenet=1281167/50000",
+    ),
+    steps: int = typer.Option(3, "--steps", help="timed steps per model calibration"),
+) -> None:
+    """Print a study's size and cost before running it: runs by kind, examples seen, and
+    device-hours from a short calibration of each model on this machine's device, with the
+    analyses' share. Data not on this machine is sized from its options or --examples."""
+    from transferscope.study.estimate import parse_examples
+    from transferscope.study.executors import DataCache
+
+    set_data_dir(data_dir)
+    check_count("--steps", steps)
+    cfg = resolve_config(config, preset)
+    if device is not None:
+        cfg = cfg.model_copy(update={"device": device})
+    config_mod.check_references(cfg)
+    _print_estimate(cfg, DataCache().get, given=parse_examples(examples), steps=steps)
 
 
 @app.command("report")

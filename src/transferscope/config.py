@@ -209,6 +209,11 @@ class PerformanceSpec(Section):
     )
     bf16: bool | None = Field(default=None, description="bf16 autocast; null = on CUDA only")
     compile: bool = Field(default=False, description="train through torch.compile")
+    decode: Literal["auto", "device", "workers"] = Field(
+        default="auto",
+        description="where image files are decoded and augmented: auto (on the GPU when training "
+        "on one, else in CPU loader workers), device, or workers; same crops and flips either way",
+    )
 
 
 class ResourcesSpec(Section):

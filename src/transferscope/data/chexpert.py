@@ -134,9 +134,15 @@ def split_sizes(n: int, train_size: int, test_size: int) -> tuple[int, int]:
 
 
 class Equalize:
-    """Histogram equalisation of a PIL image (``PIL.ImageOps.equalize``)."""
+    """Histogram equalisation of a PIL image (``PIL.ImageOps.equalize``), or of a uint8
+    (C, H, W) tensor (torchvision's ``equalize``, the same algorithm) when images are decoded on
+    the device."""
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            from torchvision.transforms.v2 import functional as F
+
+            return F.equalize(image)
         return ImageOps.equalize(image)
 
 
@@ -149,7 +155,9 @@ class ResizeLongSideAndPad:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            return self._tensor(image)
         w, h = image.size
         scale = self.size / max(w, h)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -157,6 +165,17 @@ class ResizeLongSideAndPad:
         canvas = Image.new(image.mode, (self.size, self.size), 0)
         canvas.paste(image, ((self.size - new_w) // 2, (self.size - new_h) // 2))
         return canvas
+
+    def _tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """The same on a uint8 (C, H, W) tensor (antialiased bilinear, as PIL's resize)."""
+        from torchvision.transforms.v2 import functional as F
+
+        h, w = image.shape[-2:]
+        scale = self.size / max(w, h)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = F.resize(image, [new_h, new_w], antialias=True)
+        left, top = (self.size - new_w) // 2, (self.size - new_h) // 2
+        return F.pad(image, [left, top, self.size - new_w - left, self.size - new_h - top])
 
 
 def chexpert_transform(image_size: int, *, train: bool, augment: bool) -> v2.Compose:

@@ -196,6 +196,7 @@ def execute_run(
         channels_last=cfg.performance.channels_last,
         bf16=cfg.performance.bf16,
         compile=cfg.performance.compile,
+        decode=cfg.performance.decode,
         distributed=distributed,
     )
     started = time.time()

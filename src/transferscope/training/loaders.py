@@ -11,22 +11,56 @@ process's generator. Its draws would therefore depend on the number of workers, 
 which batch and on the main generator's state. Instead, each fetch reseeds the generator from a seed
 of its own (:func:`sample_seeds`, a pure function of the run's seed, the epoch and the position in
 it), so the same image gets the same augmentation with any number of workers and after a resume.
+
+Streamed image files can instead be decoded and augmented on the device
+(:mod:`transferscope.training.gpu_pipeline`), with the same per-sample seeds and so the same crops
+and flips. :func:`decode_policy` chooses: ``auto`` (the default) decodes on the device when it is a
+GPU and in worker processes otherwise; ``device`` and ``workers`` force one path.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from transferscope.data.base import TensorImageDataset, same_device
+from transferscope.data.folder_common import FileImageDataset
 from transferscope.errors import TransferscopeError
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+Decode = Literal["auto", "device", "workers"]
+DECODE_MODES: tuple[str, ...] = ("auto", "device", "workers")
+_DECODE: ContextVar[str] = ContextVar("transferscope_decode", default="auto")
+
+
+@contextmanager
+def decode_policy(mode: str) -> Iterator[None]:
+    """Within the block, :func:`iterate` decodes image files as ``mode`` says (see the module
+    docstring); the setting is per thread / async context."""
+    if mode not in DECODE_MODES:
+        raise TransferscopeError(
+            f"performance.decode must be one of {', '.join(DECODE_MODES)}, got {mode!r}"
+        )
+    token = _DECODE.set(mode)
+    try:
+        yield
+    finally:
+        _DECODE.reset(token)
+
+
+def decodes_on_device(dataset: Dataset, device: torch.device, decode: str | None = None) -> bool:
+    """Whether :func:`iterate` decodes ``dataset`` on ``device`` (image files only)."""
+    mode = decode or _DECODE.get()
+    if not isinstance(dataset, FileImageDataset) or mode == "workers":
+        return False
+    return mode == "device" or device.type == "cuda"
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -104,14 +138,23 @@ def iterate(
     transform: BatchTransform | None = None,
     num_workers: int | None = None,
     seeds: torch.Tensor | None = None,
+    decode: str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, targets)`` batches on ``device`` following ``order`` (default: 0..N-1).
 
     ``transform`` is applied to each image batch on the device (e.g. a block shuffle). ``seeds``
     (same length as ``order``): a streamed dataset fetches ``order[i]`` with torch's generator
     seeded from ``seeds[i]`` (see :class:`SeededItems`); in-memory data draws nothing.
+    ``decode``: where image files are decoded (None: the current :func:`decode_policy`).
     """
     device = torch.device(device)
+    if decodes_on_device(dataset, device, decode):
+        from transferscope.training.gpu_pipeline import DevicePipeline
+
+        assert isinstance(dataset, FileImageDataset)
+        for x, y in DevicePipeline(dataset, device).batches(batch_size, order, seeds):
+            yield (transform(x) if transform else x), y
+        return
     non_blocking = device.type == "cuda"
     if isinstance(dataset, TensorImageDataset):
         n = len(order) if order is not None else len(dataset)

@@ -36,6 +36,7 @@ from transferscope.training.distributed import Distributed
 from transferscope.training.loaders import (
     BatchTransform,
     channels_last_batches,
+    decode_policy,
     epoch_order,
     iterate,
     sample_seeds,
@@ -136,6 +137,9 @@ class Trainer:
             fraction of the device's free memory; larger data is copied batch by batch.
         distributed: this process's rank in a ``torchrun`` process group (see
             :mod:`transferscope.training.distributed`); None trains in this process alone.
+        decode: where streamed image files are decoded and augmented: 'auto' (on the device
+            when it is a GPU, else in loader workers), 'device' or 'workers' (see
+            :mod:`transferscope.training.gpu_pipeline`); the crops and flips are the same.
     """
 
     spec: TrainSpec
@@ -154,6 +158,7 @@ class Trainer:
     bf16: bool | None = None
     compile: bool = False
     device_data_fraction: float = 0.25
+    decode: str = "auto"
 
     def _on_cuda(self) -> bool:
         return self.device.type == "cuda"
@@ -214,7 +219,7 @@ class Trainer:
         """
         index = self.device.index
         cuda = [torch.cuda.current_device() if index is None else index] if self._on_cuda() else []
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=cuda), decode_policy(self.decode):
             return self._fit(model, train, test)
 
     def _fit(self, model: nn.Module, train: Dataset, test: Dataset) -> FitResult:

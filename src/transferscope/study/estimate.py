@@ -1,0 +1,403 @@
+"""What a study costs before it starts: runs by kind, examples seen, and device-hours.
+
+:func:`study_size` counts, from the plan, the runs of each kind and the examples each trains on
+and evaluates (epochs x training examples; one pass over the test split at every evaluation
+point). :func:`calibrate` times a few training steps and evaluation batches of each distinct
+(model, image shape, batch size) on the device it runs on, with synthetic tensors already on the
+device: it measures the model's compute, not the input pipeline (``bench/input_pipeline.py``
+measures that ratio). :func:`estimate` puts both together, adds the analyses' share from a count
+of their forward passes (approximate: the analyses' own estimates, shown as each starts, are
+finer), and :func:`format_estimate` prints it.
+
+Data that is not on this machine (a preset's ``/data/...`` roots) is sized from the source's own
+options (``subsample``, ``train_size`` / ``test_size``) or from ``examples`` given by the caller
+(``transferscope estimate --examples imagenet=1281167/50000``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from transferscope.config import DataSpec, StudyConfig, TrainSpec
+from transferscope.data.base import DataInfo
+from transferscope.errors import TransferscopeError
+from transferscope.study.plan import Plan, build_plan
+
+KINDS = ("P", "P-T", "RI-T", "P@k-T")
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """Train and test examples of one data spec, and where the numbers came from."""
+
+    train: int
+    test: int
+    info: DataInfo
+    origin: str  # 'data' (loaded), 'options' (the source's size options) or 'given'
+
+
+def parse_examples(pairs: list[str]) -> dict[str, tuple[int, int | None]]:
+    """``LABEL=TRAIN[/TEST]`` pairs -> {label: (train, test or None)}; bad input names the pair."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for pair in pairs:
+        label, sep, value = pair.partition("=")
+        train, _, test = value.partition("/")
+        try:
+            counts = (int(train), int(test) if test else None)
+        except ValueError:
+            counts = (0, None)
+        if not sep or not label or counts[0] < 1 or (counts[1] is not None and counts[1] < 1):
+            raise TransferscopeError(
+                f"--examples '{pair}' must look like LABEL=TRAIN or LABEL=TRAIN/TEST with positive "
+                "counts, e.g. imagenet=1281167/50000"
+            )
+        out[label] = counts
+    return out
+
+
+def _declared(spec: DataSpec) -> tuple[int | None, int | None]:
+    """Train and test sizes a source's options promise without reading the data."""
+    opts = spec.options
+    if spec.name == "domainnet":
+        n = opts.get("subsample", 50000)
+        return n, n
+    if spec.name == "chexpert":
+        return opts.get("train_size", 50000), opts.get("test_size", 50000)
+    return None, None
+
+
+def data_size(
+    spec: DataSpec, load: Callable[[DataSpec], Any], given: dict[str, tuple[int, int | None]]
+) -> DataSize:
+    """The sizes of ``spec``: given > loaded data > declared options; else a clear error."""
+    label = spec.label
+    try:
+        splits = load(spec)
+    except TransferscopeError as e:
+        splits, problem = None, str(e)
+    if label in given:
+        train, test = given[label]
+        info = splits.info if splits is not None else _assumed_info(spec)
+        default_test = len(splits.test) if splits is not None else max(1, train // 10)
+        return DataSize(train, test or default_test, info, "given")
+    if splits is not None:
+        return DataSize(len(splits.train), len(splits.test), splits.info, "data")
+    train, test = _declared(spec)
+    if train is None or test is None:
+        raise TransferscopeError(
+            f"cannot size '{label}' without its data ({problem}); give its size with "
+            f"--examples {label}=TRAIN/TEST"
+        )
+    return DataSize(train, test, _assumed_info(spec), "options")
+
+
+def _assumed_info(spec: DataSpec) -> DataInfo:
+    """Metadata of data that is not here: the shape from its options, outputs from its kind."""
+    size = int(spec.options.get("image_size", 224))
+    channels = int(spec.options.get("channels", 3))
+    outputs = {"domainnet": 345, "chexpert": 5}.get(spec.name, 1000)
+    task = "multilabel" if spec.name == "chexpert" else "multiclass"
+    names = tuple(f"class_{i}" for i in range(outputs))
+    return DataInfo(spec.label, task, outputs, (channels, size, size), names)
+
+
+@dataclass
+class RunCost:
+    """One planned run's work: examples trained on and evaluated."""
+
+    kind: str
+    train_examples: int
+    eval_examples: int
+    key: tuple[Any, ...]  # what its calibration depends on
+
+
+@dataclass
+class Calibration:
+    """Measured seconds per training example and per evaluated example."""
+
+    train_s: float
+    eval_s: float
+    batch: int
+    eval_batch: int
+
+
+@dataclass
+class Estimate:
+    """A study's size and cost on one device (see the module docstring)."""
+
+    device: str
+    runs: dict[str, int]
+    runs_to_train: dict[str, int]
+    examples: dict[str, dict[str, int]]
+    hours: dict[str, float]
+    analyses_hours: float
+    analyses_forwards: dict[str, int]
+    calibration: dict[str, dict[str, float]]
+    sizes: dict[str, DataSize] = field(default_factory=dict)
+    seconds_calibrating: float = 0.0
+
+    @property
+    def total_hours(self) -> float:
+        return sum(self.hours.values()) + self.analyses_hours
+
+
+def _evaluations(spec: TrainSpec) -> int:
+    return spec.epochs + 1 + len(spec.eval_points)
+
+
+def run_costs(plan: Plan, sizes: dict[str, DataSize]) -> list[RunCost]:
+    """The work of every planned run (done or not)."""
+    out = []
+    for run in plan.runs:
+        size = sizes[run.spec.data.label]
+        t = run.spec.train
+        n = min(size.train, t.max_train_examples or size.train)
+        key = (run.spec.model.name, size.info.image_shape, size.info.num_outputs, t.batch_size)
+        key += (t.eval_batch_size,)
+        out.append(RunCost(run.spec.kind, t.epochs * n, _evaluations(t) * size.test, key))
+    return out
+
+
+def calibrate(
+    model_name: str,
+    image_shape: tuple[int, int, int],
+    outputs: int,
+    batch: int,
+    eval_batch: int,
+    device: torch.device,
+    steps: int = 3,
+    bf16: bool | None = None,
+) -> Calibration:
+    """Seconds per example of training steps and of evaluation forwards, after one warm-up each.
+
+    Synthetic (batch, *image_shape) float32 inputs on ``device``; SGD with momentum; bf16
+    autocast and channels-last on CUDA, as the trainer does. On the CPU the batches are capped
+    at 8 examples (a 224-px ResNet-50 step of 256 would take a minute here); the per-example
+    time of a CPU barely depends on the batch.
+    """
+    from transferscope.models import build_model
+
+    cuda = device.type == "cuda"
+    use_bf16 = cuda if bf16 is None else bf16
+    if not cuda:
+        batch, eval_batch = min(batch, 8), min(eval_batch, 8)
+    torch.manual_seed(0)
+    model = build_model(model_name, outputs, image_shape[0]).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, *image_shape, device=device)
+    y = torch.randint(0, outputs, (batch,), device=device)
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def train_step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def timed(fn: Callable[[], None], n: int) -> float:
+        fn()  # warm-up: cuDNN autotuning, allocator
+        sync()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        return (time.perf_counter() - start) / n
+
+    model.train()
+    train_s = timed(train_step, steps) / batch
+    xe = torch.randn(eval_batch, *image_shape, device=device)
+    model.eval()
+
+    def eval_step() -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
+        ):
+            model(xe)
+
+    eval_s = timed(eval_step, steps) / eval_batch
+    return Calibration(train_s, eval_s, batch, eval_batch)
+
+
+def analyses_forwards(cfg: StudyConfig, sizes: dict[str, DataSize], plan: Plan) -> dict[str, int]:
+    """Approximate forward passes (examples x passes) of each costly analysis, all targets.
+
+    Counts: similarity, 4 pairs x 2 models x its examples; interpolation, 5 paths (P-T/P-T,
+    RI-T/RI-T, P-T/RI-T, same-init RI-T, control pair) x points x (test + BatchNorm
+    recalibration examples); trajectory, one P@k-T -> P-T path per checkpoint; alignment, 3 paths
+    twice (plain and aligned); criticality, P-T and RI-T x ~18 modules x (alphas + sigmas x noise
+    samples) x its examples plus the heat maps; connectivity, each pair's curve training (counted
+    as 3 forwards per example, forward + backward) and its points. Curves, mistakes and distance
+    read files and weights only.
+    """
+    a = cfg.analyses
+    out = dict.fromkeys(("similarity", "interpolation", "trajectory", "alignment"), 0)
+    out |= {"criticality": 0, "connectivity": 0}
+    for target in cfg.targets:
+        size = sizes[target.label]
+
+        def cap(n: int | None, total: int) -> int:
+            return total if n is None else min(n, total)
+
+        test, train = size.test, size.train
+        if a.similarity.enabled:
+            out["similarity"] += 8 * cap(a.similarity.max_examples, test)
+        if a.interpolation.enabled:
+            o = a.interpolation
+            recal = cap(o.recalibration_examples, train) if o.recalibrate_batchnorm else 0
+            out["interpolation"] += 5 * o.num_points * (cap(o.max_examples, test) + recal)
+        ks = len(plan.select(kind="P@k-T", target=target.label))
+        if a.trajectory.enabled and a.trajectory.barrier:
+            out["trajectory"] += ks * a.trajectory.num_points * (test + train // 10)
+        if a.alignment.enabled:
+            o = a.alignment
+            recal = cap(o.recalibration_examples, train) if o.recalibrate_batchnorm else 0
+            out["alignment"] += 6 * o.num_points * (cap(o.max_examples, test) + recal)
+        if a.criticality.enabled:
+            o = a.criticality
+            search = (o.num_alphas + o.num_sigmas * o.noise_samples) * cap(o.max_examples, train)
+            heat = o.heatmap_alphas * o.heatmap_sigmas * o.heatmap_noise_samples
+            heat *= cap(o.eval_max_examples, test)
+            out["criticality"] += 2 * 18 * (search + heat)
+        if a.connectivity.enabled:
+            o = a.connectivity
+            fit = o.epochs * cap(o.max_train_examples, train) * 3
+            recal = cap(o.recalibration_examples, train) if o.recalibrate_batchnorm else 0
+            out["connectivity"] += len(o.pairs) * (fit + o.num_points * (test + recal))
+    return out
+
+
+def estimate(
+    cfg: StudyConfig,
+    load: Callable[[DataSpec], Any],
+    device: torch.device,
+    *,
+    given: dict[str, tuple[int, int | None]] | None = None,
+    is_done: Callable[[str], bool] = lambda run_id: False,
+    steps: int = 3,
+    calibrate_fn: Callable[..., Calibration] = calibrate,
+) -> Estimate:
+    """Size and cost of ``cfg`` on ``device`` (see the module docstring).
+
+    Args:
+        cfg: the study.
+        load: data spec -> Splits (e.g. ``DataCache().get``); a TransferscopeError means the data
+            is not here and its size comes from ``given`` or the source's options.
+        device: where the calibration runs, and the device the hours are for.
+        given: sizes by data label (:func:`parse_examples`).
+        is_done: whether a run already finished (its hours are left out of 'to train').
+        steps: timed steps per calibration (after one warm-up).
+    """
+    given = given or {}
+    specs = [cfg.source, *cfg.targets]
+    sizes = {s.label: data_size(s, load, given) for s in specs}
+    plan = build_plan(cfg, {label: s.info for label, s in sizes.items()})
+    costs = run_costs(plan, sizes)
+    started = time.perf_counter()
+    measured: dict[tuple[Any, ...], Calibration] = {}
+    for c in costs:
+        if c.key not in measured:
+            name, shape, outputs, batch, eval_batch = c.key
+            measured[c.key] = calibrate_fn(
+                name, shape, outputs, batch, eval_batch, device, steps, cfg.performance.bf16
+            )
+    runs = dict.fromkeys(KINDS, 0)
+    todo = dict.fromkeys(KINDS, 0)
+    examples = {k: {"train": 0, "eval": 0} for k in KINDS}
+    hours = dict.fromkeys(KINDS, 0.0)
+    for run, c in zip(plan.runs, costs, strict=True):
+        runs[c.kind] += 1
+        examples[c.kind]["train"] += c.train_examples
+        examples[c.kind]["eval"] += c.eval_examples
+        if is_done(run.id):
+            continue
+        todo[c.kind] += 1
+        cal = measured[c.key]
+        hours[c.kind] += (c.train_examples * cal.train_s + c.eval_examples * cal.eval_s) / 3600
+    forwards = analyses_forwards(cfg, sizes, plan)
+    target_key = next(c.key for c in costs if c.kind in ("P-T", "RI-T", "P@k-T"))
+    analyses_hours = sum(forwards.values()) * measured[target_key].eval_s / 3600
+    calibration = {
+        f"{k[0]}, {'x'.join(map(str, k[1]))} images, {k[2]} outputs, batch {k[3]}"
+        + (f" timed at {cal.batch}" if cal.batch != k[3] else ""): {
+            "train_ms_per_image": round(cal.train_s * 1e3, 3),
+            "eval_ms_per_image": round(cal.eval_s * 1e3, 3),
+        }
+        for k, cal in measured.items()
+    }
+    return Estimate(
+        device=_device_name(device),
+        runs={k: v for k, v in runs.items() if v},
+        runs_to_train={k: v for k, v in todo.items() if runs[k]},
+        examples={k: v for k, v in examples.items() if runs[k]},
+        hours={k: v for k, v in hours.items() if runs[k]},
+        analyses_hours=analyses_hours,
+        analyses_forwards=forwards,
+        calibration=calibration,
+        sizes=sizes,
+        seconds_calibrating=time.perf_counter() - started,
+    )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def format_estimate(est: Estimate) -> list[str]:
+    """The estimate as lines of plain text."""
+    unit = "GPU-hours" if est.device.startswith("cuda") else "device-hours"
+    lines = ["data:"]
+    for label, s in est.sizes.items():
+        lines.append(
+            f"  {label}: {s.train:,} train / {s.test:,} test images "
+            f"{'x'.join(map(str, s.info.image_shape))} (sizes from {s.origin})"
+        )
+    lines.append(f"runs by kind ({sum(est.runs.values())} in all):")
+    for kind, n in est.runs.items():
+        ex = est.examples[kind]
+        lines.append(
+            f"  {kind:<6} {n:>4} runs ({est.runs_to_train[kind]} to train)  "
+            f"{_human(ex['train'])} training examples, {_human(ex['eval'])} evaluated  "
+            f"{est.hours[kind]:,.1f} {unit}"
+        )
+    total = est.total_hours
+    share = est.analyses_hours / total if total > 0 else 0.0
+    lines.append(
+        f"analyses: ~{_human(sum(est.analyses_forwards.values()))} forward passes, "
+        f"~{est.analyses_hours:,.1f} {unit} ({share:.0%} of the total; "
+        + ", ".join(f"{k} {_human(v)}" for k, v in est.analyses_forwards.items() if v)
+        + ")"
+    )
+    lines.append(f"total: ~{total:,.1f} {unit} on {est.device}")
+    for what, c in est.calibration.items():
+        lines.append(
+            f"calibration ({what}): {c['train_ms_per_image']:.2f} ms per training image, "
+            f"{c['eval_ms_per_image']:.2f} ms per evaluated image"
+        )
+    lines.append(
+        f"calibrated in {est.seconds_calibrating:.0f}s on synthetic inputs already on the device: "
+        "model compute only, the input pipeline not counted (see bench/input_pipeline.py)"
+    )
+    return lines

@@ -1,0 +1,119 @@
+"""The cost estimate (transferscope estimate, run --plan-only): sizes, counts and hours."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transferscope import config
+from transferscope.errors import TransferscopeError
+from transferscope.study import estimate as est
+from transferscope.study.executors import DataCache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(tmp_path) -> config.StudyConfig:
+    return config.from_dict(
+        {
+            "source": {"name": "digits", "id": "src"},
+            "targets": [{"name": "digits", "options": {"test_fraction": 0.5}}],
+            "model": {"name": "fixup-small"},
+            "pretrain": {"epochs": 2, "batch_size": 64},
+            "finetune": {"epochs": 3, "batch_size": 32, "eval_points": [0.5]},
+            "randinit": {"epochs": 4, "batch_size": 32},
+            "seeds": [0, 1],
+            "trajectory": {"checkpoints": [1]},
+            "output": str(tmp_path / "study"),
+        }
+    )
+
+
+def fake_calibration(name, shape, outputs, batch, eval_batch, device, steps, bf16):
+    """1 ms per training image at batch 64 (P), 2 ms at 32; evaluation a tenth of that."""
+    train = 1e-3 if batch == 64 else 2e-3
+    return est.Calibration(train, train / 10, batch, eval_batch)
+
+
+def test_counts_examples_and_hours_follow_the_plan(tmp_path):
+    cfg = small_config(tmp_path)
+    cache = DataCache()
+    result = est.estimate(cfg, cache.get, est.torch.device("cpu"), calibrate_fn=fake_calibration)
+    src, tgt = cache.get(cfg.source), cache.get(cfg.targets[0])
+    n_src, n_tgt, t_tgt = len(src.train), len(tgt.train), len(tgt.test)
+    assert result.runs == {"P": 1, "P-T": 2, "RI-T": 3, "P@k-T": 3}
+    assert result.examples["P"]["train"] == 2 * n_src
+    # P-T: 3 epochs each; evaluated at epochs 0..3 and at 0.5.
+    assert result.examples["P-T"] == {"train": 2 * 3 * n_tgt, "eval": 2 * 5 * t_tgt}
+    assert result.examples["RI-T"]["train"] == 3 * 4 * n_tgt
+    p_hours = (2 * n_src * 1e-3 + 3 * len(src.test) * 1e-4) / 3600
+    assert result.hours["P"] == pytest.approx(p_hours)
+    assert result.hours["RI-T"] == pytest.approx((12 * n_tgt * 2e-3 + 3 * 5 * t_tgt * 2e-4) / 3600)
+    assert result.analyses_hours > 0 and all(v >= 0 for v in result.analyses_forwards.values())
+    lines = est.format_estimate(result)
+    assert any(line.strip().startswith("RI-T") and " 3 runs" in line for line in lines)
+    done = est.estimate(
+        cfg, cache.get, est.torch.device("cpu"), is_done=lambda rid: rid.startswith("RIT"),
+        calibrate_fn=fake_calibration,
+    )  # fmt: skip
+    assert done.runs_to_train["RI-T"] == 0 and done.hours["RI-T"] == 0
+    assert done.total_hours < result.total_hours
+
+
+def test_data_not_here_is_sized_from_options_or_examples(tmp_path):
+    data = config.preset_dict("domainnet")
+    data["source"]["root"] = data["targets"][0]["root"] = str(tmp_path / "absent")
+    cfg = config.from_dict(data)
+    cache = DataCache()
+    with pytest.raises(TransferscopeError, match=r"--examples imagenet=TRAIN/TEST"):
+        est.estimate(cfg, cache.get, est.torch.device("cpu"), calibrate_fn=fake_calibration)
+    given = est.parse_examples(["imagenet=1281167/50000"])
+    result = est.estimate(
+        cfg, cache.get, est.torch.device("cpu"), given=given, calibrate_fn=fake_calibration
+    )
+    assert result.sizes["imagenet"].train == 1_281_167
+    assert result.sizes["domainnet-real"].origin == "options"
+    assert result.sizes["domainnet-real"].train == 50_000
+    assert result.examples["P"]["train"] == 90 * 1_281_167
+
+
+@pytest.mark.parametrize("bad", ["imagenet", "imagenet=", "imagenet=-3", "x=10/zero", "=5"])
+def test_bad_examples_say_the_format(bad):
+    with pytest.raises(TransferscopeError, match="LABEL=TRAIN/TEST"):
+        est.parse_examples([bad])
+
+
+def test_calibration_times_a_real_model_on_the_cpu():
+    cal = est.calibrate("fixup-small", (1, 16, 16), 10, 64, 64, est.torch.device("cpu"), steps=1)
+    assert cal.batch == 8  # capped on the CPU
+    # Positive and per image, not per batch (timings on a shared machine are too noisy to order).
+    assert 0 < cal.eval_s < 1 and 0 < cal.train_s < 1
+
+
+def test_cli_estimate_prints_runs_by_kind_and_hours(tmp_path):
+    cfg = small_config(tmp_path).model_dump(mode="json")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "transferscope", "estimate", str(path), "--steps", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "runs by kind (9 in all)" in out and "device-hours on cpu" in out
+    assert "analyses:" in out and "calibration (fixup-small" in out
+    bad = subprocess.run(
+        [sys.executable, "-m", "transferscope", "estimate", str(path), "-e", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "LABEL=TRAIN/TEST" in bad.stderr
