@@ -228,7 +228,9 @@ def test_cuda_decoding_gives_the_cpu_decodings_batches(tmp_path):
     cpu = gp.DevicePipeline(ds, "cpu").load(range(6), seeds)
     cuda = gp.DevicePipeline(ds, "cuda").load(range(6), seeds)
     assert cuda.device.type == "cuda"
-    # nvJPEG's and libjpeg-turbo's IDCTs differ by a grey level here and there.
-    assert (cuda.cpu() - cpu).abs().mean() < 0.05
+    # nvJPEG and libjpeg-turbo decode differently (IDCT, chroma upsampling): on an H200 the mean
+    # difference is 0.11 normalised units (about 6 grey levels) with or without augmentation,
+    # the same for every image; a different crop or flip would differ by about 1.
+    assert (cuda.cpu() - cpu).abs().mean() < 0.25
     again = gp.DevicePipeline(ds, "cuda").load(range(6), seeds)
     assert torch.equal(cuda, again)
