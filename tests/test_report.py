@@ -167,6 +167,9 @@ def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str,
         "pair": name,
         "k": k,
         "runs": ["a", "b"],
+        "checkpoints": ["final", "final"],
+        "status": "ok",
+        "metric_name": "accuracy",
         "lambdas": lam,
         "metric": metric,
         "loss": loss,
@@ -399,6 +402,7 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     if not complete:
         return root
     interp = {
+        "status": "ok",
         "metric_name": "accuracy",
         "examples": 1000,
         "pairs": [

@@ -325,38 +325,6 @@ def image_grid(
 
 
 # ----------------------------------------------------------------------------------------------
-# §3 barriers
-
-
-def interpolation_curves(entry: dict[str, Any], title: str) -> Figure | None:
-    """Test metric and loss along the linear path between the two models of every pair."""
-    pairs = [p for p in _ok(entry.get("pairs") or []) if p.get("lambdas")]
-    if not pairs:
-        return None
-    fig, axes = subplots(1, 2, figsize=(9.0, 3.3))
-    shades = _checkpoint_styles(pairs, "k")
-    for p in pairs:
-        color, ls, label = _pair_line(p, "k", shades)
-        lam = np.asarray(p["lambdas"], dtype=float)
-        for ax, key in ((axes[0], "metric"), (axes[1], "loss")):
-            values = p.get(key) or []
-            if len(values) != len(lam):
-                continue
-            y = [v if finite(v) else np.nan for v in values]
-            ax.plot(lam, y, color=color, linestyle=ls, label=label)
-    axes[0].set_ylabel(metric_label(entry.get("metric_name")))
-    axes[1].set_ylabel("test loss (lower is better)")
-    for ax in axes:
-        ax.set_xlabel("λ: θ(λ) = (1 − λ)·θ_A + λ·θ_B")
-    axes[0].set_title("metric along the path")
-    axes[1].set_title("loss along the path")
-    _legend_once(axes[1], outside=True)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
 # §4 module criticality
 
 
@@ -634,7 +602,6 @@ __all__ = [
     "criticality_heatmaps",
     "distance_modules",
     "image_grid",
-    "interpolation_curves",
     "learning_curves",
     "pair_style",
     "rewind_bars",

@@ -447,51 +447,6 @@ class _Page(Page):
 
         return self.legacy_per_target("distance", render)
 
-    def barriers(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            rows = [
-                (
-                    p.get("pair"),
-                    ", ".join(p.get("runs") or []),
-                    "-" if p.get("k") is None else fmt(p.get("k")),
-                    fmt(p.get("barrier_metric")),
-                    fmt(p.get("barrier_loss")),
-                    "yes" if p.get("batchnorm_recalibrated") else "no",
-                )
-                if p.get("status", "ok") == "ok"
-                else (
-                    p.get("pair"),
-                    ", ".join(p.get("runs") or []),
-                    "-" if p.get("k") is None else fmt(p.get("k")),
-                    _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
-                    "-",
-                    "-",
-                )
-                for p in entry.get("pairs") or []
-            ]
-            return _table(
-                (
-                    "pair",
-                    "runs",
-                    "k",
-                    "barrier (metric)",
-                    "barrier (loss)",
-                    "BatchNorm recalibrated",
-                ),
-                rows,
-                numeric=(2, 3, 4),
-            ) + self.figure(
-                F.interpolation_curves(entry, f"Linear interpolation, target {target}"),
-                f"interpolation-{target}",
-                f"Test metric and loss along the linear path between the models of every pair on {target}.",
-            )
-
-        return (
-            '<p class="small">Barrier: max over λ of the linear interpolation of the end points\' '
-            "metric minus the metric at θ(λ) (mirrored for the loss).</p>"
-            + self.legacy_per_target("interpolation", render)
-        )
-
     def criticality(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:
             kinds = [k for k, _ in F.computed_kinds(entry)]

@@ -8,7 +8,6 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from transferscope.analyses.pairs import CONTROL_PAIR
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     CHECKPOINT_TOLERANCE,
@@ -111,32 +110,6 @@ def _criticality_modules(data: StudyData, target: str) -> list[str] | None:
     entry = data.target_entry("criticality", target) or {}
     modules = (entry.get("P-T") or {}).get("modules")
     return list(modules) if isinstance(modules, list) else None
-
-
-def _c6(entry: dict[str, Any], target: str) -> TargetResult:
-    pt = _barriers(entry, "P-T/P-T")
-    rit = _barriers(entry, "RI-T/RI-T")
-    same = _barriers(entry, "RI-T/RI-T same init")
-    if not pt or not rit:
-        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T barrier missing")
-    # P-T/P-T must be flat (-1), every RI-T pair must show a barrier (+1).
-    flat = [-_barrier_state(v, n) for v, n in pt]
-    walls = [_barrier_state(v, n) for v, n in rit + same]
-    text = f"P-T/P-T max {fmt(max(v for v, _ in pt))}, RI-T/RI-T min {fmt(min(v for v, _ in rit))}"
-    text += f", same init {fmt(min(v for v, _ in same))}" if same else ", same init not measured"
-    control = _barriers(entry, CONTROL_PAIR)
-    if control:
-        # Context, not part of the rule: a pair that shares P-T's start and recipe without
-        # pre-training; flat here means P-T's flatness need not come from pre-training.
-        text += f"; control pair {CONTROL_PAIR} {fmt(max(v for v, _ in control))}"
-    noise = max(n for _, n in pt + rit + same)
-    return TargetResult(
-        target,
-        combine(_direction_of(flat + walls)),
-        text,
-        f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
-        f"(binomial at the worst point, up to {fmt(noise, 2)})",
-    )
 
 
 def _c7(entry: dict[str, Any], target: str) -> TargetResult:

@@ -520,57 +520,6 @@ def _with_head(
     return out
 
 
-@dataclass
-class _Path:
-    """One interpolation pair: weights A and B, the run whose architecture (and head) is used."""
-
-    pair: str
-    needs: list[PlannedRun]
-    a: tuple[str, str]
-    b: tuple[str, str]
-    model_run: PlannedRun
-    body_only: bool = False
-    k: float | None = None
-
-
-def _interpolation_paths(ctx: _Context, target: str) -> tuple[list[_Path], list[dict[str, Any]]]:
-    paths: list[_Path] = []
-    waiting: list[dict[str, Any]] = []
-
-    def finals(pair: str, a: PlannedRun, b: PlannedRun) -> None:
-        paths.append(_Path(pair, [a, b], (a.id, "final"), (b.id, "final"), b))
-
-    for pair, a, b in _pairs(ctx, target, same_init=True):
-        finals(pair, a, b)
-    pts = ctx.independent("P-T", target)
-    for pt in pts:
-        p = _p_weights(ctx, pt, None)
-        if p is None:
-            waiting.append(
-                {"pair": "P/P-T", "k": None, "runs": [pt.id]}
-                | _skipped("P's weights or this P-T run are not available yet")
-            )
-            continue
-        paths.append(_Path("P/P-T", [pt], p, (pt.id, "final"), pt, body_only=True))
-    reference = pts[0] if pts else None
-    for r in ctx.trajectory_runs(target):
-        if reference is None or r.checkpoint is None:
-            continue
-        pk = _p_weights(ctx, r, r.checkpoint)
-        if pk is None:
-            waiting.append(
-                {"pair": "P@k/P-T", "k": r.checkpoint, "runs": [r.id, reference.id]}
-                | _skipped("P@k's weights are not available yet")
-            )
-            continue
-        paths.append(
-            _Path(
-                "P@k/P-T", [reference], pk, (reference.id, "final"), reference, True, r.checkpoint
-            )
-        )
-    return paths, waiting
-
-
 def _interpolate_runs(
     ctx: _Context,
     model_run: PlannedRun,
@@ -612,49 +561,6 @@ def _interpolate_runs(
         recalibration_examples=recalibration_examples,
     )
     return ctx.lines[key]
-
-
-def _interpolation(ctx: _Context) -> dict[str, Any]:
-    opts = ctx.cfg.analyses.interpolation
-    targets: dict[str, Any] = {}
-    for target in ctx.cfg.targets:
-        paths, entries = _interpolation_paths(ctx, target.label)
-        for path in paths:
-            entry: dict[str, Any] = {
-                "pair": path.pair,
-                "k": path.k,
-                "runs": [path.a[0], path.b[0]],
-                "checkpoints": [path.a[1], path.b[1]],
-            }
-            if path.body_only:
-                entry["head"] = f"both ends use {path.b[0]}'s final head (body interpolated)"
-            reason = _unfinished(ctx, path.needs)
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            try:
-                result = _interpolate_runs(
-                    ctx,
-                    path.model_run,
-                    path.a,
-                    path.b,
-                    opts.num_points,
-                    opts.recalibrate_batchnorm,
-                    path.body_only,
-                    opts.max_examples,
-                    opts.recalibration_examples,
-                )
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
-                continue
-            entries.append({**entry, "status": "ok", **result.to_dict()})
-        splits = ctx.cache.get(target)
-        targets[target.label] = {
-            "metric_name": metric_name(splits.info.task),
-            "pairs": entries,
-            "examples": len(_subset(splits.test, opts.max_examples)),
-        }
-    return {"targets": targets, "split": "test"}
 
 
 def _criticality(ctx: _Context) -> dict[str, Any]:
@@ -1014,7 +920,6 @@ STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "mistakes": _mistakes,
     "similarity": _similarity,
     "distance": _distance,
-    "interpolation": _interpolation,
     "criticality": _criticality,
     "trajectory": _trajectory,
     "alignment": _alignment,
