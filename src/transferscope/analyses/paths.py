@@ -10,12 +10,19 @@ with twice its binomial standard error on the target's test examples.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from transferscope.analyses.pairs import PairName
-from transferscope.analyses.results import Model, Skipped
+from transferscope.analyses.context import subset
+from transferscope.analyses.pairs import PairName, pair_entry, study_pairs
+from transferscope.analyses.results import AnalysisResult, Model, Skipped
 from transferscope.analysis.interpolation import InterpolationResult
+from transferscope.errors import TransferscopeError
 from transferscope.report.rules import barrier_noise, finite
+from transferscope.training.metrics import metric_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferscope.analyses.context import StudyContext
+    from transferscope.study.plan import PlannedRun
 
 
 class Line(Model):
@@ -88,15 +95,79 @@ def path_barriers(
     return [v for v, _ in barriers(pairs, name, None, path)]
 
 
-PathKey = Literal["linear", "aligned", "curve"]
+def path_options(opts: Any, splits: Any, device: Any, batch_size: int) -> dict[str, Any]:
+    """Keyword arguments of :func:`~transferscope.analysis.interpolation.interpolate` and
+    :func:`~transferscope.analysis.connectivity.evaluate_curve` shared by the path analyses, so
+    every path is measured like the straight line (BatchNorm recomputed at each point)."""
+    return {
+        "task": splits.info.task,
+        "train_data": splits.train,
+        "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
+        "device": device,
+        "batch_size": batch_size,
+        "recalibration_examples": opts.recalibration_examples,
+    }
+
+
+def measure_pairs(
+    ctx: StudyContext,
+    opts: Any,
+    measure: Callable[[PlannedRun, PlannedRun], dict[str, Any]],
+    keep: Callable[[str], bool] = lambda name: True,
+) -> dict[str, dict[str, Any]]:
+    """Per target, ``measure(a, b)`` for every pair of :func:`~.pairs.study_pairs` that ``keep``
+    accepts: {metric_name, pairs, examples}. A pair whose runs have not finished, or whose
+    measurement raises a :class:`TransferscopeError`, is skipped with the reason."""
+    jobs = [
+        (spec, name, a, b)
+        for spec in ctx.cfg.targets
+        for name, a, b in study_pairs(ctx, spec.label)
+        if keep(name)
+    ]
+    pairs: dict[str, list[dict[str, Any]]] = {spec.label: [] for spec in ctx.cfg.targets}
+    for i, (spec, name, a, b) in enumerate(jobs):
+        ctx.progress(i, len(jobs), f"{spec.label}: {name}")
+        ref = pair_entry(name, a, b)
+        reason = ctx.unfinished([a, b])
+        if reason is None:
+            try:
+                ref.update(status="ok", **measure(a, b))
+            except TransferscopeError as e:
+                reason = str(e)
+        if reason is not None:
+            ref.update(status="skipped", reason=reason)
+        pairs[spec.label].append(ref)
+    out = {}
+    for spec in ctx.cfg.targets:
+        splits = ctx.cache.get(spec)
+        out[spec.label] = {
+            "status": "ok",
+            "metric_name": metric_name(splits.info.task),
+            "pairs": pairs[spec.label],
+            "examples": len(subset(splits.test, opts.max_examples)),
+        }
+    return out
+
+
+def any_pair_measured(result: AnalysisResult) -> bool:
+    """Whether a result whose target entries hold pairs measured one (a target entry is
+    written even when every pair was skipped)."""
+    return any(
+        p.status == "ok"
+        for e in result.targets.values()
+        if e.status == "ok"
+        for p in getattr(e, "pairs", [])
+    )
 
 
 __all__ = [
     "Line",
     "PairRef",
-    "PathKey",
     "SkippedPair",
+    "any_pair_measured",
     "barriers",
+    "measure_pairs",
     "ok_pairs",
     "path_barriers",
+    "path_options",
 ]
