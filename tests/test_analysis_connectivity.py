@@ -182,3 +182,21 @@ def test_alignment_and_connectivity_steps(study) -> None:
     messages: list[tuple[str, str]] = []
     run_analyses(study, only=names, cache=FakeData(), progress=lambda n, m: messages.append((n, m)))
     assert messages == [("alignment", "cached"), ("connectivity", "cached")]
+
+
+@pytest.mark.parametrize("name", ["alignment", "connectivity"])
+def test_a_document_missing_a_field_names_the_file_and_the_field(study, name) -> None:
+    """A result file that lost a field is an error naming the file and the field on load."""
+    from transferscope.analyses import registry
+    from transferscope.analyses.results import ResultMismatch, load_result
+
+    unit = registry.get(name)
+    path = run_analyses(study, only=[name], cache=FakeData())[name]
+    loaded = load_result(unit.Result, path, unit.version)
+    assert any(p.status == "ok" for p in loaded.targets["digits"].pairs)
+    raw = json.loads(path.read_text())
+    field = {"alignment": "aligned", "connectivity": "curve"}[name]
+    del raw["targets"]["digits"]["pairs"][0][field]["barrier_metric"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultMismatch, match=rf"{name}\.json.*{field}\.barrier_metric"):
+        load_result(unit.Result, path, unit.version)

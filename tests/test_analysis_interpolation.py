@@ -122,3 +122,30 @@ def test_mismatched_architectures_are_named() -> None:
         TransferscopeError, match=r"only in A: 4\.bias.*only in B: .*1\.running_mean"
     ):
         interpolate(a, a.state_dict(), c.state_dict(), _data(8, 0))
+
+
+def test_a_document_missing_a_field_names_the_file_and_the_field(tmp_path) -> None:
+    import json
+
+    from transferscope.analyses.interpolation import Interpolation, InterpolationEntry
+    from transferscope.analyses.results import ResultMismatch, load_result
+
+    line = {
+        "pair": "P-T/P-T", "k": None, "runs": ["a", "b"], "checkpoints": ["final", "final"],
+        "status": "ok",
+        "metric_name": "accuracy", "lambdas": [0.0, 1.0], "metric": [0.9, float("nan")],
+        "loss": [0.3, 0.3], "barrier_metric": float("nan"), "barrier_loss": 0.0,
+        "batchnorm_recalibrated": True,
+    }  # fmt: skip
+    entry = InterpolationEntry(metric_name="accuracy", examples=10, pairs=[line])
+    doc = Interpolation.Result(targets={"t": entry}, version=Interpolation.version)
+    path = tmp_path / "analyses" / "interpolation.json"
+    path.parent.mkdir()
+    path.write_text(doc.model_dump_json(by_alias=True))
+    loaded = load_result(Interpolation.Result, path, Interpolation.version)
+    assert loaded.targets["t"].pairs[0].status == "ok"  # NaN survives the JSON
+    raw = json.loads(path.read_text())
+    del raw["targets"]["t"]["pairs"][0]["barrier_loss"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultMismatch, match=r"interpolation\.json.*barrier_loss"):
+        load_result(Interpolation.Result, path, Interpolation.version)

@@ -36,7 +36,8 @@ def study(config: dict[str, Any] | None = None, runs=None, **entries: dict[str, 
     docs: dict[str, Any] = {name: None for name in registry.names()}
     for name, entry in entries.items():
         # Validated into the unit's result model, as the report reads it from disk.
-        doc = {"analysis": name, "status": "ok", "targets": {"t": entry}}
+        version = registry.get(name).version
+        doc = {"analysis": name, "version": version, "status": "ok", "targets": {"t": entry}}
         docs[name] = registry.get(name).Result.model_validate(doc)
     rows = runs or [run_row("PT-0"), run_row("RIT-0", "RI-T")]
     return StudyData(Path("."), "", config or {}, rows, docs)
@@ -249,13 +250,22 @@ def test_c5_holds_fails_and_is_inconclusive() -> None:
 
 
 def barriers(pt: float, rit: float, same: float, examples: int = 1000) -> dict[str, Any]:
-    def pair(name: str, b: float) -> dict[str, Any]:
-        return {"pair": name, "status": "ok", "barrier_metric": b, "metric": [0.9, 0.9 - b, 0.9]}
+    from transferscope.analyses.interpolation import InterpolationEntry, InterpolationPair
 
-    return {
-        "examples": examples,
-        "pairs": [pair("P-T/P-T", pt), pair("RI-T/RI-T", rit), pair("RI-T/RI-T same init", same)],
-    }
+    def pair(name: str, b: float) -> InterpolationPair:
+        return InterpolationPair(
+            pair=name, k=None, runs=["a", "b"], checkpoints=["final", "final"],
+            metric_name="accuracy", lambdas=[0.0, 0.5, 1.0], metric=[0.9, 0.9 - b, 0.9],
+            loss=[0.3, 0.3 + b, 0.3], barrier_metric=b, barrier_loss=b,
+            batchnorm_recalibrated=False,
+        )  # fmt: skip
+
+    entry = InterpolationEntry(
+        metric_name="accuracy",
+        examples=examples,
+        pairs=[pair("P-T/P-T", pt), pair("RI-T/RI-T", rit), pair("RI-T/RI-T same init", same)],
+    )
+    return entry.model_dump(mode="json", by_alias=True)
 
 
 def test_c6_holds_fails_and_is_inconclusive() -> None:

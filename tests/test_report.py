@@ -167,6 +167,9 @@ def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str,
         "pair": name,
         "k": k,
         "runs": ["a", "b"],
+        "checkpoints": ["final", "final"],
+        "status": "ok",
+        "metric_name": "accuracy",
         "lambdas": lam,
         "metric": metric,
         "loss": loss,
@@ -399,6 +402,7 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     if not complete:
         return root
     interp = {
+        "status": "ok",
         "metric_name": "accuracy",
         "examples": 1000,
         "pairs": [
@@ -478,7 +482,8 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
 
 def _path(barrier: float) -> dict[str, Any]:
     p = _interp_pair("x", barrier)
-    return {k: p[k] for k in ("lambdas", "metric", "loss", "barrier_metric", "barrier_loss")}
+    keys = ("lambdas", "metric", "loss", "barrier_metric", "barrier_loss", "batchnorm_recalibrated")
+    return {k: p[k] for k in keys}
 
 
 # (pair, runs, seeds, linear barrier, aligned barrier, curve barrier)
@@ -499,12 +504,25 @@ def _alignment_entry() -> dict[str, Any]:
             "status": "ok",
             "linear": _path(linear),
             "aligned": _path(aligned),
-            "alignment": {"distance_before": 40.0, "distance_after": 31.0, "sweeps": 4},
+            "alignment": {
+                "distance_before": 40.0,
+                "distance_after": 31.0,
+                "sweeps": 4,
+                "units_moved": {"layer1": 3},
+            },
         }
         for pair, runs, seeds, linear, aligned, _ in BASIN_PAIRS
     ]
-    pairs.append({"pair": "RI-T/RI-T", "runs": ["RIT-x"], "status": "skipped", "reason": "<gone>"})
-    return {"metric_name": "accuracy", "pairs": pairs, "examples": 1000}
+    pairs.append(
+        {
+            "pair": "RI-T/RI-T",
+            "runs": ["RIT-x"],
+            "seeds": [2],
+            "status": "skipped",
+            "reason": "<gone>",
+        }
+    )
+    return {"status": "ok", "metric_name": "accuracy", "pairs": pairs, "examples": 1000}
 
 
 def _connectivity_entry() -> dict[str, Any]:
@@ -523,7 +541,7 @@ def _connectivity_entry() -> dict[str, Any]:
         for pair, runs, seeds, linear, _, curve in BASIN_PAIRS
         if curve is not None
     ]
-    return {"metric_name": "accuracy", "pairs": pairs, "examples": 1000}
+    return {"status": "ok", "metric_name": "accuracy", "pairs": pairs, "examples": 1000}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,19 +1,49 @@
-"""Barriers after permutation alignment (weight matching; beyond the paper).
+"""Barriers after permutation alignment (weight matching; beyond the paper): claim C9.
 
-Legacy unit: its step is in :mod:`transferscope.study.legacy_steps` and its report section in
-the report's page class, until its result gets a typed model (see :mod:`.legacy`).
+Per target and pair (P-T/P-T, RI-T/RI-T, P-T/RI-T), B's hidden units are permuted to match A's
+(weight matching, Ainsworth et al. 2022, "Git Re-Basin"; :mod:`transferscope.analysis.alignment`)
+and the straight line from A to the permuted B is measured like the plain one (§3 of Neyshabur
+et al. 2020), which is stored beside it: a barrier that vanishes after alignment separated two
+permutations of one basin.
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Annotated, Literal
+
 from pydantic import Field
 
-from transferscope.analyses.legacy import LegacyAnalysis
+from transferscope.analyses.basins import BasinUnit, PathStyle
+from transferscope.analyses.context import StudyContext, subset
+from transferscope.analyses.paths import (
+    Line,
+    PairRef,
+    SkippedPair,
+    barriers,
+    measure_pairs,
+    path_barriers,
+    path_options,
+)
 from transferscope.analyses.registry import register
-from transferscope.analyses.unit import Claim, ReportSection
+from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
+from transferscope.analyses.unit import Claim
+from transferscope.analysis.alignment import align
+from transferscope.analysis.interpolation import interpolate
 from transferscope.options import AnalysisOptions
-from transferscope.report import legacy_claims as lc
-from transferscope.report.rules import BARRIER_TOLERANCE
+from transferscope.report.rules import (
+    BARRIER_TOLERANCE,
+    UNMEASURED,
+    TargetResult,
+    _barrier_state,
+    combine,
+    fmt,
+    mean,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferscope.report.findings import StudyData
+    from transferscope.study.plan import PlannedRun
 
 
 class AlignmentOptions(AnalysisOptions):
@@ -25,14 +55,92 @@ class AlignmentOptions(AnalysisOptions):
     max_sweeps: int = Field(default=100, ge=1, description="coordinate-descent sweeps at most")
 
 
+class AlignmentStats(Model):
+    """How far alignment moved B (:meth:`~transferscope.analysis.alignment.AlignmentResult.to_dict`)."""
+
+    distance_before: float
+    """L2 distance ‖θ_A − θ_B‖ over every floating entry before alignment (weight units)."""
+    distance_after: float
+    """The same after permuting B (never larger)."""
+    sweeps: int
+    units_moved: dict[str, int]
+    """Permutation name -> how many of its units left their place."""
+
+
+class AlignedPair(PairRef):
+    """One pair: the plain straight line, the line to the permuted B, and the alignment."""
+
+    status: Literal["ok"] = "ok"
+    linear: Line
+    aligned: Line
+    alignment: AlignmentStats
+
+
+AlignmentPairEntry = Annotated[AlignedPair | SkippedPair, Field(discriminator="status")]
+
+
+class AlignmentEntry(TargetEntry):
+    metric_name: str
+    pairs: list[AlignmentPairEntry]
+    examples: int
+    """Test examples every path was measured on."""
+
+
+class AlignmentResult(AnalysisResult):
+    targets: dict[str, entry(AlignmentEntry)] = Field(default_factory=dict)
+    split: Literal["test"] = "test"
+    method: str = "weight matching (Git Re-Basin)"
+
+
+def _measure(ctx: StudyContext, opts: AlignmentOptions, a: PlannedRun, b: PlannedRun) -> dict:
+    splits = ctx.cache.get(b.spec.data)
+    common = path_options(opts, splits, ctx.device, b.spec.train.eval_batch_size)
+    test = subset(splits.test, opts.max_examples)
+    model = ctx.start_model(b)
+    state_a, state_b = ctx.weights(a.id), ctx.weights(b.id)
+    aligned = align(model, state_a, state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
+    linear = ctx.final_line(a, b, opts)
+    permuted = interpolate(model, state_a, aligned.state, test, opts.num_points, **common)
+    return {
+        "linear": Line.of(linear),
+        "aligned": Line.of(permuted),
+        "alignment": aligned.to_dict(),
+    }
+
+
+def _c9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
+    linear = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.linear)
+    aligned = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.aligned)
+    if not linear or not aligned:
+        return TargetResult(target, UNMEASURED, "no aligned RI-T/RI-T pair")
+    lin, ali = mean(v for v, _ in linear), mean(v for v, _ in aligned)
+    assert lin is not None and ali is not None
+    noise = math.hypot(max(n for _, n in linear), max(n for _, n in aligned))
+    text = f"RI-T/RI-T {fmt(lin)} → {fmt(ali)} aligned"
+    for other in ("P-T/RI-T", "P-T/P-T"):
+        a = mean(path_barriers(e.pairs, other, lambda p: p.linear))
+        b = mean(path_barriers(e.pairs, other, lambda p: p.aligned))
+        if a is not None and b is not None:
+            text += f"; {other} {fmt(a)} → {fmt(b)}"
+    stat = f"shrinks by more than 2 s.e. of the difference ({fmt(noise, 2)})"
+    if _barrier_state(lin, max(n for _, n in linear)) <= 0:
+        return TargetResult(target, UNMEASURED, text + " (no linear barrier to shrink)", stat)
+    change = lin - ali
+    direction = 1 if change > max(noise, BARRIER_TOLERANCE) else (-1 if change < -noise else 0)
+    return TargetResult(target, combine(direction), text, stat)
+
+
 @register
-class Alignment(LegacyAnalysis):
+class Alignment(BasinUnit):
+    """Barriers after permutation alignment (beyond the paper)."""
+
     name = "alignment"
     title = "barriers after permutation alignment (weight matching; beyond the paper)"
-    section = ReportSection("basins", "Basins modulo permutation and non-linear paths")
-    version = 1
+    version = 2
     Options = AlignmentOptions
-    page_method = "basins"
+    Result = AlignmentResult
+    path = PathStyle("aligned", "line after alignment", "#009E73", "--")
+    column = "distance to A before → after alignment"
     claims = (
         Claim(
             "C9",
@@ -41,7 +149,18 @@ class Alignment(LegacyAnalysis):
             "match A (weight matching) is below the plain barrier by more than twice the "
             "standard error of the difference and "
             f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink.",
-            lambda e, t, d: lc._c9(e, t),
+            _c9,
             order=9,
         ),
     )
+
+    def compute(self, ctx: StudyContext, options: AlignmentOptions) -> AlignmentResult:
+        targets = measure_pairs(ctx, options, lambda a, b: _measure(ctx, options, a, b))
+        return AlignmentResult.model_validate({"targets": targets})
+
+    def cell(self, pair: AlignedPair) -> str:
+        s = pair.alignment
+        return f"{fmt(s.distance_before)} → {fmt(s.distance_after)}"
+
+
+__all__ = ["AlignedPair", "Alignment", "AlignmentEntry", "AlignmentOptions", "AlignmentResult"]

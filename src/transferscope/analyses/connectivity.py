@@ -1,21 +1,50 @@
-"""Non-linear low-loss paths: quadratic Bezier curves (beyond the paper).
+"""Non-linear low-loss paths: quadratic Bezier curves (beyond the paper): claim C10.
 
-Legacy unit: its step is in :mod:`transferscope.study.legacy_steps` and its report section in
-the report's page class, until its result gets a typed model (see :mod:`.legacy`).
+Per target and chosen pair (``pairs``: RI-T/RI-T and P-T/RI-T by default), the middle control
+point of a quadratic Bezier curve between the two final models is trained on the target's
+training split (Garipov et al. 2018; :mod:`transferscope.analysis.connectivity`), then the test
+metric and loss are measured along the curve exactly like the straight line (§3 of Neyshabur et
+al. 2020), which is stored beside it: a curve without a barrier joins models that the straight
+line separates.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from transferscope.analyses.legacy import LegacyAnalysis
+from transferscope.analyses.basins import BasinUnit, PathStyle
+from transferscope.analyses.context import StudyContext, subset
+from transferscope.analyses.paths import (
+    Line,
+    PairRef,
+    SkippedPair,
+    barriers,
+    measure_pairs,
+    path_barriers,
+    path_options,
+)
 from transferscope.analyses.registry import register
-from transferscope.analyses.unit import Claim, ReportSection
+from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
+from transferscope.analyses.unit import Claim
+from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.options import AnalysisOptions
-from transferscope.report import legacy_claims as lc
-from transferscope.report.rules import BARRIER_TOLERANCE
+from transferscope.report.rules import (
+    BARRIER_TOLERANCE,
+    UNMEASURED,
+    TargetResult,
+    _barrier_state,
+    _direction_of,
+    combine,
+    fmt,
+    mean,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferscope.report.findings import StudyData
+    from transferscope.study.plan import PlannedRun
 
 CurvePair = Literal["RI-T/RI-T", "P-T/RI-T", "P-T/P-T"]
 
@@ -37,14 +66,92 @@ class ConnectivityOptions(AnalysisOptions):
     recalibration_examples: int | None = Field(default=2000, ge=1)
 
 
+class CurvedPair(PairRef):
+    """One pair: the straight line, the trained curve measured at t = linspace(0, 1), how the
+    curve trained, and how long it took."""
+
+    status: Literal["ok"] = "ok"
+    linear: Line
+    curve: Line
+    train_loss: list[float]
+    """Mean training loss per curve epoch (nats)."""
+    control_offset: float
+    """L2 distance of the trained control point from the straight line's midpoint."""
+    seconds: float
+    """Wall time of the pair: training the curve and measuring both paths."""
+
+
+CurvePairEntry = Annotated[CurvedPair | SkippedPair, Field(discriminator="status")]
+
+
+class ConnectivityEntry(TargetEntry):
+    metric_name: str
+    pairs: list[CurvePairEntry]
+    examples: int
+    """Test examples every path was measured on."""
+
+
+class ConnectivityResult(AnalysisResult):
+    targets: dict[str, entry(ConnectivityEntry)] = Field(default_factory=dict)
+    split: Literal["test"] = "test"
+    curve: str = "quadratic Bezier (Garipov et al. 2018)"
+
+
+def _measure(
+    ctx: StudyContext, opts: ConnectivityOptions, a: PlannedRun, b: PlannedRun
+) -> dict[str, Any]:
+    splits = ctx.cache.get(b.spec.data)
+    common = path_options(opts, splits, ctx.device, b.spec.train.eval_batch_size)
+    test = subset(splits.test, opts.max_examples)
+    start = time.perf_counter()
+    model = ctx.start_model(b)
+    state_a, state_b = ctx.weights(a.id), ctx.weights(b.id)
+    linear = ctx.final_line(a, b, opts)
+    curve = fit_curve(
+        model, state_a, state_b, splits.train,
+        task=splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
+        lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay,
+        max_examples=opts.max_train_examples, seed=b.seed, device=ctx.device,
+    )  # fmt: skip
+    along = evaluate_curve(model, curve, test, opts.num_points, **common)
+    return {
+        "linear": Line.of(linear),
+        "curve": Line.of(along),
+        **curve_summary(curve),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _c10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
+    curves = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.curve)
+    linear = path_barriers(e.pairs, "RI-T/RI-T", lambda p: p.linear)
+    if not curves:
+        return TargetResult(target, UNMEASURED, "no RI-T/RI-T curve")
+    worst = max(v for v, _ in curves)
+    text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
+    pt_rit = path_barriers(e.pairs, "P-T/RI-T", lambda p: p.curve)
+    if pt_rit:
+        text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
+    flat = [-_barrier_state(v, n) for v, n in curves]
+    return TargetResult(
+        target,
+        combine(_direction_of(flat)),
+        text,
+        f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
+    )
+
+
 @register
-class Connectivity(LegacyAnalysis):
+class Connectivity(BasinUnit):
+    """Trained Bezier curves between two models (beyond the paper)."""
+
     name = "connectivity"
     title = "non-linear low-loss paths: quadratic Bezier curves (beyond the paper)"
-    section = ReportSection("basins", "Basins modulo permutation and non-linear paths")
-    version = 1
+    version = 2
     Options = ConnectivityOptions
-    page_method = None
+    Result = ConnectivityResult
+    path = PathStyle("curve", "trained Bezier curve", "#CC79A7", "-.")
+    column = "curve time (s)"
     claims = (
         Claim(
             "C10",
@@ -52,7 +159,29 @@ class Connectivity(LegacyAnalysis):
             "2018).",
             f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {BARRIER_TOLERANCE:g}; "
             f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error.",
-            lambda e, t, d: lc._c10(e, t),
+            _c10,
             order=10,
         ),
     )
+
+    def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
+        targets = measure_pairs(
+            ctx,
+            options,
+            lambda a, b: _measure(ctx, options, a, b),
+            keep=lambda name: name in options.pairs,
+        )
+        return ConnectivityResult.model_validate({"targets": targets})
+
+    def cell(self, pair: CurvedPair) -> str:
+        return fmt(pair.seconds)
+
+
+__all__ = [
+    "Connectivity",
+    "ConnectivityEntry",
+    "ConnectivityOptions",
+    "ConnectivityResult",
+    "CurvePair",
+    "CurvedPair",
+]

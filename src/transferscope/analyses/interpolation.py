@@ -1,19 +1,46 @@
-"""Performance barriers along straight lines between models (§3.3).
+"""Performance barriers along straight lines between models (Neyshabur et al. 2020, §3.3): C6.
 
-Legacy unit: its step is in :mod:`transferscope.study.legacy_steps` and its report section in
-the report's page class, until its result gets a typed model (see :mod:`.legacy`).
+Per target, the straight line θ(λ) = (1 − λ)·θ_A + λ·θ_B between the final weights of every
+pair of the catalogue (P-T/P-T, RI-T/RI-T, P-T/RI-T, the same-init RI-T pair and the control
+pair), between P and each P-T (body only: P's head answers the source's question) and between
+each trajectory checkpoint P@k and the first P-T, measured on the target's test split
+(BatchNorm statistics recomputed at every λ when the model has them). The math is in
+:mod:`transferscope.analysis.interpolation`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Literal
+
 from pydantic import Field
 
-from transferscope.analyses.legacy import LegacyAnalysis
+from transferscope.analyses.context import StudyContext, Weights, subset
+from transferscope.analyses.pairs import CONTROL_PAIR, PairName, study_pairs
+from transferscope.analyses.paths import Line, barriers
 from transferscope.analyses.registry import register
-from transferscope.analyses.unit import Claim, ReportSection
+from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry, entry
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
-from transferscope.report import legacy_claims as lc
-from transferscope.report.rules import BARRIER_TOLERANCE
+from transferscope.report.rules import (
+    BARRIER_TOLERANCE,
+    UNMEASURED,
+    TargetResult,
+    _barrier_state,
+    _direction_of,
+    combine,
+    finite,
+    fmt,
+)
+from transferscope.training.metrics import metric_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from transferscope.report.findings import StudyData
+    from transferscope.report.page import Page
+    from transferscope.study.plan import PlannedRun
 
 
 class InterpolationOptions(AnalysisOptions):
@@ -24,14 +51,208 @@ class InterpolationOptions(AnalysisOptions):
     )
 
 
+class PathRef(Model):
+    """Which line a pair entry measures: the pair, the checkpoint k of P@k pairs (None for
+    the others), and the two weight files' runs."""
+
+    pair: PairName
+    k: float | None
+    runs: list[str]
+
+
+class InterpolationPair(PathRef, Line):
+    """One measured line."""
+
+    status: Literal["ok"] = "ok"
+    checkpoints: list[str]
+    """The checkpoint names of A and B ('final', 'epoch-<k>')."""
+    head: str | None = None
+    """For P/P-T and P@k/P-T (body interpolated): whose head both ends use."""
+    metric_name: str
+
+
+class SkippedPath(PathRef, Skipped):
+    """A line that could not be measured; ``checkpoints`` is None when the weights of A were
+    not available to name."""
+
+    checkpoints: list[str] | None = None
+    head: str | None = None
+
+
+PathEntry = Annotated[InterpolationPair | SkippedPath, Field(discriminator="status")]
+
+
+class InterpolationEntry(TargetEntry):
+    """One target's lines: the pairs, the metric's name and how many test examples."""
+
+    metric_name: str
+    pairs: list[PathEntry]
+    examples: int
+
+
+class InterpolationDocument(AnalysisResult):
+    targets: dict[str, entry(InterpolationEntry)] = Field(default_factory=dict)
+    split: Literal["test"] = "test"
+
+
+# ----------------------------------------------------------------------------------------------
+# computing
+
+
+@dataclass
+class _Path:
+    """One line to measure: weights A and B, the run whose architecture (and head) is used."""
+
+    pair: PairName
+    needs: list[PlannedRun]
+    a: Weights
+    b: Weights
+    model_run: PlannedRun
+    body_only: bool = False
+    k: float | None = None
+
+
+def _paths(ctx: StudyContext, target: str) -> tuple[list[_Path], list[SkippedPath]]:
+    """The lines to measure on ``target``, and entries for lines whose weights are missing."""
+    paths: list[_Path] = []
+    waiting: list[SkippedPath] = []
+    for pair, a, b in study_pairs(ctx, target, same_init=True):
+        paths.append(_Path(pair, [a, b], (a.id, "final"), (b.id, "final"), b))
+    pts = ctx.independent("P-T", target)
+    for pt in pts:
+        p = ctx.p_weights(pt, None)
+        if p is None:
+            why = "P's weights or this P-T run are not available yet"
+            waiting.append(
+                SkippedPath(pair="P/P-T", k=None, runs=[pt.id], status="skipped", reason=why)
+            )
+            continue
+        paths.append(_Path("P/P-T", [pt], p, (pt.id, "final"), pt, body_only=True))
+    reference = pts[0] if pts else None
+    for r in ctx.trajectory_runs(target):
+        if reference is None or r.checkpoint is None:
+            continue
+        pk = ctx.p_weights(r, r.checkpoint)
+        if pk is None:
+            waiting.append(
+                SkippedPath(
+                    pair="P@k/P-T",
+                    k=r.checkpoint,
+                    runs=[r.id, reference.id],
+                    status="skipped",
+                    reason="P@k's weights are not available yet",
+                )
+            )
+            continue
+        paths.append(
+            _Path(
+                "P@k/P-T", [reference], pk, (reference.id, "final"), reference, True, r.checkpoint
+            )
+        )
+    return paths, waiting
+
+
+def _measure(ctx: StudyContext, path: _Path, opts: InterpolationOptions) -> PathEntry:
+    ref = {
+        "pair": path.pair,
+        "k": path.k,
+        "runs": [path.a[0], path.b[0]],
+        "checkpoints": [path.a[1], path.b[1]],
+    }
+    if path.body_only:
+        ref["head"] = f"both ends use {path.b[0]}'s final head (body interpolated)"
+    reason = ctx.unfinished(path.needs)
+    if reason:
+        return SkippedPath(**ref, status="skipped", reason=reason)
+    try:
+        result = ctx.line(
+            path.model_run, path.a, path.b, opts.num_points, opts.recalibrate_batchnorm,
+            path.body_only, opts.max_examples, opts.recalibration_examples,
+        )  # fmt: skip
+    except TransferscopeError as e:
+        return SkippedPath(**ref, status="skipped", reason=str(e))
+    return InterpolationPair(**ref, **result.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# claims
+
+
+def _c6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
+    pt = barriers(e.pairs, "P-T/P-T", e.examples)
+    rit = barriers(e.pairs, "RI-T/RI-T", e.examples)
+    same = barriers(e.pairs, "RI-T/RI-T same init", e.examples)
+    if not pt or not rit:
+        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T barrier missing")
+    # P-T/P-T must be flat (-1), every RI-T pair must show a barrier (+1).
+    flat = [-_barrier_state(v, n) for v, n in pt]
+    walls = [_barrier_state(v, n) for v, n in rit + same]
+    text = f"P-T/P-T max {fmt(max(v for v, _ in pt))}, RI-T/RI-T min {fmt(min(v for v, _ in rit))}"
+    text += f", same init {fmt(min(v for v, _ in same))}" if same else ", same init not measured"
+    control = barriers(e.pairs, CONTROL_PAIR, e.examples)
+    if control:
+        # Context, not part of the rule: a pair that shares P-T's start and recipe without
+        # pre-training; flat here means P-T's flatness need not come from pre-training.
+        text += f"; control pair {CONTROL_PAIR} {fmt(max(v for v, _ in control))}"
+    noise = max(n for _, n in pt + rit + same)
+    return TargetResult(
+        target,
+        combine(_direction_of(flat + walls)),
+        text,
+        f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
+        f"(binomial at the worst point, up to {fmt(noise, 2)})",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def interpolation_curves(e: InterpolationEntry, title: str) -> Figure | None:
+    """Test metric and loss along the linear path between the two models of every pair."""
+    import numpy as np
+
+    from transferscope.report import figures as F
+
+    pairs = [p for p in e.pairs if isinstance(p, InterpolationPair) and p.lambdas]
+    if not pairs:
+        return None
+    fig, axes = F.subplots(1, 2, figsize=(9.0, 3.3))
+    shades = F._checkpoint_styles([{"k": p.k} for p in pairs], "k")
+    for p in pairs:
+        color, ls, label = F._pair_line({"pair": p.pair, "k": p.k}, "k", shades)
+        lam = np.asarray(p.lambdas, dtype=float)
+        for ax, values in ((axes[0], p.metric), (axes[1], p.loss)):
+            if len(values) != len(lam):
+                continue
+            y = [v if finite(v) else np.nan for v in values]
+            ax.plot(lam, y, color=color, linestyle=ls, label=label)
+    axes[0].set_ylabel(F.metric_label(e.metric_name))
+    axes[1].set_ylabel("test loss (lower is better)")
+    for ax in axes:
+        ax.set_xlabel("λ: θ(λ) = (1 − λ)·θ_A + λ·θ_B")
+    axes[0].set_title("metric along the path")
+    axes[1].set_title("loss along the path")
+    F._legend_once(axes[1], outside=True)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit
+
+
 @register
-class Interpolation(LegacyAnalysis):
+class Interpolation(Analysis):
+    """Barriers on the straight line between models (§3.3)."""
+
     name = "interpolation"
     title = "performance barriers along straight lines between models (§3.3)"
     section = ReportSection("barriers", "Performance barriers (§3)")
-    version = 1
+    version = 2
     Options = InterpolationOptions
-    page_method = "barriers"
+    Result = InterpolationDocument
     claims = (
         Claim(
             "C6",
@@ -40,7 +261,90 @@ class Interpolation(LegacyAnalysis):
             f"every P-T/P-T barrier (metric) ≤ {BARRIER_TOLERANCE:g}, and every RI-T/RI-T barrier, the "
             f"same-init pair's included, > {BARRIER_TOLERANCE:g} plus twice its binomial standard error "
             f"({BARRIER_TOLERANCE:g} = one point of accuracy/AUC).",
-            lambda e, t, d: lc._c6(e, t),
+            _c6,
             order=6,
         ),
     )
+
+    def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
+        planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]
+        total, done = sum(len(paths) for _, paths, _ in planned), 0
+        targets: dict[str, InterpolationEntry] = {}
+        for spec, paths, entries in planned:
+            pairs: list[PathEntry] = list(entries)
+            for path in paths:
+                ctx.progress(done, total, f"{spec.label}: {path.pair}")
+                pairs.append(_measure(ctx, path, options))
+                done += 1
+            splits = ctx.cache.get(spec)
+            targets[spec.label] = InterpolationEntry(
+                metric_name=metric_name(splits.info.task),
+                pairs=pairs,
+                examples=len(subset(splits.test, options.max_examples)),
+            )
+        return InterpolationDocument(targets=targets)
+
+    def has_results(self, result: AnalysisResult) -> bool:
+        # A target entry is always written; the result counts when one line was measured.
+        return any(
+            isinstance(p, InterpolationPair)
+            for e in result.targets.values()
+            if isinstance(e, InterpolationEntry)
+            for p in e.pairs
+        )
+
+    def render_section(self, page: Page, result: AnalysisResult | None) -> str:
+        return (
+            '<p class="small">Barrier: max over λ of the linear interpolation of the end points\' '
+            "metric minus the metric at θ(λ) (mirrored for the loss).</p>"
+            + page.per_target(self.name, result, self.render)
+        )
+
+    def render(self, page: Page, target: str, e: InterpolationEntry) -> str:
+        from transferscope.report.page import Raw, esc, table
+
+        def k(p: PathEntry) -> str:
+            return "-" if p.k is None else fmt(p.k)
+
+        rows = [
+            (
+                p.pair,
+                ", ".join(p.runs),
+                k(p),
+                fmt(p.barrier_metric),
+                fmt(p.barrier_loss),
+                "yes" if p.batchnorm_recalibrated else "no",
+            )
+            if isinstance(p, InterpolationPair)
+            else (
+                p.pair,
+                ", ".join(p.runs),
+                k(p),
+                Raw(f"<em>skipped: {esc(p.reason)}</em>"),
+                "-",
+                "-",
+            )
+            for p in e.pairs
+        ]
+        header = (
+            "pair",
+            "runs",
+            "k",
+            "barrier (metric)",
+            "barrier (loss)",
+            "BatchNorm recalibrated",
+        )
+        return table(header, rows, numeric=(2, 3, 4)) + page.figure(
+            interpolation_curves(e, f"Linear interpolation, target {target}"),
+            f"interpolation-{target}",
+            f"Test metric and loss along the linear path between the models of every pair on {target}.",
+        )
+
+
+__all__ = [
+    "Interpolation",
+    "InterpolationDocument",
+    "InterpolationEntry",
+    "InterpolationOptions",
+    "InterpolationPair",
+]

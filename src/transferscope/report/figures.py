@@ -325,38 +325,6 @@ def image_grid(
 
 
 # ----------------------------------------------------------------------------------------------
-# §3 barriers
-
-
-def interpolation_curves(entry: dict[str, Any], title: str) -> Figure | None:
-    """Test metric and loss along the linear path between the two models of every pair."""
-    pairs = [p for p in _ok(entry.get("pairs") or []) if p.get("lambdas")]
-    if not pairs:
-        return None
-    fig, axes = subplots(1, 2, figsize=(9.0, 3.3))
-    shades = _checkpoint_styles(pairs, "k")
-    for p in pairs:
-        color, ls, label = _pair_line(p, "k", shades)
-        lam = np.asarray(p["lambdas"], dtype=float)
-        for ax, key in ((axes[0], "metric"), (axes[1], "loss")):
-            values = p.get(key) or []
-            if len(values) != len(lam):
-                continue
-            y = [v if finite(v) else np.nan for v in values]
-            ax.plot(lam, y, color=color, linestyle=ls, label=label)
-    axes[0].set_ylabel(metric_label(entry.get("metric_name")))
-    axes[1].set_ylabel("test loss (lower is better)")
-    for ax in axes:
-        ax.set_xlabel("λ: θ(λ) = (1 − λ)·θ_A + λ·θ_B")
-    axes[0].set_title("metric along the path")
-    axes[1].set_title("loss along the path")
-    _legend_once(axes[1], outside=True)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
 # §4 module criticality
 
 
@@ -562,79 +530,15 @@ def trajectory_plot(
     return fig
 
 
-# ----------------------------------------------------------------------------------------------
-# beyond the paper: basins modulo permutation, non-linear paths
-
-# The three paths between two models: the straight line, the line after permutation alignment,
-# and the trained Bezier curve.
-PATHS = (
-    ("linear", "straight line", "#555555", "-"),
-    ("aligned", "line after alignment", "#009E73", "--"),
-    ("curve", "trained Bezier curve", "#CC79A7", "-."),
-)
-
-
-def basin_barriers(rows: Sequence[dict[str, Any]], title: str) -> Figure | None:
-    """Barrier (metric) of each pair on each path: grouped bars, one group per pair.
-
-    ``rows``: dicts with 'label' and, for the paths measured, 'linear' / 'aligned' / 'curve'
-    path entries holding 'barrier_metric'.
-    """
-    if not any(finite((r.get(key) or {}).get("barrier_metric")) for r in rows for key, *_ in PATHS):
-        return None
-    fig, ax = subplots(figsize=(max(4.5, 1.3 * len(rows) + 2.0), 3.2))
-    width = 0.8 / len(PATHS)
-    x = np.arange(len(rows))
-    for i, (key, label, color, _) in enumerate(PATHS):
-        values = [(r.get(key) or {}).get("barrier_metric") for r in rows]
-        heights = [float(v) if finite(v) else np.nan for v in values]
-        ax.bar(x + (i - 1) * width, heights, width, color=color, label=label)
-    ax.set_xticks(x, [r["label"] for r in rows], rotation=20, ha="right")
-    ax.set_ylabel("barrier height (metric units)")
-    ax.axhline(0, color="black", linewidth=0.8)
-    _legend_once(ax, outside=True)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def basin_paths(
-    rows: Sequence[dict[str, Any]], metric_name: str | None, title: str
-) -> Figure | None:
-    """Test metric along the straight line, the aligned line and the curve: one panel per pair."""
-    rows = [r for r in rows if any((r.get(key) or {}).get("lambdas") for key, *_ in PATHS)]
-    if not rows:
-        return None
-    fig, axes = subplots(1, len(rows), figsize=(3.2 * len(rows) + 0.8, 3.0), squeeze=False)
-    for ax, r in zip(axes[0], rows, strict=True):
-        for key, label, color, ls in PATHS:
-            path = r.get(key) or {}
-            t, values = path.get("lambdas") or [], path.get("metric") or []
-            if t and len(values) == len(t):
-                y = [v if finite(v) else np.nan for v in values]
-                ax.plot(t, y, color=color, linestyle=ls, marker=".", label=label)
-        ax.set_title(r["label"], fontsize=8)
-        ax.set_xlabel("position along the path (λ or t)")
-    axes[0][0].set_ylabel(metric_label(metric_name))
-    _legend_once(axes[0][-1], outside=True)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 __all__ = [
     "COLORS",
     "PAIR_STYLES",
-    "PATHS",
-    "basin_barriers",
-    "basin_paths",
     "cka_lines",
     "computed_kinds",
     "criticality_bars",
     "criticality_heatmaps",
     "distance_modules",
     "image_grid",
-    "interpolation_curves",
     "learning_curves",
     "pair_style",
     "rewind_bars",

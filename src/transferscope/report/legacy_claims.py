@@ -4,13 +4,10 @@ to typed results (each unit's module names its claims; a converted unit holds it
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from transferscope.analyses.pairs import CONTROL_PAIR
 from transferscope.report.rules import (
-    BARRIER_TOLERANCE,
     CHECKPOINT_TOLERANCE,
     CKA_FLOOR,
     DISTANCE_FLOOR,
@@ -19,8 +16,6 @@ from transferscope.report.rules import (
     INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
-    _barrier_state,
-    _barriers,
     _direction_of,
     _fraction_floor,
     _group_rule,
@@ -31,7 +26,6 @@ from transferscope.report.rules import (
     finite,
     fmt,
     mean,
-    path_barriers,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,32 +107,6 @@ def _criticality_modules(data: StudyData, target: str) -> list[str] | None:
     return list(modules) if isinstance(modules, list) else None
 
 
-def _c6(entry: dict[str, Any], target: str) -> TargetResult:
-    pt = _barriers(entry, "P-T/P-T")
-    rit = _barriers(entry, "RI-T/RI-T")
-    same = _barriers(entry, "RI-T/RI-T same init")
-    if not pt or not rit:
-        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T barrier missing")
-    # P-T/P-T must be flat (-1), every RI-T pair must show a barrier (+1).
-    flat = [-_barrier_state(v, n) for v, n in pt]
-    walls = [_barrier_state(v, n) for v, n in rit + same]
-    text = f"P-T/P-T max {fmt(max(v for v, _ in pt))}, RI-T/RI-T min {fmt(min(v for v, _ in rit))}"
-    text += f", same init {fmt(min(v for v, _ in same))}" if same else ", same init not measured"
-    control = _barriers(entry, CONTROL_PAIR)
-    if control:
-        # Context, not part of the rule: a pair that shares P-T's start and recipe without
-        # pre-training; flat here means P-T's flatness need not come from pre-training.
-        text += f"; control pair {CONTROL_PAIR} {fmt(max(v for v, _ in control))}"
-    noise = max(n for _, n in pt + rit + same)
-    return TargetResult(
-        target,
-        combine(_direction_of(flat + walls)),
-        text,
-        f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
-        f"(binomial at the worst point, up to {fmt(noise, 2)})",
-    )
-
-
 def _c7(entry: dict[str, Any], target: str) -> TargetResult:
     from transferscope.analysis.statistics import spearman_trend
 
@@ -196,49 +164,6 @@ def _c8(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
         )
 
     return judge
-
-
-def _c9(entry: dict[str, Any], target: str) -> TargetResult:
-    linear = _barriers(entry, "RI-T/RI-T", "linear")
-    aligned = _barriers(entry, "RI-T/RI-T", "aligned")
-    if not linear or not aligned:
-        return TargetResult(target, UNMEASURED, "no aligned RI-T/RI-T pair")
-    lin, ali = mean(v for v, _ in linear), mean(v for v, _ in aligned)
-    assert lin is not None and ali is not None
-    noise = math.hypot(max(n for _, n in linear), max(n for _, n in aligned))
-    text = f"RI-T/RI-T {fmt(lin)} → {fmt(ali)} aligned"
-    for other in ("P-T/RI-T", "P-T/P-T"):
-        a, b = (
-            mean(path_barriers(entry, other, "linear")),
-            mean(path_barriers(entry, other, "aligned")),
-        )
-        if a is not None and b is not None:
-            text += f"; {other} {fmt(a)} → {fmt(b)}"
-    stat = f"shrinks by more than 2 s.e. of the difference ({fmt(noise, 2)})"
-    if _barrier_state(lin, max(n for _, n in linear)) <= 0:
-        return TargetResult(target, UNMEASURED, text + " (no linear barrier to shrink)", stat)
-    change = lin - ali
-    direction = 1 if change > max(noise, BARRIER_TOLERANCE) else (-1 if change < -noise else 0)
-    return TargetResult(target, combine(direction), text, stat)
-
-
-def _c10(entry: dict[str, Any], target: str) -> TargetResult:
-    curves = _barriers(entry, "RI-T/RI-T", "curve")
-    linear = path_barriers(entry, "RI-T/RI-T", "linear")
-    if not curves:
-        return TargetResult(target, UNMEASURED, "no RI-T/RI-T curve")
-    worst = max(v for v, _ in curves)
-    text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
-    pt_rit = path_barriers(entry, "P-T/RI-T", "curve")
-    if pt_rit:
-        text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
-    flat = [-_barrier_state(v, n) for v, n in curves]
-    return TargetResult(
-        target,
-        combine(_direction_of(flat)),
-        text,
-        f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
-    )
 
 
 def final_pt_metric(entry: dict[str, Any]) -> float | None:

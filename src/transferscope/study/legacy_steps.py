@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,8 +21,6 @@ from transferscope import atomic
 from transferscope.analyses.context import StudyContext as _Context
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
-from transferscope.analysis.alignment import align
-from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.analysis.criticality import (
     criticality_heatmap,
     module_criticality,
@@ -520,57 +517,6 @@ def _with_head(
     return out
 
 
-@dataclass
-class _Path:
-    """One interpolation pair: weights A and B, the run whose architecture (and head) is used."""
-
-    pair: str
-    needs: list[PlannedRun]
-    a: tuple[str, str]
-    b: tuple[str, str]
-    model_run: PlannedRun
-    body_only: bool = False
-    k: float | None = None
-
-
-def _interpolation_paths(ctx: _Context, target: str) -> tuple[list[_Path], list[dict[str, Any]]]:
-    paths: list[_Path] = []
-    waiting: list[dict[str, Any]] = []
-
-    def finals(pair: str, a: PlannedRun, b: PlannedRun) -> None:
-        paths.append(_Path(pair, [a, b], (a.id, "final"), (b.id, "final"), b))
-
-    for pair, a, b in _pairs(ctx, target, same_init=True):
-        finals(pair, a, b)
-    pts = ctx.independent("P-T", target)
-    for pt in pts:
-        p = _p_weights(ctx, pt, None)
-        if p is None:
-            waiting.append(
-                {"pair": "P/P-T", "k": None, "runs": [pt.id]}
-                | _skipped("P's weights or this P-T run are not available yet")
-            )
-            continue
-        paths.append(_Path("P/P-T", [pt], p, (pt.id, "final"), pt, body_only=True))
-    reference = pts[0] if pts else None
-    for r in ctx.trajectory_runs(target):
-        if reference is None or r.checkpoint is None:
-            continue
-        pk = _p_weights(ctx, r, r.checkpoint)
-        if pk is None:
-            waiting.append(
-                {"pair": "P@k/P-T", "k": r.checkpoint, "runs": [r.id, reference.id]}
-                | _skipped("P@k's weights are not available yet")
-            )
-            continue
-        paths.append(
-            _Path(
-                "P@k/P-T", [reference], pk, (reference.id, "final"), reference, True, r.checkpoint
-            )
-        )
-    return paths, waiting
-
-
 def _interpolate_runs(
     ctx: _Context,
     model_run: PlannedRun,
@@ -612,49 +558,6 @@ def _interpolate_runs(
         recalibration_examples=recalibration_examples,
     )
     return ctx.lines[key]
-
-
-def _interpolation(ctx: _Context) -> dict[str, Any]:
-    opts = ctx.cfg.analyses.interpolation
-    targets: dict[str, Any] = {}
-    for target in ctx.cfg.targets:
-        paths, entries = _interpolation_paths(ctx, target.label)
-        for path in paths:
-            entry: dict[str, Any] = {
-                "pair": path.pair,
-                "k": path.k,
-                "runs": [path.a[0], path.b[0]],
-                "checkpoints": [path.a[1], path.b[1]],
-            }
-            if path.body_only:
-                entry["head"] = f"both ends use {path.b[0]}'s final head (body interpolated)"
-            reason = _unfinished(ctx, path.needs)
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            try:
-                result = _interpolate_runs(
-                    ctx,
-                    path.model_run,
-                    path.a,
-                    path.b,
-                    opts.num_points,
-                    opts.recalibrate_batchnorm,
-                    path.body_only,
-                    opts.max_examples,
-                    opts.recalibration_examples,
-                )
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
-                continue
-            entries.append({**entry, "status": "ok", **result.to_dict()})
-        splits = ctx.cache.get(target)
-        targets[target.label] = {
-            "metric_name": metric_name(splits.info.task),
-            "pairs": entries,
-            "examples": len(_subset(splits.test, opts.max_examples)),
-        }
-    return {"targets": targets, "split": "test"}
 
 
 def _criticality(ctx: _Context) -> dict[str, Any]:
@@ -882,141 +785,12 @@ def _versus_final(
 
 
 # --------------------------------------------------------------------------------------------
-# beyond the paper: basins modulo permutation, non-linear paths
-
-
-def _path_dict(result: InterpolationResult) -> dict[str, Any]:
-    out = result.to_dict()
-    out.pop("metric_name", None)
-    return out
-
-
-def _path_options(opts: Any, splits: Any, device: torch.device, batch_size: int) -> dict[str, Any]:
-    """Keyword arguments shared by the path evaluations of the alignment and curve steps."""
-    return {
-        "task": splits.info.task,
-        "train_data": splits.train,
-        "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
-        "device": device,
-        "batch_size": batch_size,
-        "recalibration_examples": opts.recalibration_examples,
-    }
-
-
-def _line(ctx: _Context, a: PlannedRun, b: PlannedRun, opts: Any) -> InterpolationResult:
-    """The straight line between two runs' final weights, as the interpolation step measures it
-    (so a line both steps measure with the same options is measured once)."""
-    return _interpolate_runs(
-        ctx, b, (a.id, "final"), (b.id, "final"), opts.num_points, opts.recalibrate_batchnorm,
-        max_examples=opts.max_examples, recalibration_examples=opts.recalibration_examples,
-    )  # fmt: skip
-
-
-def _alignment(ctx: _Context) -> dict[str, Any]:
-    opts = ctx.cfg.analyses.alignment
-    device = pick_device(ctx.cfg.device)
-    targets: dict[str, Any] = {}
-    for target in ctx.cfg.targets:
-        entries = []
-        for name, a, b in _pairs(ctx, target.label):
-            entry = _pair_entry(name, a, b)
-            reason = _unfinished(ctx, [a, b])
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            splits = ctx.cache.get(b.spec.data)
-            common = _path_options(opts, splits, device, b.spec.train.eval_batch_size)
-            test = _subset(splits.test, opts.max_examples)
-            try:
-                model = _start_model(ctx, b)
-                state_a, state_b = _weights(ctx, a.id), _weights(ctx, b.id)
-                aligned = align(model, state_a, state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
-                linear = _line(ctx, a, b, opts)
-                permuted = interpolate(
-                    model, state_a, aligned.state, test, opts.num_points, **common
-                )
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
-                continue
-            entries.append(
-                {
-                    **entry,
-                    "status": "ok",
-                    "linear": _path_dict(linear),
-                    "aligned": _path_dict(permuted),
-                    "alignment": aligned.to_dict(),
-                }
-            )
-        splits = ctx.cache.get(target)
-        targets[target.label] = {
-            "metric_name": metric_name(splits.info.task),
-            "pairs": entries,
-            "examples": len(_subset(splits.test, opts.max_examples)),
-        }
-    return {"targets": targets, "split": "test", "method": "weight matching (Git Re-Basin)"}
-
-
-def _connectivity(ctx: _Context) -> dict[str, Any]:
-    opts = ctx.cfg.analyses.connectivity
-    device = pick_device(ctx.cfg.device)
-    targets: dict[str, Any] = {}
-    for target in ctx.cfg.targets:
-        entries = []
-        for name, a, b in _pairs(ctx, target.label):
-            if name not in opts.pairs:
-                continue
-            entry = _pair_entry(name, a, b)
-            reason = _unfinished(ctx, [a, b])
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            splits = ctx.cache.get(b.spec.data)
-            common = _path_options(opts, splits, device, b.spec.train.eval_batch_size)
-            test = _subset(splits.test, opts.max_examples)
-            start = time.perf_counter()
-            try:
-                model = _start_model(ctx, b)
-                state_a, state_b = _weights(ctx, a.id), _weights(ctx, b.id)
-                linear = _line(ctx, a, b, opts)
-                curve = fit_curve(
-                    model, state_a, state_b, splits.train,
-                    task=splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
-                    lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay,
-                    max_examples=opts.max_train_examples, seed=b.seed, device=device,
-                )  # fmt: skip
-                along = evaluate_curve(model, curve, test, opts.num_points, **common)
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
-                continue
-            entries.append(
-                {
-                    **entry,
-                    "status": "ok",
-                    "linear": _path_dict(linear),
-                    "curve": _path_dict(along),
-                    **curve_summary(curve),
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-        splits = ctx.cache.get(target)
-        targets[target.label] = {
-            "metric_name": metric_name(splits.info.task),
-            "pairs": entries,
-            "examples": len(_subset(splits.test, opts.max_examples)),
-        }
-    return {"targets": targets, "split": "test", "curve": "quadratic Bezier (Garipov et al. 2018)"}
-
-
-# --------------------------------------------------------------------------------------------
 # entry point
 
 STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "mistakes": _mistakes,
     "similarity": _similarity,
     "distance": _distance,
-    "interpolation": _interpolation,
     "criticality": _criticality,
     "trajectory": _trajectory,
-    "alignment": _alignment,
-    "connectivity": _connectivity,
 }

@@ -1,0 +1,173 @@
+"""Paths between two models, as the interpolation, alignment and connectivity units store them.
+
+A path is measured at points λ (or t) from 0 (model A) to 1 (model B): the test metric and loss
+at each point and the two barriers (§3 of Neyshabur et al. 2020; the formulas are in
+:mod:`transferscope.analysis.interpolation`). :class:`Line` is that measurement as it appears in
+the result documents; the claims read barriers through :func:`barriers`, which pairs each one
+with twice its binomial standard error on the target's test examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from transferscope.analyses.context import subset
+from transferscope.analyses.pairs import PairName, pair_entry, study_pairs
+from transferscope.analyses.results import AnalysisResult, Model, Skipped
+from transferscope.analysis.interpolation import InterpolationResult
+from transferscope.errors import TransferscopeError
+from transferscope.report.rules import barrier_noise, finite
+from transferscope.training.metrics import metric_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferscope.analyses.context import StudyContext
+    from transferscope.study.plan import PlannedRun
+
+
+class Line(Model):
+    """Test metric and loss along one path (:class:`InterpolationResult` without its metric
+    name, which the target entry holds once)."""
+
+    lambdas: list[float]
+    """Positions along the path, (num_points,), 0 (A) to 1 (B)."""
+    metric: list[float]
+    """Accuracy or mean AUC at each position (fraction; NaN where it could not be computed)."""
+    loss: list[float]
+    """Mean test loss at each position (nats)."""
+    barrier_metric: float
+    """max over the path of the end points' straight line minus the metric (≥ 0; NaN if a
+    metric is)."""
+    barrier_loss: float
+    """The mirrored barrier of the loss (nats, ≥ 0)."""
+    batchnorm_recalibrated: bool
+    """Whether BatchNorm statistics were recomputed at every position."""
+
+    @classmethod
+    def of(cls, result: InterpolationResult) -> Line:
+        out = result.to_dict()
+        out.pop("metric_name", None)
+        return cls.model_validate(out)
+
+    def noise(self, examples: int | None) -> float:
+        """Twice the standard error of :attr:`barrier_metric` on ``examples`` test examples
+        (binomial, at the path's worst point; 0 when unknown)."""
+        return barrier_noise({"metric": self.metric}, examples)
+
+
+class PairRef(Model):
+    """Which two models a pair entry compares: its catalogue name, run ids and seeds."""
+
+    pair: PairName
+    runs: list[str]
+    seeds: list[int]
+
+
+class SkippedPair(PairRef, Skipped):
+    """A pair that could not be measured, and why."""
+
+
+def ok_pairs(pairs: Sequence[Any], name: str) -> list[Any]:
+    """The measured pairs called ``name``."""
+    return [p for p in pairs if p.status == "ok" and p.pair == name]
+
+
+def barriers(
+    pairs: Sequence[Any],
+    name: str,
+    examples: int | None,
+    path: Callable[[Any], Line | None] = lambda p: p,
+) -> list[tuple[float, float]]:
+    """(barrier (metric), twice its standard error) of every measured pair ``name`` whose
+    ``path(pair)`` has a finite barrier."""
+    out = []
+    for p in ok_pairs(pairs, name):
+        line = path(p)
+        if line is not None and finite(line.barrier_metric):
+            out.append((float(line.barrier_metric), line.noise(examples)))
+    return out
+
+
+def path_barriers(
+    pairs: Sequence[Any], name: str, path: Callable[[Any], Line | None]
+) -> list[float]:
+    """The finite barriers (metric) of ``path(pair)`` over the measured pairs ``name``."""
+    return [v for v, _ in barriers(pairs, name, None, path)]
+
+
+def path_options(opts: Any, splits: Any, device: Any, batch_size: int) -> dict[str, Any]:
+    """Keyword arguments of :func:`~transferscope.analysis.interpolation.interpolate` and
+    :func:`~transferscope.analysis.connectivity.evaluate_curve` shared by the path analyses, so
+    every path is measured like the straight line (BatchNorm recomputed at each point)."""
+    return {
+        "task": splits.info.task,
+        "train_data": splits.train,
+        "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
+        "device": device,
+        "batch_size": batch_size,
+        "recalibration_examples": opts.recalibration_examples,
+    }
+
+
+def measure_pairs(
+    ctx: StudyContext,
+    opts: Any,
+    measure: Callable[[PlannedRun, PlannedRun], dict[str, Any]],
+    keep: Callable[[str], bool] = lambda name: True,
+) -> dict[str, dict[str, Any]]:
+    """Per target, ``measure(a, b)`` for every pair of :func:`~.pairs.study_pairs` that ``keep``
+    accepts: {metric_name, pairs, examples}. A pair whose runs have not finished, or whose
+    measurement raises a :class:`TransferscopeError`, is skipped with the reason."""
+    jobs = [
+        (spec, name, a, b)
+        for spec in ctx.cfg.targets
+        for name, a, b in study_pairs(ctx, spec.label)
+        if keep(name)
+    ]
+    pairs: dict[str, list[dict[str, Any]]] = {spec.label: [] for spec in ctx.cfg.targets}
+    for i, (spec, name, a, b) in enumerate(jobs):
+        ctx.progress(i, len(jobs), f"{spec.label}: {name}")
+        ref = pair_entry(name, a, b)
+        reason = ctx.unfinished([a, b])
+        if reason is None:
+            try:
+                ref.update(status="ok", **measure(a, b))
+            except TransferscopeError as e:
+                reason = str(e)
+        if reason is not None:
+            ref.update(status="skipped", reason=reason)
+        pairs[spec.label].append(ref)
+    out = {}
+    for spec in ctx.cfg.targets:
+        splits = ctx.cache.get(spec)
+        out[spec.label] = {
+            "status": "ok",
+            "metric_name": metric_name(splits.info.task),
+            "pairs": pairs[spec.label],
+            "examples": len(subset(splits.test, opts.max_examples)),
+        }
+    return out
+
+
+def any_pair_measured(result: AnalysisResult) -> bool:
+    """Whether a result whose target entries hold pairs measured one (a target entry is
+    written even when every pair was skipped)."""
+    return any(
+        p.status == "ok"
+        for e in result.targets.values()
+        if e.status == "ok"
+        for p in getattr(e, "pairs", [])
+    )
+
+
+__all__ = [
+    "Line",
+    "PairRef",
+    "SkippedPair",
+    "any_pair_measured",
+    "barriers",
+    "measure_pairs",
+    "ok_pairs",
+    "path_barriers",
+    "path_options",
+]
