@@ -36,8 +36,9 @@ def study(config: dict[str, Any] | None = None, runs=None, **entries: dict[str, 
     docs: dict[str, Any] = {name: None for name in registry.names()}
     for name, entry in entries.items():
         # Validated into the unit's result model, as the report reads it from disk.
-        doc = {"analysis": name, "status": "ok", "targets": {"t": entry}}
-        docs[name] = registry.get(name).Result.model_validate(doc)
+        unit = registry.get(name)
+        doc = {"analysis": name, "version": unit.version, "status": "ok", "targets": {"t": entry}}
+        docs[name] = unit.Result.model_validate(doc)
     rows = runs or [run_row("PT-0"), run_row("RIT-0", "RI-T")]
     return StudyData(Path("."), "", config or {}, rows, docs)
 
@@ -268,14 +269,39 @@ def test_c6_holds_fails_and_is_inconclusive() -> None:
 
 
 def criticality(mu: list[float | None], head: float = 0.0) -> dict[str, Any]:
+    """A criticality entry: P-T's μ per module (the head last), RI-T not measured."""
     modules = [f"m{i}" for i in range(len(mu))] + ["fc"]
+    values = dict(zip(modules, [*mu, head], strict=True))
+    bounds = {m: 1e6 for m, v in values.items() if v is None}
     return {
         "P-T": {
             "status": "ok",
             "run": "PT-0",
             "modules": modules,
-            "mu": dict(zip(modules, [*mu, head], strict=True)),
-        }
+            "mu": values,
+            "mu_bound": bounds,
+            "network_criticality": None if bounds else sum(values.values()),
+            "network_criticality_bound": 1e6 * len(bounds) if bounds else None,
+            "infeasible_modules": list(bounds),
+            "distance": {m: 1.0 for m in modules},
+            "argmin": {m: None if v is None else (1.0, 0.1) for m, v in values.items()},
+            "final_loss": 0.3,
+            "epsilon": 0.35,
+            "final_meets_epsilon": True,
+            "alphas": [0.0, 1.0],
+            "sigmas": [1e-4, 1.0],
+            "sigma_grid": "geometric",
+            "forward_passes": 10,
+            "examples": 100,
+            "search": "pruned",
+            "recalibrated_batchnorm": False,
+            "final_metric": 0.9,
+            "final_test_loss": 0.3,
+            "rewind": {m: 0.5 for m in modules},
+            "rewind_loss": {m: 1.0 for m in modules},
+            "heatmap": {},
+        },
+        "RI-T": {"status": "skipped", "reason": "not part of C7", "run": "RIT-0"},
     }
 
 

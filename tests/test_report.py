@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from transferscope.analyses import registry
+from transferscope.analyses.results import ResultMismatch, load_result
 from transferscope.errors import TransferscopeError
 from transferscope.report import build_report, evaluate_findings, load_study, markdown_summary
 from transferscope.report.findings import (
@@ -177,6 +178,7 @@ def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str,
 
 
 def _criticality_kind(run: str, mu: list[float | None], rewind: list[float]) -> dict[str, Any]:
+    """A complete criticality result of one kind (the criticality unit's KindCriticality)."""
     modules = [*UNITS, "fc"]
     heat = {
         m: {
@@ -184,24 +186,37 @@ def _criticality_kind(run: str, mu: list[float | None], rewind: list[float]) -> 
             "sigmas": [0.0, 0.5, 1.0],
             "distance": [0.0, 1.0, 2.0],
             "metric": [[0.9, 0.8, 0.2], [0.9, 0.7, 0.1], [0.9, 0.6, 0.1]],
+            "loss": [[0.3, 0.5, 2.0], [0.3, 0.8, 2.5], [0.3, 0.9, 2.5]],
         }
         for m in modules[:3]
     }
     finite = [v for v in mu if v is not None]
     bounds = {m: 1e6 for m, v in zip(modules, mu, strict=True) if v is None}
     return {
+        "status": "ok",
         "run": run,
         "modules": modules,
         "mu": dict(zip(modules, mu, strict=True)),
         "mu_bound": bounds,
         "network_criticality": None if bounds else sum(finite),
         "network_criticality_bound": sum(finite) + sum(bounds.values()) if bounds else None,
+        "infeasible_modules": list(bounds),
+        "distance": {m: 2.0 for m in modules},
+        "argmin": {m: None if v is None else [1.0, 0.1] for m, v in zip(modules, mu, strict=True)},
         "final_loss": 0.3,
         "epsilon": 0.35,
         "final_meets_epsilon": True,
+        "alphas": [0.0, 0.5, 1.0],
         "sigmas": [1e-5, 1e-3, 0.1],
+        "sigma_grid": "geometric",
+        "forward_passes": 100,
+        "examples": 1000,
+        "search": "pruned",
+        "recalibrated_batchnorm": False,
         "final_metric": 0.9,
+        "final_test_loss": 0.3,
         "rewind": dict(zip(modules, rewind, strict=True)),
+        "rewind_loss": {m: 2.0 for m in modules},
         "heatmap": heat,
     }
 
@@ -775,6 +790,19 @@ def test_failing_claims(tmp_path: Path) -> None:
     verdicts = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
     assert verdicts["C1"] == verdicts["C6"] == verdicts["C7"] == verdicts["C8"] == FAILS
     assert verdicts["C3"] == HOLDS
+
+
+def test_criticality_document_missing_a_field_names_file_and_field(tmp_path: Path) -> None:
+    root = make_study(tmp_path / "s")
+    path = root / "analyses" / "criticality.json"
+    doc = json.loads(path.read_text())
+    del doc["targets"]["digits"]["P-T"]["final_test_loss"]
+    _write(path, doc)
+    unit = registry.get("criticality")
+    with pytest.raises(ResultMismatch) as error:
+        load_result(unit.Result, path, unit.version)
+    assert str(path) in str(error.value)
+    assert "targets.digits.P-T.ok.final_test_loss" in str(error.value)
 
 
 def test_spearman_and_depth_order() -> None:

@@ -357,170 +357,6 @@ def interpolation_curves(entry: dict[str, Any], title: str) -> Figure | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# §4 module criticality
-
-
-def computed_kinds(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The P-T and RI-T results of a criticality entry that were computed (not skipped)."""
-    return [
-        (k, entry[k])
-        for k in ("P-T", "RI-T")
-        if isinstance(entry.get(k), dict) and entry[k].get("status", "ok") == "ok"
-    ]
-
-
-def criticality_bars(entry: dict[str, Any], title: str) -> Figure | None:
-    """Module criticality μ per module, P-T and RI-T side by side (log scale)."""
-    kinds = computed_kinds(entry)
-    modules: list[str] = []
-    for _, e in kinds:
-        modules += [m for m in e.get("modules") or [] if m not in modules]
-    if not modules:
-        return None
-    fig, ax = subplots(figsize=(6.0, 3.3))
-    x = np.arange(len(modules))
-    width = 0.8 / max(len(kinds), 1)
-    values_all: list[float] = []
-    for i, (kind, e) in enumerate(kinds):
-        mu = e.get("mu") or {}
-        bounds = e.get("mu_bound") or {}
-        values = [float(mu[m]) if finite(mu.get(m)) else np.nan for m in modules]
-        # No feasible (α, σ): μ exceeds a bound, drawn hatched up to it (never as 0).
-        lower = [float(bounds[m]) if finite(bounds.get(m)) else np.nan for m in modules]
-        values_all += [v for v in values + lower if not math.isnan(v)]
-        offset = x + (i - (len(kinds) - 1) / 2) * width
-        ax.bar(offset, values, width, color=COLORS[kind], label=kind)
-        if any(not math.isnan(v) for v in lower):
-            ax.bar(offset, lower, width, color="none", edgecolor=COLORS[kind], hatch="//")
-        for j, m in enumerate(modules):
-            label = ">" if m in mu and not finite(mu.get(m)) else "0" if mu.get(m) == 0 else None
-            if label:
-                # A lower bound, or μ = 0: a mark where no solid bar would be visible.
-                ax.annotate(
-                    label,
-                    (x[j] + (i - (len(kinds) - 1) / 2) * width, 0),
-                    color=COLORS[kind],
-                    fontsize=12,
-                    fontweight="bold",
-                    ha="center",
-                    va="bottom",
-                    xycoords=("data", "axes fraction"),
-                )
-    if values_all and min(values_all) > 0:
-        ax.set_yscale("log")
-    else:  # μ = 0 (α = 0 feasible) cannot go on a log scale
-        ax.set_ylim(bottom=0, top=max([*values_all, 0.0]) * 1.1 or 1.0)
-    # Modules with only "∞" have no bar: keep every slot inside the axes anyway.
-    ax.set_xlim(-0.6, len(modules) - 0.4)
-    ax.set_xticks(x, modules, rotation=30, ha="right")
-    ax.set_xlabel("module (input → output)")
-    ax.set_ylabel("module criticality μ (α²‖θ^F − θ^0‖² / σ²)")
-    ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="∞: no feasible (α, σ)")
-    return fig
-
-
-def rewind_bars(entry: dict[str, Any], title: str) -> Figure | None:
-    """Test metric after rewinding one module to its initial value, P-T against RI-T."""
-    kinds = [(k, e) for k, e in computed_kinds(entry) if e.get("rewind")]
-    if not kinds:
-        return None
-    modules: list[str] = []
-    for _, e in kinds:
-        modules += [m for m in e.get("modules") or list(e["rewind"]) if m not in modules]
-    fig, ax = subplots(figsize=(6.0, 3.3))
-    x = np.arange(len(modules))
-    width = 0.8 / len(kinds)
-    for i, (kind, e) in enumerate(kinds):
-        values = [e["rewind"].get(m) if finite(e["rewind"].get(m)) else np.nan for m in modules]
-        ax.bar(
-            x + (i - (len(kinds) - 1) / 2) * width,
-            values,
-            width,
-            color=COLORS[kind],
-            label=f"{kind} rewound",
-        )
-        if finite(e.get("final_metric")):
-            ax.axhline(
-                e["final_metric"],
-                color=COLORS[kind],
-                linestyle="--",
-                linewidth=1,
-                label=f"{kind} final",
-            )
-    ax.set_xticks(x, modules, rotation=30, ha="right")
-    ax.set_xlabel("module rewound to its initial value (input → output)")
-    ax.set_ylabel("test metric after rewinding")
-    ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig
-
-
-def criticality_heatmaps(entry: dict[str, Any], title: str) -> Figure | None:
-    """Per module: test metric over (α = distance along θ^0 → θ^F, σ = noise level)."""
-    kinds = [(k, e) for k, e in computed_kinds(entry) if e.get("heatmap")]
-    if not kinds:
-        return None
-    modules: list[str] = []
-    for _, e in kinds:
-        modules += [m for m in e.get("modules") or list(e["heatmap"]) if m not in modules]
-    modules = [m for m in modules if any(m in e["heatmap"] for _, e in kinds)]
-    if not modules:
-        return None
-    # Shared axes and a constrained layout: neighbouring panels' tick labels would collide.
-    fig, axes = subplots(
-        len(kinds),
-        len(modules),
-        figsize=(1.9 * len(modules) + 1.0, 1.8 * len(kinds) + 0.8),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-        layout="constrained",
-    )
-    image = None
-    for r, (kind, e) in enumerate(kinds):
-        for c, m in enumerate(modules):
-            ax = axes[r][c]
-            ax.grid(False)
-            h = e["heatmap"].get(m)
-            grid = np.asarray(
-                [
-                    [v if finite(v) else np.nan for v in row]
-                    for row in (h or {}).get("metric") or []
-                ],
-                dtype=float,
-            )
-            if h is None or grid.ndim != 2 or grid.size == 0:
-                ax.axis("off")
-                continue
-            alphas, sigmas = h.get("alphas") or [0, 1], h.get("sigmas") or [0, 1]
-            # Rows are α, columns σ: σ on x, α on y, so "further from θ^0" goes up.
-            image = ax.imshow(
-                grid,
-                origin="lower",
-                aspect="auto",
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-                extent=(min(sigmas), max(sigmas), min(alphas), max(alphas)),
-            )
-            dist = [v for v in h.get("distance") or [] if finite(v)]
-            # The full α = 1 distance ‖θ^F − θ^0‖ gives the α axis a scale in parameter units.
-            suffix = f"\n‖θF − θ0‖ = {max(dist):.3g}" if dist else ""
-            ax.set_title(f"{kind}: {m}{suffix}", fontsize=8)
-            ax.set_xticks([min(sigmas), max(sigmas)])
-            ax.set_yticks([min(alphas), max(alphas)])
-            if r == len(kinds) - 1:
-                ax.set_xlabel("noise σ")
-            if c == 0:
-                ax.set_ylabel("α (0 = init, 1 = final)")
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.9, label="test metric")
-    fig.suptitle(title)
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
 # §5 trajectory
 
 
@@ -629,15 +465,11 @@ __all__ = [
     "basin_barriers",
     "basin_paths",
     "cka_lines",
-    "computed_kinds",
-    "criticality_bars",
-    "criticality_heatmaps",
     "distance_modules",
     "image_grid",
     "interpolation_curves",
     "learning_curves",
     "pair_style",
-    "rewind_bars",
     "save",
     "shuffle_bars",
     "shuffle_label",

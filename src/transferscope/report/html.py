@@ -41,6 +41,7 @@ from transferscope.report.findings import (
     fmt,
     load_study,
 )
+from transferscope.report.legacy_claims import _criticality_modules
 from transferscope.report.page import Page, Raw, esc, not_run, table
 from transferscope.study import layout
 
@@ -434,9 +435,7 @@ class _Page(Page):
                         else _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
                     )
                 )
-            reference = (
-                (self.data.target_entry("criticality", target) or {}).get("P-T") or {}
-            ).get("modules")
+            reference = _criticality_modules(self.data, target)
             return _table(
                 ("pair", "runs", "k", "whole-network L2 distance"), rows, numeric=(2, 3)
             ) + self.figure(
@@ -491,89 +490,6 @@ class _Page(Page):
             "metric minus the metric at θ(λ) (mirrored for the loss).</p>"
             + self.legacy_per_target("interpolation", render)
         )
-
-    def criticality(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            kinds = [k for k, _ in F.computed_kinds(entry)]
-            skipped = "".join(
-                f'<p class="small">{esc(k)} skipped: {esc(entry[k].get("reason", ""))}</p>'
-                for k in ("P-T", "RI-T")
-                if isinstance(entry.get(k), dict) and k not in kinds
-            )
-            if not kinds:
-                return skipped or _not_run("no P-T or RI-T result")
-            modules: list[str] = []
-            for k in kinds:
-                modules += [m for m in entry[k].get("modules") or [] if m not in modules]
-            rows = []
-            for m in modules:
-                row: list[Any] = [m]
-                for k in kinds:
-                    mu = (entry[k].get("mu") or {}).get(m, "-")
-                    bound = (entry[k].get("mu_bound") or {}).get(m)
-                    row.append(f"> {fmt(bound)}" if mu is None else fmt(mu))
-                for k in kinds:
-                    row.append(fmt((entry[k].get("rewind") or {}).get(m)))
-                rows.append(row)
-            header = ["module", *[f"μ {k}" for k in kinds], *[f"rewound metric {k}" for k in kinds]]
-
-            def network(e: dict[str, Any]) -> str:
-                if finite(e.get("network_criticality")):
-                    return fmt(e["network_criticality"])
-                bound = e.get("network_criticality_bound")
-                return f"> {fmt(bound)}" if finite(bound) else "-"
-
-            summary = _table(
-                ("kind", "run", "network criticality", "final loss", "ε", "final metric"),
-                [
-                    (
-                        k,
-                        entry[k].get("run", "-"),
-                        network(entry[k]),
-                        fmt(entry[k].get("final_loss")),
-                        fmt(entry[k].get("epsilon")),
-                        fmt(entry[k].get("final_metric")),
-                    )
-                    for k in kinds
-                ],
-                numeric=(2, 3, 4, 5),
-            )
-            for k in kinds:
-                if entry[k].get("final_meets_epsilon") is False:
-                    summary += (
-                        f'<p class="notrun">{esc(k)}: the final model\'s training loss '
-                        f"{esc(fmt(entry[k].get('final_loss')))} is above ε = "
-                        f"{esc(fmt(entry[k].get('epsilon')))}: no module can be feasible.</p>"
-                    )
-            sigmas = next((entry[k].get("sigmas") for k in kinds if entry[k].get("sigmas")), None)
-            if sigmas:
-                summary += (
-                    f'<p class="small">σ grid: {len(sigmas)} geometric levels from '
-                    f"{esc(fmt(sigmas[0]))} to {esc(fmt(sigmas[-1]))}. A module with no "
-                    "feasible (α, σ) shows its lower bound ‖θ<sup>F</sup> − θ<sup>0</sup>‖² / "
-                    "min σ², and the network criticality is then a lower bound too.</p>"
-                )
-            out = skipped + summary + _table(header, rows, numeric=tuple(range(1, len(header))))
-            out += self.figure(
-                F.criticality_bars(entry, f"Module criticality, target {target}"),
-                f"criticality-{target}",
-                f"Module criticality μ per module, P-T and RI-T, on {target}.",
-            )
-            out += self.figure(
-                F.rewind_bars(entry, f"Rewinding one module, target {target}"),
-                f"rewind-{target}",
-                f"Test metric after rewinding one module to its initial value on {target}.",
-            )
-            out += self.figure(
-                F.criticality_heatmaps(
-                    entry, f"Performance over distance and noise, target {target}"
-                ),
-                f"heatmaps-{target}",
-                f"Test metric per module over α (init → final) and noise σ on {target}.",
-            )
-            return out
-
-        return self.legacy_per_target("criticality", render)
 
     def trajectory(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:

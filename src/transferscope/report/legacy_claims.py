@@ -108,8 +108,14 @@ def _c5(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
 
 
 def _criticality_modules(data: StudyData, target: str) -> list[str] | None:
-    entry = data.target_entry("criticality", target) or {}
-    modules = (entry.get("P-T") or {}).get("modules")
+    """The module list (input to output, head last) of the target's P-T criticality result, to
+    order other analyses' modules by depth; None when P-T's criticality was not measured."""
+    entry = data.target_entry("criticality", target)
+    if isinstance(entry, dict):  # a result read without its typed model
+        pt = entry.get("P-T")
+        modules = pt.get("modules") if isinstance(pt, dict) else None
+    else:
+        modules = getattr(getattr(entry, "pt", None), "modules", None)
     return list(modules) if isinstance(modules, list) else None
 
 
@@ -136,28 +142,6 @@ def _c6(entry: dict[str, Any], target: str) -> TargetResult:
         text,
         f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
         f"(binomial at the worst point, up to {fmt(noise, 2)})",
-    )
-
-
-def _c7(entry: dict[str, Any], target: str) -> TargetResult:
-    from transferscope.analysis.statistics import spearman_trend
-
-    pt = entry.get("P-T") or {}
-    if pt.get("status", "ok") != "ok":
-        return TargetResult(target, UNMEASURED, f"P-T skipped ({pt.get('reason', '')})")
-    modules, mu = pt.get("modules") or [], pt.get("mu") or {}
-    body = modules[:-1]  # the head is the last module: a fresh layer, not a depth of P
-    finite_modules = [m for m in body if finite(mu.get(m))]
-    left_out = [m for m in body if m not in finite_modules]
-    if len(finite_modules) < 3:
-        return TargetResult(target, UNMEASURED, "fewer than 3 modules with a finite μ")
-    trend = spearman_trend([float(mu[m]) for m in finite_modules])
-    rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "every μ equal"
-    text = f"{rho} over {len(finite_modules)} modules (head left out)"
-    if left_out:
-        text += f"; {len(left_out)} without a finite μ left out: {', '.join(left_out)}"
-    return TargetResult(
-        target, combine(trend.direction), text, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
     )
 
 

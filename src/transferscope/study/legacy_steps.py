@@ -24,11 +24,6 @@ from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.analysis.alignment import align
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
-from transferscope.analysis.criticality import (
-    criticality_heatmap,
-    module_criticality,
-    rewind_modules,
-)
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
 from transferscope.analysis.mistakes import compare_mistakes
@@ -657,88 +652,6 @@ def _interpolation(ctx: _Context) -> dict[str, Any]:
     return {"targets": targets, "split": "test"}
 
 
-def _criticality(ctx: _Context) -> dict[str, Any]:
-    device = pick_device(ctx.cfg.device)
-    first = ctx.cfg.seeds[0]
-    targets: dict[str, Any] = {}
-    for target in (t.label for t in ctx.cfg.targets):
-        out: dict[str, Any] = {}
-        for kind in ("P-T", "RI-T"):
-            runs = [r for r in ctx.independent(kind, target) if r.seed == first]
-            if not runs:
-                out[kind] = _skipped(f"the plan has no unshuffled {kind} run with seed {first}")
-                continue
-            run = runs[0]
-            reason = _unfinished(ctx, [run])
-            if reason:
-                out[kind] = {"run": run.id, **_skipped(reason)}
-                continue
-            try:
-                model = _start_model(ctx, run)
-                # θ⁰: P-T's start (P with the fresh head) or RI-T's random init.
-                init, final = _weights(ctx, run.id, ckpt.point_name(0)), _weights(ctx, run.id)
-            except TransferscopeError as e:
-                out[kind] = {"run": run.id, **_skipped(str(e))}
-                continue
-            common = {
-                "task": ctx.cache.get(run.spec.data).info.task,
-                "device": device,
-                "batch_size": run.spec.train.eval_batch_size,
-            }
-            try:
-                out[kind] = _criticality_entry(ctx, run, model, init, final, common)
-            except TransferscopeError as e:
-                out[kind] = {"run": run.id, **_skipped(str(e))}
-        targets[target] = out
-    return {
-        "targets": targets,
-        "loss_split": "train",
-        "rewind_split": "test",
-        "heatmap_split": "test",
-    }
-
-
-def _criticality_entry(
-    ctx: _Context,
-    run: PlannedRun,
-    model: nn.Module,
-    init: dict[str, torch.Tensor],
-    final: dict[str, torch.Tensor],
-    common: dict[str, Any],
-) -> dict[str, Any]:
-    """μ per module on the training subset, rewind test and heat maps on the test split."""
-    opts = ctx.cfg.analyses.criticality
-    splits = ctx.cache.get(run.spec.data)
-    modules = [*depth_units(model, opts.modules), model_layout(model).head]
-    result = module_criticality(
-        model, init, final, splits.train, modules,
-        num_alphas=opts.num_alphas, num_sigmas=opts.num_sigmas,
-        noise_samples=opts.noise_samples, tolerance=opts.tolerance,
-        epsilon=opts.epsilon, margin=opts.margin, max_sigma=opts.max_sigma,
-        min_sigma=opts.min_sigma, seed=run.seed, max_examples=opts.max_examples, **common,
-    )  # fmt: skip
-    rewind = rewind_modules(
-        model, init, final, splits.test, result.modules,
-        max_examples=opts.eval_max_examples, **common,
-    )  # fmt: skip
-    heatmap = criticality_heatmap(
-        model, init, final, splits.test, result.modules,
-        num_alphas=opts.heatmap_alphas, num_sigmas=opts.heatmap_sigmas,
-        noise_samples=opts.heatmap_noise_samples, max_sigma=opts.max_sigma,
-        seed=run.seed, max_examples=opts.eval_max_examples, **common,
-    )  # fmt: skip
-    return {
-        "status": "ok",
-        "run": run.id,
-        **result.to_dict(),
-        "final_metric": rewind["final"]["metric"],
-        "final_test_loss": rewind["final"]["loss"],
-        "rewind": {m: rewind[m]["metric"] for m in result.modules},
-        "rewind_loss": {m: rewind[m]["loss"] for m in result.modules},
-        "heatmap": heatmap,
-    }
-
-
 def _final_k(ctx: _Context) -> float | None:
     """The epoch of the final P: P's pre-training length, or the last external checkpoint."""
     if ctx.p_run() is not None:
@@ -1015,7 +928,6 @@ STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "similarity": _similarity,
     "distance": _distance,
     "interpolation": _interpolation,
-    "criticality": _criticality,
     "trajectory": _trajectory,
     "alignment": _alignment,
     "connectivity": _connectivity,
