@@ -320,13 +320,32 @@ def test_c7_holds_fails_and_is_inconclusive() -> None:
     assert verdict(study(criticality=criticality([0.1, None, None])), "C7") == UNMEASURED
 
 
+def point(k: float, final: float, early: bool, **extra: Any) -> dict[str, Any]:
+    """A trajectory point: one run, speed and barrier not measured."""
+    return {
+        "k": k,
+        "runs": [f"PkT-{k:g}"],
+        "final_metric": final,
+        "epochs_to_threshold": None,
+        "reached": [False],
+        "barrier_metric": None,
+        "barrier_loss": None,
+        "early": early,
+        **extra,
+    }
+
+
 def trajectory(*early: dict[str, Any]) -> dict[str, Any]:
-    points = [
-        {"k": 0.1 * (i + 1), "final_metric": 0.85, "early": True, "vs_final": t}
-        for i, t in enumerate(early)
-    ]
-    points.append({"k": 2.0, "final_metric": 0.9, "early": False, "reference": "P-T"})
-    return {"status": "ok", "final_k": 2.0, "points": points}
+    points = [point(0.1 * (i + 1), 0.85, True, vs_final=t) for i, t in enumerate(early)]
+    points.append(point(2.0, 0.9, False, reference="P-T"))
+    return {
+        "status": "ok",
+        "metric_name": "accuracy",
+        "final_k": 2.0,
+        "threshold": None,
+        "chance": 0.1,
+        "points": points,
+    }
 
 
 def test_c8_holds_fails_and_is_inconclusive() -> None:
@@ -338,7 +357,7 @@ def test_c8_holds_fails_and_is_inconclusive() -> None:
     assert verdict(study(trajectory=trajectory(worse, unsure)), "C8") == INCONCLUSIVE
     # A checkpoint late in pre-training is not "early": with none early, not measured.
     late = trajectory()
-    late["points"].insert(0, {"k": 1.9, "final_metric": 0.9, "early": False, "vs_final": level})
+    late["points"].insert(0, point(1.9, 0.9, False, vs_final=level))
     assert verdict(study(trajectory=late), "C8") == UNMEASURED
 
 

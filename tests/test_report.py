@@ -26,6 +26,7 @@ from transferscope.report.findings import (
     INCONCLUSIVE,
     UNMEASURED,
     depth_order,
+    final_pt_metric,
     spearman,
 )
 
@@ -445,9 +446,11 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     }
     _write(a / "criticality.json", doc("criticality", {"digits": crit, EVIL: crit_skipped}))
     traj = {
+        "status": "ok",
         "metric_name": "accuracy",
         "final_k": 2.0,
         "threshold": 0.8,
+        "chance": 0.1,
         "points": [
             {
                 "k": 0.0,
@@ -805,6 +808,23 @@ def test_criticality_document_missing_a_field_names_file_and_field(tmp_path: Pat
     assert "targets.digits.P-T.ok.final_test_loss" in str(error.value)
 
 
+def test_trajectory_document_missing_a_field_names_file_and_field(tmp_path: Path) -> None:
+    root = make_study(tmp_path / "s")
+    path = root / "analyses" / "trajectory.json"
+    doc = json.loads(path.read_text())
+    del doc["targets"]["digits"]["points"][1]["early"]
+    _write(path, doc)
+    unit = registry.get("trajectory")
+    with pytest.raises(ResultMismatch) as error:
+        load_result(unit.Result, path, unit.version)
+    assert str(path) in str(error.value)
+    assert "targets.digits.ok.points.1.early" in str(error.value)
+    # The report still builds: the section says why, the claim is not measured.
+    assert "targets.digits.ok.points.1.early" in build_report(root, formats=("png",)).read_text()
+    c8 = {f.id: f for f in evaluate_findings(load_study(root))}["C8"]
+    assert c8.verdict == UNMEASURED
+
+
 def test_spearman_and_depth_order() -> None:
     assert spearman([1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert spearman([3.0, 2.0, 1.0]) == pytest.approx(-1.0)
@@ -821,6 +841,12 @@ def test_c8_names_the_final_p_t_reference_point(tmp_path: Path) -> None:
     root = tmp_path / "s"
     plan = {"runs": [{"id": "PT-0", "target": "t", "seed": 0, "spec": {"kind": "P-T"}}]}
     _write(root / "plan.json", plan)
+    unmeasured = {
+        "epochs_to_threshold": None,
+        "reached": [False],
+        "barrier_metric": None,
+        "barrier_loss": None,
+    }
     points = [
         {
             "k": 0.5,
@@ -828,15 +854,32 @@ def test_c8_names_the_final_p_t_reference_point(tmp_path: Path) -> None:
             "final_metric": 0.87,
             "early": True,
             "vs_final": comparison(-1, -0.03, low=-0.05, high=-0.02),
+            **unmeasured,
         },
-        {"k": 2.0, "runs": ["PkT-2"], "final_metric": 0.86, "early": False},
-        {"k": 2.0, "runs": ["PT-0"], "final_metric": 0.9, "reference": "P-T", "early": False},
+        {"k": 2.0, "runs": ["PkT-2"], "final_metric": 0.86, "early": False, **unmeasured},
+        {
+            "k": 2.0,
+            "runs": ["PT-0"],
+            "final_metric": 0.9,
+            "reference": "P-T",
+            "early": False,
+            **unmeasured,
+        },
     ]
-    traj = {"metric_name": "accuracy", "final_k": 2.0, "points": points}
+    traj = {
+        "status": "ok",
+        "metric_name": "accuracy",
+        "final_k": 2.0,
+        "threshold": None,
+        "chance": 0.1,
+        "points": points,
+    }
+    version = registry.get("trajectory").version
     _write(
         root / "analyses" / "trajectory.json",
-        {"analysis": "trajectory", "version": 1, "status": "ok", "targets": {"t": traj}},
+        {"analysis": "trajectory", "version": version, "status": "ok", "targets": {"t": traj}},
     )
+    assert final_pt_metric(traj) == 0.9  # the reference point, not the P@k-T run at k = 2
     c8 = evaluate_findings(load_study(root))[7]
     assert c8.id == "C8"
     assert c8.verdict == FAILS  # worse than P-T beyond the tolerance and the noise

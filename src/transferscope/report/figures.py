@@ -357,48 +357,6 @@ def interpolation_curves(entry: dict[str, Any], title: str) -> Figure | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# §5 trajectory
-
-
-def trajectory_plot(
-    entry: dict[str, Any], title: str, final_pt: float | None = None
-) -> Figure | None:
-    """Final P@k-T metric against the pre-training checkpoint k, and the P@k-T↔P-T barrier."""
-    # P-T's own point (fine-tuned from the final P) is the horizontal reference line instead.
-    points = sorted(
-        (
-            p
-            for p in entry.get("points") or []
-            if finite(p.get("k")) and p.get("reference") != "P-T"
-        ),
-        key=lambda p: p["k"],
-    )
-    if not points:
-        return None
-    ks = [p["k"] for p in points]
-    fig, axes = subplots(1, 2, figsize=(9.0, 3.2))
-    y = [p.get("final_metric") if finite(p.get("final_metric")) else np.nan for p in points]
-    axes[0].plot(ks, y, color=COLORS["P@k"], marker="o", label="P@k-T")
-    if final_pt is not None and finite(final_pt):
-        axes[0].axhline(final_pt, color=COLORS["P-T"], linestyle="--", label="P-T (final P)")
-    axes[0].set_ylabel(metric_label(entry.get("metric_name")))
-    axes[0].set_title("final target metric")
-    b = [p.get("barrier_metric") if finite(p.get("barrier_metric")) else np.nan for p in points]
-    axes[1].plot(ks, b, color=COLORS["P@k"], marker="o", label="barrier P@k-T ↔ P-T (metric)")
-    axes[1].axhline(0, color="black", linewidth=0.8)
-    axes[1].set_ylabel("barrier height (metric units)")
-    axes[1].set_title("barrier to P-T")
-    for ax in axes:
-        ax.set_xlabel("pre-training checkpoint k (epochs)")
-        if min(ks) > 0 and max(ks) / min(ks) > 20:
-            ax.set_xscale("log")
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
 # beyond the paper: basins modulo permutation, non-linear paths
 
 # The three paths between two models: the straight line, the line after permutation alignment,
@@ -475,5 +433,4 @@ __all__ = [
     "shuffle_label",
     "slug",
     "style",
-    "trajectory_plot",
 ]

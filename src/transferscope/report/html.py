@@ -36,7 +36,6 @@ from transferscope.report.findings import (
     StudyData,
     depth_order,
     evaluate_findings,
-    final_pt_metric,
     finite,
     fmt,
     load_study,
@@ -490,62 +489,6 @@ class _Page(Page):
             "metric minus the metric at θ(λ) (mirrored for the loss).</p>"
             + self.legacy_per_target("interpolation", render)
         )
-
-    def trajectory(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            points = sorted(
-                (p for p in entry.get("points") or [] if finite(p.get("k"))), key=lambda p: p["k"]
-            )
-
-            def versus(p: dict[str, Any]) -> str:
-                t = p.get("vs_final") or {}
-                if t.get("status") != "ok":
-                    return "-"
-                return f"{fmt(t.get('estimate'))} [{fmt(t.get('low'))}, {fmt(t.get('high'))}]"
-
-            rows = [
-                (
-                    fmt(p.get("k")) + (" (early)" if p.get("early") else ""),
-                    ", ".join(p.get("runs") or []),
-                    fmt(p.get("final_metric"), 4),
-                    versus(p),
-                    "not reached"
-                    if p.get("reached") and not any(p["reached"])
-                    else fmt(p.get("epochs_to_threshold")),
-                    fmt(p.get("barrier_metric")),
-                    fmt(p.get("barrier_loss")),
-                    "P-T (reference)" if p.get("reference") == "P-T" else "P@k-T",
-                )
-                for p in points
-            ]
-            final_pt = final_pt_metric(entry)
-            if final_pt is None:
-                curves = self.data.target_entry("curves", target) or {}
-                final_pt = (curves.get("P-T") or {}).get("final_metric_mean")
-            return (
-                f"<p>Final pre-training checkpoint: k = {esc(fmt(entry.get('final_k')))}.</p>"
-                + _table(
-                    (
-                        "k",
-                        "runs",
-                        "final metric",
-                        "− P-T, same seeds [95% interval]",
-                        f"epochs to {fmt(entry.get('threshold'))}",
-                        "barrier to P-T (metric)",
-                        "barrier to P-T (loss)",
-                        "runs are",
-                    ),
-                    rows,
-                    numeric=(2, 4, 5, 6),
-                )
-                + self.figure(
-                    F.trajectory_plot(entry, f"Pre-training trajectory, target {target}", final_pt),
-                    f"trajectory-{target}",
-                    f"Final P@k-T metric and barrier to P-T against checkpoint k on {target}.",
-                )
-            )
-
-        return self.legacy_per_target("trajectory", render)
 
     def basins(self) -> str:
         """Barriers on the straight line, after permutation alignment and along a trained curve."""

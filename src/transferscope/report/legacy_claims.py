@@ -11,12 +11,8 @@ from typing import TYPE_CHECKING, Any
 from transferscope.analyses.pairs import CONTROL_PAIR
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
-    CHECKPOINT_TOLERANCE,
     CKA_FLOOR,
     DISTANCE_FLOOR,
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
     _barrier_state,
@@ -145,43 +141,6 @@ def _c6(entry: dict[str, Any], target: str) -> TargetResult:
     )
 
 
-def _c8(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
-    def judge(entry: dict[str, Any], target: str) -> TargetResult:
-        points = [p for p in entry.get("points", []) if finite(p.get("k"))]
-        early = sorted((p for p in points if p.get("early")), key=lambda p: p["k"])
-        tested = [(p, p.get("vs_final")) for p in early]
-        tested = [(p, t) for p, t in tested if isinstance(t, dict) and t.get("status") == "ok"]
-        if not tested:
-            return TargetResult(
-                target, UNMEASURED, "no early checkpoint (k ≤ half of pre-training) with a P-T"
-            )
-        tol = CHECKPOINT_TOLERANCE
-        good = [p for p, t in tested if finite(t.get("low")) and t["low"] >= -tol]
-        worse = [p for p, t in tested if finite(t.get("high")) and t["high"] < -tol]
-        final = final_pt_metric(entry)
-        if good:
-            best = good[0]
-            verdict = HOLDS
-        elif len(worse) == len(tested):
-            best, verdict = max(early, key=lambda p: p.get("final_metric") or -1), FAILS
-        else:
-            best, verdict = tested[0][0], INCONCLUSIVE
-        t = best.get("vs_final") or {}
-        text = (
-            f"final P-T {fmt(final)}; earliest early k = {fmt(best['k'])} gives "
-            f"{fmt(best.get('final_metric'))} (Δ {fmt(t.get('estimate'))} "
-            f"[{fmt(t.get('low'))}, {fmt(t.get('high'))}])"
-        )
-        return TargetResult(
-            target,
-            verdict,
-            text,
-            f"paired bootstrap of P@k-T − P-T (same seeds); within {tol:g}: lower bound ≥ −{tol:g}",
-        )
-
-    return judge
-
-
 def _c9(entry: dict[str, Any], target: str) -> TargetResult:
     linear = _barriers(entry, "RI-T/RI-T", "linear")
     aligned = _barriers(entry, "RI-T/RI-T", "aligned")
@@ -223,16 +182,3 @@ def _c10(entry: dict[str, Any], target: str) -> TargetResult:
         text,
         f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
     )
-
-
-def final_pt_metric(entry: dict[str, Any]) -> float | None:
-    """The final P-T metric of a trajectory entry.
-
-    The point marked ``"reference": "P-T"`` (P-T's runs, fine-tuned from the final P) when there
-    is one, else the mean of the points at ``final_k``.
-    """
-    points = [p for p in entry.get("points", []) if finite(p.get("final_metric"))]
-    ref = [p["final_metric"] for p in points if p.get("reference") == "P-T"]
-    if ref:
-        return mean(ref)
-    return mean(p["final_metric"] for p in points if p.get("k") == entry.get("final_k"))
