@@ -108,9 +108,15 @@ def study(tmp_path_factory):
 def test_interpolation_criticality_trajectory_steps(study) -> None:
     store, plan = study
     names = ["interpolation", "criticality", "trajectory"]
-    paths = run_analyses(store, only=names, cache=FakeData())
+    ticks: list[tuple[str, int, int, str]] = []
+    paths = run_analyses(store, only=names, cache=FakeData(), tick=lambda *t: ticks.append(t))
     docs = {name: json.loads(paths[name].read_text()) for name in names}
     assert all(doc["status"] == "ok" for doc in docs.values()), docs
+    # Criticality, the slowest analysis, says which module it is at.
+    crit_ticks = [t for t in ticks if t[0] == "criticality"]
+    assert any("P-T: μ of conv1" in what for _, _, _, what in crit_ticks)
+    assert all(0 <= done < total for _, done, total, _ in crit_ticks)
+    assert [d for _, d, _, _ in crit_ticks] == sorted(d for _, d, _, _ in crit_ticks)
 
     interp = docs["interpolation"]["targets"]["digits"]
     assert interp["metric_name"] == "accuracy"

@@ -36,9 +36,9 @@ def study(config: dict[str, Any] | None = None, runs=None, **entries: dict[str, 
     docs: dict[str, Any] = {name: None for name in registry.names()}
     for name, entry in entries.items():
         # Validated into the unit's result model, as the report reads it from disk.
-        version = registry.get(name).version
-        doc = {"analysis": name, "version": version, "status": "ok", "targets": {"t": entry}}
-        docs[name] = registry.get(name).Result.model_validate(doc)
+        unit = registry.get(name)
+        doc = {"analysis": name, "version": unit.version, "status": "ok", "targets": {"t": entry}}
+        docs[name] = unit.Result.model_validate(doc)
     rows = runs or [run_row("PT-0"), run_row("RIT-0", "RI-T")]
     return StudyData(Path("."), "", config or {}, rows, docs)
 
@@ -278,14 +278,39 @@ def test_c6_holds_fails_and_is_inconclusive() -> None:
 
 
 def criticality(mu: list[float | None], head: float = 0.0) -> dict[str, Any]:
+    """A criticality entry: P-T's μ per module (the head last), RI-T not measured."""
     modules = [f"m{i}" for i in range(len(mu))] + ["fc"]
+    values = dict(zip(modules, [*mu, head], strict=True))
+    bounds = {m: 1e6 for m, v in values.items() if v is None}
     return {
         "P-T": {
             "status": "ok",
             "run": "PT-0",
             "modules": modules,
-            "mu": dict(zip(modules, [*mu, head], strict=True)),
-        }
+            "mu": values,
+            "mu_bound": bounds,
+            "network_criticality": None if bounds else sum(values.values()),
+            "network_criticality_bound": 1e6 * len(bounds) if bounds else None,
+            "infeasible_modules": list(bounds),
+            "distance": {m: 1.0 for m in modules},
+            "argmin": {m: None if v is None else (1.0, 0.1) for m, v in values.items()},
+            "final_loss": 0.3,
+            "epsilon": 0.35,
+            "final_meets_epsilon": True,
+            "alphas": [0.0, 1.0],
+            "sigmas": [1e-4, 1.0],
+            "sigma_grid": "geometric",
+            "forward_passes": 10,
+            "examples": 100,
+            "search": "pruned",
+            "recalibrated_batchnorm": False,
+            "final_metric": 0.9,
+            "final_test_loss": 0.3,
+            "rewind": {m: 0.5 for m in modules},
+            "rewind_loss": {m: 1.0 for m in modules},
+            "heatmap": {},
+        },
+        "RI-T": {"status": "skipped", "reason": "not part of C7", "run": "RIT-0"},
     }
 
 
@@ -304,13 +329,32 @@ def test_c7_holds_fails_and_is_inconclusive() -> None:
     assert verdict(study(criticality=criticality([0.1, None, None])), "C7") == UNMEASURED
 
 
+def point(k: float, final: float, early: bool, **extra: Any) -> dict[str, Any]:
+    """A trajectory point: one run, speed and barrier not measured."""
+    return {
+        "k": k,
+        "runs": [f"PkT-{k:g}"],
+        "final_metric": final,
+        "epochs_to_threshold": None,
+        "reached": [False],
+        "barrier_metric": None,
+        "barrier_loss": None,
+        "early": early,
+        **extra,
+    }
+
+
 def trajectory(*early: dict[str, Any]) -> dict[str, Any]:
-    points = [
-        {"k": 0.1 * (i + 1), "final_metric": 0.85, "early": True, "vs_final": t}
-        for i, t in enumerate(early)
-    ]
-    points.append({"k": 2.0, "final_metric": 0.9, "early": False, "reference": "P-T"})
-    return {"status": "ok", "final_k": 2.0, "points": points}
+    points = [point(0.1 * (i + 1), 0.85, True, vs_final=t) for i, t in enumerate(early)]
+    points.append(point(2.0, 0.9, False, reference="P-T"))
+    return {
+        "status": "ok",
+        "metric_name": "accuracy",
+        "final_k": 2.0,
+        "threshold": None,
+        "chance": 0.1,
+        "points": points,
+    }
 
 
 def test_c8_holds_fails_and_is_inconclusive() -> None:
@@ -322,7 +366,7 @@ def test_c8_holds_fails_and_is_inconclusive() -> None:
     assert verdict(study(trajectory=trajectory(worse, unsure)), "C8") == INCONCLUSIVE
     # A checkpoint late in pre-training is not "early": with none early, not measured.
     late = trajectory()
-    late["points"].insert(0, {"k": 1.9, "final_metric": 0.9, "early": False, "vs_final": level})
+    late["points"].insert(0, point(1.9, 0.9, False, vs_final=level))
     assert verdict(study(trajectory=late), "C8") == UNMEASURED
 
 

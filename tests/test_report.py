@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from transferscope.analyses import registry
+from transferscope.analyses.results import ResultMismatch, load_result
 from transferscope.errors import TransferscopeError
 from transferscope.report import build_report, evaluate_findings, load_study, markdown_summary
 from transferscope.report.findings import (
@@ -25,6 +26,7 @@ from transferscope.report.findings import (
     INCONCLUSIVE,
     UNMEASURED,
     depth_order,
+    final_pt_metric,
     spearman,
 )
 
@@ -180,6 +182,7 @@ def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str,
 
 
 def _criticality_kind(run: str, mu: list[float | None], rewind: list[float]) -> dict[str, Any]:
+    """A complete criticality result of one kind (the criticality unit's KindCriticality)."""
     modules = [*UNITS, "fc"]
     heat = {
         m: {
@@ -187,24 +190,37 @@ def _criticality_kind(run: str, mu: list[float | None], rewind: list[float]) -> 
             "sigmas": [0.0, 0.5, 1.0],
             "distance": [0.0, 1.0, 2.0],
             "metric": [[0.9, 0.8, 0.2], [0.9, 0.7, 0.1], [0.9, 0.6, 0.1]],
+            "loss": [[0.3, 0.5, 2.0], [0.3, 0.8, 2.5], [0.3, 0.9, 2.5]],
         }
         for m in modules[:3]
     }
     finite = [v for v in mu if v is not None]
     bounds = {m: 1e6 for m, v in zip(modules, mu, strict=True) if v is None}
     return {
+        "status": "ok",
         "run": run,
         "modules": modules,
         "mu": dict(zip(modules, mu, strict=True)),
         "mu_bound": bounds,
         "network_criticality": None if bounds else sum(finite),
         "network_criticality_bound": sum(finite) + sum(bounds.values()) if bounds else None,
+        "infeasible_modules": list(bounds),
+        "distance": {m: 2.0 for m in modules},
+        "argmin": {m: None if v is None else [1.0, 0.1] for m, v in zip(modules, mu, strict=True)},
         "final_loss": 0.3,
         "epsilon": 0.35,
         "final_meets_epsilon": True,
+        "alphas": [0.0, 0.5, 1.0],
         "sigmas": [1e-5, 1e-3, 0.1],
+        "sigma_grid": "geometric",
+        "forward_passes": 100,
+        "examples": 1000,
+        "search": "pruned",
+        "recalibrated_batchnorm": False,
         "final_metric": 0.9,
+        "final_test_loss": 0.3,
         "rewind": dict(zip(modules, rewind, strict=True)),
+        "rewind_loss": {m: 2.0 for m in modules},
         "heatmap": heat,
     }
 
@@ -434,9 +450,11 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     }
     _write(a / "criticality.json", doc("criticality", {"digits": crit, EVIL: crit_skipped}))
     traj = {
+        "status": "ok",
         "metric_name": "accuracy",
         "final_k": 2.0,
         "threshold": 0.8,
+        "chance": 0.1,
         "points": [
             {
                 "k": 0.0,
@@ -618,10 +636,11 @@ def test_figure_formats(tmp_path: Path) -> None:
     """Each figure is written as PNG plus the paper formats, without pyplot's figure list."""
     import matplotlib.pyplot as plt
 
+    from transferscope.analyses import curves
     from transferscope.report import figures
 
     with figures.style():
-        fig = figures.learning_curves(_curves_entry(), "t")
+        fig = curves.learning_curves(curves.CurvesEntry.model_validate(_curves_entry()), "t")
         assert fig is not None
         name = figures.save(fig, tmp_path, "curves", ("png", "pdf", "svg"))
     assert name == "curves.png"
@@ -795,6 +814,36 @@ def test_failing_claims(tmp_path: Path) -> None:
     assert verdicts["C3"] == HOLDS
 
 
+def test_criticality_document_missing_a_field_names_file_and_field(tmp_path: Path) -> None:
+    root = make_study(tmp_path / "s")
+    path = root / "analyses" / "criticality.json"
+    doc = json.loads(path.read_text())
+    del doc["targets"]["digits"]["P-T"]["final_test_loss"]
+    _write(path, doc)
+    unit = registry.get("criticality")
+    with pytest.raises(ResultMismatch) as error:
+        load_result(unit.Result, path, unit.version)
+    assert str(path) in str(error.value)
+    assert "targets.digits.P-T.ok.final_test_loss" in str(error.value)
+
+
+def test_trajectory_document_missing_a_field_names_file_and_field(tmp_path: Path) -> None:
+    root = make_study(tmp_path / "s")
+    path = root / "analyses" / "trajectory.json"
+    doc = json.loads(path.read_text())
+    del doc["targets"]["digits"]["points"][1]["early"]
+    _write(path, doc)
+    unit = registry.get("trajectory")
+    with pytest.raises(ResultMismatch) as error:
+        load_result(unit.Result, path, unit.version)
+    assert str(path) in str(error.value)
+    assert "targets.digits.ok.points.1.early" in str(error.value)
+    # The report still builds: the section says why, the claim is not measured.
+    assert "targets.digits.ok.points.1.early" in build_report(root, formats=("png",)).read_text()
+    c8 = {f.id: f for f in evaluate_findings(load_study(root))}["C8"]
+    assert c8.verdict == UNMEASURED
+
+
 def test_spearman_and_depth_order() -> None:
     assert spearman([1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert spearman([3.0, 2.0, 1.0]) == pytest.approx(-1.0)
@@ -811,6 +860,12 @@ def test_c8_names_the_final_p_t_reference_point(tmp_path: Path) -> None:
     root = tmp_path / "s"
     plan = {"runs": [{"id": "PT-0", "target": "t", "seed": 0, "spec": {"kind": "P-T"}}]}
     _write(root / "plan.json", plan)
+    unmeasured = {
+        "epochs_to_threshold": None,
+        "reached": [False],
+        "barrier_metric": None,
+        "barrier_loss": None,
+    }
     points = [
         {
             "k": 0.5,
@@ -818,15 +873,32 @@ def test_c8_names_the_final_p_t_reference_point(tmp_path: Path) -> None:
             "final_metric": 0.87,
             "early": True,
             "vs_final": comparison(-1, -0.03, low=-0.05, high=-0.02),
+            **unmeasured,
         },
-        {"k": 2.0, "runs": ["PkT-2"], "final_metric": 0.86, "early": False},
-        {"k": 2.0, "runs": ["PT-0"], "final_metric": 0.9, "reference": "P-T", "early": False},
+        {"k": 2.0, "runs": ["PkT-2"], "final_metric": 0.86, "early": False, **unmeasured},
+        {
+            "k": 2.0,
+            "runs": ["PT-0"],
+            "final_metric": 0.9,
+            "reference": "P-T",
+            "early": False,
+            **unmeasured,
+        },
     ]
-    traj = {"metric_name": "accuracy", "final_k": 2.0, "points": points}
+    traj = {
+        "status": "ok",
+        "metric_name": "accuracy",
+        "final_k": 2.0,
+        "threshold": None,
+        "chance": 0.1,
+        "points": points,
+    }
+    version = registry.get("trajectory").version
     _write(
         root / "analyses" / "trajectory.json",
-        {"analysis": "trajectory", "version": 1, "status": "ok", "targets": {"t": traj}},
+        {"analysis": "trajectory", "version": version, "status": "ok", "targets": {"t": traj}},
     )
+    assert final_pt_metric(traj) == 0.9  # the reference point, not the P@k-T run at k = 2
     c8 = evaluate_findings(load_study(root))[7]
     assert c8.id == "C8"
     assert c8.verdict == FAILS  # worse than P-T beyond the tolerance and the noise

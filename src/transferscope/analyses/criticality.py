@@ -1,18 +1,43 @@
-"""Module criticality, rewind test and heat maps (§3.4).
+"""Module criticality, the rewind test and heat maps (Neyshabur et al. 2020, §3.4): claim C7.
 
-Legacy unit: its step is in :mod:`transferscope.study.legacy_steps` and its report section in
-the report's page class, until its result gets a typed model (see :mod:`.legacy`).
+Per target, for the first seed's P-T run (θ⁰ = P with P-T's fresh head) and RI-T run (θ⁰ = the
+random init): the criticality μ_i(ε) of each module (one per weight layer, or per block, then the
+head) on a fixed subset of the training split, the test metric after rewinding one module to θ⁰,
+and per module the test metric over a grid of (α along θ⁰ → θ^F, noise σ). The math is in
+:mod:`transferscope.analysis.criticality`; μ is in units of squared weight distance over squared
+σ, losses in nats, metrics fractions.
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
 from pydantic import Field
 
-from transferscope.analyses.legacy import LegacyAnalysis
+from transferscope.analyses.context import StudyContext, skipped
 from transferscope.analyses.registry import register
-from transferscope.analyses.unit import Claim, ReportSection
+from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analysis.criticality import (
+    criticality_heatmap,
+    module_criticality,
+    rewind_modules,
+)
+from transferscope.errors import TransferscopeError
+from transferscope.models.layout import depth_units
+from transferscope.models.layout import layout as model_layout
 from transferscope.options import GRANULARITY_HELP, AnalysisOptions, Granularity
-from transferscope.report import legacy_claims as lc
+from transferscope.report.rules import UNMEASURED, TargetResult, combine, finite, fmt
+from transferscope.training import checkpoints as ckpt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from transferscope.report.findings import StudyData
+    from transferscope.report.page import Page
+    from transferscope.study.plan import PlannedRun
 
 
 class CriticalityOptions(AnalysisOptions):
@@ -46,14 +71,417 @@ class CriticalityOptions(AnalysisOptions):
     )
 
 
+class Heatmap(Model):
+    """One module's test metric over the (α, σ) grid (:func:`~transferscope.analysis.criticality.criticality_heatmap`)."""
+
+    alphas: list[float]
+    """[A] positions along θ⁰ → θ^F (0 = init, 1 = final)."""
+    sigmas: list[float]
+    """[S] noise standard deviations, linear from 0."""
+    distance: list[float]
+    """[A] α‖θ^F − θ⁰‖_F."""
+    metric: list[list[float]]
+    """[A][S] test metric (rows α, columns σ)."""
+    loss: list[list[float]]
+    """[A][S] test loss (nats)."""
+
+
+class KindCriticality(Model):
+    """One run's (P-T's or RI-T's) criticality result (:class:`~transferscope.analysis.criticality.CriticalityResult`)."""
+
+    status: Literal["ok"] = "ok"
+    run: str
+    modules: list[str]
+    """Module paths, input to output, the head last."""
+    mu: dict[str, float | None]
+    """μ_i per module; None when no (α, σ) on the grid is feasible (see ``mu_bound``)."""
+    mu_bound: dict[str, float]
+    """For each infeasible module, the lower bound ‖θ^F − θ⁰‖² / min σ²."""
+    network_criticality: float | None
+    network_criticality_bound: float | None
+    infeasible_modules: list[str]
+    distance: dict[str, float]
+    """‖θ_i^F − θ_i⁰‖_F per module."""
+    argmin: dict[str, tuple[float, float] | None]
+    """The (α, σ) attaining μ_i, or None."""
+    final_loss: float
+    """L_S(θ^F), mean training loss on the subset (nats)."""
+    epsilon: float
+    final_meets_epsilon: bool
+    alphas: list[float]
+    sigmas: list[float]
+    sigma_grid: str
+    forward_passes: int
+    examples: int
+    search: Literal["pruned", "grid"]
+    recalibrated_batchnorm: bool
+    final_metric: float
+    """Test metric of θ^F on the rewind subset."""
+    final_test_loss: float
+    rewind: dict[str, float]
+    """Test metric with one module rewound to θ⁰."""
+    rewind_loss: dict[str, float]
+    heatmap: dict[str, Heatmap]
+
+
+class KindSkipped(Skipped):
+    """A kind that could not be measured; ``run`` is the run it would have used, if planned."""
+
+    run: str | None = None
+
+
+KindEntry = Annotated[KindCriticality | KindSkipped, Field(discriminator="status")]
+
+
+class CriticalityEntry(TargetEntry):
+    """One target's criticality: one result per kind (a kind may be skipped on its own)."""
+
+    pt: KindEntry = Field(alias="P-T")
+    rit: KindEntry = Field(alias="RI-T")
+
+    def kinds(self) -> list[tuple[str, KindCriticality | KindSkipped]]:
+        return [("P-T", self.pt), ("RI-T", self.rit)]
+
+    def computed(self) -> list[tuple[str, KindCriticality]]:
+        """The kinds that were computed (not skipped), P-T first."""
+        return [(k, e) for k, e in self.kinds() if isinstance(e, KindCriticality)]
+
+
+class CriticalityResult(AnalysisResult):
+    targets: dict[str, CriticalityEntry] = Field(default_factory=dict)
+    loss_split: str = "train"
+    rewind_split: str = "test"
+    heatmap_split: str = "test"
+
+
+# ----------------------------------------------------------------------------------------------
+# computing
+
+
+def _kind(
+    ctx: StudyContext, opts: CriticalityOptions, run: PlannedRun, tick: Any
+) -> dict[str, Any]:
+    """μ per module on the training subset, rewind test and heat maps on the test split."""
+    model = ctx.start_model(run)
+    # θ⁰: P-T's start (P with the fresh head) or RI-T's random init.
+    init, final = ctx.weights(run.id, ckpt.point_name(0)), ctx.weights(run.id)
+    splits = ctx.cache.get(run.spec.data)
+    common: dict[str, Any] = {
+        "task": splits.info.task,
+        "device": ctx.device,
+        "batch_size": run.spec.train.eval_batch_size,
+    }
+    modules = [*depth_units(model, opts.modules), model_layout(model).head]
+    result = module_criticality(
+        model, init, final, splits.train, modules,
+        num_alphas=opts.num_alphas, num_sigmas=opts.num_sigmas,
+        noise_samples=opts.noise_samples, tolerance=opts.tolerance,
+        epsilon=opts.epsilon, margin=opts.margin, max_sigma=opts.max_sigma,
+        min_sigma=opts.min_sigma, seed=run.seed, max_examples=opts.max_examples,
+        progress=lambda i, n, m: tick(i, n + 2, f"μ of {m}"), **common,
+    )  # fmt: skip
+    tick(len(modules), len(modules) + 2, "rewind test")
+    rewind = rewind_modules(
+        model, init, final, splits.test, result.modules,
+        max_examples=opts.eval_max_examples, **common,
+    )  # fmt: skip
+    tick(len(modules) + 1, len(modules) + 2, "heat maps")
+    heatmap = criticality_heatmap(
+        model, init, final, splits.test, result.modules,
+        num_alphas=opts.heatmap_alphas, num_sigmas=opts.heatmap_sigmas,
+        noise_samples=opts.heatmap_noise_samples, max_sigma=opts.max_sigma,
+        seed=run.seed, max_examples=opts.eval_max_examples, **common,
+    )  # fmt: skip
+    return {
+        "status": "ok",
+        "run": run.id,
+        **result.to_dict(),
+        "final_metric": rewind["final"]["metric"],
+        "final_test_loss": rewind["final"]["loss"],
+        "rewind": {m: rewind[m]["metric"] for m in result.modules},
+        "rewind_loss": {m: rewind[m]["loss"] for m in result.modules},
+        "heatmap": heatmap,
+    }
+
+
+def _compute(ctx: StudyContext, opts: CriticalityOptions) -> CriticalityResult:
+    first = ctx.cfg.seeds[0]
+    labels = [t.label for t in ctx.cfg.targets]
+    parts = [(t, k) for t in labels for k in ("P-T", "RI-T")]
+    targets: dict[str, dict[str, Any]] = {t: {} for t in labels}
+    for index, (target, kind) in enumerate(parts):
+
+        def tick(
+            i: int, n: int, what: str, index: int = index, where: str = f"{target} {kind}"
+        ) -> None:
+            # Percent of every (target, kind) together: the module count is known only once a
+            # run's model is built, and the message names the module.
+            ctx.progress(100 * index + 100 * i // n, 100 * len(parts), f"{where}: {what}")
+
+        tick(0, 1, "start")
+        runs = [r for r in ctx.independent(kind, target) if r.seed == first]
+        if not runs:
+            targets[target][kind] = skipped(
+                f"the plan has no unshuffled {kind} run with seed {first}"
+            )
+            continue
+        run = runs[0]
+        reason = ctx.unfinished([run])
+        if reason:
+            targets[target][kind] = {"run": run.id, **skipped(reason)}
+            continue
+        try:
+            targets[target][kind] = _kind(ctx, opts, run, tick)
+        except TransferscopeError as e:
+            targets[target][kind] = {"run": run.id, **skipped(str(e))}
+    return CriticalityResult.model_validate({"targets": targets})
+
+
+# ----------------------------------------------------------------------------------------------
+# claims
+
+
+def _c7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
+    from transferscope.analysis.statistics import spearman_trend
+
+    pt = e.pt
+    if not isinstance(pt, KindCriticality):
+        return TargetResult(target, UNMEASURED, f"P-T skipped ({pt.reason})")
+    body = pt.modules[:-1]  # the head is the last module: a fresh layer, not a depth of P
+    finite_modules = [m for m in body if finite(pt.mu.get(m))]
+    left_out = [m for m in body if m not in finite_modules]
+    if len(finite_modules) < 3:
+        return TargetResult(target, UNMEASURED, "fewer than 3 modules with a finite μ")
+    trend = spearman_trend([float(pt.mu[m]) for m in finite_modules])  # type: ignore[arg-type]
+    rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "every μ equal"
+    text = f"{rho} over {len(finite_modules)} modules (head left out)"
+    if left_out:
+        text += f"; {len(left_out)} without a finite μ left out: {', '.join(left_out)}"
+    return TargetResult(
+        target, combine(trend.direction), text, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def _modules(kinds: list[tuple[str, KindCriticality]], key: str = "") -> list[str]:
+    """The modules of every kind, in order, each once (``key``: a per-module field to fall back
+    on when a kind has no module list)."""
+    out: list[str] = []
+    for _, e in kinds:
+        out += [m for m in e.modules or list(getattr(e, key, None) or []) if m not in out]
+    return out
+
+
+def criticality_bars(e: CriticalityEntry, title: str) -> Figure | None:
+    """Module criticality μ per module, P-T and RI-T side by side (log scale)."""
+    from transferscope.report import figures as F
+
+    kinds = e.computed()
+    modules = _modules(kinds)
+    if not modules:
+        return None
+    fig, ax = F.subplots(figsize=(6.0, 3.3))
+    x = np.arange(len(modules))
+    width = 0.8 / max(len(kinds), 1)
+    values_all: list[float] = []
+    for i, (kind, k) in enumerate(kinds):
+        mu, bounds = k.mu, k.mu_bound
+        values = [float(mu[m]) if finite(mu.get(m)) else np.nan for m in modules]  # type: ignore[arg-type]
+        # No feasible (α, σ): μ exceeds a bound, drawn hatched up to it (never as 0).
+        lower = [float(bounds[m]) if finite(bounds.get(m)) else np.nan for m in modules]
+        values_all += [v for v in values + lower if not math.isnan(v)]
+        offset = x + (i - (len(kinds) - 1) / 2) * width
+        ax.bar(offset, values, width, color=F.COLORS[kind], label=kind)
+        if any(not math.isnan(v) for v in lower):
+            ax.bar(offset, lower, width, color="none", edgecolor=F.COLORS[kind], hatch="//")
+        for j, m in enumerate(modules):
+            label = ">" if m in mu and not finite(mu.get(m)) else "0" if mu.get(m) == 0 else None
+            if label:
+                # A lower bound, or μ = 0: a mark where no solid bar would be visible.
+                ax.annotate(
+                    label, (offset[j], 0), color=F.COLORS[kind], fontsize=12, fontweight="bold",
+                    ha="center", va="bottom", xycoords=("data", "axes fraction"),
+                )  # fmt: skip
+    if values_all and min(values_all) > 0:
+        ax.set_yscale("log")
+    else:  # μ = 0 (α = 0 feasible) cannot go on a log scale
+        ax.set_ylim(bottom=0, top=max([*values_all, 0.0]) * 1.1 or 1.0)
+    # Modules with only "∞" have no bar: keep every slot inside the axes anyway.
+    ax.set_xlim(-0.6, len(modules) - 0.4)
+    ax.set_xticks(x, modules, rotation=30, ha="right")
+    ax.set_xlabel("module (input → output)")
+    ax.set_ylabel("module criticality μ (α²‖θ^F − θ^0‖² / σ²)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="∞: no feasible (α, σ)")
+    return fig
+
+
+def rewind_bars(e: CriticalityEntry, title: str) -> Figure | None:
+    """Test metric after rewinding one module to its initial value, P-T against RI-T."""
+    from transferscope.report import figures as F
+
+    kinds = [(k, c) for k, c in e.computed() if c.rewind]
+    if not kinds:
+        return None
+    modules = _modules(kinds, "rewind")
+    fig, ax = F.subplots(figsize=(6.0, 3.3))
+    x = np.arange(len(modules))
+    width = 0.8 / len(kinds)
+    for i, (kind, c) in enumerate(kinds):
+        values = [c.rewind[m] if finite(c.rewind.get(m)) else np.nan for m in modules]
+        offset = x + (i - (len(kinds) - 1) / 2) * width
+        ax.bar(offset, values, width, color=F.COLORS[kind], label=f"{kind} rewound")
+        if finite(c.final_metric):
+            ax.axhline(
+                c.final_metric, color=F.COLORS[kind], linestyle="--", linewidth=1,
+                label=f"{kind} final",
+            )  # fmt: skip
+    ax.set_xticks(x, modules, rotation=30, ha="right")
+    ax.set_xlabel("module rewound to its initial value (input → output)")
+    ax.set_ylabel("test metric after rewinding")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def criticality_heatmaps(e: CriticalityEntry, title: str) -> Figure | None:
+    """Per module: test metric over (α = distance along θ^0 → θ^F, σ = noise level)."""
+    from transferscope.report import figures as F
+
+    kinds = [(k, c) for k, c in e.computed() if c.heatmap]
+    if not kinds:
+        return None
+    modules = [m for m in _modules(kinds, "heatmap") if any(m in c.heatmap for _, c in kinds)]
+    if not modules:
+        return None
+    # Shared axes and a constrained layout: neighbouring panels' tick labels would collide.
+    fig, axes = F.subplots(
+        len(kinds), len(modules), figsize=(1.9 * len(modules) + 1.0, 1.8 * len(kinds) + 0.8),
+        squeeze=False, sharex=True, sharey=True, layout="constrained",
+    )  # fmt: skip
+    image = None
+    for r, (kind, c) in enumerate(kinds):
+        for col, m in enumerate(modules):
+            ax = axes[r][col]
+            ax.grid(False)
+            h = c.heatmap.get(m)
+            rows = h.metric if h is not None else []
+            grid = np.asarray([[v if finite(v) else np.nan for v in row] for row in rows], float)
+            if h is None or grid.ndim != 2 or grid.size == 0:
+                ax.axis("off")
+                continue
+            alphas, sigmas = h.alphas or [0, 1], h.sigmas or [0, 1]
+            # Rows are α, columns σ: σ on x, α on y, so "further from θ^0" goes up.
+            image = ax.imshow(
+                grid, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                extent=(min(sigmas), max(sigmas), min(alphas), max(alphas)),
+            )  # fmt: skip
+            dist = [v for v in h.distance if finite(v)]
+            # The full α = 1 distance ‖θ^F − θ^0‖ gives the α axis a scale in parameter units.
+            suffix = f"\n‖θF − θ0‖ = {max(dist):.3g}" if dist else ""
+            ax.set_title(f"{kind}: {m}{suffix}", fontsize=8)
+            ax.set_xticks([min(sigmas), max(sigmas)])
+            ax.set_yticks([min(alphas), max(alphas)])
+            if r == len(kinds) - 1:
+                ax.set_xlabel("noise σ")
+            if col == 0:
+                ax.set_ylabel("α (0 = init, 1 = final)")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.9, label="test metric")
+    fig.suptitle(title)
+    return fig
+
+
+def _network(c: KindCriticality) -> str:
+    if finite(c.network_criticality):
+        return fmt(c.network_criticality)
+    bound = c.network_criticality_bound
+    return f"> {fmt(bound)}" if finite(bound) else "-"
+
+
+def _render(page: Page, target: str, e: CriticalityEntry) -> str:
+    from transferscope.report.page import esc, not_run, table
+
+    computed = e.computed()
+    kinds = [k for k, _ in computed]
+    by_kind = dict(computed)
+    skipped_parts = "".join(
+        f'<p class="small">{esc(k)} skipped: {esc(c.reason)}</p>'
+        for k, c in e.kinds()
+        if isinstance(c, KindSkipped)
+    )
+    if not kinds:
+        return skipped_parts or not_run("no P-T or RI-T result")
+    rows = []
+    for m in _modules(computed):
+        row: list[Any] = [m]
+        for k in kinds:
+            mu = by_kind[k].mu.get(m, "-")
+            bound = by_kind[k].mu_bound.get(m)
+            row.append(f"> {fmt(bound)}" if mu is None else fmt(mu))
+        for k in kinds:
+            row.append(fmt(by_kind[k].rewind.get(m)))
+        rows.append(row)
+    header = ["module", *[f"μ {k}" for k in kinds], *[f"rewound metric {k}" for k in kinds]]
+    summary = table(
+        ("kind", "run", "network criticality", "final loss", "ε", "final metric"),
+        [
+            (k, c.run, _network(c), fmt(c.final_loss), fmt(c.epsilon), fmt(c.final_metric))
+            for k, c in computed
+        ],
+        numeric=(2, 3, 4, 5),
+    )
+    for k, c in computed:
+        if not c.final_meets_epsilon:
+            summary += (
+                f'<p class="notrun">{esc(k)}: the final model\'s training loss '
+                f"{esc(fmt(c.final_loss))} is above ε = "
+                f"{esc(fmt(c.epsilon))}: no module can be feasible.</p>"
+            )
+    sigmas = next((c.sigmas for _, c in computed if c.sigmas), None)
+    if sigmas:
+        summary += (
+            f'<p class="small">σ grid: {len(sigmas)} geometric levels from '
+            f"{esc(fmt(sigmas[0]))} to {esc(fmt(sigmas[-1]))}. A module with no "
+            "feasible (α, σ) shows its lower bound ‖θ<sup>F</sup> − θ<sup>0</sup>‖² / "
+            "min σ², and the network criticality is then a lower bound too.</p>"
+        )
+    out = skipped_parts + summary + table(header, rows, numeric=tuple(range(1, len(header))))
+    out += page.figure(
+        criticality_bars(e, f"Module criticality, target {target}"),
+        f"criticality-{target}",
+        f"Module criticality μ per module, P-T and RI-T, on {target}.",
+    )
+    out += page.figure(
+        rewind_bars(e, f"Rewinding one module, target {target}"),
+        f"rewind-{target}",
+        f"Test metric after rewinding one module to its initial value on {target}.",
+    )
+    out += page.figure(
+        criticality_heatmaps(e, f"Performance over distance and noise, target {target}"),
+        f"heatmaps-{target}",
+        f"Test metric per module over α (init → final) and noise σ on {target}.",
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit
+
+
 @register
-class Criticality(LegacyAnalysis):
+class Criticality(Analysis):
+    """Module criticality, rewind test and heat maps (§3.4)."""
+
     name = "criticality"
     title = "module criticality, rewind test and heat maps (§3.4)"
     section = ReportSection("criticality", "Module criticality (§4)")
-    version = 1
+    version = 2
     Options = CriticalityOptions
-    page_method = "criticality"
+    Result = CriticalityResult
     claims = (
         Claim(
             "C7",
@@ -61,7 +489,26 @@ class Criticality(LegacyAnalysis):
             "Spearman ρ between module depth (input → output) and P-T's module criticality μ "
             "is positive with one-sided permutation p < 0.05, over the modules with a finite μ "
             "(the head left out).",
-            lambda e, t, d: lc._c7(e, t),
+            _c7,
             order=7,
         ),
     )
+
+    def compute(self, ctx: StudyContext, options: CriticalityOptions) -> CriticalityResult:
+        return _compute(ctx, options)
+
+    def has_results(self, result: AnalysisResult) -> bool:
+        return any(e.computed() for e in result.targets.values())
+
+    def render(self, page: Page, target: str, entry: CriticalityEntry) -> str:
+        return _render(page, target, entry)
+
+
+__all__ = [
+    "Criticality",
+    "CriticalityEntry",
+    "CriticalityOptions",
+    "CriticalityResult",
+    "KindCriticality",
+    "KindSkipped",
+]

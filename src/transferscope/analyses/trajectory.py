@@ -1,19 +1,52 @@
-"""Fine-tuning from checkpoints of the pre-training trajectory (§3.5).
+"""Fine-tuning from checkpoints of the pre-training trajectory (Neyshabur et al. 2020, §3.5):
+claim C8.
 
-Legacy unit: its step is in :mod:`transferscope.study.legacy_steps` and its report section in
-the report's page class, until its result gets a typed model (see :mod:`.legacy`).
+Per target and per pre-training checkpoint k: the P@k-T runs' mean final test metric and epochs
+to one threshold common to every point (``threshold_fraction`` of the way from chance to the
+final P-T's metric), the difference to P-T of the same seeds on the same test examples (paired
+bootstrap), and the barrier (metric and loss) on the straight line from P@k-T to P-T; the final
+P-T is the last point. The math is in :mod:`transferscope.analysis.trajectory` and
+:mod:`transferscope.analysis.interpolation`; k is in pre-training epochs (fractional), metrics
+are fractions, losses nats.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 from pydantic import Field
 
-from transferscope.analyses.legacy import LegacyAnalysis
+from transferscope.analyses.context import StudyContext, guarded, skipped
+from transferscope.analyses.curves import CurvesEntry
 from transferscope.analyses.registry import register
-from transferscope.analyses.unit import Claim, ReportSection
+from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analysis import curves as curves_lib
+from transferscope.analysis import statistics as stats
+from transferscope.analysis.trajectory import trajectory_point
+from transferscope.errors import TransferscopeError
 from transferscope.options import SpeedOptions
-from transferscope.report import legacy_claims as lc
-from transferscope.report.rules import CHECKPOINT_TOLERANCE
+from transferscope.report.rules import (
+    CHECKPOINT_TOLERANCE,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    UNMEASURED,
+    TargetResult,
+    finite,
+    fmt,
+    mean,
+)
+from transferscope.training.metrics import metric_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from transferscope.report.findings import StudyData
+    from transferscope.report.page import Page
+    from transferscope.study.plan import PlannedRun
 
 
 class TrajectoryOptions(SpeedOptions):
@@ -28,14 +61,336 @@ class TrajectoryOptions(SpeedOptions):
     recalibrate_batchnorm: bool = True
 
 
+class Point(Model):
+    """One checkpoint k: its fine-tunes P@k-T (or, marked ``reference``, the final P-T)."""
+
+    k: float
+    """Pre-training epoch of the checkpoint (fractional)."""
+    runs: list[str]
+    final_metric: float | None
+    """Mean over the runs (seeds) of the final test metric."""
+    epochs_to_threshold: float | None
+    """Mean over the runs that reached the common threshold; None when none did."""
+    reached: list[bool]
+    barrier_metric: float | None
+    """Mean over seeds of the barrier to P-T of the same seed; None when not measured."""
+    barrier_loss: float | None
+    early: bool
+    """k ≤ early_fraction × the final pre-training epoch."""
+    vs_final: entry(Comparison) | None = None
+    """P@k-T − P-T final metric on the same test examples (paired bootstrap over examples)."""
+    barrier_partners: list[str] | None = None
+    """The P-T runs the barriers were measured to."""
+    reference: Literal["P-T"] | None = None
+    """Set to "P-T" on the point that is P-T itself (fine-tuned from the final P)."""
+
+
+class TrajectoryEntry(TargetEntry):
+    """One target's trajectory: every checkpoint, the final P-T last."""
+
+    metric_name: str
+    points: list[Point]
+    final_k: float | None
+    """The epoch of the final P; None when not known (an external P without checkpoints)."""
+    threshold: float | None
+    chance: float
+
+
+class TrajectoryResult(AnalysisResult):
+    targets: dict[str, entry(TrajectoryEntry)] = Field(default_factory=dict)
+    threshold_fraction: float | None = None
+    early_fraction: float | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# computing
+
+
+def _final_k(ctx: StudyContext) -> float | None:
+    """The epoch of the final P: P's pre-training length, or the last external checkpoint."""
+    if ctx.p_run() is not None:
+        return float(ctx.cfg.pretrain.epochs)
+    if ctx.cfg.pretrained is not None and ctx.cfg.pretrained.checkpoints:
+        return float(max(float(k) for k in ctx.cfg.pretrained.checkpoints))
+    return None
+
+
+def _versus_final(
+    ctx: StudyContext, task: str, matched: list[tuple[PlannedRun, PlannedRun]]
+) -> dict[str, Any]:
+    """Final metric of P@k-T minus that of P-T (same seeds), with a paired bootstrap interval
+    over the test examples; the estimate is the mean over the matched seeds."""
+    early, y_early = ctx.outputs([r for r, _ in matched])
+    final, y = ctx.outputs([p for _, p in matched])
+    if not np.array_equal(y_early, y):
+        raise TransferscopeError("P@k-T and P-T were tested on other examples")
+    fa = [stats.metric_under_weights(task, o, y) for o in early]
+    fb = [stats.metric_under_weights(task, o, y) for o in final]
+
+    def difference(w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w) for f in fa], axis=0) - np.mean([f(w) for f in fb], axis=0)
+
+    result = stats.bootstrap_interval(
+        difference, len(y), seed=0, method=f"P@k-T − P-T, {len(matched)} seed(s) matched"
+    )
+    return {"status": "ok", **asdict(result)}
+
+
+def _point(
+    ctx: StudyContext,
+    k: float,
+    runs: list[PlannedRun],
+    pts: list[PlannedRun],
+    threshold: float | None,
+    task: str,
+    opts: TrajectoryOptions,
+) -> dict[str, Any]:
+    """Mean final metric and speed of the P@k-T runs; against the P-T run of the same seed, the
+    difference of final metrics on the same test examples (paired bootstrap) and the barrier."""
+    summary = trajectory_point(ctx.metrics_rows(runs), threshold)
+    point: dict[str, Any] = {
+        "k": k,
+        "runs": [r.id for r in runs],
+        "final_metric": summary["final_metric"],
+        "epochs_to_threshold": summary["epochs_to_threshold"],
+        "reached": summary["reached"],
+        "barrier_metric": None,
+        "barrier_loss": None,
+    }
+    matched = [(r, p) for r in runs for p in pts if p.seed == r.seed and ctx.done(p)]
+    if matched:
+        point["vs_final"] = guarded(_versus_final, ctx, task, matched)
+    if not opts.barrier:
+        return point
+    barriers: list[tuple[float, float]] = []
+    partners = []
+    for r, same in matched:
+        try:
+            # The straight line as the interpolation analysis measures it (shared memo).
+            res = ctx.line(
+                same, (r.id, "final"), (same.id, "final"), opts.num_points,
+                opts.recalibrate_batchnorm, max_examples=opts.max_examples,
+            )  # fmt: skip
+        except TransferscopeError:
+            continue
+        barriers.append((res.barrier_metric, res.barrier_loss))
+        partners.append(same.id)
+    if barriers:
+        point["barrier_metric"] = float(np.mean([b[0] for b in barriers]))
+        point["barrier_loss"] = float(np.mean([b[1] for b in barriers]))
+        point["barrier_partners"] = partners
+    return point
+
+
+def _target(ctx: StudyContext, spec: Any, opts: TrajectoryOptions, tick: Any) -> dict[str, Any]:
+    target = spec.label
+    by_k: dict[float, list[PlannedRun]] = {}
+    for r in ctx.runs(kind="P@k-T", target=target, shuffle=None):
+        if r.checkpoint is not None:
+            by_k.setdefault(float(r.checkpoint), []).append(r)
+    if not by_k:
+        return skipped("the plan has no P@k-T runs (trajectory.checkpoints)")
+    info = ctx.cache.get(spec).info
+    chance = curves_lib.chance_metric(info.task, info.num_outputs)
+    pts = ctx.independent("P-T", target)
+    done_pts = [r for r in pts if ctx.done(r)]
+    final_k = _final_k(ctx)
+    # One bar for every point: most of the way from chance to the final P-T's metric, so a
+    # checkpoint whose fine-tunes never get there reads "not reached".
+    reference = trajectory_point(ctx.metrics_rows(done_pts), None) if done_pts else None
+    threshold = (
+        curves_lib.common_threshold(chance, [reference["final_metric"]], opts.threshold_fraction)
+        if reference
+        else None
+    )
+    points = []
+    for i, k in enumerate(sorted(by_k)):
+        tick(i, len(by_k), f"checkpoint k = {k:g}")
+        done = [r for r in by_k[k] if ctx.done(r)]
+        if done:
+            points.append(_point(ctx, k, done, pts, threshold, info.task, opts))
+    if done_pts and final_k is not None:
+        ref = trajectory_point(ctx.metrics_rows(done_pts), threshold)
+        points.append(
+            {
+                "k": final_k,
+                "runs": [r.id for r in done_pts],
+                "final_metric": ref["final_metric"],
+                "epochs_to_threshold": ref["epochs_to_threshold"],
+                "reached": ref["reached"],
+                # P-T against itself: no barrier by definition.
+                "barrier_metric": 0.0 if opts.barrier else None,
+                "barrier_loss": 0.0 if opts.barrier else None,
+                "reference": "P-T",
+            }
+        )
+    if not points:
+        return skipped("no finished P@k-T or P-T run")
+    for point in points:
+        point["early"] = final_k is not None and point["k"] <= opts.early_fraction * final_k
+    return {
+        "status": "ok",
+        "metric_name": metric_name(info.task),
+        "points": points,
+        "final_k": final_k,
+        "threshold": threshold,
+        "chance": chance,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# claims
+
+
+def final_pt_metric(e: TrajectoryEntry) -> float | None:
+    """The final P-T metric of a trajectory entry.
+
+    The point marked ``reference`` "P-T" (P-T's runs, fine-tuned from the final P) when there
+    is one, else the mean of the points at ``final_k``.
+    """
+    points = [p for p in e.points if finite(p.final_metric)]
+    ref = [p.final_metric for p in points if p.reference == "P-T"]
+    if ref:
+        return mean(ref)
+    return mean(p.final_metric for p in points if p.k == e.final_k)
+
+
+def _c8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
+    points = [p for p in e.points if finite(p.k)]
+    early = sorted((p for p in points if p.early), key=lambda p: p.k)
+    tested = [(p, p.vs_final) for p in early if isinstance(p.vs_final, Comparison)]
+    if not tested:
+        return TargetResult(
+            target, UNMEASURED, "no early checkpoint (k ≤ half of pre-training) with a P-T"
+        )
+    tol = CHECKPOINT_TOLERANCE
+    good = [p for p, t in tested if finite(t.low) and t.low >= -tol]  # type: ignore[operator]
+    worse = [p for p, t in tested if finite(t.high) and t.high < -tol]  # type: ignore[operator]
+    final = final_pt_metric(e)
+    if good:
+        best, verdict = good[0], HOLDS
+    elif len(worse) == len(tested):
+        best, verdict = max(early, key=lambda p: p.final_metric or -1), FAILS
+    else:
+        best, verdict = tested[0][0], INCONCLUSIVE
+    t = best.vs_final if isinstance(best.vs_final, Comparison) else None
+    estimate, low, high = (t.estimate, t.low, t.high) if t is not None else (None, None, None)
+    text = (
+        f"final P-T {fmt(final)}; earliest early k = {fmt(best.k)} gives "
+        f"{fmt(best.final_metric)} (Δ {fmt(estimate)} [{fmt(low)}, {fmt(high)}])"
+    )
+    return TargetResult(
+        target,
+        verdict,
+        text,
+        f"paired bootstrap of P@k-T − P-T (same seeds); within {tol:g}: lower bound ≥ −{tol:g}",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def trajectory_plot(e: TrajectoryEntry, title: str, final_pt: float | None = None) -> Figure | None:
+    """Final P@k-T metric against the pre-training checkpoint k, and the P@k-T↔P-T barrier."""
+    from transferscope.report import figures as F
+
+    # P-T's own point (fine-tuned from the final P) is the horizontal reference line instead.
+    points = sorted(
+        (p for p in e.points if finite(p.k) and p.reference != "P-T"), key=lambda p: p.k
+    )
+    if not points:
+        return None
+    ks = [p.k for p in points]
+    fig, axes = F.subplots(1, 2, figsize=(9.0, 3.2))
+    y = [p.final_metric if finite(p.final_metric) else np.nan for p in points]
+    axes[0].plot(ks, y, color=F.COLORS["P@k"], marker="o", label="P@k-T")
+    if final_pt is not None and finite(final_pt):
+        axes[0].axhline(final_pt, color=F.COLORS["P-T"], linestyle="--", label="P-T (final P)")
+    axes[0].set_ylabel(F.metric_label(e.metric_name))
+    axes[0].set_title("final target metric")
+    b = [p.barrier_metric if finite(p.barrier_metric) else np.nan for p in points]
+    axes[1].plot(ks, b, color=F.COLORS["P@k"], marker="o", label="barrier P@k-T ↔ P-T (metric)")
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    axes[1].set_ylabel("barrier height (metric units)")
+    axes[1].set_title("barrier to P-T")
+    for ax in axes:
+        ax.set_xlabel("pre-training checkpoint k (epochs)")
+        if min(ks) > 0 and max(ks) / min(ks) > 20:
+            ax.set_xscale("log")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _versus(p: Point) -> str:
+    t = p.vs_final
+    if not isinstance(t, Comparison):
+        return "-"
+    return f"{fmt(t.estimate)} [{fmt(t.low)}, {fmt(t.high)}]"
+
+
+def _render(page: Page, target: str, e: TrajectoryEntry) -> str:
+    from transferscope.report.page import esc, table
+
+    points = sorted((p for p in e.points if finite(p.k)), key=lambda p: p.k)
+    rows = [
+        (
+            fmt(p.k) + (" (early)" if p.early else ""),
+            ", ".join(p.runs),
+            fmt(p.final_metric, 4),
+            _versus(p),
+            "not reached" if p.reached and not any(p.reached) else fmt(p.epochs_to_threshold),
+            fmt(p.barrier_metric),
+            fmt(p.barrier_loss),
+            "P-T (reference)" if p.reference == "P-T" else "P@k-T",
+        )
+        for p in points
+    ]
+    final_pt = final_pt_metric(e)
+    if final_pt is None:
+        curves = page.data.target_entry("curves", target)
+        if isinstance(curves, CurvesEntry):
+            final_pt = curves.pt.final_metric_mean
+    return (
+        f"<p>Final pre-training checkpoint: k = {esc(fmt(e.final_k))}.</p>"
+        + table(
+            (
+                "k",
+                "runs",
+                "final metric",
+                "− P-T, same seeds [95% interval]",
+                f"epochs to {fmt(e.threshold)}",
+                "barrier to P-T (metric)",
+                "barrier to P-T (loss)",
+                "runs are",
+            ),
+            rows,
+            numeric=(2, 4, 5, 6),
+        )
+        + page.figure(
+            trajectory_plot(e, f"Pre-training trajectory, target {target}", final_pt),
+            f"trajectory-{target}",
+            f"Final P@k-T metric and barrier to P-T against checkpoint k on {target}.",
+        )
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit
+
+
 @register
-class Trajectory(LegacyAnalysis):
+class Trajectory(Analysis):
+    """Fine-tuning from checkpoints of the pre-training trajectory (§3.5)."""
+
     name = "trajectory"
     title = "fine-tuning from checkpoints of the pre-training trajectory (§3.5)"
     section = ReportSection("trajectory", "Pre-training trajectory (§5)")
-    version = 1
+    version = 2
     Options = TrajectoryOptions
-    page_method = "trajectory"
+    Result = TrajectoryResult
     claims = (
         Claim(
             "C8",
@@ -44,7 +399,40 @@ class Trajectory(LegacyAnalysis):
             f"gives a P@k-T final metric no worse than P-T's of the same seed by more than {CHECKPOINT_TOLERANCE:g} "
             "(lower bound of the paired bootstrap 95% interval ≥ −"
             f"{CHECKPOINT_TOLERANCE:g}); does not hold when every early k is worse beyond it.",
-            lambda e, t, d: lc._c8(d)(e, t),
+            _c8,
             order=8,
         ),
     )
+
+    def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
+        specs = ctx.cfg.targets
+        targets = {}
+        for i, spec in enumerate(specs):
+
+            def tick(done: int, total: int, what: str, i: int = i, label: str = spec.label) -> None:
+                # Percent of every target together, in steps of one checkpoint (targets may
+                # have different checkpoints).
+                ctx.progress(100 * i + 100 * done // total, 100 * len(specs), f"{label}: {what}")
+
+            tick(0, 1, "start")
+            targets[spec.label] = _target(ctx, spec, options, tick)
+        return TrajectoryResult.model_validate(
+            {
+                "targets": targets,
+                "threshold_fraction": options.threshold_fraction,
+                "early_fraction": options.early_fraction,
+            }
+        )
+
+    def render(self, page: Page, target: str, entry: TrajectoryEntry) -> str:
+        return _render(page, target, entry)
+
+
+__all__ = [
+    "Point",
+    "Trajectory",
+    "TrajectoryEntry",
+    "TrajectoryOptions",
+    "TrajectoryResult",
+    "final_pt_metric",
+]

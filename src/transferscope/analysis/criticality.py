@@ -42,7 +42,7 @@ import contextlib
 import copy
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -355,6 +355,7 @@ def module_criticality(
     transform: BatchTransform | None = None,
     search: Search = "pruned",
     recalibrate_batchnorm: bool | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> CriticalityResult:
     """μ_i(ε) of each module and the network criticality (PAPER.md §4; see the module docstring).
 
@@ -376,6 +377,8 @@ def module_criticality(
             the same μ.
         recalibrate_batchnorm: recompute BatchNorm running statistics at each α on the training
             subset; None (default) = exactly when the model has them.
+        progress: called as ``progress(done, total, module)`` before each module's search
+            (the search is the slow part: one call per module lets a caller show where it is).
 
     Returns:
         A :class:`CriticalityResult` (μ in units of squared weight distance over squared σ).
@@ -420,6 +423,8 @@ def module_criticality(
     argmin: dict[str, tuple[float, float] | None] = {}
     distance: dict[str, float] = {}
     for index, name in enumerate(names):
+        if progress is not None:
+            progress(index, len(names), name)
         mod = _Module(name, index, params, init, final, noise_samples, seed)
         distance[name] = mod.distance
         statistics: dict[float, dict[str, Tensor]] = {}

@@ -82,10 +82,14 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
 
 
 def final_pt_metric(entry: object) -> float | None:
-    """The final P-T metric of a trajectory entry (see the trajectory unit)."""
-    from transferscope.report.legacy_claims import final_pt_metric as legacy
+    """The final P-T metric of a trajectory entry (a model, or its plain form); see
+    :func:`transferscope.analyses.trajectory.final_pt_metric`."""
+    from transferscope.analyses.trajectory import TrajectoryEntry
+    from transferscope.analyses.trajectory import final_pt_metric as of_entry
 
-    return legacy(entry)  # type: ignore[arg-type]
+    if not isinstance(entry, TrajectoryEntry):
+        entry = TrajectoryEntry.model_validate(entry)
+    return of_entry(entry)
 
 
 __all__ = [

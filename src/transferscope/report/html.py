@@ -36,11 +36,11 @@ from transferscope.report.findings import (
     StudyData,
     depth_order,
     evaluate_findings,
-    final_pt_metric,
     finite,
     fmt,
     load_study,
 )
+from transferscope.report.legacy_claims import _criticality_modules
 from transferscope.report.page import Page, Raw, esc, not_run, table
 from transferscope.study import layout
 
@@ -434,9 +434,7 @@ class _Page(Page):
                         else _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
                     )
                 )
-            reference = (
-                (self.data.target_entry("criticality", target) or {}).get("P-T") or {}
-            ).get("modules")
+            reference = _criticality_modules(self.data, target)
             return _table(
                 ("pair", "runs", "k", "whole-network L2 distance"), rows, numeric=(2, 3)
             ) + self.figure(
@@ -446,145 +444,6 @@ class _Page(Page):
             )
 
         return self.legacy_per_target("distance", render)
-
-    def criticality(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            kinds = [k for k, _ in F.computed_kinds(entry)]
-            skipped = "".join(
-                f'<p class="small">{esc(k)} skipped: {esc(entry[k].get("reason", ""))}</p>'
-                for k in ("P-T", "RI-T")
-                if isinstance(entry.get(k), dict) and k not in kinds
-            )
-            if not kinds:
-                return skipped or _not_run("no P-T or RI-T result")
-            modules: list[str] = []
-            for k in kinds:
-                modules += [m for m in entry[k].get("modules") or [] if m not in modules]
-            rows = []
-            for m in modules:
-                row: list[Any] = [m]
-                for k in kinds:
-                    mu = (entry[k].get("mu") or {}).get(m, "-")
-                    bound = (entry[k].get("mu_bound") or {}).get(m)
-                    row.append(f"> {fmt(bound)}" if mu is None else fmt(mu))
-                for k in kinds:
-                    row.append(fmt((entry[k].get("rewind") or {}).get(m)))
-                rows.append(row)
-            header = ["module", *[f"μ {k}" for k in kinds], *[f"rewound metric {k}" for k in kinds]]
-
-            def network(e: dict[str, Any]) -> str:
-                if finite(e.get("network_criticality")):
-                    return fmt(e["network_criticality"])
-                bound = e.get("network_criticality_bound")
-                return f"> {fmt(bound)}" if finite(bound) else "-"
-
-            summary = _table(
-                ("kind", "run", "network criticality", "final loss", "ε", "final metric"),
-                [
-                    (
-                        k,
-                        entry[k].get("run", "-"),
-                        network(entry[k]),
-                        fmt(entry[k].get("final_loss")),
-                        fmt(entry[k].get("epsilon")),
-                        fmt(entry[k].get("final_metric")),
-                    )
-                    for k in kinds
-                ],
-                numeric=(2, 3, 4, 5),
-            )
-            for k in kinds:
-                if entry[k].get("final_meets_epsilon") is False:
-                    summary += (
-                        f'<p class="notrun">{esc(k)}: the final model\'s training loss '
-                        f"{esc(fmt(entry[k].get('final_loss')))} is above ε = "
-                        f"{esc(fmt(entry[k].get('epsilon')))}: no module can be feasible.</p>"
-                    )
-            sigmas = next((entry[k].get("sigmas") for k in kinds if entry[k].get("sigmas")), None)
-            if sigmas:
-                summary += (
-                    f'<p class="small">σ grid: {len(sigmas)} geometric levels from '
-                    f"{esc(fmt(sigmas[0]))} to {esc(fmt(sigmas[-1]))}. A module with no "
-                    "feasible (α, σ) shows its lower bound ‖θ<sup>F</sup> − θ<sup>0</sup>‖² / "
-                    "min σ², and the network criticality is then a lower bound too.</p>"
-                )
-            out = skipped + summary + _table(header, rows, numeric=tuple(range(1, len(header))))
-            out += self.figure(
-                F.criticality_bars(entry, f"Module criticality, target {target}"),
-                f"criticality-{target}",
-                f"Module criticality μ per module, P-T and RI-T, on {target}.",
-            )
-            out += self.figure(
-                F.rewind_bars(entry, f"Rewinding one module, target {target}"),
-                f"rewind-{target}",
-                f"Test metric after rewinding one module to its initial value on {target}.",
-            )
-            out += self.figure(
-                F.criticality_heatmaps(
-                    entry, f"Performance over distance and noise, target {target}"
-                ),
-                f"heatmaps-{target}",
-                f"Test metric per module over α (init → final) and noise σ on {target}.",
-            )
-            return out
-
-        return self.legacy_per_target("criticality", render)
-
-    def trajectory(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            points = sorted(
-                (p for p in entry.get("points") or [] if finite(p.get("k"))), key=lambda p: p["k"]
-            )
-
-            def versus(p: dict[str, Any]) -> str:
-                t = p.get("vs_final") or {}
-                if t.get("status") != "ok":
-                    return "-"
-                return f"{fmt(t.get('estimate'))} [{fmt(t.get('low'))}, {fmt(t.get('high'))}]"
-
-            rows = [
-                (
-                    fmt(p.get("k")) + (" (early)" if p.get("early") else ""),
-                    ", ".join(p.get("runs") or []),
-                    fmt(p.get("final_metric"), 4),
-                    versus(p),
-                    "not reached"
-                    if p.get("reached") and not any(p["reached"])
-                    else fmt(p.get("epochs_to_threshold")),
-                    fmt(p.get("barrier_metric")),
-                    fmt(p.get("barrier_loss")),
-                    "P-T (reference)" if p.get("reference") == "P-T" else "P@k-T",
-                )
-                for p in points
-            ]
-            final_pt = final_pt_metric(entry)
-            if final_pt is None:
-                curves = self.data.target_entry("curves", target) or {}
-                final_pt = (curves.get("P-T") or {}).get("final_metric_mean")
-            return (
-                f"<p>Final pre-training checkpoint: k = {esc(fmt(entry.get('final_k')))}.</p>"
-                + _table(
-                    (
-                        "k",
-                        "runs",
-                        "final metric",
-                        "− P-T, same seeds [95% interval]",
-                        f"epochs to {fmt(entry.get('threshold'))}",
-                        "barrier to P-T (metric)",
-                        "barrier to P-T (loss)",
-                        "runs are",
-                    ),
-                    rows,
-                    numeric=(2, 4, 5, 6),
-                )
-                + self.figure(
-                    F.trajectory_plot(entry, f"Pre-training trajectory, target {target}", final_pt),
-                    f"trajectory-{target}",
-                    f"Final P@k-T metric and barrier to P-T against checkpoint k on {target}.",
-                )
-            )
-
-        return self.legacy_per_target("trajectory", render)
 
     def findings(self, findings: list[Finding]) -> str:
         return findings_table_html(findings, self.data.negative_control)

@@ -8,12 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from transferscope.report.rules import (
-    CHECKPOINT_TOLERANCE,
     CKA_FLOOR,
     DISTANCE_FLOOR,
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
     _direction_of,
@@ -25,7 +21,6 @@ from transferscope.report.rules import (
     depth_order,
     finite,
     fmt,
-    mean,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,78 +97,12 @@ def _c5(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
 
 
 def _criticality_modules(data: StudyData, target: str) -> list[str] | None:
-    entry = data.target_entry("criticality", target) or {}
-    modules = (entry.get("P-T") or {}).get("modules")
+    """The module list (input to output, head last) of the target's P-T criticality result, to
+    order other analyses' modules by depth; None when P-T's criticality was not measured."""
+    entry = data.target_entry("criticality", target)
+    if isinstance(entry, dict):  # a result read without its typed model
+        pt = entry.get("P-T")
+        modules = pt.get("modules") if isinstance(pt, dict) else None
+    else:
+        modules = getattr(getattr(entry, "pt", None), "modules", None)
     return list(modules) if isinstance(modules, list) else None
-
-
-def _c7(entry: dict[str, Any], target: str) -> TargetResult:
-    from transferscope.analysis.statistics import spearman_trend
-
-    pt = entry.get("P-T") or {}
-    if pt.get("status", "ok") != "ok":
-        return TargetResult(target, UNMEASURED, f"P-T skipped ({pt.get('reason', '')})")
-    modules, mu = pt.get("modules") or [], pt.get("mu") or {}
-    body = modules[:-1]  # the head is the last module: a fresh layer, not a depth of P
-    finite_modules = [m for m in body if finite(mu.get(m))]
-    left_out = [m for m in body if m not in finite_modules]
-    if len(finite_modules) < 3:
-        return TargetResult(target, UNMEASURED, "fewer than 3 modules with a finite μ")
-    trend = spearman_trend([float(mu[m]) for m in finite_modules])
-    rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "every μ equal"
-    text = f"{rho} over {len(finite_modules)} modules (head left out)"
-    if left_out:
-        text += f"; {len(left_out)} without a finite μ left out: {', '.join(left_out)}"
-    return TargetResult(
-        target, combine(trend.direction), text, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
-    )
-
-
-def _c8(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
-    def judge(entry: dict[str, Any], target: str) -> TargetResult:
-        points = [p for p in entry.get("points", []) if finite(p.get("k"))]
-        early = sorted((p for p in points if p.get("early")), key=lambda p: p["k"])
-        tested = [(p, p.get("vs_final")) for p in early]
-        tested = [(p, t) for p, t in tested if isinstance(t, dict) and t.get("status") == "ok"]
-        if not tested:
-            return TargetResult(
-                target, UNMEASURED, "no early checkpoint (k ≤ half of pre-training) with a P-T"
-            )
-        tol = CHECKPOINT_TOLERANCE
-        good = [p for p, t in tested if finite(t.get("low")) and t["low"] >= -tol]
-        worse = [p for p, t in tested if finite(t.get("high")) and t["high"] < -tol]
-        final = final_pt_metric(entry)
-        if good:
-            best = good[0]
-            verdict = HOLDS
-        elif len(worse) == len(tested):
-            best, verdict = max(early, key=lambda p: p.get("final_metric") or -1), FAILS
-        else:
-            best, verdict = tested[0][0], INCONCLUSIVE
-        t = best.get("vs_final") or {}
-        text = (
-            f"final P-T {fmt(final)}; earliest early k = {fmt(best['k'])} gives "
-            f"{fmt(best.get('final_metric'))} (Δ {fmt(t.get('estimate'))} "
-            f"[{fmt(t.get('low'))}, {fmt(t.get('high'))}])"
-        )
-        return TargetResult(
-            target,
-            verdict,
-            text,
-            f"paired bootstrap of P@k-T − P-T (same seeds); within {tol:g}: lower bound ≥ −{tol:g}",
-        )
-
-    return judge
-
-
-def final_pt_metric(entry: dict[str, Any]) -> float | None:
-    """The final P-T metric of a trajectory entry.
-
-    The point marked ``"reference": "P-T"`` (P-T's runs, fine-tuned from the final P) when there
-    is one, else the mean of the points at ``final_k``.
-    """
-    points = [p for p in entry.get("points", []) if finite(p.get("final_metric"))]
-    ref = [p["final_metric"] for p in points if p.get("reference") == "P-T"]
-    if ref:
-        return mean(ref)
-    return mean(p["final_metric"] for p in points if p.get("k") == entry.get("final_k"))

@@ -19,22 +19,15 @@ from torch import nn
 
 from transferscope import atomic
 from transferscope.analyses.context import StudyContext as _Context
-from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
-from transferscope.analysis.criticality import (
-    criticality_heatmap,
-    module_criticality,
-    rewind_modules,
-)
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
 from transferscope.analysis.similarity import layer_similarity
-from transferscope.analysis.trajectory import trajectory_point
 from transferscope.config import DataSpec
 from transferscope.data.base import TensorImageDataset
-from transferscope.errors import DamagedRunError, TransferscopeError
+from transferscope.errors import TransferscopeError
 from transferscope.models import load_state
 from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
@@ -42,7 +35,6 @@ from transferscope.study.executors import build_start_model
 from transferscope.study.plan import PlannedRun
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.loaders import epoch_order, iterate
-from transferscope.training.metrics import metric_name
 from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
 
 # The config's analyses section declares every analysis, in the paper's order.
@@ -94,16 +86,6 @@ def _pair_entry(name: str, a: PlannedRun, b: PlannedRun, **extra: Any) -> dict[s
 
 # --------------------------------------------------------------------------------------------
 # curves
-
-
-def _guarded(compute: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``compute(*args)``, or a 'skipped' entry saying why it could not be computed."""
-    try:
-        return compute(*args)
-    except DamagedRunError:
-        raise
-    except TransferscopeError as e:
-        return _skipped(str(e))
 
 
 def _outputs(ctx: _Context, runs: list[PlannedRun]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -164,10 +146,6 @@ def _drop_test(
         change, len(y), seed=0, method="relative drop unshuffled − shuffled (points of %)"
     )
     return {"status": "ok", **asdict(result)}
-
-
-def _rows(ctx: _Context, runs: list[PlannedRun]) -> list[list[dict[str, Any]]]:
-    return [read_metrics(ctx.store.run_dir(r.id)) for r in runs]
 
 
 def _metric_name(ctx: _Context, run: PlannedRun) -> str | None:
@@ -560,230 +538,6 @@ def _interpolate_runs(
     return ctx.lines[key]
 
 
-def _criticality(ctx: _Context) -> dict[str, Any]:
-    device = pick_device(ctx.cfg.device)
-    first = ctx.cfg.seeds[0]
-    targets: dict[str, Any] = {}
-    for target in (t.label for t in ctx.cfg.targets):
-        out: dict[str, Any] = {}
-        for kind in ("P-T", "RI-T"):
-            runs = [r for r in ctx.independent(kind, target) if r.seed == first]
-            if not runs:
-                out[kind] = _skipped(f"the plan has no unshuffled {kind} run with seed {first}")
-                continue
-            run = runs[0]
-            reason = _unfinished(ctx, [run])
-            if reason:
-                out[kind] = {"run": run.id, **_skipped(reason)}
-                continue
-            try:
-                model = _start_model(ctx, run)
-                # θ⁰: P-T's start (P with the fresh head) or RI-T's random init.
-                init, final = _weights(ctx, run.id, ckpt.point_name(0)), _weights(ctx, run.id)
-            except TransferscopeError as e:
-                out[kind] = {"run": run.id, **_skipped(str(e))}
-                continue
-            common = {
-                "task": ctx.cache.get(run.spec.data).info.task,
-                "device": device,
-                "batch_size": run.spec.train.eval_batch_size,
-            }
-            try:
-                out[kind] = _criticality_entry(ctx, run, model, init, final, common)
-            except TransferscopeError as e:
-                out[kind] = {"run": run.id, **_skipped(str(e))}
-        targets[target] = out
-    return {
-        "targets": targets,
-        "loss_split": "train",
-        "rewind_split": "test",
-        "heatmap_split": "test",
-    }
-
-
-def _criticality_entry(
-    ctx: _Context,
-    run: PlannedRun,
-    model: nn.Module,
-    init: dict[str, torch.Tensor],
-    final: dict[str, torch.Tensor],
-    common: dict[str, Any],
-) -> dict[str, Any]:
-    """μ per module on the training subset, rewind test and heat maps on the test split."""
-    opts = ctx.cfg.analyses.criticality
-    splits = ctx.cache.get(run.spec.data)
-    modules = [*depth_units(model, opts.modules), model_layout(model).head]
-    result = module_criticality(
-        model, init, final, splits.train, modules,
-        num_alphas=opts.num_alphas, num_sigmas=opts.num_sigmas,
-        noise_samples=opts.noise_samples, tolerance=opts.tolerance,
-        epsilon=opts.epsilon, margin=opts.margin, max_sigma=opts.max_sigma,
-        min_sigma=opts.min_sigma, seed=run.seed, max_examples=opts.max_examples, **common,
-    )  # fmt: skip
-    rewind = rewind_modules(
-        model, init, final, splits.test, result.modules,
-        max_examples=opts.eval_max_examples, **common,
-    )  # fmt: skip
-    heatmap = criticality_heatmap(
-        model, init, final, splits.test, result.modules,
-        num_alphas=opts.heatmap_alphas, num_sigmas=opts.heatmap_sigmas,
-        noise_samples=opts.heatmap_noise_samples, max_sigma=opts.max_sigma,
-        seed=run.seed, max_examples=opts.eval_max_examples, **common,
-    )  # fmt: skip
-    return {
-        "status": "ok",
-        "run": run.id,
-        **result.to_dict(),
-        "final_metric": rewind["final"]["metric"],
-        "final_test_loss": rewind["final"]["loss"],
-        "rewind": {m: rewind[m]["metric"] for m in result.modules},
-        "rewind_loss": {m: rewind[m]["loss"] for m in result.modules},
-        "heatmap": heatmap,
-    }
-
-
-def _final_k(ctx: _Context) -> float | None:
-    """The epoch of the final P: P's pre-training length, or the last external checkpoint."""
-    if ctx.p_run() is not None:
-        return float(ctx.cfg.pretrain.epochs)
-    if ctx.cfg.pretrained is not None and ctx.cfg.pretrained.checkpoints:
-        return float(max(float(k) for k in ctx.cfg.pretrained.checkpoints))
-    return None
-
-
-def _trajectory(ctx: _Context) -> dict[str, Any]:
-    opts = ctx.cfg.analyses.trajectory
-    targets: dict[str, Any] = {}
-    for spec in ctx.cfg.targets:
-        target = spec.label
-        by_k: dict[float, list[PlannedRun]] = {}
-        for r in ctx.runs(kind="P@k-T", target=target, shuffle=None):
-            if r.checkpoint is not None:
-                by_k.setdefault(float(r.checkpoint), []).append(r)
-        if not by_k:
-            targets[target] = _skipped("the plan has no P@k-T runs (trajectory.checkpoints)")
-            continue
-        info = ctx.cache.get(spec).info
-        chance = curves_lib.chance_metric(info.task, info.num_outputs)
-        pts = ctx.independent("P-T", target)
-        done_pts = [r for r in pts if ctx.done(r)]
-        final_k = _final_k(ctx)
-        # One bar for every point: most of the way from chance to the final P-T's metric, so a
-        # checkpoint whose fine-tunes never get there reads "not reached".
-        reference = trajectory_point(_rows(ctx, done_pts), None) if done_pts else None
-        threshold = (
-            curves_lib.common_threshold(
-                chance, [reference["final_metric"]], opts.threshold_fraction
-            )
-            if reference
-            else None
-        )
-        points = []
-        for k in sorted(by_k):
-            done = [r for r in by_k[k] if ctx.done(r)]
-            if done:
-                points.append(_trajectory_point(ctx, k, done, pts, threshold, info.task, opts))
-        if done_pts and final_k is not None:
-            ref = trajectory_point(_rows(ctx, done_pts), threshold)
-            points.append(
-                {
-                    "k": final_k,
-                    "runs": [r.id for r in done_pts],
-                    "final_metric": ref["final_metric"],
-                    "epochs_to_threshold": ref["epochs_to_threshold"],
-                    "reached": ref["reached"],
-                    # P-T against itself: no barrier by definition.
-                    "barrier_metric": 0.0 if opts.barrier else None,
-                    "barrier_loss": 0.0 if opts.barrier else None,
-                    "reference": "P-T",
-                }
-            )
-        if not points:
-            targets[target] = _skipped("no finished P@k-T or P-T run")
-            continue
-        for point in points:
-            point["early"] = final_k is not None and point["k"] <= opts.early_fraction * final_k
-        targets[target] = {
-            "status": "ok",
-            "metric_name": metric_name(info.task),
-            "points": points,
-            "final_k": final_k,
-            "threshold": threshold,
-            "chance": chance,
-        }
-    return {
-        "targets": targets,
-        "threshold_fraction": opts.threshold_fraction,
-        "early_fraction": opts.early_fraction,
-    }
-
-
-def _trajectory_point(
-    ctx: _Context,
-    k: float,
-    runs: list[PlannedRun],
-    pts: list[PlannedRun],
-    threshold: float | None,
-    task: str,
-    opts: Any,
-) -> dict[str, Any]:
-    """Mean final metric and speed of the P@k-T runs; against the P-T run of the same seed, the
-    difference of final metrics on the same test examples (paired bootstrap) and the barrier."""
-    summary = trajectory_point(_rows(ctx, runs), threshold)
-    point: dict[str, Any] = {
-        "k": k,
-        "runs": [r.id for r in runs],
-        "final_metric": summary["final_metric"],
-        "epochs_to_threshold": summary["epochs_to_threshold"],
-        "reached": summary["reached"],
-        "barrier_metric": None,
-        "barrier_loss": None,
-    }
-    matched = [(r, p) for r in runs for p in pts if p.seed == r.seed and ctx.done(p)]
-    if matched:
-        point["vs_final"] = _guarded(_versus_final, ctx, task, matched)
-    if not opts.barrier:
-        return point
-    barriers: list[tuple[float, float]] = []
-    partners = []
-    for r, same in matched:
-        try:
-            res = _interpolate_runs(
-                ctx, same, (r.id, "final"), (same.id, "final"), opts.num_points,
-                opts.recalibrate_batchnorm, max_examples=opts.max_examples,
-            )  # fmt: skip
-        except TransferscopeError:
-            continue
-        barriers.append((res.barrier_metric, res.barrier_loss))
-        partners.append(same.id)
-    if barriers:
-        point["barrier_metric"] = float(np.mean([b[0] for b in barriers]))
-        point["barrier_loss"] = float(np.mean([b[1] for b in barriers]))
-        point["barrier_partners"] = partners
-    return point
-
-
-def _versus_final(
-    ctx: _Context, task: str, matched: list[tuple[PlannedRun, PlannedRun]]
-) -> dict[str, Any]:
-    """Final metric of P@k-T minus that of P-T (same seeds), with a paired bootstrap interval
-    over the test examples; the estimate is the mean over the matched seeds."""
-    early, y_early = _outputs(ctx, [r for r, _ in matched])
-    final, y = _outputs(ctx, [p for _, p in matched])
-    if not np.array_equal(y_early, y):
-        raise TransferscopeError("P@k-T and P-T were tested on other examples")
-    fa = [stats.metric_under_weights(task, o, y) for o in early]
-    fb = [stats.metric_under_weights(task, o, y) for o in final]
-
-    def difference(w: np.ndarray) -> np.ndarray:
-        return np.mean([f(w) for f in fa], axis=0) - np.mean([f(w) for f in fb], axis=0)
-
-    result = stats.bootstrap_interval(
-        difference, len(y), seed=0, method=f"P@k-T − P-T, {len(matched)} seed(s) matched"
-    )
-    return {"status": "ok", **asdict(result)}
-
-
 # --------------------------------------------------------------------------------------------
 # entry point
 
@@ -791,6 +545,4 @@ STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
     "mistakes": _mistakes,
     "similarity": _similarity,
     "distance": _distance,
-    "criticality": _criticality,
-    "trajectory": _trajectory,
 }
