@@ -2,7 +2,7 @@
 
 A :class:`StudyConfig` says everything a study does: the source domain P is pre-trained on, the
 target domains, the model, the three training recipes (pretrain / finetune / randinit), seeds,
-shuffles (PAPER.md §1), pre-training trajectory checkpoints (§5), which analyses run, and where the
+shuffles (Neyshabur et al. 2020, §3.1), pre-training trajectory checkpoints (§5), which analyses run, and where the
 study directory is. Every section forbids unknown keys: a typo fails with the key, where it is, and
 the nearest valid key, instead of silently running a different study.
 """
@@ -28,7 +28,7 @@ from transferscope.options import AnalysisOptions, Section
 
 
 class DataSpec(Section):
-    """One data source (PAPER.md: a source or target domain)."""
+    """One data source (a source or target domain)."""
 
     name: str = Field(description="registry name: fashion-mnist, digits, fashion-mosaic, ...")
     id: str | None = Field(
@@ -68,7 +68,7 @@ Schedule = Literal["constant", "multistep", "cosine"]
 
 
 class TrainSpec(Section):
-    """One training recipe (PAPER.md "Paper training setup")."""
+    """One training recipe (the paper's training setup)."""
 
     epochs: int = Field(default=3, ge=0)
     batch_size: int = Field(default=128, ge=1)
@@ -120,7 +120,7 @@ class PretrainedSpec(Section):
 
 
 class ShuffleSpec(Section):
-    """Block and pixel shuffles of the target data (PAPER.md §1)."""
+    """Block and pixel shuffles of the target data (Neyshabur et al. 2020, §3.1)."""
 
     block_sizes: list[int] = Field(default_factory=list)
     pixel: bool = False
@@ -135,7 +135,7 @@ class ShuffleSpec(Section):
 
 
 class TrajectorySpec(Section):
-    """Fine-tune from these points of P's pre-training trajectory (PAPER.md §5)."""
+    """Fine-tune from these points of P's pre-training trajectory (Neyshabur et al. 2020, §3.5)."""
 
     checkpoints: list[float] = Field(default_factory=list, description="epochs (fractions allowed)")
 
@@ -235,7 +235,7 @@ class ResourcesSpec(Section):
 
 
 class StudyConfig(Section):
-    """Everything one study does. See DESIGN.md for the study directory it produces."""
+    """Everything one study does. docs/study-directory.md describes the study directory it produces."""
 
     name: str = "study"
     source: DataSpec

@@ -1,4 +1,4 @@
-"""The paper's analyses as pure functions on tensors, modules and metrics rows (PAPER.md §1-§2).
+"""The paper's analyses as pure functions on tensors, modules and metrics rows (Neyshabur et al. 2020, §3.1-§3.2).
 
 Nothing here reads or writes files: :mod:`transferscope.study.analyze` feeds these functions from a
 study directory, and a notebook can call them on any ``torch.nn.Module``.

@@ -1,4 +1,4 @@
-"""Permutation alignment of two networks by weight matching (beyond the paper, PAPER.md §3).
+"""Permutation alignment of two networks by weight matching (beyond the paper, Neyshabur et al. 2020, §3.3).
 
 The paper finds a performance barrier on the straight line between two RI-T models. A network's
 hidden units can be reordered without changing its function, so two models may sit in one basin

@@ -1,6 +1,6 @@
 """Non-linear low-loss paths between two solutions: a trained quadratic Bezier curve.
 
-Beyond the paper (PAPER.md §3): the paper finds a barrier on the straight line between two RI-T
+Beyond the paper (Neyshabur et al. 2020, §3.3): the paper finds a barrier on the straight line between two RI-T
 models and cites that any two minimisers can be joined by a non-linear low-loss path (Garipov,
 Izmailov, Podoprikhin, Vetrov, Wilson 2018, "Loss Surfaces, Mode Connectivity, and Fast
 Ensembling of DNNs"). This module fits such a path between the user's own models:
@@ -184,7 +184,7 @@ def evaluate_curve(
     Measured exactly as :func:`transferscope.analysis.interpolation.interpolate` measures the
     straight line (BatchNorm statistics recomputed at every t on ``train_data``); the result's
     ``lambdas`` are the positions t and its barriers compare the curve with the straight line
-    between the end points' values (PAPER.md §3's definition).
+    between the end points' values (Neyshabur et al. 2020, §3.3's definition).
     """
     if num_points < 2:
         raise TransferscopeError(f"num_points must be >= 2, got {num_points}")

@@ -1,4 +1,4 @@
-"""Module criticality (Chatterji et al.), the rewind test and criticality heat maps (PAPER.md §4).
+"""Module criticality (Chatterji et al.), the rewind test and criticality heat maps (Neyshabur et al. 2020, §3.4).
 
 For a module i with initial value θ_i^0 (P-T: P's weights; RI-T: the random init) and final value
 θ_i^F, let θ_i^α = (1 − α) θ_i^0 + α θ_i^F with every other module at its final value. Then
@@ -20,7 +20,7 @@ reported as that lower bound, never as 0, and the network criticality is then a 
 At α = 0 the module is rewound to θ_i^0 and μ = 0 whenever that is feasible for some σ.
 
 Models with BatchNorm running statistics get them recomputed on the training subset at each α
-(with module i at θ_i^α, before noise), as the interpolation does at each λ (PAPER.md §3):
+(with module i at θ_i^α, before noise), as the interpolation does at each λ (Neyshabur et al. 2020, §3.3):
 interpolated statistics describe no model.
 
 Search: the (α, σ) cells are tried in ascending order of α² ‖θ_i^F − θ_i^0‖² / σ², and the first
@@ -236,7 +236,7 @@ class _Module:
 
 @dataclass
 class CriticalityResult:
-    """μ_i(ε) per module and the network criticality (PAPER.md §4).
+    """μ_i(ε) per module and the network criticality (Neyshabur et al. 2020, §3.4).
 
     Attributes:
         modules: module paths, input to output.
@@ -357,7 +357,7 @@ def module_criticality(
     recalibrate_batchnorm: bool | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> CriticalityResult:
-    """μ_i(ε) of each module and the network criticality (PAPER.md §4; see the module docstring).
+    """μ_i(ε) of each module and the network criticality (Neyshabur et al. 2020, §3.4; see the module docstring).
 
     Args:
         model: the architecture (its own weights are not used or changed).
@@ -538,7 +538,7 @@ def rewind_modules(
     device: torch.device | str = "cpu",
     transform: BatchTransform | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Rewind one module at a time to θ_i^0 (others final) and evaluate (PAPER.md §4).
+    """Rewind one module at a time to θ_i^0 (others final) and evaluate (Neyshabur et al. 2020, §3.4).
 
     Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on ``data`` (the
     test split, at most ``max_examples`` examples: a fixed random subset).
@@ -581,7 +581,7 @@ def criticality_heatmap(
     device: torch.device | str = "cpu",
     transform: BatchTransform | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metric over an (α, σ) grid per module, as in the paper's heat maps (PAPER.md §4).
+    """Metric over an (α, σ) grid per module, as in the paper's heat maps (Neyshabur et al. 2020, §3.4).
 
     σ runs over ``linspace(0, max_sigma, num_sigmas)`` (σ = 0 included: no noise) and α over
     ``linspace(0, 1, num_alphas)``; each cell is the mean metric over ``noise_samples`` draws

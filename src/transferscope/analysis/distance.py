@@ -1,4 +1,4 @@
-"""Distance between two models in parameter space (PAPER.md §2, "Parameter distance").
+"""Distance between two models in parameter space (Neyshabur et al. 2020, §3.2, "Parameter distance").
 
 ||theta_A - theta_B||_2 over all parameters, and the same norm restricted to each module (the stem,
 each residual block, the head). Published whole-network values (ResNet-50, DomainNet): two P-T
@@ -149,7 +149,7 @@ def parameter_distance(
     head: str | None = None,
     exclude_head: bool = False,
 ) -> ParameterDistance:
-    """||theta_A - theta_B||_2 over the whole network and per module (PAPER.md §2).
+    """||theta_A - theta_B||_2 over the whole network and per module (Neyshabur et al. 2020, §3.2).
 
     Args:
         state_a, state_b: state dicts (name -> tensor) or modules (their ``named_parameters()``).

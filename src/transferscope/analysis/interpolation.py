@@ -1,4 +1,4 @@
-"""Linear interpolation between two solutions and the performance barrier (PAPER.md §3).
+"""Linear interpolation between two solutions and the performance barrier (Neyshabur et al. 2020, §3.3).
 
 θ(λ) = (1 − λ) θ_A + λ θ_B over every floating state entry (integer buffers such as BatchNorm's
 ``num_batches_tracked`` are taken from A), for λ in ``linspace(0, 1, num_points)``. At each λ the
@@ -215,7 +215,7 @@ def recalibrate_batchnorm(
     device: torch.device | str = "cpu",
     transform: BatchTransform | None = None,
 ) -> nn.Module:
-    """Recompute ``model``'s BatchNorm running statistics on ``data`` in place (PAPER.md §3).
+    """Recompute ``model``'s BatchNorm running statistics on ``data`` in place (Neyshabur et al. 2020, §3.3).
 
     Statistics are reset, then averaged cumulatively (momentum None) over train-mode forward passes
     under ``no_grad`` on at most ``max_examples`` examples (a fixed random subset). The model's
@@ -241,7 +241,7 @@ def recalibrated_statistics(
     batches: Iterable[tuple[Tensor, Tensor]],
     bn_keys: list[str],
 ) -> dict[str, Tensor]:
-    """BatchNorm running statistics recomputed for ``state`` on ``batches`` (PAPER.md §3).
+    """BatchNorm running statistics recomputed for ``state`` on ``batches`` (Neyshabur et al. 2020, §3.3).
 
     The statistics ``bn_keys`` are reset and averaged cumulatively over train-mode forward
     passes of ``model`` with ``state`` swapped in (``functional_call``; the model's own tensors
@@ -341,7 +341,7 @@ def interpolate(
     batched: bool = True,
     channels_last: bool = False,
 ) -> InterpolationResult:
-    """Test loss and metric along the straight line from ``state_a`` to ``state_b`` (PAPER.md §3).
+    """Test loss and metric along the straight line from ``state_a`` to ``state_b`` (Neyshabur et al. 2020, §3.3).
 
     Args:
         model: the architecture of both states (its own weights are not used or changed).

@@ -1,4 +1,4 @@
-"""Common and uncommon mistakes of two models on one test set (PAPER.md §2, "Mistakes").
+"""Common and uncommon mistakes of two models on one test set (Neyshabur et al. 2020, §3.2, "Mistakes").
 
 For models A and B and each test example: *common correct* (both right), *uncommon mistakes*
 (exactly one wrong, split into A-only and B-only) and *common mistakes* (both wrong). The paper's
@@ -141,7 +141,7 @@ def _label_predictions(pred: np.ndarray, shape: tuple[int, ...], name: str) -> n
 
 
 def compare_mistakes(pred_a: ArrayLike, pred_b: ArrayLike, target: ArrayLike) -> MistakeComparison:
-    """Common correct, uncommon and common mistakes of models A and B (PAPER.md §2).
+    """Common correct, uncommon and common mistakes of models A and B (Neyshabur et al. 2020, §3.2).
 
     Args:
         pred_a: model A's test outputs. Multiclass: logits (N, K) (argmax is taken) or class

@@ -1,4 +1,4 @@
-"""Feature similarity by centred kernel alignment (PAPER.md §2, "Feature similarity").
+"""Feature similarity by centred kernel alignment (Neyshabur et al. 2020, §3.2, "Feature similarity").
 
 Linear CKA (Kornblith et al. 2019) of activations X (n x p) and Y (n x q) of two models on the
 same n inputs, with mean-centred columns:
@@ -72,7 +72,7 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
     """Linear CKA of features ``x`` (n, p) and ``y`` (n, q), computed in feature space.
 
     Rows are examples; further dimensions (e.g. conv activations (n, C, H, W)) are flattened into
-    features. Columns are mean-centred and everything is done in float64 (PAPER.md §2). Costs
+    features. Columns are mean-centred and everything is done in float64 (Neyshabur et al. 2020, §3.2). Costs
     O(n (p + q)^2) time and O((p + q)^2) memory; for p much larger than n prefer
     :func:`linear_cka_gram` or :class:`CKAAccumulator` (which picks the cheaper form).
 
@@ -111,7 +111,7 @@ def linear_cka_gram(x: Tensor, y: Tensor) -> float:
 def hsic_unbiased(k: Tensor, l: Tensor) -> Tensor:  # noqa: E741 (the paper's names)
     """Unbiased HSIC estimator of Song et al. (2012) for symmetric n x n Gram matrices, n >= 4.
 
-    With K~, L~ the Gram matrices with zeroed diagonals (PAPER.md §2):
+    With K~, L~ the Gram matrices with zeroed diagonals (Neyshabur et al. 2020, §3.2):
     HSIC1 = [tr(K~ L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n (n-3)).
     Returns a float64 scalar tensor.
     """
@@ -138,7 +138,7 @@ class CKAAccumulator:
     Args:
         unbiased_minibatch: False (default): exact linear CKA over every example seen, equal to
             :func:`linear_cka` on the concatenated batches. True: minibatch CKA (Nguyen et al.
-            2021, PAPER.md §2), mean_i HSIC1(K_i, L_i) / sqrt(mean_i HSIC1(K_i, K_i) mean_i
+            2021, Neyshabur et al. 2020, §3.2), mean_i HSIC1(K_i, L_i) / sqrt(mean_i HSIC1(K_i, K_i) mean_i
             HSIC1(L_i, L_i)) over batches i, each of at least 4 examples; it estimates the
             population CKA with memory O(batch^2) whatever the feature sizes.
         strategy: how the exact mode keeps its state. ``"sums"``: the column sums and X^T X,

@@ -1,4 +1,4 @@
-"""Data sources by name, and the shuffles of PAPER.md §1."""
+"""Data sources by name, and the shuffles of Neyshabur et al. 2020, §3.1."""
 
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.data.registry import available, load

@@ -9,7 +9,7 @@ A ``Path`` value such as ``CheXpert-v1.0-small/train/patient00001/study1/view1_f
 with the dataset folder's own name: it is resolved against ROOT's parent when its first component
 equals ROOT's name, and against ROOT otherwise (so a renamed ROOT works with re-rooted CSVs).
 
-Paper setup (PAPER.md, "Paper training setup"): tasks Atelectasis, Cardiomegaly, Consolidation,
+Paper setup (docs/methods.md): tasks Atelectasis, Cardiomegaly, Consolidation,
 Edema, Pleural Effusion; uncertain (-1) -> 1 for Edema and Atelectasis (U-Ones), -> 0 for the others
 (U-Zeros); blank -> 0. The official train CSV is permuted with seed 1234: the first 50k rows are
 train, the next 50k test; the official valid CSV is the dev split. Preprocessing: grayscale,

@@ -6,7 +6,7 @@ Official layout (as extracted from the DomainNet archives)::
     ROOT/<domain>_train.txt    lines "<domain>/<class>/<file>.jpg <label>", paths relative to ROOT
     ROOT/<domain>_test.txt
 
-The paper (PAPER.md, "Paper training setup") uses the real, clipart and quickdraw domains, 345
+The paper (training setup in docs/methods.md) uses the real, clipart and quickdraw domains, 345
 classes, and subsamples train and test to 50,000 images each with seed 2020; images get
 RandomResizedCrop(224) + flip for training and Resize 256 + CenterCrop 224 for evaluation, with
 ImageNet normalisation.

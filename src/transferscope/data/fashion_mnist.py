@@ -1,4 +1,4 @@
-"""Fashion-MNIST from its four IDX files (the mini preset's source domain, PAPER.md "P").
+"""Fashion-MNIST from its four IDX files (the mini preset's source domain, Neyshabur et al. 2020).
 
 Where the files are looked for, in order: the ``root`` given, ``$TRANSFERSCOPE_DATA`` (or
 ``$TRANSFERSCOPE_DATA/fashion-mnist``), Debian's ``dataset-fashion-mnist`` package

@@ -49,7 +49,7 @@ def normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) for ``channels``: ImageNet statistics for 3 channels, 0.5 / 0.5 for 1.
 
     ImageNet statistics because every full-scale setup fine-tunes an ImageNet-pretrained P
-    (PAPER.md, "Paper training setup").
+    (the paper's training setup, docs/methods.md).
     """
     if channels == 3:
         return IMAGENET_MEAN, IMAGENET_STD
@@ -109,7 +109,7 @@ class FileImageDataset(Dataset):
         mode: PIL mode images are converted to before ``transform`` ('RGB' or 'L').
 
     ``paths`` and ``targets`` are public so analyses can map test indices back to files (e.g. to
-    show the examples behind the "uncommon mistakes" of PAPER.md section 2).
+    show the examples behind the "uncommon mistakes" of Neyshabur et al. 2020, §3.2).
     """
 
     def __init__(
@@ -185,7 +185,7 @@ def drop_bad_images(splits: Splits) -> tuple[Splits, list[dict[str, str]]]:
 def classification_transform(
     image_size: int, channels: int, *, train: bool, augment: bool
 ) -> v2.Compose:
-    """The standard ImageNet-style pipeline (PAPER.md, "Paper training setup", DomainNet).
+    """The standard ImageNet-style pipeline (the paper's DomainNet setup).
 
     Training with ``augment``: RandomResizedCrop(image_size) + horizontal flip. Otherwise (eval, or
     training without augmentation): Resize(int(image_size * 256 / 224)) + CenterCrop(image_size),

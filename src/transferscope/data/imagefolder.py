@@ -8,8 +8,8 @@ Two layouts::
     ROOT/val/<class>/<image>  (optional)      becomes the dev split (``valid/`` also accepted)
 
 Images may sit in nested sub-folders of a class folder. This is the way to bring one's own target
-(or source) data to a study; the transforms follow the paper's DomainNet setup (PAPER.md, "Paper
-training setup").
+(or source) data to a study; the transforms follow the paper's DomainNet
+training setup.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """fashion-mosaic: a CheXpert-like multi-label target built from Fashion-MNIST *test* images.
 
 Each image is a 2x2 mosaic of four items, each downscaled to half the side; its labels say which of
-5 chosen item classes appear (several may). It is scored by mean AUC, like CheXpert (PAPER.md
-"Paper training setup"). Only the Fashion-MNIST test split is used, so P never saw these items;
+5 chosen item classes appear (several may). It is scored by mean AUC, like CheXpert in the
+paper's training setup. Only the Fashion-MNIST test split is used, so P never saw these items;
 train mosaics and test mosaics draw from disjoint halves of it.
 """
 

@@ -1,4 +1,4 @@
-"""Block shuffle and pixel shuffle of images (PAPER.md §1, "feature reuse vs low-level statistics").
+"""Block shuffle and pixel shuffle of images (Neyshabur et al. 2020, §3.1, "feature reuse vs low-level statistics").
 
 The permutation is drawn ONCE from the seed and applied identically to every image of a batch,
 train and test alike: a fixed re-arrangement that destroys visual features while keeping low-level

@@ -1,6 +1,6 @@
 """Fixup residual networks: ResNets without BatchNorm (Zhang, Dauphin, Ma, ICLR 2019).
 
-The paper (PAPER.md, "Paper training setup") trains a Fixup ResNet-50 so that weights can be
+The paper trains a Fixup ResNet-50 (training setup in docs/methods.md) so that weights can be
 interpolated (section 3) and perturbed (section 4) without BatchNorm statistics going stale. Fixup
 replaces normalisation by an initialisation and a few scalars:
 

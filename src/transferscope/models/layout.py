@@ -1,6 +1,6 @@
 """Where the stem, stages, residual blocks and head of a model live (module paths).
 
-The analyses of PAPER.md section 2 (CKA at conv1 and each stage output) and section 4 (module
+The analyses of Neyshabur et al. 2020, §3.2 (CKA at conv1 and each stage output) and section 4 (module
 criticality per residual block) address modules by their path in ``model.named_modules()``. This
 module finds those paths: models built by :func:`transferscope.models.build_model` carry their
 layout; any ResNet-like module (``conv1``, ``layer1``.., ``fc``) and timm models (``feature_info``
@@ -32,7 +32,7 @@ class ModelLayout:
             layer.
         stages: the stage containers, input to output (``"layer1"``, ..., ``"layer4"``).
         blocks: every residual block, input to output (``"layer1.0"``, ``"layer1.1"``, ...): the
-            "modules" of residual-block module criticality (PAPER.md section 4).
+            "modules" of residual-block module criticality (Neyshabur et al. 2020, §3.4).
         head: the classifier replaced for P-T (``"fc"``).
     """
 
@@ -74,7 +74,7 @@ def layout(model: nn.Module) -> ModelLayout:
 
 
 def analysis_layers(model: nn.Module) -> dict[str, str]:
-    """The paper's CKA layers (PAPER.md section 2): the stem, then each stage's output.
+    """The paper's CKA layers (Neyshabur et al. 2020, §3.2): the stem, then each stage's output.
 
     Returns an ordered mapping display name -> module path; for ResNets
     ``{"conv1": "conv1", "layer1": "layer1", ..., "layer4": "layer4"}``. Hook the module at each

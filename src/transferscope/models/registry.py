@@ -124,7 +124,7 @@ def build_model(
       :func:`read_state`).
 
     Pre-trained weights are loaded strictly except for the head (``fc``), which is freshly
-    initialised with ``num_outputs`` outputs: the starting point of P-T (PAPER.md, "P-T"). A
+    initialised with ``num_outputs`` outputs: the starting point of P-T (Neyshabur et al. 2020). A
     stem trained on another channel count is adapted (see :func:`adapt_stem`). To load a whole
     checkpoint including its head, build with ``pretrained=None`` and call
     :func:`load_state(model, read_state(path))`.

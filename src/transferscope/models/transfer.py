@@ -1,4 +1,4 @@
-"""P-T's starting point: P with a fresh classifier head (PAPER.md, "Names": P-T)."""
+"""P-T's starting point: P with a fresh classifier head (Neyshabur et al. 2020)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Reading weight files safely and loading them into a model with clear errors.
 
-A user's P (PAPER.md: "the model pre-trained on the source domain") arrives as a file. Files are
+A user's P (Neyshabur et al. 2020: "the model pre-trained on the source domain") arrives as a file. Files are
 read without executing code: ``.safetensors`` via safetensors, ``.pt``/``.pth`` via
 ``torch.load(weights_only=True)``. Loading is strict; a checkpoint of another architecture fails
 with one message listing missing keys, unexpected keys and shape mismatches.

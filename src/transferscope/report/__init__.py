@@ -1,6 +1,6 @@
 """The study report: an HTML page with figures, a markdown summary, and claim-by-claim findings.
 
-Everything here reads only the study directory (DESIGN.md): a report can be rebuilt at any time
+Everything here reads only the study directory (docs/study-directory.md): a report can be rebuilt at any time
 without retraining or re-running an analysis.
 
 - :func:`build_report` writes ``STUDY/report/index.html`` and its figures (PNG + PDF).

@@ -466,7 +466,7 @@ def _distance(ctx: _Context) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# interpolation, criticality, trajectory (PAPER.md §3-§5)
+# interpolation, criticality, trajectory (Neyshabur et al. 2020, §3.3-§3.5)
 
 
 def _subset(data: Any, max_examples: int | None, seed: int = 0) -> Any:

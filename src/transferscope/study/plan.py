@@ -1,4 +1,4 @@
-"""From a :class:`StudyConfig` to the list of training runs of a study (PAPER.md §1-§5).
+"""From a :class:`StudyConfig` to the list of training runs of a study (Neyshabur et al. 2020, §3.1-§3.5).
 
 - P: pre-training on the source, keeping the trajectory checkpoints (or an external P);
 - for each target and seed: P-T and RI-T, plus one RI-T that shares the first RI-T's random init
@@ -105,7 +105,7 @@ def _trajectory_name(k: float) -> str:
 
 
 def check_shuffles(cfg: StudyConfig, infos: dict[str, DataInfo]) -> None:
-    """Every block size must divide every target's image sides (PAPER.md §1)."""
+    """Every block size must divide every target's image sides (Neyshabur et al. 2020, §3.1)."""
     for target in cfg.targets:
         _, h, w = infos[target.label].image_shape
         for b in cfg.shuffles.block_sizes:
@@ -118,7 +118,7 @@ def check_shuffles(cfg: StudyConfig, infos: dict[str, DataInfo]) -> None:
 
 # P's random init is drawn from its own seed range: with P and an RI-T run both initialised from
 # seed 0, the RI-T model would start from P's starting weights, and every P-T/RI-T comparison of
-# that seed would measure two models that share an init (PAPER.md treats them as independent).
+# that seed would measure two models that share an init (the paper treats them as independent).
 P_INIT_SEED_OFFSET = 7_919_000_000
 
 
@@ -227,7 +227,7 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
             add(pt(target, seed), seed=seed)
             rits.append(add(rit(target, seed), seed=seed))
         if cfg.same_init_pair and len(cfg.seeds) > 1:
-            # Same init as the first RI-T, different data order and mixup draws (PAPER.md §3).
+            # Same init as the first RI-T, different data order and mixup draws (Neyshabur et al. 2020, §3.3).
             second = cfg.seeds[1]
             add(rit(target, second, init_seed=first_seed), seed=second, same_init_as=rits[0].id)
         c, h, w = infos[target.label].image_shape

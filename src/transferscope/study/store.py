@@ -1,4 +1,4 @@
-"""The study directory: the only state a study has (DESIGN.md "The study directory").
+"""The study directory: the only state a study has (docs/study-directory.md).
 
 ```
 STUDY/study.yaml            resolved config

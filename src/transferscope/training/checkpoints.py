@@ -2,7 +2,7 @@
 
 Weights of a run live in ``checkpoints/epoch-<k>.safetensors`` (k a fractional epoch, e.g. 0,
 0.125, 1, 2) and ``final.safetensors``. ``epoch-0`` is the run's initial weights, kept because
-module criticality (PAPER.md §4) needs θ⁰ for RI-T too. ``resume.safetensors`` holds what an
+module criticality (Neyshabur et al. 2020, §3.4) needs θ⁰ for RI-T too. ``resume.safetensors`` holds what an
 interrupted run needs to continue bit-identically on CPU: weights, momentum buffers, and a JSON
 header with the step and the RNG states.
 """

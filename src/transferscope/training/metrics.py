@@ -1,4 +1,4 @@
-"""Losses and metrics for the two task types (PAPER.md: accuracy on DomainNet, mean AUC on
+"""Losses and metrics for the two task types (Neyshabur et al. 2020: accuracy on DomainNet, mean AUC on
 CheXpert), and evaluation of a model over a dataset."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training loop shared by P, P-T and RI-T (PAPER.md "Paper training setup").
+"""The training loop shared by P, P-T and RI-T (the paper's training setup).
 
 SGD with momentum and weight decay (Fixup's scalar biases and scales at ``scalar_lr_factor`` x lr),
 a schedule recomputed from the step, optional mixup. On CUDA it trains in bf16 autocast with
