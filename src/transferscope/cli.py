@@ -327,7 +327,6 @@ def _run_study(
     plan_only: bool,
 ) -> None:
     """Plan, train, analyse and report ``cfg`` in ``store`` (the caller holds its lock)."""
-    import time
 
     import torch
 
@@ -363,7 +362,6 @@ def _run_study(
         _print_estimate(cfg, cache.get, is_done=store.is_done, steps=1)
         return
     display = StudyDisplay(console, err_console, quiet, todo, parallel=cfg.jobs > 1)
-    started = time.perf_counter()
     with display.shown() as events:
         if executor == "ray":
             from transferscope.study.ray_executor import RayExecutor
@@ -372,11 +370,6 @@ def _run_study(
         else:
             engine = LocalExecutor(store, cfg, cache, events=events, jobs=cfg.jobs)
         outcome = engine.run(plan, analyses=analyses)
-    elapsed = time.perf_counter() - started
-    console.print(
-        f"trained {outcome.trained} runs, analysed in {elapsed:.0f}s ({elapsed / 60:.1f} min); "
-        f"{len(outcome.failed_runs)} runs failed"
-    )
     if analyses:
         console.print(f"analyses in {store.analyses_dir.resolve()}")
         _report(store.root, force=False)

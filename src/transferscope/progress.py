@@ -3,6 +3,7 @@ drawn from the :class:`~transferscope.study.events.StudyEvents` every executor s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -55,6 +56,7 @@ class StudyDisplay:
         self.current: dict[str, Any] = {}
         self.training: dict[str, str] = {}
         self.todo = todo
+        self.started = time.perf_counter()
 
     @contextmanager
     def shown(self) -> Iterator[StudyEvents]:
@@ -67,6 +69,7 @@ class StudyDisplay:
             run_step=self.run_step,
             run_end=self.run_end,
             runs_update=self.runs_update,
+            runs_done=self.runs_done,
             analysis=self.analysis,
             analysis_tick=self.analysis_tick,
         )
@@ -106,6 +109,16 @@ class StudyDisplay:
         self.bars.update(self.runs, description=label)
         if self.quiet:
             self.console.print(f"{finished}/{self.todo} runs finished, {len(running)} running")
+
+    def runs_done(self, outcome: dict[str, str]) -> None:
+        elapsed = time.perf_counter() - self.started
+        trained = sum(v == "done" for v in outcome.values())
+        failed = sum(v.startswith("failed") for v in outcome.values())
+        self.bars.update(self.step, visible=False)
+        self.bars.console.print(
+            f"trained {trained} runs in {elapsed:.0f}s ({elapsed / 60:.1f} min); {failed} failed",
+            highlight=False,
+        )
 
     # ------------------------------------------------------------------ analyses
     def analysis(self, name: str, message: str, seconds: float | None) -> None:

@@ -31,6 +31,8 @@ class StudyEvents:
     """(run, its DONE summary or None, the error or None)."""
     runs_update: Callable[[int, list[str]], None] | None = None
     """(runs finished, ids of the runs training now), whenever that changes (cluster runs)."""
+    runs_done: Callable[[dict[str, str]], None] | None = None
+    """(run id -> 'done' / 'skipped' / 'failed: ...') once training is over, before analyses."""
     analysis: Callable[[str, str, float | None], None] | None = None
     """(name, message, seconds): 'running' / 'recomputing: why' (seconds None), then 'done',
     'cached', 'disabled', 'skipped: why' or 'failed: error' with the seconds it took."""

@@ -288,6 +288,8 @@ class LocalExecutor:
     def run(self, plan: Plan, analyses: bool = False) -> StudyOutcome:
         """Train every run not yet done, then (``analyses``) run every analysis here."""
         outcome = StudyOutcome(self._train(plan))
+        if self.events.runs_done:
+            self.events.runs_done(outcome.runs)
         if analyses:
             outcome.analyses = analyse(self.store, self.events, self.cache)
         return outcome

@@ -222,6 +222,8 @@ class RayExecutor:
         ray, started_here = self._connect()
         try:
             outcome = StudyOutcome(self._run(ray, plan))
+            if self.events.runs_done:
+                self.events.runs_done(outcome.runs)
             if analyses:
                 outcome.analyses = self._analyze(ray)
             return outcome
