@@ -36,7 +36,12 @@ def study(config: dict[str, Any] | None = None, runs=None, **entries: dict[str, 
     docs: dict[str, Any] = {name: None for name in registry.names()}
     for name, entry in entries.items():
         # Validated into the unit's result model, as the report reads it from disk.
-        doc = {"analysis": name, "status": "ok", "targets": {"t": entry}}
+        doc = {
+            "analysis": name,
+            "version": registry.get(name).version,
+            "status": "ok",
+            "targets": {"t": entry},
+        }
         docs[name] = registry.get(name).Result.model_validate(doc)
     rows = runs or [run_row("PT-0"), run_row("RIT-0", "RI-T")]
     return StudyData(Path("."), "", config or {}, rows, docs)
@@ -154,11 +159,33 @@ def test_c2_holds_fails_and_is_inconclusive() -> None:
 # C3, C4, C5: P-T pairs against RI-T pairs and the shared-start baselines
 
 
+def pair_start(name: str) -> dict[str, Any]:
+    """The name, runs and seeds every pair entry starts with."""
+    return {"pair": name, "status": "ok", "runs": ["A-0", "B-1"], "seeds": [0, 1]}
+
+
 def mistakes(pt: float, rit: float, same: float, control: float, n: int = 2000) -> dict:
     def pair(name: str, uncommon: float) -> dict[str, Any]:
-        return {"pair": name, "status": "ok", "n": n, "fractions": {"uncommon": uncommon}}
+        fractions = {
+            "both_correct": 0.9 - uncommon,
+            "only_a_wrong": uncommon / 2,
+            "only_b_wrong": uncommon / 2,
+            "both_wrong": 0.1,
+            "uncommon": uncommon,
+        }
+        return {
+            **pair_start(name),
+            "task": "multiclass",
+            "n": n,
+            "counts": {k: round(v * n) for k, v in fractions.items()},
+            "fractions": fractions,
+            "indices": {
+                k: [] for k in ("both_correct", "only_a_wrong", "only_b_wrong", "both_wrong")
+            },
+        }
 
     return {
+        "status": "ok",
         "pairs": [
             pair("P-T/P-T", pt),
             pair("RI-T/RI-T", rit),
@@ -166,7 +193,7 @@ def mistakes(pt: float, rit: float, same: float, control: float, n: int = 2000) 
             pair("P@0-T/P@0-T", control),
             # P-T/RI-T across seeds: how much one pair differs from another.
             *(pair("P-T/RI-T", u) for u in (0.3, 0.31, 0.305, 0.295)),
-        ]
+        ],
     }
 
 

@@ -273,13 +273,14 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     a = root / "analyses"
     _write(a / "curves.json", doc("curves", {t: _curves_entry() for t in TARGETS}))
     mistakes = {
+        "status": "ok",
         "pairs": [
             _mistake_pair("P-T/P-T", ["PT-1", "PT-2"], 0.05),
             _mistake_pair("RI-T/RI-T", ["RIT-3", "RIT-4"], 0.2),
             _mistake_pair("RI-T/RI-T same init", ["RIT-3", "RIT-4"], 0.19),
             _mistake_pair("P@0-T/P@0-T", ["PkT-0", "PkT-0b"], 0.21),
             _mistake_pair("P-T/RI-T", ["PT-1", "RIT-3"], 0.15),
-        ]
+        ],
     }
     _write(a / "mistakes.json", doc("mistakes", {t: mistakes for t in TARGETS}))
     # Example images for digits only: the other target falls back to indices.

@@ -280,50 +280,6 @@ def distance_modules(
     return fig
 
 
-def image_grid(
-    images: np.ndarray, title: str, captions: Sequence[str] | None = None, columns: int = 8
-) -> Figure | None:
-    """Test images (N, C, H, W) or (N, H, W), each min-max scaled to [0, 1] on its own.
-
-    The mistakes step stores normalised tensors; per-image min-max scaling makes them viewable
-    without knowing the dataset's normalisation.
-    """
-    arr = np.asarray(images, dtype=float)
-    if arr.ndim == 3:
-        arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[0] == 0:
-        return None
-    arr = arr[:32]
-    n, _, h, w = arr.shape
-    cols = min(columns, n)
-    rows = math.ceil(n / cols)
-    rgb = arr.shape[1] >= 3
-    # One montage in one axes: drawing 32 small axes took most of the report's time.
-    gap, band = max(1, h // 14), (max(4, h // 3) if captions is not None else 0)
-    cell_h, cell_w = band + h + gap, w + gap
-    canvas = np.ones((rows * cell_h, cols * cell_w, 3))
-    for i in range(n):
-        img = arr[i, :3] if rgb else arr[i, :1]
-        lo, hi = np.nanmin(img), np.nanmax(img)
-        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        tile = np.transpose(img, (1, 2, 0)) if rgb else np.repeat(img[0][:, :, None], 3, axis=2)
-        r, c = divmod(i, cols)
-        canvas[r * cell_h + band : r * cell_h + band + h, c * cell_w : c * cell_w + w] = tile
-    fig, ax = subplots(figsize=(1.1 * cols, 1.25 * rows))
-    ax.imshow(canvas, interpolation="nearest")
-    ax.axis("off")
-    if captions is not None:
-        for i, caption in enumerate(captions[:n]):
-            r, c = divmod(i, cols)
-            ax.text(
-                c * cell_w + w / 2, r * cell_h + band - 1, caption,
-                ha="center", va="bottom", fontsize=7,
-            )  # fmt: skip
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------------------------------------
 # §3 barriers
 
@@ -633,7 +589,6 @@ __all__ = [
     "criticality_bars",
     "criticality_heatmaps",
     "distance_modules",
-    "image_grid",
     "interpolation_curves",
     "learning_curves",
     "pair_style",

@@ -17,12 +17,9 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from transferscope import atomic
 from transferscope.analyses import registry
@@ -45,13 +42,6 @@ from transferscope.report.page import Page, Raw, esc, not_run, table
 from transferscope.study import layout
 
 FIGURES_DIR = layout.FIGURES
-# Image grids of the mistakes section: written by the mistakes study step when it can.
-MISTAKE_EXAMPLES_DIR = "mistakes"
-MISTAKE_CELLS = {
-    "pt_wrong_rit_right": "P-T wrong, RI-T right",
-    "rit_wrong_pt_right": "RI-T wrong, P-T right",
-}
-_SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
@@ -255,115 +245,6 @@ class _Page(Page):
             + _table(("analysis", "status", "computed because"), analyses)
             + "<h3>Resolved configuration (study.yaml)</h3>"
             + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
-        )
-
-    def mistakes(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            rows = []
-            for p in entry.get("pairs") or []:
-                if p.get("status", "ok") != "ok":
-                    rows.append(
-                        (
-                            p.get("pair"),
-                            ", ".join(p.get("runs") or []),
-                            "-",
-                            "-",
-                            "-",
-                            "-",
-                            "-",
-                            _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
-                        )
-                    )
-                    continue
-                f = p.get("fractions") or {}
-                rows.append(
-                    (
-                        p.get("pair"),
-                        ", ".join(p.get("runs") or []),
-                        p.get("n", "-"),
-                        fmt(f.get("both_correct")),
-                        fmt(f.get("only_a_wrong")),
-                        fmt(f.get("only_b_wrong")),
-                        fmt(f.get("both_wrong")),
-                        fmt(f.get("uncommon")),
-                    )
-                )
-            out = _table(
-                (
-                    "pair (A/B)",
-                    "runs",
-                    "n",
-                    "both correct",
-                    "only A wrong",
-                    "only B wrong",
-                    "both wrong",
-                    "uncommon",
-                ),
-                rows,
-                numeric=(2, 3, 4, 5, 6, 7),
-            )
-            if entry.get("pairs") and any(p.get("task") == "multilabel" for p in entry["pairs"]):
-                out += '<p class="small">Multi-label target: cells count (example, label) decisions.</p>'
-            return out + self.mistake_examples(target, entry)
-
-        return (
-            '<p class="small">Fractions of the test set. Uncommon mistakes: exactly one of the two '
-            "models is wrong.</p>" + self.legacy_per_target("mistakes", render)
-        )
-
-    def mistake_examples(self, target: str, entry: dict[str, Any]) -> str:
-        """Image grids from analyses/mistakes/<target>.npz, or the example indices."""
-        path = None
-        if _SAFE_LABEL.fullmatch(target):
-            path = self.data.root / "analyses" / MISTAKE_EXAMPLES_DIR / f"{target}.npz"
-        out = []
-        if path is not None and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-            except (OSError, ValueError) as e:
-                return _not_run(f"{path.name} could not be read: {e}")
-            for cell, title in MISTAKE_CELLS.items():
-                if cell not in arrays:
-                    continue
-                idx = arrays.get(f"{cell}_indices")
-                captions = [f"#{int(i)}" for i in idx] if idx is not None else None
-                out.append(
-                    self.figure(
-                        F.image_grid(arrays[cell], f"{title} ({target})", captions),
-                        f"mistakes-{target}-{cell}",
-                        f"Test examples {title.lower()} on {target} (each image min-max scaled).",
-                    )
-                )
-            if out:
-                return "<h4>Examples</h4>" + "".join(out)
-        pair = next(
-            (
-                p
-                for p in entry.get("pairs") or []
-                if p.get("pair") == "P-T/RI-T" and p.get("status", "ok") == "ok"
-            ),
-            None,
-        )
-        if pair is None:
-            return ""
-        idx = pair.get("indices") or {}
-        # In a P-T/RI-T pair A is P-T and B is RI-T.
-        rows = [
-            (
-                "P-T wrong, RI-T right",
-                " ".join(str(i) for i in idx.get("only_a_wrong", [])) or "none",
-            ),
-            (
-                "RI-T wrong, P-T right",
-                " ".join(str(i) for i in idx.get("only_b_wrong", [])) or "none",
-            ),
-        ]
-        return (
-            f"<h4>Examples (test-set indices, runs {esc(' / '.join(pair.get('runs') or []))})</h4>"
-            + _table(("cell", "test indices (first ones)"), rows)
-            + '<p class="small">No example images saved for this target '
-            f"(analyses/{MISTAKE_EXAMPLES_DIR}/&lt;target&gt;.npz).</p>"
         )
 
     def similarity(self) -> str:
@@ -930,4 +811,4 @@ def build_report(
     return path
 
 
-__all__ = ["FIGURES_DIR", "MISTAKE_CELLS", "MISTAKE_EXAMPLES_DIR", "build_report", "render_html"]
+__all__ = ["FIGURES_DIR", "build_report", "render_html"]

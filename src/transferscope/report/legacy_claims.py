@@ -1,4 +1,4 @@
-"""Claims C3-C10 as rules on plain result documents, for the analysis units not yet converted
+"""Claims C4-C10 as rules on plain result documents, for the analysis units not yet converted
 to typed results (each unit's module names its claims; a converted unit holds its own rules).
 """
 
@@ -22,7 +22,6 @@ from transferscope.report.rules import (
     _barrier_state,
     _barriers,
     _direction_of,
-    _fraction_floor,
     _group_rule,
     _mean_per_key,
     _ok_pairs,
@@ -36,20 +35,6 @@ from transferscope.report.rules import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from transferscope.report.study_data import StudyData
-
-
-def _c3(entry: dict[str, Any], target: str) -> TargetResult:
-    everything = [p for p in entry.get("pairs", []) if p.get("status", "ok") == "ok"]
-    direction, text, stat = _group_rule(
-        entry,
-        lambda p: (p.get("fractions") or {}).get("uncommon"),
-        -1,
-        "pairs",
-        floor=_fraction_floor(everything),
-    )
-    if direction is None:
-        return TargetResult(target, UNMEASURED, text)
-    return TargetResult(target, combine(direction), f"uncommon mistakes {text}", stat)
 
 
 def _c4(entry: dict[str, Any], target: str) -> TargetResult:

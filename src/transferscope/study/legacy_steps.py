@@ -7,7 +7,6 @@ wrap them validate it into their result model. Converting a step moves its code 
 
 from __future__ import annotations
 
-import io
 import itertools
 import time
 from collections.abc import Callable
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferscope import atomic
 from transferscope.analyses.context import StudyContext as _Context
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
@@ -31,7 +29,6 @@ from transferscope.analysis.criticality import (
 )
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
-from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
 from transferscope.analysis.similarity import layer_similarity
 from transferscope.analysis.trajectory import trajectory_point
@@ -49,9 +46,6 @@ from transferscope.training.metrics import metric_name
 from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
 
 # The config's analyses section declares every analysis, in the paper's order.
-# How many example indices of each mistakes cell go into the JSON (the counts are always full).
-MAX_INDICES = 64
-
 ProgressFn = Callable[[str, str], None]
 # Two fine-tunes from P's untrained init: shared start and recipe, no pre-training.
 CONTROL_PAIR = "P@0-T/P@0-T"
@@ -192,61 +186,6 @@ def _predictions(ctx: _Context, run: PlannedRun) -> tuple[np.ndarray, np.ndarray
         if not path.is_file():
             raise TransferscopeError(f"run {run.id} has no '{path}'")
     return np.load(paths[0], allow_pickle=False), np.load(paths[1], allow_pickle=False)
-
-
-def _mistakes(ctx: _Context) -> dict[str, Any]:
-    targets: dict[str, Any] = {}
-    examples_written: set[str] = set()
-    for target in (t.label for t in ctx.cfg.targets):
-        entries = []
-        for name, a, b in _pairs(ctx, target, same_init=True, every_p_t_ri_t=True):
-            entry = _pair_entry(name, a, b)
-            reason = _unfinished(ctx, [a, b])
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            try:
-                out_a, y_a = _predictions(ctx, a)
-                out_b, y_b = _predictions(ctx, b)
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
-                continue
-            if y_a.shape != y_b.shape or not np.array_equal(y_a, y_b):
-                entries.append({**entry, **_skipped("the two runs were tested on other examples")})
-                continue
-            result = compare_mistakes(out_a, out_b, y_a)
-            entries.append({**entry, "status": "ok", **result.to_dict(MAX_INDICES)})
-            if name == "P-T/RI-T" and target not in examples_written:
-                _write_examples(ctx, a, result.cells, out_a.shape[1] if y_a.ndim == 2 else 1)
-                examples_written.add(target)
-        targets[target] = {"pairs": entries}
-    return {"targets": targets, "max_indices_per_cell": MAX_INDICES}
-
-
-EXAMPLES_PER_CELL = 32
-
-
-def _write_examples(ctx: _Context, pt: PlannedRun, cells: Any, tasks: int) -> None:
-    """Save the test images behind "P-T wrong, RI-T right" and the reverse for the report's grids.
-
-    ``analyses/mistakes/<target>.npz`` holds ``pt_wrong_rit_right`` (N, C, H, W) float32 images as
-    fed to the model, with ``..._indices`` (N,); likewise ``rit_wrong_pt_right``. Multi-label cells
-    count (example, task) pairs, so an example index is the flat index // tasks.
-    """
-    test = ctx.cache.get(pt.spec.data).test
-    arrays: dict[str, np.ndarray] = {}
-    for cell, idx in (
-        ("pt_wrong_rit_right", cells.only_a_wrong),
-        ("rit_wrong_pt_right", cells.only_b_wrong),
-    ):
-        examples = np.unique(np.asarray(idx) // tasks)[:EXAMPLES_PER_CELL]
-        if len(examples) == 0:
-            continue  # the report shows nothing for an empty cell
-        arrays[cell] = np.stack([np.asarray(test[int(i)][0], dtype=np.float32) for i in examples])
-        arrays[f"{cell}_indices"] = examples.astype(np.int64)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic.write_bytes(ctx.store.analyses_dir / "mistakes" / f"{pt.target}.npz", buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -1011,7 +950,6 @@ def _connectivity(ctx: _Context) -> dict[str, Any]:
 # entry point
 
 STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
-    "mistakes": _mistakes,
     "similarity": _similarity,
     "distance": _distance,
     "interpolation": _interpolation,
