@@ -209,20 +209,25 @@ def test_c3_holds_fails_and_a_shared_start_is_not_enough() -> None:
 
 def cka(pt: float, rit: float, same: float, control: float) -> dict[str, Any]:
     def pair(name: str, value: float) -> dict[str, Any]:
+        values = {"conv1": min(1.0, value + 0.05), "layer1": value}
+        layer = {"estimator": "exact", "features": [4, 4], "examples": 100, "error": None}
         return {
-            "pair": name,
-            "status": "ok",
-            "cka": {"conv1": min(1.0, value + 0.05), "layer1": value},
+            **pair_start(name),
+            "cka": values,
+            "layers": {n: {**layer, "cka": v} for n, v in values.items()},
+            "examples": 100,
         }
 
     return {
+        "status": "ok",
         "pairs": [
             pair("P-T/P-T", pt),
             pair("RI-T/RI-T", rit),
             pair("RI-T/RI-T same init", same),
             pair("P@0-T/P@0-T", control),
             *(pair("P-T/RI-T", v) for v in (0.2, 0.22, 0.21, 0.2)),
-        ]
+        ],
+        "subset": {"examples": 100, "of": 100, "seed": 0, "stratified": True},
     }
 
 

@@ -159,6 +159,19 @@ def _mistake_pair(name: str, runs: list[str], uncommon: float) -> dict[str, Any]
     }
 
 
+def _cka_pair(name: str, runs: list[str], cka: dict[str, float]) -> dict[str, Any]:
+    layer = {"estimator": "exact", "features": [4, 4], "examples": 100, "error": None}
+    return {
+        "pair": name,
+        "runs": runs,
+        "seeds": [0, 1],
+        "status": "ok",
+        "cka": cka,
+        "layers": {n: {**layer, "cka": v} for n, v in cka.items()},
+        "examples": 100,
+    }
+
+
 def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str, Any]:
     lam = [i / 10 for i in range(11)]
     metric = [0.9 - barrier * (1 - abs(2 * x - 1)) for x in lam]
@@ -352,44 +365,36 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     }
     if complete:
         similarity = {
+            "status": "ok",
             "pairs": [
-                {
-                    "pair": "P-T/P-T",
-                    "runs": ["PT-1", "PT-2"],
-                    "status": "ok",
-                    "cka": {n: 0.9 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "RI-T/RI-T",
-                    "runs": ["RIT-3", "RIT-4"],
-                    "status": "ok",
-                    "cka": {n: 0.5 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "RI-T/RI-T same init",
-                    "runs": ["RIT-3", "RIT-4"],
-                    "status": "ok",
-                    "cka": {n: 0.55 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "P@0-T/P@0-T",
-                    "runs": ["PkT-0", "PkT-0b"],
-                    "status": "ok",
-                    "cka": {n: 0.6 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "P-T/RI-T",
-                    "runs": ["PT-1", "RIT-3"],
-                    "status": "ok",
-                    "cka": {n: 0.3 for n in LAYERS},
-                },
+                _cka_pair(
+                    "P-T/P-T", ["PT-1", "PT-2"], {n: 0.9 - 0.1 * i for i, n in enumerate(LAYERS)}
+                ),
+                _cka_pair(
+                    "RI-T/RI-T",
+                    ["RIT-3", "RIT-4"],
+                    {n: 0.5 - 0.1 * i for i, n in enumerate(LAYERS)},
+                ),
+                _cka_pair(
+                    "RI-T/RI-T same init",
+                    ["RIT-3", "RIT-4"],
+                    {n: 0.55 - 0.1 * i for i, n in enumerate(LAYERS)},
+                ),
+                _cka_pair(
+                    "P@0-T/P@0-T",
+                    ["PkT-0", "PkT-0b"],
+                    {n: 0.6 - 0.1 * i for i, n in enumerate(LAYERS)},
+                ),
+                _cka_pair("P-T/RI-T", ["PT-1", "RIT-3"], {n: 0.3 for n in LAYERS}),
                 {
                     "pair": "P/P-T",
                     "runs": ["P-src", "PT-1"],
+                    "seeds": [0],
                     "status": "skipped",
                     "reason": "not done",
                 },
-            ]
+            ],
+            "subset": {"examples": 100, "of": 100, "seed": 0, "stratified": True},
         }
         _write(a / "similarity.json", doc("similarity", {t: similarity for t in TARGETS}))
     else:

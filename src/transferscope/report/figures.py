@@ -223,30 +223,6 @@ def _ok(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in pairs if p.get("status", "ok") == "ok"]
 
 
-def cka_lines(entry: dict[str, Any], title: str) -> Figure | None:
-    """Linear CKA per layer, one line per pair of models."""
-    pairs = [p for p in _ok(entry.get("pairs") or []) if p.get("cka")]
-    if not pairs:
-        return None
-    layers: list[str] = []
-    for p in pairs:
-        layers += [n for n in p["cka"] if n not in layers]
-    layers = depth_order(layers) or layers
-    fig, ax = subplots(figsize=(5.0, 3.2))
-    x = np.arange(len(layers))
-    for p in pairs:
-        color, ls = pair_style(p["pair"])
-        y = [p["cka"].get(n) if finite(p["cka"].get(n)) else np.nan for n in layers]
-        ax.plot(x, y, color=color, linestyle=ls, marker="o", markersize=3, label=p["pair"])
-    ax.set_xticks(x, layers, rotation=30, ha="right")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("layer (input → output)")
-    ax.set_ylabel("linear CKA (0 = unrelated, 1 = identical)")
-    ax.set_title(title)
-    _legend_once(ax, outside=True)
-    return fig
-
-
 def distance_modules(
     entry: dict[str, Any], title: str, reference: Sequence[str] | None = None
 ) -> Figure | None:
@@ -584,7 +560,6 @@ __all__ = [
     "PATHS",
     "basin_barriers",
     "basin_paths",
-    "cka_lines",
     "computed_kinds",
     "criticality_bars",
     "criticality_heatmaps",

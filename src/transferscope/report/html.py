@@ -31,7 +31,6 @@ from transferscope.report.findings import (
     INCONCLUSIVE,
     Finding,
     StudyData,
-    depth_order,
     evaluate_findings,
     final_pt_metric,
     finite,
@@ -246,59 +245,6 @@ class _Page(Page):
             + "<h3>Resolved configuration (study.yaml)</h3>"
             + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
         )
-
-    def similarity(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            pairs = [p for p in entry.get("pairs") or [] if p.get("status", "ok") == "ok"]
-            layers: list[str] = []
-            for p in pairs:
-                layers += [n for n in p.get("cka") or {} if n not in layers]
-            layers = depth_order(layers) or layers
-            rows = [
-                (
-                    p.get("pair"),
-                    ", ".join(p.get("runs") or []),
-                    *[fmt((p.get("cka") or {}).get(n)) for n in layers],
-                )
-                for p in pairs
-            ]
-            skipped = [p for p in entry.get("pairs") or [] if p.get("status", "ok") != "ok"]
-            out = _table(("pair", "runs", *layers), rows, numeric=tuple(range(2, 2 + len(layers))))
-            subset = entry.get("subset") or {}
-            if subset:
-                how = "stratified by class" if subset.get("stratified") else "uniformly"
-                out += (
-                    f'<p class="small">Every pair is compared on the same {esc(subset.get("examples"))}'
-                    f" of {esc(subset.get('of'))} test examples, drawn {how} with seed "
-                    f"{esc(subset.get('seed'))}.</p>"
-                )
-            estimators: dict[str, str] = {}
-            for p in pairs:
-                for name, layer in (p.get("layers") or {}).items():
-                    estimators.setdefault(name, str(layer.get("estimator")))
-                    if layer.get("error"):
-                        out += (
-                            f'<p class="notrun">{esc(p.get("pair"))} at {esc(name)}: '
-                            f"{esc(layer['error'])}</p>"
-                        )
-            if estimators:
-                out += (
-                    '<p class="small">Estimator per layer: '
-                    + esc(", ".join(f"{n}: {e}" for n, e in estimators.items()))
-                    + ".</p>"
-                )
-            if skipped:
-                out += "".join(
-                    f'<p class="small">{esc(p.get("pair"))} skipped: {esc(p.get("reason", ""))}</p>'
-                    for p in skipped
-                )
-            return out + self.figure(
-                F.cka_lines(entry, f"Feature similarity, target {target}"),
-                f"cka-{target}",
-                f"Linear CKA per layer for every pair of models on {target}.",
-            )
-
-        return self.legacy_per_target("similarity", render)
 
     def distance(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:

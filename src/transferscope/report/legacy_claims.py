@@ -1,4 +1,4 @@
-"""Claims C4-C10 as rules on plain result documents, for the analysis units not yet converted
+"""Claims C5-C10 as rules on plain result documents, for the analysis units not yet converted
 to typed results (each unit's module names its claims; a converted unit holds its own rules).
 """
 
@@ -12,7 +12,6 @@ from transferscope.analyses.pairs import CONTROL_PAIR
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     CHECKPOINT_TOLERANCE,
-    CKA_FLOOR,
     DISTANCE_FLOOR,
     FAILS,
     HOLDS,
@@ -35,29 +34,6 @@ from transferscope.report.rules import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from transferscope.report.study_data import StudyData
-
-
-def _c4(entry: dict[str, Any], target: str) -> TargetResult:
-    layers: list[str] = []
-    for p in _ok_pairs(entry, "P-T/P-T"):
-        layers += [n for n in (p.get("cka") or {}) if n not in layers]
-    if not layers:
-        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T pair missing")
-    directions, parts, stats = [], [], []
-    for layer in layers:
-        d, text, stat = _group_rule(
-            entry, lambda p, n=layer: (p.get("cka") or {}).get(n), +1, "pairs", floor=CKA_FLOOR
-        )
-        if d is None:
-            continue
-        directions.append(d)
-        parts.append(f"{layer} {text}")
-        stats.append(stat)
-    if not directions:
-        return TargetResult(target, UNMEASURED, "no layer measured for both pair kinds")
-    return TargetResult(
-        target, combine(_direction_of(directions)), "; ".join(parts), f"per layer: {stats[0]}"
-    )
 
 
 def _c5(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:

@@ -29,19 +29,15 @@ from transferscope.analysis.criticality import (
 )
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
-from transferscope.analysis.sampling import dataset_targets, stratified_indices
-from transferscope.analysis.similarity import layer_similarity
 from transferscope.analysis.trajectory import trajectory_point
-from transferscope.config import DataSpec
 from transferscope.data.base import TensorImageDataset
 from transferscope.errors import DamagedRunError, TransferscopeError
-from transferscope.models import load_state
 from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
 from transferscope.study.executors import build_start_model
 from transferscope.study.plan import PlannedRun
 from transferscope.training import checkpoints as ckpt
-from transferscope.training.loaders import epoch_order, iterate
+from transferscope.training.loaders import epoch_order
 from transferscope.training.metrics import metric_name
 from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
 
@@ -192,14 +188,6 @@ def _predictions(ctx: _Context, run: PlannedRun) -> tuple[np.ndarray, np.ndarray
 # similarity
 
 
-def _final_model(ctx: _Context, run: PlannedRun) -> nn.Module:
-    """A run's architecture (as it was trained) with its final weights."""
-    model = _start_model(ctx, run)
-    path = ctx.store.weights_path(run.id, "final")
-    load_state(model, ckpt.load_weights(path), what=str(path))
-    return model
-
-
 def _start_model(ctx: _Context, run: PlannedRun) -> nn.Module:
     spec = run.spec
     info = ctx.cache.get(spec.data).info
@@ -207,109 +195,6 @@ def _start_model(ctx: _Context, run: PlannedRun) -> nn.Module:
     # build_start_model seeds the global RNG for random inits; keep the caller's RNG untouched.
     with torch.random.fork_rng(devices=[]):
         return build_start_model(spec, info, source, ctx.store)
-
-
-def _p_model(ctx: _Context, pt: PlannedRun) -> tuple[nn.Module, str]:
-    """P for the P/P-T pair: the P run's final weights, or (external P) P-T's start model."""
-    p = ctx.p_run()
-    if p is not None:
-        return _final_model(ctx, p), p.id
-    # P came from a file or torchvision: P-T's starting point is P with a fresh head, and the
-    # head is not among the compared layers.
-    return _start_model(ctx, pt), f"{pt.id}@start"
-
-
-def _similarity_subset(ctx: _Context, target: DataSpec) -> tuple[Any, dict[str, Any]]:
-    """The test examples every pair of ``target`` is compared on, and how they were drawn."""
-    opts = ctx.cfg.analyses.similarity
-    test = ctx.cache.get(target).test
-    indices, stratified = stratified_indices(
-        dataset_targets(test), len(test), opts.max_examples, opts.subset_seed
-    )
-    subset = test if len(indices) == len(test) else _take(test, indices)
-    return subset, {
-        "examples": len(indices),
-        "of": len(test),
-        "seed": opts.subset_seed,
-        "stratified": stratified,
-    }
-
-
-def _take(data: Any, indices: list[int]) -> Any:
-    """The examples ``indices`` of ``data`` (a tensor dataset stays one)."""
-    if isinstance(data, TensorImageDataset):
-        idx = torch.as_tensor(indices)
-        return TensorImageDataset(data.images[idx], data.targets[idx])
-    return torch.utils.data.Subset(data, indices)
-
-
-def _similarity(ctx: _Context) -> dict[str, Any]:
-    opts = ctx.cfg.analyses.similarity
-    device = pick_device(ctx.cfg.device)
-    targets: dict[str, Any] = {}
-    for target in ctx.cfg.targets:
-        label = target.label
-        # (pair, A or None for P, B): P is the P run when the study pre-trained one.
-        pairs: list[tuple[str, PlannedRun | None, PlannedRun]] = list(
-            _pairs(ctx, label, same_init=True, every_p_t_ri_t=True)
-        )
-        pairs += [("P/P-T", None, pt) for pt in ctx.independent("P-T", label)]
-        p_run = ctx.p_run()
-        subset, drawn = _similarity_subset(ctx, target)
-        entries = []
-        for name, a, b in pairs:
-            needs = [r for r in (a if a is not None else p_run, b) if r is not None]
-            entry: dict[str, Any] = {"pair": name, "runs": [r.id for r in needs]}
-            entry["seeds"] = [b.seed] if a is None else [a.seed, b.seed]
-            reason = _unfinished(ctx, needs)
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            try:
-                if a is None:
-                    model_a, p_id = _p_model(ctx, b)
-                    entry["runs"] = [p_id, b.id]
-                else:
-                    model_a = _final_model(ctx, a)
-                model_b = _final_model(ctx, b)
-                layers = layer_similarity(
-                    model_a.to(device),
-                    model_b.to(device),
-                    iterate(subset, opts.batch_size, device=device),
-                    layers=opts.layers,
-                    pooled=opts.pooled,
-                    max_examples=None,
-                    estimator="auto",
-                    max_exact_bytes=opts.max_exact_bytes,
-                    expected_examples=drawn["examples"],
-                )
-            except (TransferscopeError, RuntimeError, MemoryError) as e:
-                # One pair's failure (a missing file, memory) is reported there; the others run.
-                entries.append({**entry, **_failed(e)})
-                continue
-            entries.append(
-                {
-                    **entry,
-                    "status": "ok",
-                    "cka": {n: r.cka for n, r in layers.items() if r.cka is not None},
-                    "layers": {n: r.to_dict() for n, r in layers.items()},
-                    "examples": drawn["examples"],
-                }
-            )
-        targets[label] = {"pairs": entries, "subset": drawn}
-    return {
-        "targets": targets,
-        "split": "test",
-        "pooled": opts.pooled,
-        "max_examples": opts.max_examples,
-    }
-
-
-def _failed(error: BaseException) -> dict[str, Any]:
-    """An entry for a pair whose computation failed: the error, said where the pair stands."""
-    if isinstance(error, TransferscopeError):
-        return _skipped(str(error))
-    return {"status": "error", "reason": f"{type(error).__name__}: {error}"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -950,7 +835,6 @@ def _connectivity(ctx: _Context) -> dict[str, Any]:
 # entry point
 
 STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
-    "similarity": _similarity,
     "distance": _distance,
     "interpolation": _interpolation,
     "criticality": _criticality,
