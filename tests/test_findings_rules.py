@@ -242,21 +242,37 @@ def test_c4_holds_fails_and_a_shared_start_is_not_enough() -> None:
 
 def distance(pt: float, same: float, control: float, relative: list[float]) -> dict[str, Any]:
     units = [f"m{i}" for i in range(len(relative))]
+
+    def pair(name: str, total: float, **per: Any) -> dict[str, Any]:
+        per_module = per.get("per_module", {})
+        return {
+            **pair_start(name),
+            "checkpoints": ["final", "final"],
+            "total": total,
+            "per_module": per_module,
+            "per_module_relative": per.get("per_module_relative", {}),
+            "per_module_rms": {},
+            "module_elements": {m: 10 for m in per_module},
+            "excluded": {},
+            "tensors": 2 * len(per_module),
+            "elements": 10 * len(per_module),
+        }
+
     return {
+        "status": "ok",
         "pairs": [
-            {"pair": "P-T/P-T", "status": "ok", "total": pt},
-            {"pair": "RI-T/RI-T", "status": "ok", "total": 30.0},
-            {"pair": "RI-T/RI-T same init", "status": "ok", "total": same},
-            {"pair": "P@0-T/P@0-T", "status": "ok", "total": control},
-            *({"pair": "P-T/RI-T", "status": "ok", "total": t} for t in (29.0, 30.5, 30, 29.5)),
-            {
-                "pair": "P-T/P",
-                "status": "ok",
-                "total": 5.0,
+            pair("P-T/P-T", pt),
+            pair("RI-T/RI-T", 30.0),
+            pair("RI-T/RI-T same init", same),
+            pair("P@0-T/P@0-T", control),
+            *(pair("P-T/RI-T", t) for t in (29.0, 30.5, 30, 29.5)),
+            pair(
+                "P-T/P",
+                5.0,
                 # Raw l2 grows with size (the trap C5 avoids): here it falls with depth.
-                "per_module": {u: 10.0 - i for i, u in enumerate(units)},
-                "per_module_relative": dict(zip(units, relative, strict=True)),
-            },
+                per_module={u: 10.0 - i for i, u in enumerate(units)},
+                per_module_relative=dict(zip(units, relative, strict=True)),
+            ),
         ],
         "depth_units": units,
     }

@@ -159,6 +159,32 @@ def _mistake_pair(name: str, runs: list[str], uncommon: float) -> dict[str, Any]
     }
 
 
+def _distance_pair(
+    name: str,
+    runs: list[str],
+    total: float,
+    per_module: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    per_module = per_module or {}
+    return {
+        "pair": name,
+        "runs": runs,
+        "seeds": [0, 1],
+        "checkpoints": ["final", "final"],
+        "status": "ok",
+        "total": total,
+        "per_module": per_module,
+        "per_module_relative": {},
+        "per_module_rms": {},
+        "module_elements": {m: 10 for m in per_module},
+        "excluded": {},
+        "tensors": 2 * len(per_module),
+        "elements": 10 * len(per_module),
+        **extra,
+    }
+
+
 def _cka_pair(name: str, runs: list[str], cka: dict[str, float]) -> dict[str, Any]:
     layer = {"estimator": "exact", "features": [4, 4], "examples": 100, "error": None}
     return {
@@ -306,57 +332,47 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
         rit_wrong_pt_right=rng.normal(size=(3, 3, 8, 8)).astype(np.float32),
     )
     distance = {
+        "status": "ok",
         "pairs": [
-            {
-                "pair": "P-T/P-T",
-                "runs": ["PT-1", "PT-2"],
-                "status": "ok",
-                "total": 0.2,
-                "per_module": {
-                    "bias1": 0.001,
-                    **{m: 0.01 * (i + 1) for i, m in enumerate(MODULES)},
-                },
-            },
-            {
-                "pair": "RI-T/RI-T",
-                "runs": ["RIT-3", "RIT-4"],
-                "status": "ok",
-                "total": 12.0,
-                "per_module": {m: 2.0 * (i + 1) for i, m in enumerate(MODULES)},
-            },
-            {
-                "pair": "RI-T/RI-T same init",
-                "runs": ["RIT-3", "RIT-4"],
-                "status": "ok",
-                "total": 9.0,
-            },
-            {"pair": "P@0-T/P@0-T", "runs": ["PkT-0", "PkT-0b"], "status": "ok", "total": 5.0},
-            {
-                "pair": "P-T/P",
-                "runs": ["PT-1", "P-src"],
-                "status": "ok",
-                "total": 0.1,
-                "per_module": {
-                    "bias1": 0.5,
-                    **{m: 0.02 * (i + 1) for i, m in enumerate(UNITS)},
-                },
+            _distance_pair(
+                "P-T/P-T",
+                ["PT-1", "PT-2"],
+                0.2,
+                {"bias1": 0.001, **{m: 0.01 * (i + 1) for i, m in enumerate(MODULES)}},
+            ),
+            _distance_pair(
+                "RI-T/RI-T",
+                ["RIT-3", "RIT-4"],
+                12.0,
+                {m: 2.0 * (i + 1) for i, m in enumerate(MODULES)},
+            ),
+            _distance_pair("RI-T/RI-T same init", ["RIT-3", "RIT-4"], 9.0),
+            _distance_pair("P@0-T/P@0-T", ["PkT-0", "PkT-0b"], 5.0),
+            _distance_pair(
+                "P-T/P",
+                ["PT-1", "P-src"],
+                0.1,
+                {"bias1": 0.5, **{m: 0.02 * (i + 1) for i, m in enumerate(UNITS)}},
+                seeds=[0],
                 # The size-free change rises with depth (C5), unlike its raw l2 (not used).
-                "per_module_relative": {
+                per_module_relative={
                     "bias1": 9.0,
                     **{m: 0.01 * (i + 1) for i, m in enumerate(UNITS)},
                 },
-            },
-            {
-                "pair": "P@k/P-T",
-                "runs": ["P-src", "PT-1"],
-                "status": "ok",
-                "checkpoint": 0.5,
-                "total": 0.9,
-                "per_module": {m: 0.1 for m in MODULES[:-1]},
-            },
+            ),
+            _distance_pair(
+                "P@k/P-T",
+                ["P-src", "PT-1"],
+                0.9,
+                {m: 0.1 for m in MODULES[:-1]},
+                seeds=[0],
+                checkpoints=["epoch-0.5", "final"],
+                k=0.5,
+            ),
             {
                 "pair": "RI-T/P",
                 "runs": ["RIT-3"],
+                "seeds": [0],
                 "status": "skipped",
                 "reason": "P's weights <missing>",
             },

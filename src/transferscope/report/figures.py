@@ -26,7 +26,7 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 
 from transferscope import atomic
-from transferscope.report.findings import depth_order, finite
+from transferscope.report.findings import finite
 
 COLORS = {
     "P-T": "#0072B2",
@@ -221,39 +221,6 @@ def shuffle_bars(entry: dict[str, Any], title: str) -> Figure | None:
 
 def _ok(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in pairs if p.get("status", "ok") == "ok"]
-
-
-def distance_modules(
-    entry: dict[str, Any], title: str, reference: Sequence[str] | None = None
-) -> Figure | None:
-    """Per-module L2 parameter distance, one line per pair (log scale: RI-T is far away)."""
-    pairs = [p for p in _ok(entry.get("pairs") or []) if p.get("per_module")]
-    if not pairs:
-        return None
-    names: list[str] = []
-    for p in pairs:
-        names += [n for n in p["per_module"] if n not in names]
-    modules = depth_order(names, reference)
-    if not modules:
-        return None
-    fig, ax = subplots(figsize=(6.0, 3.4))
-    x = np.arange(len(modules))
-    positive = False
-    shades = _checkpoint_styles(pairs, "checkpoint")
-    for p in pairs:
-        color, ls, label = _pair_line(p, "checkpoint", shades)
-        y = [p["per_module"].get(m) for m in modules]
-        y = [v if finite(v) and v > 0 else np.nan for v in y]
-        positive = positive or any(not math.isnan(v) for v in y)
-        ax.plot(x, y, color=color, linestyle=ls, marker="o", markersize=3, label=label)
-    if positive:
-        ax.set_yscale("log")
-    ax.set_xticks(x, modules, rotation=30, ha="right")
-    ax.set_xlabel("module (input → output)")
-    ax.set_ylabel("L2 distance of the module's parameters")
-    ax.set_title(title)
-    _legend_once(ax, outside=True)
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,7 +530,6 @@ __all__ = [
     "computed_kinds",
     "criticality_bars",
     "criticality_heatmaps",
-    "distance_modules",
     "interpolation_curves",
     "learning_curves",
     "pair_style",

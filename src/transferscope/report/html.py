@@ -246,34 +246,6 @@ class _Page(Page):
             + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
         )
 
-    def distance(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            rows = []
-            for p in entry.get("pairs") or []:
-                ok = p.get("status", "ok") == "ok"
-                rows.append(
-                    (
-                        p.get("pair"),
-                        ", ".join(p.get("runs") or []),
-                        fmt(p.get("checkpoint")) if p.get("checkpoint") is not None else "-",
-                        fmt(p.get("total"), 4)
-                        if ok
-                        else _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
-                    )
-                )
-            reference = (
-                (self.data.target_entry("criticality", target) or {}).get("P-T") or {}
-            ).get("modules")
-            return _table(
-                ("pair", "runs", "k", "whole-network L2 distance"), rows, numeric=(2, 3)
-            ) + self.figure(
-                F.distance_modules(entry, f"Parameter distance, target {target}", reference),
-                f"distance-{target}",
-                f"L2 distance per module for every pair on {target} (log scale).",
-            )
-
-        return self.legacy_per_target("distance", render)
-
     def barriers(self) -> str:
         def render(target: str, entry: dict[str, Any]) -> str:
             rows = [

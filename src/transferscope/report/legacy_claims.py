@@ -1,4 +1,4 @@
-"""Claims C5-C10 as rules on plain result documents, for the analysis units not yet converted
+"""Claims C6-C10 as rules on plain result documents, for the analysis units not yet converted
 to typed results (each unit's module names its claims; a converted unit holds its own rules).
 """
 
@@ -12,7 +12,6 @@ from transferscope.analyses.pairs import CONTROL_PAIR
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     CHECKPOINT_TOLERANCE,
-    DISTANCE_FLOOR,
     FAILS,
     HOLDS,
     INCONCLUSIVE,
@@ -21,11 +20,7 @@ from transferscope.report.rules import (
     _barrier_state,
     _barriers,
     _direction_of,
-    _group_rule,
-    _mean_per_key,
-    _ok_pairs,
     combine,
-    depth_order,
     finite,
     fmt,
     mean,
@@ -34,44 +29,6 @@ from transferscope.report.rules import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from transferscope.report.study_data import StudyData
-
-
-def _c5(data: StudyData) -> Callable[[dict[str, Any], str], TargetResult]:
-    def judge(entry: dict[str, Any], target: str) -> TargetResult:
-        from transferscope.analysis.statistics import spearman_trend
-
-        closer, text, stat = _group_rule(
-            entry, lambda p: p.get("total"), -1, "pairs", relative_floor=DISTANCE_FLOOR
-        )
-        per = _mean_per_key(_ok_pairs(entry, "P-T/P"), "per_module_relative")
-        units = entry.get("depth_units") or _criticality_modules(data, target)
-        order = [m for m in depth_order(per, units) if not units or m in units]
-        if closer is None:
-            return TargetResult(target, UNMEASURED, "missing: " + text)
-        if len(order) < 3:
-            return TargetResult(
-                target, UNMEASURED, "P-T/P size-normalised distances for 3+ modules missing"
-            )
-        trend = spearman_trend([per[m] for m in order])
-        rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "no change"
-        measured = (
-            f"whole network {text}; P-T/P relative change ‖Δ‖/‖θ_P‖ vs depth "
-            f"{rho} over {len(order)} modules"
-        )
-        return TargetResult(
-            target,
-            combine(closer, trend.direction),
-            measured,
-            f"{stat}; depth: {trend.method}, p = {fmt(trend.p_value, 2)}",
-        )
-
-    return judge
-
-
-def _criticality_modules(data: StudyData, target: str) -> list[str] | None:
-    entry = data.target_entry("criticality", target) or {}
-    modules = (entry.get("P-T") or {}).get("modules")
-    return list(modules) if isinstance(modules, list) else None
 
 
 def _c6(entry: dict[str, Any], target: str) -> TargetResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,6 @@ from transferscope.analysis.criticality import (
     module_criticality,
     rewind_modules,
 )
-from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
 from transferscope.analysis.trajectory import trajectory_point
 from transferscope.data.base import TensorImageDataset
@@ -216,102 +215,6 @@ def _p_weights(ctx: _Context, child: PlannedRun, k: float | None) -> tuple[str, 
     if not ctx.done(child):
         return None
     return child.id, ckpt.point_name(0)
-
-
-@dataclass
-class _Job:
-    """One distance pair: two (run id, checkpoint) weight files and the runs that must be done."""
-
-    pair: str
-    needs: list[PlannedRun]
-    a: tuple[str, str]
-    b: tuple[str, str]
-    exclude_head: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _distance_jobs(ctx: _Context, target: str) -> tuple[list[_Job], list[dict[str, Any]]]:
-    """The pairs to measure on ``target``, and entries for pairs that cannot be measured yet."""
-    jobs: list[_Job] = []
-    waiting: list[dict[str, Any]] = []
-
-    def finals(pair: str, a: PlannedRun, b: PlannedRun, **extra: Any) -> None:
-        jobs.append(_Job(pair, [a, b], (a.id, "final"), (b.id, "final"), extra=extra))
-
-    for pair, a, b in _pairs(ctx, target, same_init=True, every_p_t_ri_t=True):
-        finals(pair, a, b)
-    pts = ctx.independent("P-T", target)
-    for kind, runs in (("P-T", pts), ("RI-T", ctx.independent("RI-T", target))):
-        for r in runs:
-            # P is located through a P-T run: RI-T did not start from it. P's head answers the
-            # source's question, so it is always left out.
-            via = r if kind == "P-T" else (pts[0] if pts else None)
-            p = _p_weights(ctx, via, None) if via is not None else None
-            if p is None or not ctx.done(r):
-                waiting.append(
-                    {"pair": f"{kind}/P", "runs": [r.id], "seeds": [r.seed]}
-                    | _skipped("P's weights or this run are not available yet")
-                )
-                continue
-            jobs.append(_Job(f"{kind}/P", [r], (r.id, "final"), p, exclude_head=True))
-    reference = pts[0] if pts else None
-    for r in ctx.trajectory_runs(target):
-        if reference is None or r.checkpoint is None:
-            continue
-        k = {"checkpoint": r.checkpoint}
-        pk = _p_weights(ctx, r, r.checkpoint)
-        if pk is None or not ctx.done(reference):
-            waiting.append(
-                {"pair": "P@k/P-T", "runs": [r.id, reference.id], **k}
-                | _skipped("P@k's weights or P-T are not available yet")
-            )
-        else:
-            jobs.append(_Job("P@k/P-T", [reference], pk, (reference.id, "final"), True, extra=k))
-        finals("P@k-T/P-T", r, reference, **k)
-    return jobs, waiting
-
-
-def _depth_units(ctx: _Context, target: str) -> list[str] | None:
-    """The modules of the depth trend of ``target``'s models (head last), from the architecture
-    of one of its runs; None when the plan has no run to read it from."""
-    runs = ctx.independent("P-T", target) or ctx.independent("RI-T", target)
-    if not runs:
-        return None
-    model = _start_model(ctx, runs[0])
-    return [*depth_units(model, ctx.cfg.analyses.distance.modules), model_layout(model).head]
-
-
-def _distance(ctx: _Context) -> dict[str, Any]:
-    targets: dict[str, Any] = {}
-    for target in (t.label for t in ctx.cfg.targets):
-        jobs, entries = _distance_jobs(ctx, target)
-        units = _depth_units(ctx, target)
-        for job in jobs:
-            entry: dict[str, Any] = {
-                "pair": job.pair,
-                "runs": [job.a[0], job.b[0]],
-                "checkpoints": [job.a[1], job.b[1]],
-                "seeds": [r.seed for r in job.needs],
-                **job.extra,
-            }
-            reason = _unfinished(ctx, job.needs)
-            if reason:
-                entries.append({**entry, **_skipped(reason)})
-                continue
-            try:
-                result = parameter_distance(
-                    _weights(ctx, *job.a),
-                    _weights(ctx, *job.b),
-                    modules=units,
-                    exclude_head=job.exclude_head,
-                )
-            except TransferscopeError as e:
-                entries.append({**entry, **_skipped(str(e))})
-                continue
-            entries.append({**entry, "status": "ok", **result.to_dict()})
-        # Input to output, head left out: the modules C5's depth trend reads.
-        targets[target] = {"pairs": entries, "depth_units": units[:-1] if units else None}
-    return {"targets": targets}
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,7 +738,6 @@ def _connectivity(ctx: _Context) -> dict[str, Any]:
 # entry point
 
 STEPS: dict[str, Callable[[_Context], dict[str, Any]]] = {
-    "distance": _distance,
     "interpolation": _interpolation,
     "criticality": _criticality,
     "trajectory": _trajectory,
