@@ -95,3 +95,28 @@ def test_module_of_default_grouping():
     assert module_of("conv1.weight") == "conv1"
     assert module_of("bias1") == "bias1"
     assert module_of("layer1.0.conv2.weight", ["layer1", "layer1.0.conv2"]) == "layer1.0.conv2"
+
+
+def test_a_result_missing_a_field_fails_on_load_naming_the_file_and_field(tmp_path):
+    import json
+
+    from transferscope.analyses import registry
+    from transferscope.analyses.distance import DistancePair
+    from transferscope.analyses.results import ResultMismatch, load_result
+
+    result = parameter_distance(_model(0).state_dict(), _model(1).state_dict())
+    start = {"pair": "P@k-T/P-T", "runs": ["PkT-0", "PT-0"], "seeds": [0, 0], "k": 0.5}
+    # The model describes what the library writes.
+    pair = DistancePair.model_validate({**start, "checkpoints": ["final"] * 2, **result.to_dict()})
+    unit = registry.get("distance")
+    entry = {"status": "ok", "pairs": [pair.model_dump(mode="json", by_alias=True)]}
+    doc = {"analysis": "distance", "version": unit.version, "targets": {"t": entry}}
+    path = tmp_path / "analyses" / "distance.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(doc))
+    loaded = load_result(unit.Result, path, unit.version).targets["t"].pairs[0]
+    assert loaded.k == 0.5 and loaded.total == pytest.approx(result.total)
+    del entry["pairs"][0]["total"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ResultMismatch, match=r"distance\.json does not match .*total"):
+        load_result(unit.Result, path, unit.version)

@@ -67,3 +67,41 @@ def test_shape_errors_are_clear():
         compare_mistakes(np.zeros((5, 3)), np.zeros((4, 3)), np.zeros(5, dtype=int))
     with pytest.raises(TransferscopeError, match="multi-label"):
         compare_mistakes(np.zeros((5, 3)), np.zeros((5, 2)), np.zeros((5, 3)))
+
+
+def _document(tmp_path, pair: dict) -> tuple:
+    """A mistakes.json holding one target with ``pair``, and the unit that reads it."""
+    import json
+
+    from transferscope.analyses import registry
+
+    unit = registry.get("mistakes")
+    doc = {
+        "analysis": "mistakes",
+        "version": unit.version,
+        "status": "ok",
+        "targets": {"t": {"status": "ok", "pairs": [pair]}},
+        "max_indices_per_cell": 64,
+    }
+    path = tmp_path / "study" / "analyses" / "mistakes.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    return unit, path
+
+
+def test_a_result_missing_a_field_fails_on_load_naming_the_file_and_field(tmp_path):
+    from transferscope.analyses.mistakes import MistakePair
+    from transferscope.analyses.results import ResultMismatch, load_result
+
+    result = compare_mistakes(np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([0, 1, 0]))
+    start = {"pair": "P-T/RI-T", "runs": ["PT-0", "RIT-0"], "seeds": [0, 0]}
+    # The model describes what the library writes.
+    pair = MistakePair.model_validate({**start, **result.to_dict(64)})
+    complete = pair.model_dump(mode="json", by_alias=True)
+    unit, path = _document(tmp_path, complete)
+    loaded = load_result(unit.Result, path, unit.version)
+    assert loaded.targets["t"].pairs[0].fractions.uncommon == pytest.approx(1 / 3)
+    del complete["fractions"]
+    unit, path = _document(tmp_path / "b", complete)
+    with pytest.raises(ResultMismatch, match=r"mistakes\.json does not match .*fractions"):
+        load_result(unit.Result, path, unit.version)

@@ -259,3 +259,40 @@ def test_stratified_subset_keeps_class_shares_and_is_seeded():
     plain, stratified = stratified_indices(None, 50, 10, seed=0)
     assert len(plain) == 10 and not stratified
     assert stratified_indices(targets, len(targets), None)[0] == list(range(len(targets)))
+
+
+def test_a_result_missing_a_field_fails_on_load_naming_the_file_and_field(tmp_path):
+    import json
+
+    from transferscope.analyses import registry
+    from transferscope.analyses.results import ResultMismatch, load_result
+    from transferscope.analyses.similarity import SimilarityPair
+
+    a, b = _models()
+    layers = layer_similarity(a, b, [torch.randn(8, 1, 8, 8)])
+    # The model describes what the library writes.
+    pair = SimilarityPair(
+        pair="P-T/P-T",
+        runs=["PT-0", "PT-1"],
+        seeds=[0, 1],
+        cka={n: r.cka for n, r in layers.items() if r.cka is not None},
+        layers={n: r.to_dict() for n, r in layers.items()},
+        examples=8,
+    )
+    unit = registry.get("similarity")
+    entry = {
+        "status": "ok",
+        "pairs": [pair.model_dump(mode="json", by_alias=True)],
+        "subset": {"examples": 8, "of": 8, "seed": 0, "stratified": False},
+    }
+    doc = {"analysis": "similarity", "version": unit.version, "targets": {"t": entry}}
+    path = tmp_path / "analyses" / "similarity.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(doc))
+    assert list(load_result(unit.Result, path, unit.version).targets["t"].pairs[0].cka) == list(
+        layers
+    )
+    del entry["subset"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ResultMismatch, match=r"similarity\.json does not match .*subset"):
+        load_result(unit.Result, path, unit.version)

@@ -155,11 +155,33 @@ def test_c2_holds_fails_and_is_inconclusive() -> None:
 # C3, C4, C5: P-T pairs against RI-T pairs and the shared-start baselines
 
 
+def pair_start(name: str) -> dict[str, Any]:
+    """The name, runs and seeds every pair entry starts with."""
+    return {"pair": name, "status": "ok", "runs": ["A-0", "B-1"], "seeds": [0, 1]}
+
+
 def mistakes(pt: float, rit: float, same: float, control: float, n: int = 2000) -> dict:
     def pair(name: str, uncommon: float) -> dict[str, Any]:
-        return {"pair": name, "status": "ok", "n": n, "fractions": {"uncommon": uncommon}}
+        fractions = {
+            "both_correct": 0.9 - uncommon,
+            "only_a_wrong": uncommon / 2,
+            "only_b_wrong": uncommon / 2,
+            "both_wrong": 0.1,
+            "uncommon": uncommon,
+        }
+        return {
+            **pair_start(name),
+            "task": "multiclass",
+            "n": n,
+            "counts": {k: round(v * n) for k, v in fractions.items()},
+            "fractions": fractions,
+            "indices": {
+                k: [] for k in ("both_correct", "only_a_wrong", "only_b_wrong", "both_wrong")
+            },
+        }
 
     return {
+        "status": "ok",
         "pairs": [
             pair("P-T/P-T", pt),
             pair("RI-T/RI-T", rit),
@@ -167,7 +189,7 @@ def mistakes(pt: float, rit: float, same: float, control: float, n: int = 2000) 
             pair("P@0-T/P@0-T", control),
             # P-T/RI-T across seeds: how much one pair differs from another.
             *(pair("P-T/RI-T", u) for u in (0.3, 0.31, 0.305, 0.295)),
-        ]
+        ],
     }
 
 
@@ -183,20 +205,25 @@ def test_c3_holds_fails_and_a_shared_start_is_not_enough() -> None:
 
 def cka(pt: float, rit: float, same: float, control: float) -> dict[str, Any]:
     def pair(name: str, value: float) -> dict[str, Any]:
+        values = {"conv1": min(1.0, value + 0.05), "layer1": value}
+        layer = {"estimator": "exact", "features": [4, 4], "examples": 100, "error": None}
         return {
-            "pair": name,
-            "status": "ok",
-            "cka": {"conv1": min(1.0, value + 0.05), "layer1": value},
+            **pair_start(name),
+            "cka": values,
+            "layers": {n: {**layer, "cka": v} for n, v in values.items()},
+            "examples": 100,
         }
 
     return {
+        "status": "ok",
         "pairs": [
             pair("P-T/P-T", pt),
             pair("RI-T/RI-T", rit),
             pair("RI-T/RI-T same init", same),
             pair("P@0-T/P@0-T", control),
             *(pair("P-T/RI-T", v) for v in (0.2, 0.22, 0.21, 0.2)),
-        ]
+        ],
+        "subset": {"examples": 100, "of": 100, "seed": 0, "stratified": True},
     }
 
 
@@ -211,21 +238,37 @@ def test_c4_holds_fails_and_a_shared_start_is_not_enough() -> None:
 
 def distance(pt: float, same: float, control: float, relative: list[float]) -> dict[str, Any]:
     units = [f"m{i}" for i in range(len(relative))]
+
+    def pair(name: str, total: float, **per: Any) -> dict[str, Any]:
+        per_module = per.get("per_module", {})
+        return {
+            **pair_start(name),
+            "checkpoints": ["final", "final"],
+            "total": total,
+            "per_module": per_module,
+            "per_module_relative": per.get("per_module_relative", {}),
+            "per_module_rms": {},
+            "module_elements": {m: 10 for m in per_module},
+            "excluded": {},
+            "tensors": 2 * len(per_module),
+            "elements": 10 * len(per_module),
+        }
+
     return {
+        "status": "ok",
         "pairs": [
-            {"pair": "P-T/P-T", "status": "ok", "total": pt},
-            {"pair": "RI-T/RI-T", "status": "ok", "total": 30.0},
-            {"pair": "RI-T/RI-T same init", "status": "ok", "total": same},
-            {"pair": "P@0-T/P@0-T", "status": "ok", "total": control},
-            *({"pair": "P-T/RI-T", "status": "ok", "total": t} for t in (29.0, 30.5, 30, 29.5)),
-            {
-                "pair": "P-T/P",
-                "status": "ok",
-                "total": 5.0,
+            pair("P-T/P-T", pt),
+            pair("RI-T/RI-T", 30.0),
+            pair("RI-T/RI-T same init", same),
+            pair("P@0-T/P@0-T", control),
+            *(pair("P-T/RI-T", t) for t in (29.0, 30.5, 30, 29.5)),
+            pair(
+                "P-T/P",
+                5.0,
                 # Raw l2 grows with size (the trap C5 avoids): here it falls with depth.
-                "per_module": {u: 10.0 - i for i, u in enumerate(units)},
-                "per_module_relative": dict(zip(units, relative, strict=True)),
-            },
+                per_module={u: 10.0 - i for i, u in enumerate(units)},
+                per_module_relative=dict(zip(units, relative, strict=True)),
+            ),
         ],
         "depth_units": units,
     }

@@ -161,6 +161,45 @@ def _mistake_pair(name: str, runs: list[str], uncommon: float) -> dict[str, Any]
     }
 
 
+def _distance_pair(
+    name: str,
+    runs: list[str],
+    total: float,
+    per_module: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    per_module = per_module or {}
+    return {
+        "pair": name,
+        "runs": runs,
+        "seeds": [0, 1],
+        "checkpoints": ["final", "final"],
+        "status": "ok",
+        "total": total,
+        "per_module": per_module,
+        "per_module_relative": {},
+        "per_module_rms": {},
+        "module_elements": {m: 10 for m in per_module},
+        "excluded": {},
+        "tensors": 2 * len(per_module),
+        "elements": 10 * len(per_module),
+        **extra,
+    }
+
+
+def _cka_pair(name: str, runs: list[str], cka: dict[str, float]) -> dict[str, Any]:
+    layer = {"estimator": "exact", "features": [4, 4], "examples": 100, "error": None}
+    return {
+        "pair": name,
+        "runs": runs,
+        "seeds": [0, 1],
+        "status": "ok",
+        "cka": cka,
+        "layers": {n: {**layer, "cka": v} for n, v in cka.items()},
+        "examples": 100,
+    }
+
+
 def _interp_pair(name: str, barrier: float, k: float | None = None) -> dict[str, Any]:
     lam = [i / 10 for i in range(11)]
     metric = [0.9 - barrier * (1 - abs(2 * x - 1)) for x in lam]
@@ -292,13 +331,14 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     a = root / "analyses"
     _write(a / "curves.json", doc("curves", {t: _curves_entry() for t in TARGETS}))
     mistakes = {
+        "status": "ok",
         "pairs": [
             _mistake_pair("P-T/P-T", ["PT-1", "PT-2"], 0.05),
             _mistake_pair("RI-T/RI-T", ["RIT-3", "RIT-4"], 0.2),
             _mistake_pair("RI-T/RI-T same init", ["RIT-3", "RIT-4"], 0.19),
             _mistake_pair("P@0-T/P@0-T", ["PkT-0", "PkT-0b"], 0.21),
             _mistake_pair("P-T/RI-T", ["PT-1", "RIT-3"], 0.15),
-        ]
+        ],
     }
     _write(a / "mistakes.json", doc("mistakes", {t: mistakes for t in TARGETS}))
     # Example images for digits only: the other target falls back to indices.
@@ -311,57 +351,47 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
         rit_wrong_pt_right=rng.normal(size=(3, 3, 8, 8)).astype(np.float32),
     )
     distance = {
+        "status": "ok",
         "pairs": [
-            {
-                "pair": "P-T/P-T",
-                "runs": ["PT-1", "PT-2"],
-                "status": "ok",
-                "total": 0.2,
-                "per_module": {
-                    "bias1": 0.001,
-                    **{m: 0.01 * (i + 1) for i, m in enumerate(MODULES)},
-                },
-            },
-            {
-                "pair": "RI-T/RI-T",
-                "runs": ["RIT-3", "RIT-4"],
-                "status": "ok",
-                "total": 12.0,
-                "per_module": {m: 2.0 * (i + 1) for i, m in enumerate(MODULES)},
-            },
-            {
-                "pair": "RI-T/RI-T same init",
-                "runs": ["RIT-3", "RIT-4"],
-                "status": "ok",
-                "total": 9.0,
-            },
-            {"pair": "P@0-T/P@0-T", "runs": ["PkT-0", "PkT-0b"], "status": "ok", "total": 5.0},
-            {
-                "pair": "P-T/P",
-                "runs": ["PT-1", "P-src"],
-                "status": "ok",
-                "total": 0.1,
-                "per_module": {
-                    "bias1": 0.5,
-                    **{m: 0.02 * (i + 1) for i, m in enumerate(UNITS)},
-                },
+            _distance_pair(
+                "P-T/P-T",
+                ["PT-1", "PT-2"],
+                0.2,
+                {"bias1": 0.001, **{m: 0.01 * (i + 1) for i, m in enumerate(MODULES)}},
+            ),
+            _distance_pair(
+                "RI-T/RI-T",
+                ["RIT-3", "RIT-4"],
+                12.0,
+                {m: 2.0 * (i + 1) for i, m in enumerate(MODULES)},
+            ),
+            _distance_pair("RI-T/RI-T same init", ["RIT-3", "RIT-4"], 9.0),
+            _distance_pair("P@0-T/P@0-T", ["PkT-0", "PkT-0b"], 5.0),
+            _distance_pair(
+                "P-T/P",
+                ["PT-1", "P-src"],
+                0.1,
+                {"bias1": 0.5, **{m: 0.02 * (i + 1) for i, m in enumerate(UNITS)}},
+                seeds=[0],
                 # The size-free change rises with depth (C5), unlike its raw l2 (not used).
-                "per_module_relative": {
+                per_module_relative={
                     "bias1": 9.0,
                     **{m: 0.01 * (i + 1) for i, m in enumerate(UNITS)},
                 },
-            },
-            {
-                "pair": "P@k/P-T",
-                "runs": ["P-src", "PT-1"],
-                "status": "ok",
-                "checkpoint": 0.5,
-                "total": 0.9,
-                "per_module": {m: 0.1 for m in MODULES[:-1]},
-            },
+            ),
+            _distance_pair(
+                "P@k/P-T",
+                ["P-src", "PT-1"],
+                0.9,
+                {m: 0.1 for m in MODULES[:-1]},
+                seeds=[0],
+                checkpoints=["epoch-0.5", "final"],
+                k=0.5,
+            ),
             {
                 "pair": "RI-T/P",
                 "runs": ["RIT-3"],
+                "seeds": [0],
                 "status": "skipped",
                 "reason": "P's weights <missing>",
             },
@@ -370,44 +400,36 @@ def make_study(root: Path, *, complete: bool = True) -> Path:
     }
     if complete:
         similarity = {
+            "status": "ok",
             "pairs": [
-                {
-                    "pair": "P-T/P-T",
-                    "runs": ["PT-1", "PT-2"],
-                    "status": "ok",
-                    "cka": {n: 0.9 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "RI-T/RI-T",
-                    "runs": ["RIT-3", "RIT-4"],
-                    "status": "ok",
-                    "cka": {n: 0.5 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "RI-T/RI-T same init",
-                    "runs": ["RIT-3", "RIT-4"],
-                    "status": "ok",
-                    "cka": {n: 0.55 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "P@0-T/P@0-T",
-                    "runs": ["PkT-0", "PkT-0b"],
-                    "status": "ok",
-                    "cka": {n: 0.6 - 0.1 * i for i, n in enumerate(LAYERS)},
-                },
-                {
-                    "pair": "P-T/RI-T",
-                    "runs": ["PT-1", "RIT-3"],
-                    "status": "ok",
-                    "cka": {n: 0.3 for n in LAYERS},
-                },
+                _cka_pair(
+                    "P-T/P-T", ["PT-1", "PT-2"], {n: 0.9 - 0.1 * i for i, n in enumerate(LAYERS)}
+                ),
+                _cka_pair(
+                    "RI-T/RI-T",
+                    ["RIT-3", "RIT-4"],
+                    {n: 0.5 - 0.1 * i for i, n in enumerate(LAYERS)},
+                ),
+                _cka_pair(
+                    "RI-T/RI-T same init",
+                    ["RIT-3", "RIT-4"],
+                    {n: 0.55 - 0.1 * i for i, n in enumerate(LAYERS)},
+                ),
+                _cka_pair(
+                    "P@0-T/P@0-T",
+                    ["PkT-0", "PkT-0b"],
+                    {n: 0.6 - 0.1 * i for i, n in enumerate(LAYERS)},
+                ),
+                _cka_pair("P-T/RI-T", ["PT-1", "RIT-3"], {n: 0.3 for n in LAYERS}),
                 {
                     "pair": "P/P-T",
                     "runs": ["P-src", "PT-1"],
+                    "seeds": [0],
                     "status": "skipped",
                     "reason": "not done",
                 },
-            ]
+            ],
+            "subset": {"examples": 100, "of": 100, "seed": 0, "stratified": True},
         }
         _write(a / "similarity.json", doc("similarity", {t: similarity for t in TARGETS}))
     else:

@@ -20,7 +20,11 @@ listed here, so every analysis, figure and claim spells a pair the same way.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
+
+from transferscope.analyses.results import Model
 
 if TYPE_CHECKING:  # pragma: no cover
     from transferscope.analyses.context import StudyContext
@@ -77,4 +81,36 @@ def pair_entry(name: PairName, a: PlannedRun, b: PlannedRun, **extra: Any) -> di
     return {"pair": name, "runs": [a.id, b.id], "seeds": [a.seed, b.seed], **extra}
 
 
-__all__ = ["BASELINES", "CONTROL_PAIR", "SAME_INIT", "PairName", "pair_entry", "study_pairs"]
+class Pair(Model):
+    """What every pair entry of a result starts with (:func:`pair_entry`)."""
+
+    pair: PairName
+    runs: list[str]
+    """The run ids compared (a pair against P: P's run, or ``<run>@start`` for an external P)."""
+    seeds: list[int] = Field(default_factory=list)
+    """The seeds of the compared runs that have one (one seed for a pair against P)."""
+
+
+class SkippedPair(Pair):
+    """A pair that could not be measured (runs unfinished, a file missing), and why."""
+
+    status: Literal["skipped", "failed"]
+    reason: str = ""
+
+
+def pairs_of(model: type[Pair], skipped: type[SkippedPair] = SkippedPair) -> Any:
+    """The annotation of a list of pair entries: ``model`` when measured, else ``skipped``."""
+    return list[Annotated[model | skipped, Field(discriminator="status")]]
+
+
+__all__ = [
+    "BASELINES",
+    "CONTROL_PAIR",
+    "SAME_INIT",
+    "Pair",
+    "PairName",
+    "SkippedPair",
+    "pair_entry",
+    "pairs_of",
+    "study_pairs",
+]

@@ -1,20 +1,40 @@
-"""Feature similarity: linear CKA per layer (§3.2).
+"""Feature similarity: linear CKA per layer (Neyshabur et al. 2020, §3.2): claim C4.
 
-Legacy unit: its step is in :mod:`transferscope.study.legacy_steps` and its report section in
-the report's page class, until its result gets a typed model (see :mod:`.legacy`).
+Per target and pair of final models (P-T/P-T, RI-T/RI-T, the same-init RI-T pair, the control
+pair, P-T/RI-T across seeds, and P/P-T): linear CKA (Kornblith et al. 2019) of each layer's
+features, in [0, 1], on one seeded, class-stratified test subset shared by every pair. A layer
+whose exact CKA state would not fit ``max_exact_bytes`` uses the minibatch estimator. The math is
+in :mod:`transferscope.analysis.similarity`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 from pydantic import Field
 
-from transferscope.analyses.legacy import LegacyAnalysis
+from transferscope.analyses.context import StudyContext, failed, skipped, take
+from transferscope.analyses.pairs import Pair, PairName, pairs_of, study_pairs
 from transferscope.analyses.registry import register
-from transferscope.analyses.unit import Claim, ReportSection
+from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analysis.sampling import dataset_targets, stratified_indices
+from transferscope.analysis.similarity import layer_similarity
+from transferscope.config import DataSpec
+from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
-from transferscope.report import legacy_claims as lc
-from transferscope.report.rules import CKA_FLOOR
+from transferscope.report import rules
+from transferscope.report.rules import CKA_FLOOR, UNMEASURED, TargetResult, combine, finite, fmt
 from transferscope.report.rules import SAME_INIT_RULE as SAME
+from transferscope.training.loaders import iterate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from transferscope.report.findings import StudyData
+    from transferscope.report.page import Page
+    from transferscope.study.plan import PlannedRun
 
 
 class SimilarityOptions(AnalysisOptions):
@@ -34,14 +54,210 @@ class SimilarityOptions(AnalysisOptions):
     )
 
 
+# ----------------------------------------------------------------------------------------------
+# result
+
+
+class Layer(Model):
+    """How one layer's CKA was measured (:class:`~transferscope.analysis.similarity.LayerSimilarity`)."""
+
+    cka: float | None
+    """Linear CKA in [0, 1] (NaN for a constant layer), None when ``error``."""
+    estimator: str
+    """'exact', or the minibatch estimator (unbiased HSIC, Nguyen et al. 2021)."""
+    features: list[int]
+    """(p, q): features per example of each model at this layer (flattened or pooled)."""
+    examples: int
+    error: str | None = None
+
+
+class SimilarityPair(Pair):
+    """One measured pair: CKA per layer, in the models' layer order."""
+
+    status: Literal["ok"] = "ok"
+    cka: dict[str, float]
+    """Layer -> linear CKA, for the layers that have one."""
+    layers: dict[str, Layer]
+    examples: int
+
+
+class Subset(Model):
+    """The test examples every pair of a target is compared on."""
+
+    examples: int
+    of: int
+    seed: int
+    stratified: bool
+    """Drawn in proportion to each class (else uniformly)."""
+
+
+class SimilarityEntry(TargetEntry):
+    pairs: pairs_of(SimilarityPair) = Field(default_factory=list)
+    subset: Subset
+
+
+class SimilarityResult(AnalysisResult):
+    targets: dict[str, entry(SimilarityEntry)] = Field(default_factory=dict)
+    split: Literal["test"] | None = None
+    pooled: bool | None = None
+    max_examples: int | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# computing
+
+
+def _subset(data: Any, opts: SimilarityOptions) -> tuple[Any, dict[str, Any]]:
+    """The test examples every pair is compared on, and how they were drawn."""
+    indices, stratified = stratified_indices(
+        dataset_targets(data), len(data), opts.max_examples, opts.subset_seed
+    )
+    subset = data if len(indices) == len(data) else take(data, indices)
+    drawn = {
+        "examples": len(indices),
+        "of": len(data),
+        "seed": opts.subset_seed,
+        "stratified": stratified,
+    }
+    return subset, drawn
+
+
+def _pairs(ctx: StudyContext, label: str) -> list[tuple[PairName, PlannedRun | None, PlannedRun]]:
+    """(pair, A or None for P, B): P is the P run when the study pre-trained one."""
+    pairs: list[tuple[PairName, PlannedRun | None, PlannedRun]] = list(
+        study_pairs(ctx, label, same_init=True, every_p_t_ri_t=True)
+    )
+    return pairs + [("P/P-T", None, pt) for pt in ctx.independent("P-T", label)]
+
+
+def _pair(
+    ctx: StudyContext,
+    opts: SimilarityOptions,
+    pair: tuple[PairName, PlannedRun | None, PlannedRun],
+    subset: Any,
+    drawn: dict[str, Any],
+) -> dict[str, Any]:
+    name, a, b = pair
+    p_run = ctx.p_run()
+    needs = [r for r in (a if a is not None else p_run, b) if r is not None]
+    start: dict[str, Any] = {"pair": name, "runs": [r.id for r in needs]}
+    start["seeds"] = [b.seed] if a is None else [a.seed, b.seed]
+    reason = ctx.unfinished(needs)
+    if reason:
+        return {**start, **skipped(reason)}
+    try:
+        if a is None:
+            model_a, p_id = ctx.p_model(b)
+            start["runs"] = [p_id, b.id]
+        else:
+            model_a = ctx.final_model(a)
+        model_b = ctx.final_model(b)
+        device = ctx.device
+        layers = layer_similarity(
+            model_a.to(device),
+            model_b.to(device),
+            iterate(subset, opts.batch_size, device=device),
+            layers=opts.layers,
+            pooled=opts.pooled,
+            max_examples=None,
+            estimator="auto",
+            max_exact_bytes=opts.max_exact_bytes,
+            expected_examples=drawn["examples"],
+        )
+    except (TransferscopeError, RuntimeError, MemoryError) as e:
+        # One pair's failure (a missing file, memory) is reported there; the others run.
+        return {**start, **failed(e)}
+    return {
+        **start,
+        "status": "ok",
+        "cka": {n: r.cka for n, r in layers.items() if r.cka is not None},
+        "layers": {n: r.to_dict() for n, r in layers.items()},
+        "examples": drawn["examples"],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# claim
+
+
+def _ok(e: SimilarityEntry, name: str | None = None) -> list[SimilarityPair]:
+    return [
+        p for p in e.pairs if isinstance(p, SimilarityPair) and (name is None or p.pair == name)
+    ]
+
+
+def _c4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
+    layers: list[str] = []
+    for p in _ok(e, "P-T/P-T"):
+        layers += [n for n in p.cka if n not in layers]
+    if not layers:
+        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T pair missing")
+    directions, parts, stats = [], [], []
+    for layer in layers:
+        d, text, stat = rules._group_rule(
+            e, lambda p, n=layer: p["cka"].get(n), +1, "pairs", floor=CKA_FLOOR
+        )
+        if d is None:
+            continue
+        directions.append(d)
+        parts.append(f"{layer} {text}")
+        stats.append(stat)
+    if not directions:
+        return TargetResult(target, UNMEASURED, "no layer measured for both pair kinds")
+    return TargetResult(
+        target, combine(rules._direction_of(directions)), "; ".join(parts), f"per layer: {stats[0]}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def _layers(pairs: list[SimilarityPair]) -> list[str]:
+    """The layers of ``pairs`` from input to output."""
+    layers: list[str] = []
+    for p in pairs:
+        layers += [n for n in p.cka if n not in layers]
+    return rules.depth_order(layers) or layers
+
+
+def cka_lines(e: SimilarityEntry, title: str) -> Figure | None:
+    """Linear CKA per layer, one line per pair of models."""
+    from transferscope.report import figures as F
+
+    pairs = [p for p in _ok(e) if p.cka]
+    if not pairs:
+        return None
+    layers = _layers(pairs)
+    fig, ax = F.subplots(figsize=(5.0, 3.2))
+    x = np.arange(len(layers))
+    for p in pairs:
+        color, ls = F.pair_style(p.pair)
+        y = [p.cka.get(n) if finite(p.cka.get(n)) else np.nan for n in layers]
+        ax.plot(x, y, color=color, linestyle=ls, marker="o", markersize=3, label=p.pair)
+    ax.set_xticks(x, layers, rotation=30, ha="right")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel("linear CKA (0 = unrelated, 1 = identical)")
+    ax.set_title(title)
+    F._legend_once(ax, outside=True)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit
+
+
 @register
-class Similarity(LegacyAnalysis):
+class Similarity(Analysis):
+    """Linear CKA per layer between pairs of final models (§3.2)."""
+
     name = "similarity"
     title = "feature similarity: linear CKA per layer (§3.2)"
     section = ReportSection("similarity", "Feature similarity (§2)")
-    version = 1
+    version = 2
     Options = SimilarityOptions
-    page_method = "similarity"
+    Result = SimilarityResult
     claims = (
         Claim(
             "C4",
@@ -49,7 +265,68 @@ class Similarity(LegacyAnalysis):
             "linear CKA of P-T/P-T pairs exceeds that of RI-T/RI-T pairs "
             f"{SAME} at every layer, each by more than the pair spread and {CKA_FLOOR:g}, "
             "ranges not overlapping.",
-            lambda e, t, d: lc._c4(e, t),
+            _c4,
             order=4,
         ),
     )
+
+    def compute(self, ctx: StudyContext, options: SimilarityOptions) -> SimilarityResult:
+        plan: list[tuple[DataSpec, list]] = [(t, _pairs(ctx, t.label)) for t in ctx.cfg.targets]
+        total, done = sum(len(p) for _, p in plan), 0
+        targets: dict[str, Any] = {}
+        for spec, pairs in plan:
+            subset, drawn = _subset(ctx.cache.get(spec).test, options)
+            entries = []
+            for pair in pairs:
+                ctx.progress(done, total, f"{spec.label}: {pair[0]}")
+                done += 1
+                entries.append(_pair(ctx, options, pair, subset, drawn))
+            targets[spec.label] = {"status": "ok", "pairs": entries, "subset": drawn}
+        ctx.progress(total, total, "done")
+        return SimilarityResult.model_validate(
+            {
+                "targets": targets,
+                "split": "test",
+                "pooled": options.pooled,
+                "max_examples": options.max_examples,
+            }
+        )
+
+    def render(self, page: Page, target: str, e: SimilarityEntry) -> str:
+        from transferscope.report.page import esc, table
+
+        pairs = _ok(e)
+        layers = _layers(pairs)
+        rows = [(p.pair, ", ".join(p.runs), *[fmt(p.cka.get(n)) for n in layers]) for p in pairs]
+        out = table(("pair", "runs", *layers), rows, numeric=tuple(range(2, 2 + len(layers))))
+        s = e.subset
+        how = "stratified by class" if s.stratified else "uniformly"
+        out += (
+            f'<p class="small">Every pair is compared on the same {esc(s.examples)}'
+            f" of {esc(s.of)} test examples, drawn {how} with seed {esc(s.seed)}.</p>"
+        )
+        estimators: dict[str, str] = {}
+        for p in pairs:
+            for name, layer in p.layers.items():
+                estimators.setdefault(name, layer.estimator)
+                if layer.error:
+                    out += f'<p class="notrun">{esc(p.pair)} at {esc(name)}: {esc(layer.error)}</p>'
+        if estimators:
+            out += (
+                '<p class="small">Estimator per layer: '
+                + esc(", ".join(f"{n}: {e}" for n, e in estimators.items()))
+                + ".</p>"
+            )
+        out += "".join(
+            f'<p class="small">{esc(p.pair)} skipped: {esc(p.reason)}</p>'
+            for p in e.pairs
+            if not isinstance(p, SimilarityPair)
+        )
+        return out + page.figure(
+            cka_lines(e, f"Feature similarity, target {target}"),
+            f"cka-{target}",
+            f"Linear CKA per layer for every pair of models on {target}.",
+        )
+
+
+__all__ = ["Similarity", "SimilarityEntry", "SimilarityOptions", "SimilarityResult", "cka_lines"]

@@ -94,11 +94,12 @@ class Analysis:
 
 
 def _entry_ok(entry: TargetEntry) -> bool:
-    if entry.status == "ok":
+    # Entries made of pairs count when any pair was measured: an 'ok' entry whose pairs were all
+    # skipped measured nothing.
+    pairs = getattr(entry, "pairs", None)
+    if entry.status == "ok" and pairs is None:
         return True
-    # Entries made of parts (pairs, kinds) count when any part was measured.
-    pairs = getattr(entry, "pairs", None) or []
-    return any(getattr(p, "status", None) == "ok" for p in pairs)
+    return any(getattr(p, "status", None) == "ok" for p in pairs or [])
 
 
 __all__ = ["Analysis", "Claim", "ReportSection"]

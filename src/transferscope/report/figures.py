@@ -9,7 +9,6 @@ entry holds nothing to draw.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 
 from transferscope import atomic
-from transferscope.report.findings import depth_order, finite
+from transferscope.report.findings import finite
 
 COLORS = {
     "P-T": "#0072B2",
@@ -145,121 +144,9 @@ def _pair_line(p: dict[str, Any], key: str, shades: dict[float, float]) -> tuple
     return color, ls, p["pair"]
 
 
-# ----------------------------------------------------------------------------------------------
-# §2 opening up the model
-
-
-def _ok(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [p for p in pairs if p.get("status", "ok") == "ok"]
-
-
-def cka_lines(entry: dict[str, Any], title: str) -> Figure | None:
-    """Linear CKA per layer, one line per pair of models."""
-    pairs = [p for p in _ok(entry.get("pairs") or []) if p.get("cka")]
-    if not pairs:
-        return None
-    layers: list[str] = []
-    for p in pairs:
-        layers += [n for n in p["cka"] if n not in layers]
-    layers = depth_order(layers) or layers
-    fig, ax = subplots(figsize=(5.0, 3.2))
-    x = np.arange(len(layers))
-    for p in pairs:
-        color, ls = pair_style(p["pair"])
-        y = [p["cka"].get(n) if finite(p["cka"].get(n)) else np.nan for n in layers]
-        ax.plot(x, y, color=color, linestyle=ls, marker="o", markersize=3, label=p["pair"])
-    ax.set_xticks(x, layers, rotation=30, ha="right")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("layer (input → output)")
-    ax.set_ylabel("linear CKA (0 = unrelated, 1 = identical)")
-    ax.set_title(title)
-    _legend_once(ax, outside=True)
-    return fig
-
-
-def distance_modules(
-    entry: dict[str, Any], title: str, reference: Sequence[str] | None = None
-) -> Figure | None:
-    """Per-module L2 parameter distance, one line per pair (log scale: RI-T is far away)."""
-    pairs = [p for p in _ok(entry.get("pairs") or []) if p.get("per_module")]
-    if not pairs:
-        return None
-    names: list[str] = []
-    for p in pairs:
-        names += [n for n in p["per_module"] if n not in names]
-    modules = depth_order(names, reference)
-    if not modules:
-        return None
-    fig, ax = subplots(figsize=(6.0, 3.4))
-    x = np.arange(len(modules))
-    positive = False
-    shades = _checkpoint_styles(pairs, "checkpoint")
-    for p in pairs:
-        color, ls, label = _pair_line(p, "checkpoint", shades)
-        y = [p["per_module"].get(m) for m in modules]
-        y = [v if finite(v) and v > 0 else np.nan for v in y]
-        positive = positive or any(not math.isnan(v) for v in y)
-        ax.plot(x, y, color=color, linestyle=ls, marker="o", markersize=3, label=label)
-    if positive:
-        ax.set_yscale("log")
-    ax.set_xticks(x, modules, rotation=30, ha="right")
-    ax.set_xlabel("module (input → output)")
-    ax.set_ylabel("L2 distance of the module's parameters")
-    ax.set_title(title)
-    _legend_once(ax, outside=True)
-    return fig
-
-
-def image_grid(
-    images: np.ndarray, title: str, captions: Sequence[str] | None = None, columns: int = 8
-) -> Figure | None:
-    """Test images (N, C, H, W) or (N, H, W), each min-max scaled to [0, 1] on its own.
-
-    The mistakes step stores normalised tensors; per-image min-max scaling makes them viewable
-    without knowing the dataset's normalisation.
-    """
-    arr = np.asarray(images, dtype=float)
-    if arr.ndim == 3:
-        arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[0] == 0:
-        return None
-    arr = arr[:32]
-    n, _, h, w = arr.shape
-    cols = min(columns, n)
-    rows = math.ceil(n / cols)
-    rgb = arr.shape[1] >= 3
-    # One montage in one axes: drawing 32 small axes took most of the report's time.
-    gap, band = max(1, h // 14), (max(4, h // 3) if captions is not None else 0)
-    cell_h, cell_w = band + h + gap, w + gap
-    canvas = np.ones((rows * cell_h, cols * cell_w, 3))
-    for i in range(n):
-        img = arr[i, :3] if rgb else arr[i, :1]
-        lo, hi = np.nanmin(img), np.nanmax(img)
-        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        tile = np.transpose(img, (1, 2, 0)) if rgb else np.repeat(img[0][:, :, None], 3, axis=2)
-        r, c = divmod(i, cols)
-        canvas[r * cell_h + band : r * cell_h + band + h, c * cell_w : c * cell_w + w] = tile
-    fig, ax = subplots(figsize=(1.1 * cols, 1.25 * rows))
-    ax.imshow(canvas, interpolation="nearest")
-    ax.axis("off")
-    if captions is not None:
-        for i, caption in enumerate(captions[:n]):
-            r, c = divmod(i, cols)
-            ax.text(
-                c * cell_w + w / 2, r * cell_h + band - 1, caption,
-                ha="center", va="bottom", fontsize=7,
-            )  # fmt: skip
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 __all__ = [
     "COLORS",
     "PAIR_STYLES",
-    "cka_lines",
-    "distance_modules",
-    "image_grid",
     "pair_style",
     "save",
     "slug",

@@ -17,12 +17,9 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from transferscope import atomic
 from transferscope.analyses import registry
@@ -34,24 +31,15 @@ from transferscope.report.findings import (
     INCONCLUSIVE,
     Finding,
     StudyData,
-    depth_order,
     evaluate_findings,
     finite,
     fmt,
     load_study,
 )
-from transferscope.report.legacy_claims import _criticality_modules
 from transferscope.report.page import Page, Raw, esc, not_run, table
 from transferscope.study import layout
 
 FIGURES_DIR = layout.FIGURES
-# Image grids of the mistakes section: written by the mistakes study step when it can.
-MISTAKE_EXAMPLES_DIR = "mistakes"
-MISTAKE_CELLS = {
-    "pt_wrong_rit_right": "P-T wrong, RI-T right",
-    "rit_wrong_pt_right": "RI-T wrong, P-T right",
-}
-_SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
@@ -102,34 +90,8 @@ def _version(name: str) -> str:
 
 
 class _Page(Page):
-    """The page, with the sections of the units whose results are not typed yet."""
+    """The page, with the sections that are not an analysis's: the overview and the findings."""
 
-    def legacy_per_target(self, analysis: str, render: Callable[[str, dict[str, Any]], str]) -> str:
-        """The section body: 'not run', or one sub-section per target."""
-        reason = self.data.not_run_reason(analysis)
-        if reason is not None:
-            return _not_run(reason)
-        doc = self.data.analysis(analysis) or {}
-        parts = []
-        targets = list(doc.get("targets", {}))
-        for target in [*self.data.targets, *[t for t in targets if t not in self.data.targets]]:
-            entry = doc.get("targets", {}).get(target)
-            parts.append(f"<h3>Target {esc(target)}</h3>")
-            if not isinstance(entry, dict):
-                parts.append(_not_run(f"no entry for target {target} in {analysis}.json"))
-            elif entry.get("status", "ok") != "ok":
-                parts.append(_not_run(str(entry.get("reason", "skipped"))))
-            else:
-                parts.append(render(target, entry))
-        missing = doc.get("runs_missing") or []
-        if missing:
-            parts.append(
-                f'<p class="small">Runs this analysis needed that had not finished: '
-                f"{esc(', '.join(missing))}</p>"
-            )
-        return "".join(parts)
-
-    # -------------------------------------------------------------- sections
     def _bad_images(self) -> str:
         """The unreadable images runs left out (``--skip-bad-images``), once per data source."""
         seen: dict[tuple[str, str, str], str] = {}
@@ -256,194 +218,6 @@ class _Page(Page):
             + "<h3>Resolved configuration (study.yaml)</h3>"
             + f"<pre>{esc(d.config_text or '(study.yaml missing)')}</pre>"
         )
-
-    def mistakes(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            rows = []
-            for p in entry.get("pairs") or []:
-                if p.get("status", "ok") != "ok":
-                    rows.append(
-                        (
-                            p.get("pair"),
-                            ", ".join(p.get("runs") or []),
-                            "-",
-                            "-",
-                            "-",
-                            "-",
-                            "-",
-                            _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
-                        )
-                    )
-                    continue
-                f = p.get("fractions") or {}
-                rows.append(
-                    (
-                        p.get("pair"),
-                        ", ".join(p.get("runs") or []),
-                        p.get("n", "-"),
-                        fmt(f.get("both_correct")),
-                        fmt(f.get("only_a_wrong")),
-                        fmt(f.get("only_b_wrong")),
-                        fmt(f.get("both_wrong")),
-                        fmt(f.get("uncommon")),
-                    )
-                )
-            out = _table(
-                (
-                    "pair (A/B)",
-                    "runs",
-                    "n",
-                    "both correct",
-                    "only A wrong",
-                    "only B wrong",
-                    "both wrong",
-                    "uncommon",
-                ),
-                rows,
-                numeric=(2, 3, 4, 5, 6, 7),
-            )
-            if entry.get("pairs") and any(p.get("task") == "multilabel" for p in entry["pairs"]):
-                out += '<p class="small">Multi-label target: cells count (example, label) decisions.</p>'
-            return out + self.mistake_examples(target, entry)
-
-        return (
-            '<p class="small">Fractions of the test set. Uncommon mistakes: exactly one of the two '
-            "models is wrong.</p>" + self.legacy_per_target("mistakes", render)
-        )
-
-    def mistake_examples(self, target: str, entry: dict[str, Any]) -> str:
-        """Image grids from analyses/mistakes/<target>.npz, or the example indices."""
-        path = None
-        if _SAFE_LABEL.fullmatch(target):
-            path = self.data.root / "analyses" / MISTAKE_EXAMPLES_DIR / f"{target}.npz"
-        out = []
-        if path is not None and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-            except (OSError, ValueError) as e:
-                return _not_run(f"{path.name} could not be read: {e}")
-            for cell, title in MISTAKE_CELLS.items():
-                if cell not in arrays:
-                    continue
-                idx = arrays.get(f"{cell}_indices")
-                captions = [f"#{int(i)}" for i in idx] if idx is not None else None
-                out.append(
-                    self.figure(
-                        F.image_grid(arrays[cell], f"{title} ({target})", captions),
-                        f"mistakes-{target}-{cell}",
-                        f"Test examples {title.lower()} on {target} (each image min-max scaled).",
-                    )
-                )
-            if out:
-                return "<h4>Examples</h4>" + "".join(out)
-        pair = next(
-            (
-                p
-                for p in entry.get("pairs") or []
-                if p.get("pair") == "P-T/RI-T" and p.get("status", "ok") == "ok"
-            ),
-            None,
-        )
-        if pair is None:
-            return ""
-        idx = pair.get("indices") or {}
-        # In a P-T/RI-T pair A is P-T and B is RI-T.
-        rows = [
-            (
-                "P-T wrong, RI-T right",
-                " ".join(str(i) for i in idx.get("only_a_wrong", [])) or "none",
-            ),
-            (
-                "RI-T wrong, P-T right",
-                " ".join(str(i) for i in idx.get("only_b_wrong", [])) or "none",
-            ),
-        ]
-        return (
-            f"<h4>Examples (test-set indices, runs {esc(' / '.join(pair.get('runs') or []))})</h4>"
-            + _table(("cell", "test indices (first ones)"), rows)
-            + '<p class="small">No example images saved for this target '
-            f"(analyses/{MISTAKE_EXAMPLES_DIR}/&lt;target&gt;.npz).</p>"
-        )
-
-    def similarity(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            pairs = [p for p in entry.get("pairs") or [] if p.get("status", "ok") == "ok"]
-            layers: list[str] = []
-            for p in pairs:
-                layers += [n for n in p.get("cka") or {} if n not in layers]
-            layers = depth_order(layers) or layers
-            rows = [
-                (
-                    p.get("pair"),
-                    ", ".join(p.get("runs") or []),
-                    *[fmt((p.get("cka") or {}).get(n)) for n in layers],
-                )
-                for p in pairs
-            ]
-            skipped = [p for p in entry.get("pairs") or [] if p.get("status", "ok") != "ok"]
-            out = _table(("pair", "runs", *layers), rows, numeric=tuple(range(2, 2 + len(layers))))
-            subset = entry.get("subset") or {}
-            if subset:
-                how = "stratified by class" if subset.get("stratified") else "uniformly"
-                out += (
-                    f'<p class="small">Every pair is compared on the same {esc(subset.get("examples"))}'
-                    f" of {esc(subset.get('of'))} test examples, drawn {how} with seed "
-                    f"{esc(subset.get('seed'))}.</p>"
-                )
-            estimators: dict[str, str] = {}
-            for p in pairs:
-                for name, layer in (p.get("layers") or {}).items():
-                    estimators.setdefault(name, str(layer.get("estimator")))
-                    if layer.get("error"):
-                        out += (
-                            f'<p class="notrun">{esc(p.get("pair"))} at {esc(name)}: '
-                            f"{esc(layer['error'])}</p>"
-                        )
-            if estimators:
-                out += (
-                    '<p class="small">Estimator per layer: '
-                    + esc(", ".join(f"{n}: {e}" for n, e in estimators.items()))
-                    + ".</p>"
-                )
-            if skipped:
-                out += "".join(
-                    f'<p class="small">{esc(p.get("pair"))} skipped: {esc(p.get("reason", ""))}</p>'
-                    for p in skipped
-                )
-            return out + self.figure(
-                F.cka_lines(entry, f"Feature similarity, target {target}"),
-                f"cka-{target}",
-                f"Linear CKA per layer for every pair of models on {target}.",
-            )
-
-        return self.legacy_per_target("similarity", render)
-
-    def distance(self) -> str:
-        def render(target: str, entry: dict[str, Any]) -> str:
-            rows = []
-            for p in entry.get("pairs") or []:
-                ok = p.get("status", "ok") == "ok"
-                rows.append(
-                    (
-                        p.get("pair"),
-                        ", ".join(p.get("runs") or []),
-                        fmt(p.get("checkpoint")) if p.get("checkpoint") is not None else "-",
-                        fmt(p.get("total"), 4)
-                        if ok
-                        else _Raw(f"<em>skipped: {esc(p.get('reason', ''))}</em>"),
-                    )
-                )
-            reference = _criticality_modules(self.data, target)
-            return _table(
-                ("pair", "runs", "k", "whole-network L2 distance"), rows, numeric=(2, 3)
-            ) + self.figure(
-                F.distance_modules(entry, f"Parameter distance, target {target}", reference),
-                f"distance-{target}",
-                f"L2 distance per module for every pair on {target} (log scale).",
-            )
-
-        return self.legacy_per_target("distance", render)
 
     def findings(self, findings: list[Finding]) -> str:
         return findings_table_html(findings, self.data.negative_control)
@@ -628,4 +402,4 @@ def build_report(
     return path
 
 
-__all__ = ["FIGURES_DIR", "MISTAKE_CELLS", "MISTAKE_EXAMPLES_DIR", "build_report", "render_html"]
+__all__ = ["FIGURES_DIR", "build_report", "render_html"]
