@@ -139,7 +139,9 @@ def shrink(data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     data["analyses"] = {
         **data.get("analyses", {}),
         "interpolation": {"num_points": 2, "recalibration_examples": 4},
-        "similarity": {"max_examples": 4, "batch_size": 4},
+        # 4 test images: at 8 MiB, exact CKA fits layer3-4 but not conv1-layer2 (802,816 and
+        # 401,408 features per image), which switch to minibatch CKA as at full size.
+        "similarity": {"max_examples": 4, "batch_size": 4, "max_exact_bytes": 8 << 20},
         "criticality": {
             "num_alphas": 2,
             "num_sigmas": 2,
@@ -267,7 +269,11 @@ def write_config(data: dict[str, Any], path: Path) -> Path:
 def test_domainnet_preset_end_to_end_at_224_px(tmp_path):
     data = shrink(config.preset_dict("domainnet"), tmp_path)
     root = make_domainnet_like(
-        tmp_path / "domainnet", "real", ("aircraft_carrier", "airplane", "zebra"), 2, 1
+        tmp_path / "domainnet",
+        "real",
+        ("aircraft_carrier", "airplane", "alarm_clock", "zebra"),
+        2,
+        1,
     )
     data["targets"] = [
         {**data["targets"][0], "root": str(root), "options": {"domain": "real", "subsample": 50000}}
@@ -280,8 +286,14 @@ def test_domainnet_preset_end_to_end_at_224_px(tmp_path):
     assert study["source"]["options"]["image_size"] == 224
     sim = json.loads((out / "analyses" / "similarity.json").read_text())
     layers = next(iter(sim["targets"].values()))["pairs"][0]["layers"]
-    # conv1 at 224 px: 64 x 112 x 112 features per image, the widest layer of the network.
+    # conv1 at 224 px: 64 x 112 x 112 features per image, the widest layer of the network: exact
+    # CKA would not fit its memory cap, so it is estimated by minibatch CKA (and says so).
     assert layers["conv1"]["features"][0] == 802_816
+    assert layers["conv1"]["estimator"].startswith("minibatch")
+    assert layers["layer4"]["estimator"] == "exact"
+    crit = json.loads((out / "analyses" / "criticality.json").read_text())
+    pt = next(iter(crit["targets"].values()))["P-T"]
+    assert len(pt["modules"]) == 18  # stem, 16 bottleneck blocks, head
 
 
 def test_chexpert_preset_end_to_end_at_224_px(tmp_path):
