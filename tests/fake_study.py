@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from transferscope.config import StudyConfig
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.models import build_model
 from transferscope.study.executors import DataCache
@@ -20,6 +21,20 @@ class FakeData(DataCache):
         labels = torch.randint(0, 10, (40,), generator=g)
         data = TensorImageDataset(images, labels)
         return Splits(info=INFO, train=data, test=data)
+
+
+def fake_config(**fields) -> StudyConfig:
+    """A study of fixup-small (widths 4) on 8x8 digits, source 'src' and target 'digits'; ``fields``
+    replace or add top-level keys (seeds, shuffles, analyses, ...)."""
+    digits = {"name": "digits", "options": {"image_size": 8}}
+    base = {
+        "name": "fake",
+        "source": {**digits, "id": "src"},
+        "targets": [digits],
+        "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
+        "seeds": [0, 1],
+    }
+    return StudyConfig.model_validate({**base, **fields})
 
 
 def fake_weights(seed: int, base: dict[str, torch.Tensor] | None, scale: float) -> dict:

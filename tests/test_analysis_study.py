@@ -16,7 +16,7 @@ from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-from fake_study import INFO, FakeData, fake_weights
+from fake_study import INFO, FakeData, fake_config, fake_weights
 
 N_TEST = 20
 # P-T: better and faster than RI-T (reaches the common bar 0.1 + 0.9 (0.8 - 0.1) = 0.73 at epoch 1,
@@ -25,19 +25,11 @@ CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5
 
 
 def _config() -> StudyConfig:
-    digits = {"name": "digits", "options": {"image_size": 8}}
-    return StudyConfig.model_validate(
-        {
-            "name": "fake",
-            "source": {**digits, "id": "src"},
-            "targets": [digits],
-            "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
-            "pretrain": {"epochs": 1, "checkpoint_points": [1]},
-            "seeds": [0, 1],
-            "shuffles": {"block_sizes": [4]},
-            "trajectory": {"checkpoints": [1]},
-            "analyses": {"similarity": {"max_examples": 24}},
-        }
+    return fake_config(
+        pretrain={"epochs": 1, "checkpoint_points": [1]},
+        shuffles={"block_sizes": [4]},
+        trajectory={"checkpoints": [1]},
+        analyses={"similarity": {"max_examples": 24}},
     )
 
 

@@ -15,7 +15,7 @@ from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-from fake_study import INFO, FakeData, fake_weights
+from fake_study import INFO, FakeData, fake_config, fake_weights
 
 CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5, 0.8]}
 PK_CURVE = [0.2, 0.6, 0.8, 0.85]  # fine-tuned from an early checkpoint: slower and worse
@@ -46,30 +46,22 @@ def test_trajectory_summary_means_over_seeds() -> None:
 
 
 def _config() -> StudyConfig:
-    digits = {"name": "digits", "options": {"image_size": 8}}
-    return StudyConfig.model_validate(
-        {
-            "name": "fake",
-            "source": {**digits, "id": "src"},
-            "targets": [digits],
-            "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
-            "pretrain": {"epochs": 1, "checkpoint_points": [0.5, 1]},
-            "seeds": [0, 1],
-            "trajectory": {"checkpoints": [0.5]},
-            "analyses": {
-                "interpolation": {"num_points": 3},
-                "criticality": {
-                    "num_alphas": 3,
-                    "num_sigmas": 3,
-                    "noise_samples": 1,
-                    "max_sigma": 0.05,
-                    "tolerance": 1.5,
-                    "heatmap_alphas": 2,
-                    "heatmap_sigmas": 2,
-                },
-                "trajectory": {"num_points": 3},
+    return fake_config(
+        pretrain={"epochs": 1, "checkpoint_points": [0.5, 1]},
+        trajectory={"checkpoints": [0.5]},
+        analyses={
+            "interpolation": {"num_points": 3},
+            "criticality": {
+                "num_alphas": 3,
+                "num_sigmas": 3,
+                "noise_samples": 1,
+                "max_sigma": 0.05,
+                "tolerance": 1.5,
+                "heatmap_alphas": 2,
+                "heatmap_sigmas": 2,
             },
-        }
+            "trajectory": {"num_points": 3},
+        },
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 from typer.testing import CliRunner
 
 from transferscope import config
@@ -34,7 +34,7 @@ from transferscope.study.analyze import run_analyses
 from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 
-from fake_study import INFO, FakeData, write_runs
+from fake_study import INFO, FakeData, fake_config, write_runs
 
 
 class CountOptions(AnalysisOptions):
@@ -82,37 +82,35 @@ class FinishedRuns(Analysis):
 
 
 def _config(**analyses: object) -> config.StudyConfig:
-    digits = {"name": "digits", "options": {"image_size": 8}}
-    return config.from_dict(
-        {
-            "name": "units",
-            "source": {**digits, "id": "src"},
-            "targets": [digits],
-            "model": {"name": "fixup-small", "options": {"widths": [4, 4, 4]}},
-            "pretrain": {"epochs": 1, "checkpoint_points": [0, 0.5, 1]},
-            "finetune": {"epochs": 2},
-            "randinit": {"epochs": 2},
-            "seeds": [0, 1, 2],
-            "shuffles": {"block_sizes": [4], "pixel": True},
-            "trajectory": {"checkpoints": [0, 0.5, 1]},
-            "analyses": {
-                "similarity": {"max_examples": 24, "batch_size": 8},
-                "interpolation": {"num_points": 5},
-                "criticality": {
-                    "num_alphas": 3,
-                    "num_sigmas": 3,
-                    "noise_samples": 1,
-                    "max_examples": 16,
-                    "eval_max_examples": 16,
-                },
-                "trajectory": {"num_points": 3},
-                "alignment": {"num_points": 3, "max_sweeps": 3},
-                "connectivity": {"epochs": 1, "num_points": 3, "batch_size": 16},
-                **analyses,
+    fields = {
+        "pretrain": {"epochs": 1, "checkpoint_points": [0, 0.5, 1]},
+        "finetune": {"epochs": 2},
+        "randinit": {"epochs": 2},
+        "seeds": [0, 1, 2],
+        "shuffles": {"block_sizes": [4], "pixel": True},
+        "trajectory": {"checkpoints": [0, 0.5, 1]},
+        "analyses": {
+            "similarity": {"max_examples": 24, "batch_size": 8},
+            "interpolation": {"num_points": 5},
+            "criticality": {
+                "num_alphas": 3,
+                "num_sigmas": 3,
+                "noise_samples": 1,
+                "max_examples": 16,
+                "eval_max_examples": 16,
             },
+            "trajectory": {"num_points": 3},
+            "alignment": {"num_points": 3, "max_sweeps": 3},
+            "connectivity": {"epochs": 1, "num_points": 3, "batch_size": 16},
+            **analyses,
         },
-        "test config",
-    )
+    }
+    try:
+        return fake_config(**fields)
+    except ValidationError as e:  # as a study.yaml would say it
+        raise config.explain(e, "test config") from None
+    except config.AnalysisOptionsError as e:
+        raise TransferscopeError(f"test config: {e}") from None
 
 
 def _study(tmp_path, cfg: config.StudyConfig) -> StudyStore:

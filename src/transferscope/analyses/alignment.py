@@ -19,6 +19,7 @@ from transferscope.analyses.context import StudyContext, subset
 from transferscope.analyses.paths import (
     Line,
     PairRef,
+    PathOptions,
     SkippedPair,
     barriers,
     measure_pairs,
@@ -30,7 +31,6 @@ from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, e
 from transferscope.analyses.unit import Claim
 from transferscope.analysis.alignment import align
 from transferscope.analysis.interpolation import interpolate
-from transferscope.options import AnalysisOptions
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
@@ -46,12 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferscope.study.plan import PlannedRun
 
 
-class AlignmentOptions(AnalysisOptions):
+class AlignmentOptions(PathOptions):
     """Barriers after permutation alignment (weight matching), next to the plain ones."""
 
-    num_points: int = Field(default=21, ge=2)
-    recalibrate_batchnorm: bool = True
-    recalibration_examples: int | None = Field(default=2000, ge=1)
     max_sweeps: int = Field(default=100, ge=1, description="coordinate-descent sweeps at most")
 
 

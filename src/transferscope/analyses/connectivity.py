@@ -20,6 +20,7 @@ from transferscope.analyses.context import StudyContext, subset
 from transferscope.analyses.paths import (
     Line,
     PairRef,
+    PathOptions,
     SkippedPair,
     barriers,
     measure_pairs,
@@ -30,7 +31,6 @@ from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
 from transferscope.analyses.unit import Claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
-from transferscope.options import AnalysisOptions
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 CurvePair = Literal["RI-T/RI-T", "P-T/RI-T", "P-T/P-T"]
 
 
-class ConnectivityOptions(AnalysisOptions):
+class ConnectivityOptions(PathOptions):
     """Quadratic Bezier curves trained between two models (non-linear low-loss paths)."""
 
     pairs: list[CurvePair] = Field(default_factory=lambda: ["RI-T/RI-T", "P-T/RI-T"])
@@ -62,8 +62,6 @@ class ConnectivityOptions(AnalysisOptions):
         default=None, ge=1, description="train the curve on a fixed random subset of this size"
     )
     num_points: int = Field(default=11, ge=2, description="points along the curve evaluated")
-    recalibrate_batchnorm: bool = True
-    recalibration_examples: int | None = Field(default=2000, ge=1)
 
 
 class CurvedPair(PairRef):

@@ -17,12 +17,11 @@ from pydantic import Field
 
 from transferscope.analyses.context import StudyContext, Weights, subset
 from transferscope.analyses.pairs import CONTROL_PAIR, PairName, study_pairs
-from transferscope.analyses.paths import Line, barriers
+from transferscope.analyses.paths import Line, PathOptions, barriers
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry, entry
 from transferscope.analyses.unit import Analysis, Claim, ReportSection
 from transferscope.errors import TransferscopeError
-from transferscope.options import AnalysisOptions
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
@@ -43,12 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferscope.study.plan import PlannedRun
 
 
-class InterpolationOptions(AnalysisOptions):
-    num_points: int = Field(default=21, ge=2)
-    recalibrate_batchnorm: bool = True
-    recalibration_examples: int | None = Field(
-        default=2000, ge=1, description="training examples for BatchNorm statistics at each λ"
-    )
+class InterpolationOptions(PathOptions):
+    """The straight line between two solutions (§3.3)."""
 
 
 class PathRef(Model):

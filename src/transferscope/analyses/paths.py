@@ -12,17 +12,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from transferscope.analyses.context import subset
 from transferscope.analyses.pairs import PairName, pair_entry, study_pairs
 from transferscope.analyses.results import AnalysisResult, Model, Skipped
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.errors import TransferscopeError
+from transferscope.options import AnalysisOptions
 from transferscope.report.rules import barrier_noise, finite
 from transferscope.training.metrics import metric_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from transferscope.analyses.context import StudyContext
     from transferscope.study.plan import PlannedRun
+
+
+class PathOptions(AnalysisOptions):
+    """Options of every analysis that evaluates models along a path between two solutions."""
+
+    num_points: int = Field(default=21, ge=2, description="points along the path evaluated")
+    recalibrate_batchnorm: bool = True
+    recalibration_examples: int | None = Field(
+        default=2000, ge=1, description="training examples for BatchNorm statistics at each point"
+    )
 
 
 class Line(Model):
