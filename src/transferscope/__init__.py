@@ -7,6 +7,7 @@ together and writes a report.
 """
 
 from transferscope.analysis.alignment import align
+from transferscope.analysis.cka import CKAAccumulator, linear_cka
 from transferscope.analysis.connectivity import evaluate_curve, fit_curve
 from transferscope.analysis.criticality import module_criticality
 from transferscope.analysis.curves import (
@@ -19,7 +20,7 @@ from transferscope.analysis.curves import (
 from transferscope.analysis.distance import parameter_distance
 from transferscope.analysis.interpolation import interpolate
 from transferscope.analysis.mistakes import compare_mistakes
-from transferscope.analysis.similarity import CKAAccumulator, feature_similarity, linear_cka
+from transferscope.analysis.similarity import feature_similarity
 from transferscope.analysis.trajectory import trajectory_summary
 from transferscope.config import StudyConfig, load_preset
 from transferscope.data.shuffle import block_shuffle, pixel_shuffle

@@ -5,10 +5,17 @@ study directory, and a notebook can call them on any ``torch.nn.Module``.
 
 - :mod:`.curves`: learning curves, convergence speed, shuffle gap (§1).
 - :mod:`.mistakes`: common / uncommon mistakes of two models (§2).
-- :mod:`.similarity`: linear CKA, streamed and minibatch CKA, per-layer feature similarity (§2).
+- :mod:`.cka`: linear CKA, unbiased HSIC, streamed and minibatch CKA on feature matrices (§2).
+- :mod:`.similarity`: per-layer feature similarity of two models (§2).
 - :mod:`.distance`: parameter distance, whole network and per module (§2).
 """
 
+from transferscope.analysis.cka import (
+    CKAAccumulator,
+    hsic_unbiased,
+    linear_cka,
+    linear_cka_gram,
+)
 from transferscope.analysis.curves import (
     aggregate_curves,
     compare_curves,
@@ -24,13 +31,7 @@ from transferscope.analysis.distance import (
     parameter_distance,
 )
 from transferscope.analysis.mistakes import MistakeCells, MistakeComparison, compare_mistakes
-from transferscope.analysis.similarity import (
-    CKAAccumulator,
-    feature_similarity,
-    hsic_unbiased,
-    linear_cka,
-    linear_cka_gram,
-)
+from transferscope.analysis.similarity import feature_similarity
 
 __all__ = [
     "CKAAccumulator",

@@ -31,12 +31,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import Dataset
 
+from transferscope.analysis.batchnorm import recalibration_plan, train_subset
 from transferscope.analysis.interpolation import (
     InterpolationResult,
-    _train_subset,
     check_compatible,
     evaluate_path,
-    recalibration_plan,
 )
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
@@ -140,7 +139,7 @@ def fit_curve(
     optimiser = torch.optim.SGD(
         list(control.values()), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
-    subset = _train_subset(data, max_examples, seed)
+    subset = train_subset(data, max_examples, seed)
     n = len(subset) if subset is not None else len(data)  # type: ignore[arg-type]
     steps = max(1, epochs * math.ceil(n / batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)

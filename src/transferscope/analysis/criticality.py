@@ -1,4 +1,4 @@
-"""Module criticality (Chatterji et al.), the rewind test and criticality heat maps (Neyshabur et al. 2020, §3.4).
+"""Module criticality (Chatterji et al.) and its search over (α, σ) (Neyshabur et al. 2020, §3.4).
 
 For a module i with initial value θ_i^0 (P-T: P's weights; RI-T: the random init) and final value
 θ_i^F, let θ_i^α = (1 − α) θ_i^0 + α θ_i^F with every other module at its final value. Then
@@ -31,207 +31,39 @@ exhaustive grid (``search="grid"``) decide every (α, σ) identically. An evalua
 the running sum of per-sample losses exceeds ``noise_samples × ε``: losses are non-negative, so the
 mean can only end above ε (an exact shortcut, not a heuristic).
 
-Also here: :func:`rewind_modules` (set one module back to θ_i^0 and evaluate) and
-:func:`criticality_heatmap` (metric over an (α, σ) grid per module, with the distance
-α ‖θ_i^F − θ_i^0‖), usually on a coarser grid with one noise sample to stay cheap.
+The states with one module moved and their evaluation on fixed batches are
+:mod:`transferscope.analysis.module_probe`. The rewind test (:func:`rewind_modules`) and the
+criticality heat maps (:func:`criticality_heatmap`) are :mod:`transferscope.analysis.rewind`;
+both are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.utils.data import Dataset
 
-from transferscope.analysis.interpolation import bn_buffers, recalibrated_statistics
-from transferscope.analysis.replay import PrefixReplay
+from transferscope.analysis.batchnorm import bn_buffers, recalibrated_statistics
+from transferscope.analysis.module_probe import (
+    PerturbedModule,
+    Probe,
+    alpha_grid,
+    check_states,
+    copy_structure,
+    default_modules,
+    probe_batches,
+)
+from transferscope.analysis.rewind import criticality_heatmap, rewind_modules
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
-from transferscope.models.layout import layout
-from transferscope.training.loaders import BatchTransform, epoch_order, forward_in_chunks, iterate
-from transferscope.training.metrics import loss_fn, score
+from transferscope.training.loaders import BatchTransform
 
 Search = Literal["pruned", "grid"]
-
-
-def default_modules(model: nn.Module) -> list[str]:
-    """The stem, every residual block and the head, input to output (module paths)."""
-    parts = layout(model)
-    return [parts.stem, *parts.blocks, parts.head]
-
-
-def _within(key: str, module: str) -> bool:
-    return key == module or key.startswith(module + ".")
-
-
-def _check_states(
-    model: nn.Module, init_state: Mapping[str, Tensor], final_state: Mapping[str, Tensor]
-) -> None:
-    names = dict(model.state_dict())
-    for label, state in (("init_state", init_state), ("final_state", final_state)):
-        bad = sorted(k for k in names if k not in state or state[k].shape != names[k].shape)
-        extra = sorted(set(state) - set(names))
-        if bad or extra:
-            listed = ", ".join([*bad, *extra][:8])
-            raise TransferscopeError(
-                f"{label} does not fit the model: missing, extra or reshaped entries {listed}"
-            )
-
-
-def _batches(
-    data: Dataset,
-    max_examples: int | None,
-    batch_size: int,
-    device: torch.device,
-    transform: BatchTransform | None,
-    seed: int = 0,
-) -> list[tuple[Tensor, Tensor]]:
-    """A fixed random subset of ``data``, loaded once and kept on ``device`` (re-used per probe)."""
-    n = len(data)  # type: ignore[arg-type]
-    order = None if max_examples is None or max_examples >= n else epoch_order(n, seed, 0)
-    if order is not None:
-        order = order[:max_examples]
-    out = list(iterate(data, batch_size, order=order, device=device, transform=transform))
-    if not out:
-        raise TransferscopeError("module criticality needs a non-empty data set")
-    return out
-
-
-class _Probe:
-    """Loss or metric of the model with a given state on preloaded batches; counts forwards."""
-
-    def __init__(self, model: nn.Module, batches: list[tuple[Tensor, Tensor]], task: Task) -> None:
-        self.model = model.eval()
-        self.batches = batches
-        self.task = task
-        self.n = sum(len(y) for _, y in batches)
-        self.forwards = 0
-        self._replay: PrefixReplay | None = None
-
-    def _call(self, state: Mapping[str, Tensor], rows: Tensor) -> Tensor:
-        cast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if rows.device.type == "cuda"
-            else nullcontext()
-        )
-        with cast:
-            return functional_call(self.model, state, (rows,))
-
-    def _forward(self, state: Mapping[str, Tensor], index: int) -> Tensor:
-        """The model's outputs at ``state`` on batch ``index`` (float32)."""
-        self.forwards += 1
-        full, replay, chunks = dict(state), self._replay, itertools.count()
-
-        def run(rows: Tensor) -> Tensor:
-            if replay is None:
-                return self._call(full, rows)
-            with replay.replay((index, next(chunks))):
-                return self._call(full, rows)
-
-        return forward_in_chunks(run, self.batches[index][0]).float()
-
-    @contextlib.contextmanager
-    def varying(self, module: str, reference: Mapping[str, Tensor]) -> Iterator[None]:
-        """Inside, probed states differ from ``reference`` only in ``module``'s entries: the
-        modules that run before it replay their outputs at ``reference`` (computed here, one
-        pass over the batches) instead of computing them again (:class:`PrefixReplay`)."""
-        replay, full = PrefixReplay(self.model, module), dict(reference)
-        with torch.no_grad():
-            for index, (x, _) in enumerate(self.batches):
-                self.forwards += 1
-                chunks = itertools.count()
-
-                def record(rows: Tensor, index: int = index, chunks: Any = chunks) -> Tensor:
-                    return replay.record((index, next(chunks)), lambda: self._call(full, rows))
-
-                forward_in_chunks(record, x)
-                if not replay.active:
-                    break  # nothing runs before the module, or it cannot be replayed safely
-        self._replay = replay if replay.active else None
-        try:
-            yield
-        finally:
-            self._replay = None
-
-    @torch.no_grad()
-    def loss_sum(self, state: Mapping[str, Tensor], offset: float = 0.0, limit: float = math.inf):
-        """Mean loss over the batches; stops once ``offset`` + the running mean exceeds ``limit``.
-
-        The running mean only grows (losses are >= 0), so a stopped evaluation is certainly above
-        ``limit``; its (partial) value is returned.
-        """
-        total = 0.0
-        for index, (_, y) in enumerate(self.batches):
-            total += loss_fn(self.task, self._forward(state, index), y).item() * len(y)
-            if offset + total / self.n > limit:
-                break
-        return total / self.n
-
-    @torch.no_grad()
-    def evaluate(self, state: Mapping[str, Tensor]) -> tuple[float, float]:
-        """(loss, metric) over all batches."""
-        outs = [self._forward(state, i).cpu() for i in range(len(self.batches))]
-        ev = score(self.task, torch.cat(outs), torch.cat([y.cpu() for _, y in self.batches]))
-        return ev.loss, ev.metric
-
-
-class _Module:
-    """One module's keys, its θ^0 and θ^F entries, Δ norm and fixed noise draws."""
-
-    def __init__(
-        self,
-        name: str,
-        index: int,
-        params: set[str],
-        init: Mapping[str, Tensor],
-        final: Mapping[str, Tensor],
-        samples: int,
-        seed: int,
-    ) -> None:
-        self.name = name
-        self.keys = [k for k in final if _within(k, name)]
-        if not self.keys:
-            raise TransferscopeError(f"module '{name}' has no entries in the model's state")
-        self.init = {k: init[k] for k in self.keys}
-        self.final = {k: final[k] for k in self.keys}
-        self.params = [k for k in self.keys if k in params and final[k].is_floating_point()]
-        sq = sum(float((final[k].double() - init[k].double()).pow(2).sum()) for k in self.params)
-        self.distance = math.sqrt(sq)
-        # Common random numbers: one standard-normal draw per (module, sample), reused for every
-        # (α, σ) so that the pruned search and the exhaustive grid see the same noise.
-        self.noise: list[dict[str, Tensor]] = []
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
-        for _ in range(samples):
-            self.noise.append(
-                {
-                    k: torch.randn(final[k].shape, generator=g, dtype=torch.float32)
-                    .to(final[k].device)
-                    .to(final[k].dtype)
-                    for k in self.params
-                }
-            )
-
-    def state(
-        self, base: Mapping[str, Tensor], alpha: float, sigma: float = 0.0, sample: int = 0
-    ) -> dict[str, Tensor]:
-        """The full state with this module at θ^α (+ σ × noise draw ``sample``)."""
-        out = dict(base)
-        for k in self.keys:
-            a, f = self.init[k], self.final[k]
-            out[k] = torch.lerp(a, f, alpha) if f.is_floating_point() else a
-        if sigma > 0:
-            for k in self.params:
-                out[k] = out[k] + sigma * self.noise[sample][k]
-        return out
 
 
 @dataclass
@@ -328,10 +160,6 @@ def sigma_grid(
     return [float(x) for x in grid]
 
 
-def alpha_grid(num_alphas: int) -> list[float]:
-    return [float(a) for a in torch.linspace(0, 1, num_alphas, dtype=torch.float64)]
-
-
 def module_criticality(
     model: nn.Module,
     init_state: Mapping[str, Tensor],
@@ -391,14 +219,16 @@ def module_criticality(
             f"max_sigma > 0; got {num_alphas}, {num_sigmas}, {noise_samples}, {max_sigma}"
         )
     sigmas = sigma_grid(num_sigmas, max_sigma, min_sigma)
-    _check_states(model, init_state, final_state)
+    check_states(model, init_state, final_state)
     device = torch.device(device)
     names = list(modules) if modules is not None else default_modules(model)
     params = {k for k, _ in model.named_parameters()}
     init = {k: v.detach().to(device) for k, v in init_state.items()}
     final = {k: v.detach().to(device) for k, v in final_state.items()}
-    work = _copy_structure(model, device)
-    probe = _Probe(work, _batches(data, max_examples, batch_size, device, transform, seed), task)
+    work = copy_structure(model, device)
+    probe = Probe(
+        work, probe_batches(data, max_examples, batch_size, device, transform, seed), task
+    )
     bn_keys = bn_buffers(work)
     recal = (
         bool(bn_keys) if recalibrate_batchnorm is None else bool(recalibrate_batchnorm and bn_keys)
@@ -425,12 +255,14 @@ def module_criticality(
     for index, name in enumerate(names):
         if progress is not None:
             progress(index, len(names), name)
-        mod = _Module(name, index, params, init, final, noise_samples, seed)
+        mod = PerturbedModule(name, index, params, init, final, noise_samples, seed)
         distance[name] = mod.distance
         statistics: dict[float, dict[str, Tensor]] = {}
 
         def at_alpha(
-            alpha: float, mod: _Module = mod, cache: dict[float, dict[str, Tensor]] = statistics
+            alpha: float,
+            mod: PerturbedModule = mod,
+            cache: dict[float, dict[str, Tensor]] = statistics,
         ) -> Mapping[str, Tensor]:
             """The final state, with BatchNorm statistics recomputed for module i at θ_i^α."""
             if not recal:
@@ -440,7 +272,7 @@ def module_criticality(
                 cache[alpha] = recalibrated_statistics(work, state, probe.batches, bn_keys)
             return {**final, **cache[alpha]}
 
-        def feasible(alpha: float, sigma: float, early: bool, mod: _Module = mod) -> bool:
+        def feasible(alpha: float, sigma: float, early: bool, mod: PerturbedModule = mod) -> bool:
             limit = noise_samples * eps
             total = 0.0
             base = at_alpha(alpha)
@@ -519,116 +351,6 @@ def _pruned(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) 
         if feasible(alpha, sigma, early=True):
             return (value, alpha, sigma)
     return None
-
-
-def _copy_structure(model: nn.Module, device: torch.device) -> nn.Module:
-    return copy.deepcopy(model).to(device).eval()
-
-
-def rewind_modules(
-    model: nn.Module,
-    init_state: Mapping[str, Tensor],
-    final_state: Mapping[str, Tensor],
-    data: Dataset,
-    modules: Sequence[str] | None = None,
-    *,
-    task: Task = "multiclass",
-    max_examples: int | None = None,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    transform: BatchTransform | None = None,
-) -> dict[str, dict[str, float]]:
-    """Rewind one module at a time to θ_i^0 (others final) and evaluate (Neyshabur et al. 2020, §3.4).
-
-    Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on ``data`` (the
-    test split, at most ``max_examples`` examples: a fixed random subset).
-    """
-    _check_states(model, init_state, final_state)
-    device = torch.device(device)
-    names = list(modules) if modules is not None else default_modules(model)
-    init = {k: v.detach().to(device) for k, v in init_state.items()}
-    final = {k: v.detach().to(device) for k, v in final_state.items()}
-    probe = _Probe(
-        _copy_structure(model, device),
-        _batches(data, max_examples, batch_size, device, transform),
-        task,
-    )
-    loss, metric = probe.evaluate(final)
-    out = {"final": {"loss": loss, "metric": metric}}
-    params = {k for k, _ in model.named_parameters()}
-    for index, name in enumerate(names):
-        mod = _Module(name, index, params, init, final, 0, 0)
-        loss, metric = probe.evaluate(mod.state(final, 0.0))
-        out[name] = {"loss": loss, "metric": metric}
-    return out
-
-
-def criticality_heatmap(
-    model: nn.Module,
-    init_state: Mapping[str, Tensor],
-    final_state: Mapping[str, Tensor],
-    data: Dataset,
-    modules: Sequence[str] | None = None,
-    *,
-    task: Task = "multiclass",
-    num_alphas: int = 4,
-    num_sigmas: int = 4,
-    noise_samples: int = 1,
-    max_sigma: float = 1.0,
-    seed: int = 0,
-    max_examples: int | None = 500,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    transform: BatchTransform | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Metric over an (α, σ) grid per module, as in the paper's heat maps (Neyshabur et al. 2020, §3.4).
-
-    σ runs over ``linspace(0, max_sigma, num_sigmas)`` (σ = 0 included: no noise) and α over
-    ``linspace(0, 1, num_alphas)``; each cell is the mean metric over ``noise_samples`` draws
-    (one evaluation where σ = 0). Defaults are coarser than the μ search to stay cheap: the cost is
-    modules × num_alphas × (1 + (num_sigmas − 1) × noise_samples) passes over ``data``.
-
-    Returns:
-        module -> {"alphas": [A], "sigmas": [S], "distance": [A] (α ‖θ_i^F − θ_i^0‖_F),
-        "metric": [[S] per α] (rows α, columns σ), "loss": same shape}.
-    """
-    _check_states(model, init_state, final_state)
-    device = torch.device(device)
-    names = list(modules) if modules is not None else default_modules(model)
-    init = {k: v.detach().to(device) for k, v in init_state.items()}
-    final = {k: v.detach().to(device) for k, v in final_state.items()}
-    probe = _Probe(
-        _copy_structure(model, device),
-        _batches(data, max_examples, batch_size, device, transform, seed),
-        task,
-    )
-    params = {k for k, _ in model.named_parameters()}
-    alphas = alpha_grid(num_alphas)
-    sigmas = [float(s) for s in torch.linspace(0, max_sigma, num_sigmas, dtype=torch.float64)]
-    out: dict[str, dict[str, Any]] = {}
-    for index, name in enumerate(names):
-        mod = _Module(name, index, params, init, final, noise_samples, seed)
-        metric_rows, loss_rows = [], []
-        with probe.varying(name, final):
-            for alpha in alphas:
-                metric_row, loss_row = [], []
-                for sigma in sigmas:
-                    draws = [
-                        probe.evaluate(mod.state(final, alpha, sigma, s))
-                        for s in range(noise_samples if sigma > 0 else 1)
-                    ]
-                    loss_row.append(sum(d[0] for d in draws) / len(draws))
-                    metric_row.append(sum(d[1] for d in draws) / len(draws))
-                metric_rows.append(metric_row)
-                loss_rows.append(loss_row)
-        out[name] = {
-            "alphas": alphas,
-            "sigmas": sigmas,
-            "distance": [alpha * mod.distance for alpha in alphas],
-            "metric": metric_rows,
-            "loss": loss_rows,
-        }
-    return out
 
 
 __all__ = [

@@ -1,0 +1,224 @@
+"""A network with one module moved, evaluated on fixed batches: the machinery of module criticality and the rewind test (Neyshabur et al. 2020, §3.4).
+
+For a module i with initial value θ_i^0 and final value θ_i^F, :class:`PerturbedModule` builds the
+full state with module i at θ_i^α = (1 − α) θ_i^0 + α θ_i^F (every other module final), plus σ
+times a fixed standard-normal draw on module i's parameters (common random numbers: the same draw
+for every (α, σ)). :class:`Probe` evaluates such states on a fixed training or test subset loaded
+once (:func:`probe_batches`), counts forward passes, and while one module varies replays the
+outputs of the modules before it (:class:`~transferscope.analysis.replay.PrefixReplay`).
+
+Shared by :mod:`transferscope.analysis.criticality` (the μ search) and
+:mod:`transferscope.analysis.rewind` (rewinding and heat maps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.data import Dataset
+
+from transferscope.analysis.replay import PrefixReplay
+from transferscope.data.base import Task
+from transferscope.errors import TransferscopeError
+from transferscope.models.layout import layout
+from transferscope.training.loaders import BatchTransform, epoch_order, forward_in_chunks, iterate
+from transferscope.training.metrics import loss_fn, score
+
+
+def default_modules(model: nn.Module) -> list[str]:
+    """The stem, every residual block and the head, input to output (module paths)."""
+    parts = layout(model)
+    return [parts.stem, *parts.blocks, parts.head]
+
+
+def _within(key: str, module: str) -> bool:
+    return key == module or key.startswith(module + ".")
+
+
+def check_states(
+    model: nn.Module, init_state: Mapping[str, Tensor], final_state: Mapping[str, Tensor]
+) -> None:
+    names = dict(model.state_dict())
+    for label, state in (("init_state", init_state), ("final_state", final_state)):
+        bad = sorted(k for k in names if k not in state or state[k].shape != names[k].shape)
+        extra = sorted(set(state) - set(names))
+        if bad or extra:
+            listed = ", ".join([*bad, *extra][:8])
+            raise TransferscopeError(
+                f"{label} does not fit the model: missing, extra or reshaped entries {listed}"
+            )
+
+
+def probe_batches(
+    data: Dataset,
+    max_examples: int | None,
+    batch_size: int,
+    device: torch.device,
+    transform: BatchTransform | None,
+    seed: int = 0,
+) -> list[tuple[Tensor, Tensor]]:
+    """A fixed random subset of ``data``, loaded once and kept on ``device`` (re-used per probe)."""
+    n = len(data)  # type: ignore[arg-type]
+    order = None if max_examples is None or max_examples >= n else epoch_order(n, seed, 0)
+    if order is not None:
+        order = order[:max_examples]
+    out = list(iterate(data, batch_size, order=order, device=device, transform=transform))
+    if not out:
+        raise TransferscopeError("module criticality needs a non-empty data set")
+    return out
+
+
+class Probe:
+    """Loss or metric of the model with a given state on preloaded batches; counts forwards."""
+
+    def __init__(self, model: nn.Module, batches: list[tuple[Tensor, Tensor]], task: Task) -> None:
+        self.model = model.eval()
+        self.batches = batches
+        self.task = task
+        self.n = sum(len(y) for _, y in batches)
+        self.forwards = 0
+        self._replay: PrefixReplay | None = None
+
+    def _call(self, state: Mapping[str, Tensor], rows: Tensor) -> Tensor:
+        cast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if rows.device.type == "cuda"
+            else nullcontext()
+        )
+        with cast:
+            return functional_call(self.model, state, (rows,))
+
+    def _forward(self, state: Mapping[str, Tensor], index: int) -> Tensor:
+        """The model's outputs at ``state`` on batch ``index`` (float32)."""
+        self.forwards += 1
+        full, replay, chunks = dict(state), self._replay, itertools.count()
+
+        def run(rows: Tensor) -> Tensor:
+            if replay is None:
+                return self._call(full, rows)
+            with replay.replay((index, next(chunks))):
+                return self._call(full, rows)
+
+        return forward_in_chunks(run, self.batches[index][0]).float()
+
+    @contextlib.contextmanager
+    def varying(self, module: str, reference: Mapping[str, Tensor]) -> Iterator[None]:
+        """Inside, probed states differ from ``reference`` only in ``module``'s entries: the
+        modules that run before it replay their outputs at ``reference`` (computed here, one
+        pass over the batches) instead of computing them again (:class:`PrefixReplay`)."""
+        replay, full = PrefixReplay(self.model, module), dict(reference)
+        with torch.no_grad():
+            for index, (x, _) in enumerate(self.batches):
+                self.forwards += 1
+                chunks = itertools.count()
+
+                def record(rows: Tensor, index: int = index, chunks: Any = chunks) -> Tensor:
+                    return replay.record((index, next(chunks)), lambda: self._call(full, rows))
+
+                forward_in_chunks(record, x)
+                if not replay.active:
+                    break  # nothing runs before the module, or it cannot be replayed safely
+        self._replay = replay if replay.active else None
+        try:
+            yield
+        finally:
+            self._replay = None
+
+    @torch.no_grad()
+    def loss_sum(self, state: Mapping[str, Tensor], offset: float = 0.0, limit: float = math.inf):
+        """Mean loss over the batches; stops once ``offset`` + the running mean exceeds ``limit``.
+
+        The running mean only grows (losses are >= 0), so a stopped evaluation is certainly above
+        ``limit``; its (partial) value is returned.
+        """
+        total = 0.0
+        for index, (_, y) in enumerate(self.batches):
+            total += loss_fn(self.task, self._forward(state, index), y).item() * len(y)
+            if offset + total / self.n > limit:
+                break
+        return total / self.n
+
+    @torch.no_grad()
+    def evaluate(self, state: Mapping[str, Tensor]) -> tuple[float, float]:
+        """(loss, metric) over all batches."""
+        outs = [self._forward(state, i).cpu() for i in range(len(self.batches))]
+        ev = score(self.task, torch.cat(outs), torch.cat([y.cpu() for _, y in self.batches]))
+        return ev.loss, ev.metric
+
+
+class PerturbedModule:
+    """One module's keys, its θ^0 and θ^F entries, Δ norm and fixed noise draws."""
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        params: set[str],
+        init: Mapping[str, Tensor],
+        final: Mapping[str, Tensor],
+        samples: int,
+        seed: int,
+    ) -> None:
+        self.name = name
+        self.keys = [k for k in final if _within(k, name)]
+        if not self.keys:
+            raise TransferscopeError(f"module '{name}' has no entries in the model's state")
+        self.init = {k: init[k] for k in self.keys}
+        self.final = {k: final[k] for k in self.keys}
+        self.params = [k for k in self.keys if k in params and final[k].is_floating_point()]
+        sq = sum(float((final[k].double() - init[k].double()).pow(2).sum()) for k in self.params)
+        self.distance = math.sqrt(sq)
+        # Common random numbers: one standard-normal draw per (module, sample), reused for every
+        # (α, σ) so that the pruned search and the exhaustive grid see the same noise.
+        self.noise: list[dict[str, Tensor]] = []
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
+        for _ in range(samples):
+            self.noise.append(
+                {
+                    k: torch.randn(final[k].shape, generator=g, dtype=torch.float32)
+                    .to(final[k].device)
+                    .to(final[k].dtype)
+                    for k in self.params
+                }
+            )
+
+    def state(
+        self, base: Mapping[str, Tensor], alpha: float, sigma: float = 0.0, sample: int = 0
+    ) -> dict[str, Tensor]:
+        """The full state with this module at θ^α (+ σ × noise draw ``sample``)."""
+        out = dict(base)
+        for k in self.keys:
+            a, f = self.init[k], self.final[k]
+            out[k] = torch.lerp(a, f, alpha) if f.is_floating_point() else a
+        if sigma > 0:
+            for k in self.params:
+                out[k] = out[k] + sigma * self.noise[sample][k]
+        return out
+
+
+def alpha_grid(num_alphas: int) -> list[float]:
+    return [float(a) for a in torch.linspace(0, 1, num_alphas, dtype=torch.float64)]
+
+
+def copy_structure(model: nn.Module, device: torch.device) -> nn.Module:
+    return copy.deepcopy(model).to(device).eval()
+
+
+__all__ = [
+    "PerturbedModule",
+    "Probe",
+    "alpha_grid",
+    "check_states",
+    "copy_structure",
+    "default_modules",
+    "probe_batches",
+]

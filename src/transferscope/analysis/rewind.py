@@ -1,0 +1,139 @@
+"""The rewind test and criticality heat maps (Neyshabur et al. 2020, §3.4).
+
+:func:`rewind_modules` sets one module at a time back to its initial value θ_i^0 (P-T: P's
+weights; RI-T: the random init), every other module at its final value θ^F, and evaluates the
+network. :func:`criticality_heatmap` evaluates the metric over an (α, σ) grid per module, with
+module i at θ_i^α = (1 − α) θ_i^0 + α θ_i^F plus Gaussian noise of standard deviation σ, and the
+distance α ‖θ_i^F − θ_i^0‖ of each row, usually on a coarser grid with one noise sample to stay
+cheap. Module criticality itself (the μ search) is :mod:`transferscope.analysis.criticality`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from transferscope.analysis.module_probe import (
+    PerturbedModule,
+    Probe,
+    alpha_grid,
+    check_states,
+    copy_structure,
+    default_modules,
+    probe_batches,
+)
+from transferscope.data.base import Task
+from transferscope.training.loaders import BatchTransform
+
+
+def rewind_modules(
+    model: nn.Module,
+    init_state: Mapping[str, Tensor],
+    final_state: Mapping[str, Tensor],
+    data: Dataset,
+    modules: Sequence[str] | None = None,
+    *,
+    task: Task = "multiclass",
+    max_examples: int | None = None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform | None = None,
+) -> dict[str, dict[str, float]]:
+    """Rewind one module at a time to θ_i^0 (others final) and evaluate (Neyshabur et al. 2020, §3.4).
+
+    Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on ``data`` (the
+    test split, at most ``max_examples`` examples: a fixed random subset).
+    """
+    check_states(model, init_state, final_state)
+    device = torch.device(device)
+    names = list(modules) if modules is not None else default_modules(model)
+    init = {k: v.detach().to(device) for k, v in init_state.items()}
+    final = {k: v.detach().to(device) for k, v in final_state.items()}
+    probe = Probe(
+        copy_structure(model, device),
+        probe_batches(data, max_examples, batch_size, device, transform),
+        task,
+    )
+    loss, metric = probe.evaluate(final)
+    out = {"final": {"loss": loss, "metric": metric}}
+    params = {k for k, _ in model.named_parameters()}
+    for index, name in enumerate(names):
+        mod = PerturbedModule(name, index, params, init, final, 0, 0)
+        loss, metric = probe.evaluate(mod.state(final, 0.0))
+        out[name] = {"loss": loss, "metric": metric}
+    return out
+
+
+def criticality_heatmap(
+    model: nn.Module,
+    init_state: Mapping[str, Tensor],
+    final_state: Mapping[str, Tensor],
+    data: Dataset,
+    modules: Sequence[str] | None = None,
+    *,
+    task: Task = "multiclass",
+    num_alphas: int = 4,
+    num_sigmas: int = 4,
+    noise_samples: int = 1,
+    max_sigma: float = 1.0,
+    seed: int = 0,
+    max_examples: int | None = 500,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metric over an (α, σ) grid per module, as in the paper's heat maps (Neyshabur et al. 2020, §3.4).
+
+    σ runs over ``linspace(0, max_sigma, num_sigmas)`` (σ = 0 included: no noise) and α over
+    ``linspace(0, 1, num_alphas)``; each cell is the mean metric over ``noise_samples`` draws
+    (one evaluation where σ = 0). Defaults are coarser than the μ search to stay cheap: the cost is
+    modules × num_alphas × (1 + (num_sigmas − 1) × noise_samples) passes over ``data``.
+
+    Returns:
+        module -> {"alphas": [A], "sigmas": [S], "distance": [A] (α ‖θ_i^F − θ_i^0‖_F),
+        "metric": [[S] per α] (rows α, columns σ), "loss": same shape}.
+    """
+    check_states(model, init_state, final_state)
+    device = torch.device(device)
+    names = list(modules) if modules is not None else default_modules(model)
+    init = {k: v.detach().to(device) for k, v in init_state.items()}
+    final = {k: v.detach().to(device) for k, v in final_state.items()}
+    probe = Probe(
+        copy_structure(model, device),
+        probe_batches(data, max_examples, batch_size, device, transform, seed),
+        task,
+    )
+    params = {k for k, _ in model.named_parameters()}
+    alphas = alpha_grid(num_alphas)
+    sigmas = [float(s) for s in torch.linspace(0, max_sigma, num_sigmas, dtype=torch.float64)]
+    out: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(names):
+        mod = PerturbedModule(name, index, params, init, final, noise_samples, seed)
+        metric_rows, loss_rows = [], []
+        with probe.varying(name, final):
+            for alpha in alphas:
+                metric_row, loss_row = [], []
+                for sigma in sigmas:
+                    draws = [
+                        probe.evaluate(mod.state(final, alpha, sigma, s))
+                        for s in range(noise_samples if sigma > 0 else 1)
+                    ]
+                    loss_row.append(sum(d[0] for d in draws) / len(draws))
+                    metric_row.append(sum(d[1] for d in draws) / len(draws))
+                metric_rows.append(metric_row)
+                loss_rows.append(loss_row)
+        out[name] = {
+            "alphas": alphas,
+            "sigmas": sigmas,
+            "distance": [alpha * mod.distance for alpha in alphas],
+            "metric": metric_rows,
+            "loss": loss_rows,
+        }
+    return out
+
+
+__all__ = ["criticality_heatmap", "rewind_modules"]
