@@ -71,8 +71,12 @@ lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
+# Two test processes, one per core of the 2-core machines CI runs on (TEST_WORKERS=auto uses every
+# core; TEST_WORKERS=0 runs in this process); --dist loadfile keeps each test module, and the study
+# its module-scoped fixture trains, in one process.
+TEST_WORKERS ?= 2
 test: lint test-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: venv
 	$(PY) -m bench
