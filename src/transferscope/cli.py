@@ -36,8 +36,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+# Messages name paths: a line is never broken mid-message (logs and tests read them whole).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
