@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import yaml
 from PIL import Image
 
@@ -39,8 +38,6 @@ from transferscope import config
 from transferscope.analyses import registry
 
 from fixtures_data import CHEXPERT_HEADER
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two Fixup ResNet-50s, their optimiser state and 224-px activations: ~2-3 GiB measured. A leak
@@ -264,44 +261,3 @@ def write_config(data: dict[str, Any], path: Path) -> Path:
     config.from_dict(data)  # the overrides are a valid study
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def test_domainnet_preset_end_to_end_at_224_px(tmp_path):
-    data = shrink(config.preset_dict("domainnet"), tmp_path)
-    root = make_domainnet_like(
-        tmp_path / "domainnet",
-        "real",
-        ("aircraft_carrier", "airplane", "alarm_clock", "zebra"),
-        2,
-        1,
-    )
-    data["targets"] = [
-        {**data["targets"][0], "root": str(root), "options": {"domain": "real", "subsample": 50000}}
-    ]
-    out = tmp_path / "study"
-    result = rehearse(write_config(data, tmp_path / "domainnet.yaml"), out)
-    check(result, out)
-    study = yaml.safe_load((out / "study.yaml").read_text())
-    assert study["model"]["name"] == "fixup-resnet50"
-    assert study["source"]["options"]["image_size"] == 224
-    sim = json.loads((out / "analyses" / "similarity.json").read_text())
-    layers = next(iter(sim["targets"].values()))["pairs"][0]["layers"]
-    # conv1 at 224 px: 64 x 112 x 112 features per image, the widest layer of the network: exact
-    # CKA would not fit its memory cap, so it is estimated by minibatch CKA (and says so).
-    assert layers["conv1"]["features"][0] == 802_816
-    assert layers["conv1"]["estimator"].startswith("minibatch")
-    assert layers["layer4"]["estimator"] == "exact"
-    crit = json.loads((out / "analyses" / "criticality.json").read_text())
-    pt = next(iter(crit["targets"].values()))["P-T"]
-    assert len(pt["modules"]) == 18  # stem, 16 bottleneck blocks, head
-
-
-def test_chexpert_preset_end_to_end_at_224_px(tmp_path):
-    data = shrink(config.preset_dict("chexpert"), tmp_path)
-    root = make_chexpert_like(tmp_path, n_train=6, n_valid=3)
-    data["targets"] = [{**data["targets"][0], "root": str(root)}]
-    out = tmp_path / "study"
-    result = rehearse(write_config(data, tmp_path / "chexpert.yaml"), out)
-    check(result, out)
-    done = [json.loads(p.read_text()) for p in (out / "runs").glob("PT-*/DONE")]
-    assert done and all(d["metric_name"] == "mean_auc" for d in done)

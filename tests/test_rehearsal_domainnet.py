@@ -1,0 +1,48 @@
+"""The domainnet preset end to end at 224 px: full Fixup ResNet-50, JPEG files in DomainNet's layout.
+
+The rehearsal itself (data in the real on-disk layout, the child process, the per-phase timeline
+and memory) is in ``tests/rehearsal.py``; each preset has its own test module so that the two run
+in parallel under ``make test``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from rehearsal import check, make_domainnet_like, rehearse, shrink, write_config
+from transferscope import config
+
+pytestmark = pytest.mark.slow
+
+
+def test_domainnet_preset_end_to_end_at_224_px(tmp_path):
+    data = shrink(config.preset_dict("domainnet"), tmp_path)
+    root = make_domainnet_like(
+        tmp_path / "domainnet",
+        "real",
+        ("aircraft_carrier", "airplane", "alarm_clock", "zebra"),
+        2,
+        1,
+    )
+    data["targets"] = [
+        {**data["targets"][0], "root": str(root), "options": {"domain": "real", "subsample": 50000}}
+    ]
+    out = tmp_path / "study"
+    result = rehearse(write_config(data, tmp_path / "domainnet.yaml"), out)
+    check(result, out)
+    study = yaml.safe_load((out / "study.yaml").read_text())
+    assert study["model"]["name"] == "fixup-resnet50"
+    assert study["source"]["options"]["image_size"] == 224
+    sim = json.loads((out / "analyses" / "similarity.json").read_text())
+    layers = next(iter(sim["targets"].values()))["pairs"][0]["layers"]
+    # conv1 at 224 px: 64 x 112 x 112 features per image, the widest layer of the network: exact
+    # CKA would not fit its memory cap, so it is estimated by minibatch CKA (and says so).
+    assert layers["conv1"]["features"][0] == 802_816
+    assert layers["conv1"]["estimator"].startswith("minibatch")
+    assert layers["layer4"]["estimator"] == "exact"
+    crit = json.loads((out / "analyses" / "criticality.json").read_text())
+    pt = next(iter(crit["targets"].values()))["P-T"]
+    assert len(pt["modules"]) == 18  # stem, 16 bottleneck blocks, head
