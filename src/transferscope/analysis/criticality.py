@@ -51,12 +51,9 @@ from torch.utils.data import Dataset
 from transferscope.analysis.batchnorm import bn_buffers, recalibrated_statistics
 from transferscope.analysis.module_probe import (
     PerturbedModule,
-    Probe,
     alpha_grid,
-    check_states,
-    copy_structure,
     default_modules,
-    probe_batches,
+    probe_setup,
 )
 from transferscope.analysis.rewind import criticality_heatmap, rewind_modules
 from transferscope.data.base import Task
@@ -219,16 +216,14 @@ def module_criticality(
             f"max_sigma > 0; got {num_alphas}, {num_sigmas}, {noise_samples}, {max_sigma}"
         )
     sigmas = sigma_grid(num_sigmas, max_sigma, min_sigma)
-    check_states(model, init_state, final_state)
-    device = torch.device(device)
-    names = list(modules) if modules is not None else default_modules(model)
-    params = {k for k, _ in model.named_parameters()}
-    init = {k: v.detach().to(device) for k, v in init_state.items()}
-    final = {k: v.detach().to(device) for k, v in final_state.items()}
-    work = copy_structure(model, device)
-    probe = Probe(
-        work, probe_batches(data, max_examples, batch_size, device, transform, seed), task
-    )
+    setup = probe_setup(
+        model, init_state, final_state, data, modules, task=task, max_examples=max_examples,
+        batch_size=batch_size, device=torch.device(device), transform=transform, seed=seed,
+    )  # fmt: skip
+    names, params, init, final, probe = (
+        setup.names, setup.params, setup.init, setup.final, setup.probe
+    )  # fmt: skip
+    work = probe.model
     bn_keys = bn_buffers(work)
     recal = (
         bool(bn_keys) if recalibrate_batchnorm is None else bool(recalibrate_batchnorm and bn_keys)

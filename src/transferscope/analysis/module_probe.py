@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -213,12 +214,53 @@ def copy_structure(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model).to(device).eval()
 
 
+@dataclasses.dataclass
+class ProbeSetup:
+    """What every per-module probe starts from: the modules, the model's parameter names, θ^0 and
+    θ^F on the device, and a :class:`Probe` on a fixed subset of the data."""
+
+    names: list[str]
+    params: set[str]
+    init: dict[str, Tensor]
+    final: dict[str, Tensor]
+    probe: Probe
+
+
+def probe_setup(
+    model: nn.Module,
+    init_state: Mapping[str, Tensor],
+    final_state: Mapping[str, Tensor],
+    data: Dataset,
+    modules: Sequence[str] | None,
+    *,
+    task: Task,
+    max_examples: int | None,
+    batch_size: int,
+    device: torch.device,
+    transform: BatchTransform | None,
+    seed: int = 0,
+) -> ProbeSetup:
+    """Check the two states against ``model`` and load what a probe of its modules needs."""
+    check_states(model, init_state, final_state)
+    names = list(modules) if modules is not None else default_modules(model)
+    batches = probe_batches(data, max_examples, batch_size, device, transform, seed)
+    return ProbeSetup(
+        names,
+        {k for k, _ in model.named_parameters()},
+        {k: v.detach().to(device) for k, v in init_state.items()},
+        {k: v.detach().to(device) for k, v in final_state.items()},
+        Probe(copy_structure(model, device), batches, task),
+    )
+
+
 __all__ = [
     "PerturbedModule",
     "Probe",
+    "ProbeSetup",
     "alpha_grid",
     "check_states",
     "copy_structure",
     "default_modules",
     "probe_batches",
+    "probe_setup",
 ]

@@ -19,12 +19,8 @@ from torch.utils.data import Dataset
 
 from transferscope.analysis.module_probe import (
     PerturbedModule,
-    Probe,
     alpha_grid,
-    check_states,
-    copy_structure,
-    default_modules,
-    probe_batches,
+    probe_setup,
 )
 from transferscope.data.base import Task
 from transferscope.training.loaders import BatchTransform
@@ -48,20 +44,14 @@ def rewind_modules(
     Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on ``data`` (the
     test split, at most ``max_examples`` examples: a fixed random subset).
     """
-    check_states(model, init_state, final_state)
-    device = torch.device(device)
-    names = list(modules) if modules is not None else default_modules(model)
-    init = {k: v.detach().to(device) for k, v in init_state.items()}
-    final = {k: v.detach().to(device) for k, v in final_state.items()}
-    probe = Probe(
-        copy_structure(model, device),
-        probe_batches(data, max_examples, batch_size, device, transform),
-        task,
-    )
+    setup = probe_setup(
+        model, init_state, final_state, data, modules, task=task, max_examples=max_examples,
+        batch_size=batch_size, device=torch.device(device), transform=transform,
+    )  # fmt: skip
+    probe, init, final, params = setup.probe, setup.init, setup.final, setup.params
     loss, metric = probe.evaluate(final)
     out = {"final": {"loss": loss, "metric": metric}}
-    params = {k for k, _ in model.named_parameters()}
-    for index, name in enumerate(names):
+    for index, name in enumerate(setup.names):
         mod = PerturbedModule(name, index, params, init, final, 0, 0)
         loss, metric = probe.evaluate(mod.state(final, 0.0))
         out[name] = {"loss": loss, "metric": metric}
@@ -97,21 +87,15 @@ def criticality_heatmap(
         module -> {"alphas": [A], "sigmas": [S], "distance": [A] (α ‖θ_i^F − θ_i^0‖_F),
         "metric": [[S] per α] (rows α, columns σ), "loss": same shape}.
     """
-    check_states(model, init_state, final_state)
-    device = torch.device(device)
-    names = list(modules) if modules is not None else default_modules(model)
-    init = {k: v.detach().to(device) for k, v in init_state.items()}
-    final = {k: v.detach().to(device) for k, v in final_state.items()}
-    probe = Probe(
-        copy_structure(model, device),
-        probe_batches(data, max_examples, batch_size, device, transform, seed),
-        task,
-    )
-    params = {k for k, _ in model.named_parameters()}
+    setup = probe_setup(
+        model, init_state, final_state, data, modules, task=task, max_examples=max_examples,
+        batch_size=batch_size, device=torch.device(device), transform=transform, seed=seed,
+    )  # fmt: skip
+    probe, init, final, params = setup.probe, setup.init, setup.final, setup.params
     alphas = alpha_grid(num_alphas)
     sigmas = [float(s) for s in torch.linspace(0, max_sigma, num_sigmas, dtype=torch.float64)]
     out: dict[str, dict[str, Any]] = {}
-    for index, name in enumerate(names):
+    for index, name in enumerate(setup.names):
         mod = PerturbedModule(name, index, params, init, final, noise_samples, seed)
         metric_rows, loss_rows = [], []
         with probe.varying(name, final):
