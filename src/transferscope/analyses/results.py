@@ -101,12 +101,16 @@ def load_result(model: type[R], path: Path, version: int | None = None) -> R:
         ResultMismatch: the file is not JSON, was written by another version of the analysis,
             or does not match the model; the message names the file, the field and the fix.
     """
-    name = Path(path).stem
-    fix = f"rerun `transferscope analyze {Path(path).parent.parent} --only {name}`"
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultMismatch(f"{path} could not be read ({e}); {fix}") from None
+        raise ResultMismatch(f"{path} could not be read ({e}); {_fix(path)}") from None
+    return validate_result(model, raw, path, version)
+
+
+def validate_result(model: type[R], raw: Any, path: Path, version: int | None = None) -> R:
+    """``raw`` (the JSON already read from ``path``) as ``model``; raises as :func:`load_result`."""
+    name, fix = Path(path).stem, _fix(path)
     if not isinstance(raw, dict):
         raise ResultMismatch(f"{path} does not hold an analysis result; {fix}")
     if version is not None and raw.get("status") == "ok" and raw.get("version") != version:
@@ -125,6 +129,10 @@ def load_result(model: type[R], path: Path, version: int | None = None) -> R:
         ) from None
 
 
+def _fix(path: Path) -> str:
+    return f"rerun `transferscope analyze {Path(path).parent.parent} --only {Path(path).stem}`"
+
+
 __all__ = [
     "AnalysisResult",
     "Comparison",
@@ -135,4 +143,5 @@ __all__ = [
     "TargetEntry",
     "entry",
     "load_result",
+    "validate_result",
 ]

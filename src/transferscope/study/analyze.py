@@ -26,7 +26,8 @@ from typing import Any
 from transferscope import atomic, runfiles
 from transferscope.analyses import registry
 from transferscope.analyses.context import StudyContext
-from transferscope.analyses.results import AnalysisResult, ResultMismatch, load_result
+from transferscope.analyses.results import AnalysisResult, ResultMismatch, validate_result
+from transferscope.analyses.unit import Analysis
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.config import StudyConfig, changed_keys
 from transferscope.errors import DamagedRunError
@@ -88,7 +89,7 @@ def _changed_runs(store: StudyStore, recorded: dict[str, Any]) -> str | None:
 
 
 def _stale_reason(
-    store: StudyStore, plan: Plan, path: Path, options: dict[str, Any], version: int
+    store: StudyStore, plan: Plan, path: Path, options: dict[str, Any], unit: Analysis
 ) -> tuple[bool, str | None]:
     """(whether the result at ``path`` can be reused, why it cannot when a result exists).
 
@@ -104,6 +105,7 @@ def _stale_reason(
         return False, f"{path.name} could not be read"
     if not isinstance(doc, dict) or doc.get("status") != "ok":
         return False, None
+    version = unit.version
     if doc.get("version") != version:
         return False, (
             f"it was written by version {doc.get('version', 'unknown')} of the analysis "
@@ -126,9 +128,8 @@ def _stale_reason(
     finished = [rid for rid in doc.get("runs_missing", []) if store.is_done(rid)]
     if finished:
         return False, f"run {finished[0]} has finished since"
-    unit = registry.get(Path(path).stem)
     try:
-        load_result(unit.Result, path, version)
+        validate_result(unit.Result, doc, path, version)
     except ResultMismatch as e:
         return False, str(e)
     return True, None
@@ -182,7 +183,7 @@ def run_analyses(
         if not options.get("enabled", True):
             notify(name, "disabled")
             continue
-        current, stale = _stale_reason(store, plan, path, options, unit.version)
+        current, stale = _stale_reason(store, plan, path, options, unit)
         if current and not force:
             notify(name, "cached")
             out[name] = path
