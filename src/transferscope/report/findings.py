@@ -33,7 +33,6 @@ from transferscope.report.rules import (
     finite,
     fmt,
     mean,
-    path_barriers,
     spearman,
 )
 from transferscope.report.study_data import RunRow, StudyData, load_study
@@ -112,6 +111,5 @@ __all__ = [
     "fmt",
     "load_study",
     "mean",
-    "path_barriers",
     "spearman",
 ]

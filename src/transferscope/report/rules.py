@@ -269,19 +269,6 @@ def _direction_of(directions: list[int]) -> int:
     return 1 if all(d > 0 for d in directions) else 0
 
 
-def _mean_per_key(pairs: list[dict[str, Any]], key: str) -> dict[str, float]:
-    """Per layer/module mean of ``pair[key][name]`` over the pairs."""
-    names: list[str] = []
-    for p in pairs:
-        names += [n for n in (p.get(key) or {}) if n not in names]
-    out = {}
-    for n in names:
-        m = mean((p.get(key) or {}).get(n) for p in pairs)
-        if m is not None:
-            out[n] = m
-    return out
-
-
 def barrier_noise(pair: dict[str, Any], examples: Any, key: str = "barrier_metric") -> float:
     """Twice the standard error of a barrier: the binomial error of the metric at the path's
     worst point on ``examples`` test examples (0 when unknown)."""
@@ -300,28 +287,3 @@ def _barrier_state(value: float, noise: float, tolerance: float = BARRIER_TOLERA
     if value > tolerance + noise:
         return 1
     return -1 if value <= tolerance else 0
-
-
-def _barriers(entry: Any, pair: str, path: str | None = None) -> list[tuple[float, float]]:
-    """(barrier, noise) of every measured ``pair`` (on ``path`` for alignment / curves)."""
-    entry = plain(entry)
-    out = []
-    for p in _ok_pairs(entry, pair):
-        source = p if path is None else (p.get(path) or {})
-        value = source.get("barrier_metric")
-        if finite(value):
-            out.append((float(value), barrier_noise(source, entry.get("examples"))))
-    return out
-
-
-def path_barriers(
-    entry: dict[str, Any], pair: str, path: str, key: str = "barrier_metric"
-) -> list[float]:
-    """The finite barriers ``pair[path][key]`` of every measured ``pair`` of an alignment or
-    connectivity entry (``path``: 'linear', 'aligned' or 'curve')."""
-    out = []
-    for p in _ok_pairs(entry, pair):
-        value = (p.get(path) or {}).get(key)
-        if finite(value):
-            out.append(float(value))
-    return out
