@@ -80,11 +80,6 @@ class StudyData:
         doc = self.analyses.get(name)
         return doc if doc is not None and doc.status == "ok" else None
 
-    def analysis(self, name: str) -> dict[str, Any] | None:
-        """The plain form of :meth:`result` (as in the JSON file)."""
-        doc = self.result(name)
-        return None if doc is None else doc.model_dump(mode="python", by_alias=True)
-
     def not_run_reason(self, name: str) -> str | None:
         """Why a section has no results (None when it has)."""
         if name in self.analysis_errors:
