@@ -55,15 +55,14 @@ def _judge(e: CountEntry, target: str, data: object) -> TargetResult:
     return TargetResult(target, verdict, f"{e.finished} finished P-T runs", "a count")
 
 
-class FinishedRuns(Analysis):
-    """A plug-in analysis: how many P-T runs of each target finished."""
+class FinishedRuns(
+    Analysis,
+    name="finished_runs",
+    version=3,
+    section=ReportSection("finished-runs", "Finished runs (a plug-in)"),
+):
+    """Finished P-T runs per target (a plug-in analysis)."""
 
-    name = "finished_runs"
-    title = "finished P-T runs per target"
-    section = ReportSection("finished-runs", "Finished runs (a plug-in)")
-    version = 3
-    Options = CountOptions
-    Result = CountResult
     claims = (Claim("X1", "Some P-T run finished.", "at least one finished P-T run", _judge, 99),)
 
     def compute(self, ctx: StudyContext, options: CountOptions) -> CountResult:
@@ -150,6 +149,33 @@ def test_a_registered_unit_is_in_the_config_the_cli_the_report_and_the_findings(
     assert "finished_runs" not in registry.names()
     with pytest.raises(TransferscopeError, match="unknown analysis 'finished_runs'"):
         _config(finished_runs={})
+
+
+def test_a_unit_is_declared_by_its_class_statement_docstring_and_compute_signature():
+    assert (FinishedRuns.name, FinishedRuns.version) == ("finished_runs", 3)
+    assert FinishedRuns.section == ReportSection("finished-runs", "Finished runs (a plug-in)")
+    assert FinishedRuns.title == "Finished P-T runs per target (a plug-in analysis)."
+    assert (FinishedRuns.Options, FinishedRuns.Result) == (CountOptions, CountResult)
+    # A compute() that does not name its options' model is an error at the class statement.
+    with pytest.raises(TransferscopeError, match=r"Untyped: compute\(\) must annotate its options"):
+
+        class Untyped(Analysis, name="untyped"):
+            """Untyped."""
+
+            def compute(self, ctx: StudyContext, options: object) -> CountResult:
+                raise NotImplementedError
+
+    class Nameless(Analysis):
+        """No name."""
+
+    with pytest.raises(TransferscopeError, match=r"Nameless needs a name.*name=\"\.\.\.\""):
+        registry.register(Nameless)
+
+    class Untitled(Analysis, name="untitled", section=FinishedRuns.section):
+        pass
+
+    with pytest.raises(TransferscopeError, match="Untitled needs a docstring"):
+        registry.register(Untitled)
 
 
 def test_a_result_that_does_not_match_its_model_is_named_on_load(tmp_path):

@@ -128,14 +128,9 @@ def _c9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
 
 
 @register
-class Alignment(BasinUnit):
-    """Barriers after permutation alignment (beyond the paper)."""
+class Alignment(BasinUnit, name="alignment", version=2):
+    """Barriers after permutation alignment (weight matching; beyond the paper)."""
 
-    name = "alignment"
-    title = "barriers after permutation alignment (weight matching; beyond the paper)"
-    version = 2
-    Options = AlignmentOptions
-    Result = AlignmentResult
     path = PathStyle("aligned", "line after alignment", "#009E73", "--")
     column = "distance to A before → after alignment"
     claims = (
@@ -147,7 +142,6 @@ class Alignment(BasinUnit):
             "standard error of the difference and "
             f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink.",
             _c9,
-            order=9,
         ),
     )
 

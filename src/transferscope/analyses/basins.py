@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from transferscope.analyses import sections
 from transferscope.analyses.paths import Line, any_pair_measured
 from transferscope.analyses.results import AnalysisResult
-from transferscope.analyses.unit import Analysis, ReportSection
+from transferscope.analyses.unit import Analysis
 from transferscope.report.rules import finite, fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from transferscope.report.page import Page
-
-BASINS = ReportSection("basins", "Basins modulo permutation and non-linear paths")
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,9 @@ INTRO = (
 )
 
 
-class BasinUnit(Analysis):
+class BasinUnit(Analysis, section=sections.BASINS):
     """A unit of the basins section: its pairs hold ``linear`` and the path ``path.key``."""
 
-    section = BASINS
     path: ClassVar[PathStyle]
     column: ClassVar[str]
     """Header of the unit's own column of the section's table."""
@@ -234,4 +232,4 @@ def basin_paths(
     return fig
 
 
-__all__ = ["BASINS", "BasinUnit", "PathStyle", "render_basins"]
+__all__ = ["BasinUnit", "PathStyle", "render_basins"]

@@ -140,14 +140,9 @@ def _c10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
 
 
 @register
-class Connectivity(BasinUnit):
-    """Trained Bezier curves between two models (beyond the paper)."""
+class Connectivity(BasinUnit, name="connectivity", version=2):
+    """Non-linear low-loss paths: quadratic Bezier curves (beyond the paper)."""
 
-    name = "connectivity"
-    title = "non-linear low-loss paths: quadratic Bezier curves (beyond the paper)"
-    version = 2
-    Options = ConnectivityOptions
-    Result = ConnectivityResult
     path = PathStyle("curve", "trained Bezier curve", "#CC79A7", "-.")
     column = "curve time (s)"
     claims = (
@@ -158,7 +153,6 @@ class Connectivity(BasinUnit):
             f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {BARRIER_TOLERANCE:g}; "
             f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error.",
             _c10,
-            order=10,
         ),
     )
 

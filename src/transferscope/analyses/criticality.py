@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, skipped
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.analysis.criticality import (
     criticality_heatmap,
     module_criticality,
@@ -473,15 +474,9 @@ def _render(page: Page, target: str, e: CriticalityEntry) -> str:
 
 
 @register
-class Criticality(Analysis):
+class Criticality(Analysis, name="criticality", version=2, section=sections.CRITICALITY):
     """Module criticality, rewind test and heat maps (§3.4)."""
 
-    name = "criticality"
-    title = "module criticality, rewind test and heat maps (§3.4)"
-    section = ReportSection("criticality", "Module criticality (§4)")
-    version = 2
-    Options = CriticalityOptions
-    Result = CriticalityResult
     claims = (
         Claim(
             "C7",
@@ -490,7 +485,6 @@ class Criticality(Analysis):
             "is positive with one-sided permutation p < 0.05, over the modules with a finite μ "
             "(the head left out).",
             _c7,
-            order=7,
         ),
     )
 

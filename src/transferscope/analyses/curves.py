@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import (
@@ -28,7 +29,7 @@ from transferscope.analyses.results import (
     TargetEntry,
     entry,
 )
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.errors import TransferscopeError
@@ -365,15 +366,9 @@ def shuffle_bars(e: CurvesEntry, title: str) -> Figure | None:
 
 
 @register
-class Curves(Analysis):
-    """Learning curves, convergence speed and block shuffling (§3.1)."""
+class Curves(Analysis, name="curves", version=2, section=sections.FEATURE_REUSE):
+    """Learning curves, speed to a common threshold, block and pixel shuffling (§3.1)."""
 
-    name = "curves"
-    title = "learning curves, speed to a common threshold, block and pixel shuffling (§3.1)"
-    section = ReportSection("feature-reuse", "Feature reuse (§1)")
-    version = 2
-    Options = CurvesOptions
-    Result = CurvesResult
     claims = (
         Claim(
             "C1",
@@ -383,7 +378,6 @@ class Curves(Analysis):
             "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance)) "
             "at an earlier evaluation than every RI-T seed.",
             _c1,
-            order=1,
         ),
         Claim(
             "C2",
@@ -395,7 +389,6 @@ class Curves(Analysis):
             "evaluation than RI-T (more than one evaluation earlier when each side is a single "
             "run: one evaluation is within seed noise).",
             _c2,
-            order=2,
         ),
     )
 

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, Weights, skipped
 from transferscope.analyses.pairs import Pair, PairName, SkippedPair, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.analysis.distance import parameter_distance
 from transferscope.errors import TransferscopeError
 from transferscope.models.layout import depth_units
@@ -293,15 +294,9 @@ def distance_modules(
 
 
 @register
-class Distance(Analysis):
-    """L2 parameter distance between pairs of weight files, whole network and per module (§3.2)."""
+class Distance(Analysis, name="distance", version=2, section=sections.DISTANCE):
+    """Parameter distance, whole network and per module (§3.2)."""
 
-    name = "distance"
-    title = "parameter distance, whole network and per module (§3.2)"
-    section = ReportSection("distance", "Parameter distance (§2)")
-    version = 2
-    Options = DistanceOptions
-    Result = DistanceResult
     claims = (
         Claim(
             "C5",
@@ -312,7 +307,6 @@ class Distance(Analysis):
             "‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, one-sided "
             "permutation p < 0.05; head and Fixup scalars left out).",
             _c5,
-            order=5,
         ),
     )
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, Weights, subset
 from transferscope.analyses.pairs import CONTROL_PAIR, PairName, study_pairs
 from transferscope.analyses.paths import Line, PathOptions, barriers
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -239,15 +240,9 @@ def interpolation_curves(e: InterpolationEntry, title: str) -> Figure | None:
 
 
 @register
-class Interpolation(Analysis):
-    """Barriers on the straight line between models (§3.3)."""
+class Interpolation(Analysis, name="interpolation", version=2, section=sections.BARRIERS):
+    """Performance barriers along straight lines between models (§3.3)."""
 
-    name = "interpolation"
-    title = "performance barriers along straight lines between models (§3.3)"
-    section = ReportSection("barriers", "Performance barriers (§3)")
-    version = 2
-    Options = InterpolationOptions
-    Result = InterpolationDocument
     claims = (
         Claim(
             "C6",
@@ -257,7 +252,6 @@ class Interpolation(Analysis):
             f"same-init pair's included, > {BARRIER_TOLERANCE:g} plus twice its binomial standard error "
             f"({BARRIER_TOLERANCE:g} = one point of accuracy/AUC).",
             _c6,
-            order=6,
         ),
     )
 

@@ -20,11 +20,12 @@ import numpy as np
 from pydantic import Field
 
 from transferscope import atomic
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, skipped
 from transferscope.analyses.pairs import Pair, PairName, pair_entry, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -285,15 +286,9 @@ def mistake_examples(page: Page, target: str, e: MistakesEntry) -> str:
 
 
 @register
-class Mistakes(Analysis):
-    """Common and uncommon mistakes of pairs of final models (§3.2)."""
+class Mistakes(Analysis, name="mistakes", version=2, section=sections.MISTAKES):
+    """Common and uncommon mistakes of two models (§3.2)."""
 
-    name = "mistakes"
-    title = "common and uncommon mistakes of two models (§3.2)"
-    section = ReportSection("mistakes", "Mistakes (§2)")
-    version = 2
-    Options = MistakesOptions
-    Result = MistakesResult
     claims = (
         Claim(
             "C3",
@@ -302,7 +297,6 @@ class Mistakes(Analysis):
             f"below that of RI-T/RI-T pairs {SAME}, each by more than the pair spread and twice "
             "the binomial error, ranges not overlapping.",
             _c3,
-            order=3,
         ),
     )
 

@@ -38,12 +38,20 @@ def register(cls: A) -> A:
     """Class decorator: register one instance of the unit ``cls`` under ``cls.name``."""
     name = getattr(cls, "name", None)
     if not name or not name.isidentifier():
-        raise TransferscopeError(f"analysis unit {cls.__name__} needs a name that is an identifier")
+        raise TransferscopeError(
+            f"analysis unit {cls.__name__} needs a name that is an identifier: "
+            f'class {cls.__name__}(Analysis, name="...", ...)'
+        )
     if name in _UNITS and type(_UNITS[name]) is not cls:
         raise TransferscopeError(f"an analysis named '{name}' is already registered")
-    for attr in ("title", "section", "Options", "Result"):
-        if not hasattr(cls, attr):
-            raise TransferscopeError(f"analysis unit {cls.__name__} does not set '{attr}'")
+    if not hasattr(cls, "section"):
+        raise TransferscopeError(
+            f"analysis unit {cls.__name__} does not set section=ReportSection(...)"
+        )
+    if not hasattr(cls, "title"):
+        raise TransferscopeError(
+            f"analysis unit {cls.__name__} needs a docstring: its first line is the title"
+        )
     _UNITS[name] = cls()
     return cls
 

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, failed, skipped, take
 from transferscope.analyses.pairs import Pair, PairName, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
 from transferscope.analysis.similarity import layer_similarity
 from transferscope.config import DataSpec
@@ -249,15 +250,9 @@ def cka_lines(e: SimilarityEntry, title: str) -> Figure | None:
 
 
 @register
-class Similarity(Analysis):
-    """Linear CKA per layer between pairs of final models (§3.2)."""
+class Similarity(Analysis, name="similarity", version=2, section=sections.SIMILARITY):
+    """Feature similarity: linear CKA per layer (§3.2)."""
 
-    name = "similarity"
-    title = "feature similarity: linear CKA per layer (§3.2)"
-    section = ReportSection("similarity", "Feature similarity (§2)")
-    version = 2
-    Options = SimilarityOptions
-    Result = SimilarityResult
     claims = (
         Claim(
             "C4",
@@ -266,7 +261,6 @@ class Similarity(Analysis):
             f"{SAME} at every layer, each by more than the pair spread and {CKA_FLOOR:g}, "
             "ranges not overlapping.",
             _c4,
-            order=4,
         ),
     )
 

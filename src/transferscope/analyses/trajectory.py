@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.analysis.trajectory import trajectory_point
@@ -382,15 +383,9 @@ def _render(page: Page, target: str, e: TrajectoryEntry) -> str:
 
 
 @register
-class Trajectory(Analysis):
+class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJECTORY):
     """Fine-tuning from checkpoints of the pre-training trajectory (§3.5)."""
 
-    name = "trajectory"
-    title = "fine-tuning from checkpoints of the pre-training trajectory (§3.5)"
-    section = ReportSection("trajectory", "Pre-training trajectory (§5)")
-    version = 2
-    Options = TrajectoryOptions
-    Result = TrajectoryResult
     claims = (
         Claim(
             "C8",
@@ -400,7 +395,6 @@ class Trajectory(Analysis):
             "(lower bound of the paired bootstrap 95% interval ≥ −"
             f"{CHECKPOINT_TOLERANCE:g}); does not hold when every early k is worse beyond it.",
             _c8,
-            order=8,
         ),
     )
 

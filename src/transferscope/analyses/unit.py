@@ -18,11 +18,14 @@ no other file touched. ``docs/extending.md`` walks through writing one.
 
 from __future__ import annotations
 
+import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transferscope.analyses.results import AnalysisResult, TargetEntry
+from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,15 +56,36 @@ class Claim:
     claim: str
     rule: str
     judge: Callable[[Any, str, StudyData], TargetResult]
-    order: float = 0.0
-    """Position in the findings table (claims sort by it, then by id)."""
+    order: float | None = None
+    """Position in the findings table (claims sort by it); by default the number in the id,
+    so that C2 comes before C10."""
+
+    def __post_init__(self) -> None:
+        if self.order is None:
+            digits = re.search(r"\d+", self.id)
+            object.__setattr__(self, "order", float(digits[0]) if digits else 0.0)
 
 
 class Analysis:
-    """Base class of an analysis unit; subclass it and register an instance.
+    """Base class of an analysis unit; subclass it, declaring the unit in the class statement,
+    and register it::
 
-    Class attributes to set: ``name`` (the JSON's and config key's name), ``title`` (one line for
-    ``--help`` and docs), ``section``, ``version``, ``Options``, ``Result``, ``claims``.
+        @register
+        class Curves(Analysis, name="curves", version=2, section=sections.FEATURE_REUSE):
+            '''Learning curves, speed to a common threshold, block shuffling (§3.1).'''
+
+            claims = (Claim(...), ...)
+
+            def compute(self, ctx: StudyContext, options: CurvesOptions) -> CurvesResult: ...
+
+    - ``name``: the result file's and the config key's name (``analyses/<name>.json``);
+    - ``version``: raise it whenever the result's meaning or layout changes (a result of an
+      older version is recomputed);
+    - ``section``: the report section the unit draws into;
+    - the docstring's first line is the unit's ``title`` (one line for ``--help`` and docs);
+    - ``Options`` and ``Result`` are the annotations of :meth:`compute`'s ``options`` and its
+      return value;
+    - ``claims``: the claims the unit decides.
     """
 
     name: ClassVar[str]
@@ -71,6 +95,23 @@ class Analysis:
     Options: ClassVar[type[AnalysisOptions]] = AnalysisOptions
     Result: ClassVar[type[AnalysisResult]] = AnalysisResult
     claims: ClassVar[tuple[Claim, ...]] = ()
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        section: ReportSection | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr, value in (("name", name), ("version", version), ("section", section)):
+            if value is not None:
+                setattr(cls, attr, value)
+        if name is not None and cls.__doc__ and "title" not in vars(cls):
+            cls.title = cls.__doc__.strip().splitlines()[0]
+        if "compute" in vars(cls):
+            cls.Options, cls.Result = _compute_types(cls)
 
     def compute(self, ctx: StudyContext, options: Any) -> AnalysisResult:
         """The result for the study ``ctx`` reads, with ``options`` (an instance of Options).
@@ -91,6 +132,28 @@ class Analysis:
     def render_section(self, page: Page, result: AnalysisResult | None) -> str:
         """The unit's part of its report section: by default one sub-section per target."""
         return page.per_target(self.name, result, self.render)
+
+
+def _compute_types(cls: type[Analysis]) -> tuple[type[AnalysisOptions], type[AnalysisResult]]:
+    """The ``options`` and return annotations of ``cls.compute``: the unit's Options and Result."""
+    try:
+        hints = typing.get_type_hints(cls.compute)
+    except NameError as e:
+        raise TransferscopeError(
+            f"analysis unit {cls.__name__}: the annotations of compute() cannot be resolved ({e}); "
+            "import the types it names at run time, not under TYPE_CHECKING"
+        ) from None
+    options, result = hints.get("options"), hints.get("return")
+    for what, value, base in (
+        ("options", options, AnalysisOptions),
+        ("return", result, AnalysisResult),
+    ):
+        if not (isinstance(value, type) and issubclass(value, base)):
+            raise TransferscopeError(
+                f"analysis unit {cls.__name__}: compute() must annotate its {what} with a "
+                f"subclass of {base.__name__} (got {value!r})"
+            )
+    return options, result  # type: ignore[return-value]
 
 
 def _entry_ok(entry: TargetEntry) -> bool:
