@@ -5,6 +5,11 @@ target domains, the model, the three training recipes (pretrain / finetune / ran
 shuffles (Neyshabur et al. 2020, §3.1), pre-training trajectory checkpoints (§5), which analyses run, and where the
 study directory is. Every section forbids unknown keys: a typo fails with the key, where it is, and
 the nearest valid key, instead of silently running a different study.
+
+This module holds the study config, its analyses section, and how a config is loaded (presets,
+YAML, errors a person can act on) and compared; the sections it is made of (data, model,
+training, shuffles, trajectory, hardware) are in :mod:`transferscope.specs` and importable from
+here too.
 """
 
 from __future__ import annotations
@@ -25,126 +30,16 @@ from pydantic import (
 
 from transferscope.errors import TransferscopeError, did_you_mean
 from transferscope.options import AnalysisOptions, Section
-
-
-class DataSpec(Section):
-    """One data source (a source or target domain)."""
-
-    name: str = Field(description="registry name: fashion-mnist, digits, fashion-mosaic, ...")
-    id: str | None = Field(
-        default=None, description="short label used in run names; default: derived from name"
-    )
-    root: Path | None = Field(default=None, description="directory holding the data")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="source-specific options (see `transferscope data`)"
-    )
-    skip_bad_images: bool = Field(
-        default=False,
-        description="leave unreadable image files out (listed in each run's bad_images.json) "
-        "instead of stopping; part of the run id, since the runs then see other data",
-    )
-
-    @property
-    def label(self) -> str:
-        """The id used in run directory names and the report."""
-        if self.id:
-            return self.id
-        base = self.name.replace("torchvision:", "tv-").replace(":", "-")
-        domain = self.options.get("domain")
-        return f"{base}-{domain}" if domain else base
-
-
-class ModelSpec(Section):
-    """The architecture shared by P, P-T and RI-T."""
-
-    name: str = "fixup-small"
-    pretrained: str | None = Field(
-        default=None, description="'imagenet' (torchvision cache) or a local weights file"
-    )
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-Schedule = Literal["constant", "multistep", "cosine"]
-
-
-class TrainSpec(Section):
-    """One training recipe (the paper's training setup)."""
-
-    epochs: int = Field(default=3, ge=0)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    scale_lr_by_batch: bool = Field(
-        default=False, description="multiply lr by batch_size/256, as the paper does"
-    )
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    scalar_lr_factor: float = Field(
-        default=0.1, gt=0, description="lr factor for Fixup's scalar biases and scales"
-    )
-    schedule: Schedule = "constant"
-    milestones: list[float] = Field(
-        default_factory=list, description="epochs at which multistep multiplies lr by gamma"
-    )
-    gamma: float = Field(default=0.1, gt=0)
-    mixup_alpha: float = Field(default=0.0, ge=0)
-    eval_points: list[float] = Field(
-        default_factory=list, description="extra fractional epochs at which to evaluate"
-    )
-    checkpoint_points: list[float] = Field(
-        default_factory=list, description="fractional epochs at which to keep weights"
-    )
-    eval_batch_size: int = Field(default=1000, ge=1)
-    max_train_examples: int | None = Field(
-        default=None, ge=1, description="train on a fixed random subset of this size"
-    )
-
-    @field_validator("milestones", "eval_points", "checkpoint_points")
-    @classmethod
-    def _non_negative_sorted(cls, v: list[float]) -> list[float]:
-        if any(x < 0 for x in v):
-            raise ValueError(f"must not be negative, got {v}")
-        return sorted(set(v))
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lr * self.batch_size / 256 if self.scale_lr_by_batch else self.lr
-
-
-class PretrainedSpec(Section):
-    """An external P instead of pre-training one: a model's own weights or a user's trajectory."""
-
-    checkpoints: dict[str, Path] = Field(
-        default_factory=dict,
-        description="trajectory point (e.g. '0', '0.5', '90') -> weights file; the largest is P",
-    )
-
-
-class ShuffleSpec(Section):
-    """Block and pixel shuffles of the target data (Neyshabur et al. 2020, §3.1)."""
-
-    block_sizes: list[int] = Field(default_factory=list)
-    pixel: bool = False
-    seeds: list[int] = Field(default_factory=lambda: [0])
-
-    @field_validator("block_sizes")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v):
-            raise ValueError(f"block sizes must be >= 1, got {v}")
-        return sorted(set(v), reverse=True)
-
-
-class TrajectorySpec(Section):
-    """Fine-tune from these points of P's pre-training trajectory (Neyshabur et al. 2020, §3.5)."""
-
-    checkpoints: list[float] = Field(default_factory=list, description="epochs (fractions allowed)")
-
-    @field_validator("checkpoints")
-    @classmethod
-    def _non_negative(cls, v: list[float]) -> list[float]:
-        if any(x < 0 for x in v):
-            raise ValueError(f"must not be negative, got {v}")
-        return sorted(set(v))
+from transferscope.specs import (
+    DataSpec,
+    ModelSpec,
+    PerformanceSpec,
+    PretrainedSpec,
+    ResourcesSpec,
+    ShuffleSpec,
+    TrainSpec,
+    TrajectorySpec,
+)
 
 
 class AnalysesSpec(BaseModel):
@@ -198,40 +93,6 @@ class AnalysesSpec(BaseModel):
 
 class AnalysisOptionsError(TransferscopeError):
     """An analyses section that does not match the registered units' options."""
-
-
-class PerformanceSpec(Section):
-    """How runs use the hardware. None of it changes what a run computes beyond float rounding,
-    so none of it is part of a run's id."""
-
-    channels_last: bool | None = Field(
-        default=None, description="channels-last convolutions; null = on CUDA only"
-    )
-    bf16: bool | None = Field(default=None, description="bf16 autocast; null = on CUDA only")
-    compile: bool = Field(default=False, description="train through torch.compile")
-    decode: Literal["auto", "device", "workers"] = Field(
-        default="auto",
-        description="where image files are decoded and augmented: auto (on the GPU when training "
-        "on one, else in CPU loader workers), device, or workers; same crops and flips either way",
-    )
-
-
-class ResourcesSpec(Section):
-    """What each training run asks a cluster for (``--executor ray``); never part of a run's id."""
-
-    cpus_per_run: float = Field(default=1, gt=0, description="CPU cores reserved per run")
-    gpus_per_run: float | None = Field(
-        default=None, ge=0, description="GPUs per run; default: 1 when device is cuda, else 0"
-    )
-    max_retries: int = Field(
-        default=3, ge=0, description="retries of a run whose worker or node died"
-    )
-
-    def gpus(self, device: str) -> float:
-        """GPUs to ask for: the configured number, or one per run when the device is CUDA."""
-        if self.gpus_per_run is not None:
-            return self.gpus_per_run
-        return 1.0 if device.startswith("cuda") else 0.0
 
 
 class StudyConfig(Section):

@@ -15,19 +15,21 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from transferscope.analyses.basins import BasinUnit, PathStyle
-from transferscope.analyses.context import StudyContext, subset
+from transferscope.analyses.context import StudyContext
 from transferscope.analyses.paths import (
     Line,
     PairRef,
     PathOptions,
+    PathsEntry,
+    PathsResult,
     SkippedPair,
     barriers,
     measure_pairs,
+    pair_paths,
     path_barriers,
-    path_options,
 )
 from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
+from transferscope.analyses.results import Model, entry
 from transferscope.analyses.unit import Claim
 from transferscope.analysis.alignment import align
 from transferscope.analysis.interpolation import interpolate
@@ -76,28 +78,20 @@ class AlignedPair(PairRef):
 AlignmentPairEntry = Annotated[AlignedPair | SkippedPair, Field(discriminator="status")]
 
 
-class AlignmentEntry(TargetEntry):
-    metric_name: str
+class AlignmentEntry(PathsEntry):
     pairs: list[AlignmentPairEntry]
-    examples: int
-    """Test examples every path was measured on."""
 
 
-class AlignmentResult(AnalysisResult):
+class AlignmentResult(PathsResult):
     targets: dict[str, entry(AlignmentEntry)] = Field(default_factory=dict)
-    split: Literal["test"] = "test"
     method: str = "weight matching (Git Re-Basin)"
 
 
 def _measure(ctx: StudyContext, opts: AlignmentOptions, a: PlannedRun, b: PlannedRun) -> dict:
-    splits = ctx.cache.get(b.spec.data)
-    common = path_options(opts, splits, ctx.device, b.spec.train.eval_batch_size)
-    test = subset(splits.test, opts.max_examples)
-    model = ctx.start_model(b)
-    state_a, state_b = ctx.weights(a.id), ctx.weights(b.id)
-    aligned = align(model, state_a, state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
+    p = pair_paths(ctx, opts, a, b)
+    aligned = align(p.model, p.state_a, p.state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
     linear = ctx.final_line(a, b, opts)
-    permuted = interpolate(model, state_a, aligned.state, test, opts.num_points, **common)
+    permuted = interpolate(p.model, p.state_a, aligned.state, p.test, opts.num_points, **p.options)
     return {
         "linear": Line.of(linear),
         "aligned": Line.of(permuted),

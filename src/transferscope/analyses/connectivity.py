@@ -16,19 +16,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from transferscope.analyses.basins import BasinUnit, PathStyle
-from transferscope.analyses.context import StudyContext, subset
+from transferscope.analyses.context import StudyContext
 from transferscope.analyses.paths import (
     Line,
     PairRef,
     PathOptions,
+    PathsEntry,
+    PathsResult,
     SkippedPair,
     barriers,
     measure_pairs,
+    pair_paths,
     path_barriers,
-    path_options,
 )
 from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
+from transferscope.analyses.results import entry
 from transferscope.analyses.unit import Claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.report.rules import (
@@ -82,36 +84,28 @@ class CurvedPair(PairRef):
 CurvePairEntry = Annotated[CurvedPair | SkippedPair, Field(discriminator="status")]
 
 
-class ConnectivityEntry(TargetEntry):
-    metric_name: str
+class ConnectivityEntry(PathsEntry):
     pairs: list[CurvePairEntry]
-    examples: int
-    """Test examples every path was measured on."""
 
 
-class ConnectivityResult(AnalysisResult):
+class ConnectivityResult(PathsResult):
     targets: dict[str, entry(ConnectivityEntry)] = Field(default_factory=dict)
-    split: Literal["test"] = "test"
     curve: str = "quadratic Bezier (Garipov et al. 2018)"
 
 
 def _measure(
     ctx: StudyContext, opts: ConnectivityOptions, a: PlannedRun, b: PlannedRun
 ) -> dict[str, Any]:
-    splits = ctx.cache.get(b.spec.data)
-    common = path_options(opts, splits, ctx.device, b.spec.train.eval_batch_size)
-    test = subset(splits.test, opts.max_examples)
     start = time.perf_counter()
-    model = ctx.start_model(b)
-    state_a, state_b = ctx.weights(a.id), ctx.weights(b.id)
+    p = pair_paths(ctx, opts, a, b)
     linear = ctx.final_line(a, b, opts)
     curve = fit_curve(
-        model, state_a, state_b, splits.train,
-        task=splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
+        p.model, p.state_a, p.state_b, p.splits.train,
+        task=p.splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
         lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay,
         max_examples=opts.max_train_examples, seed=b.seed, device=ctx.device,
     )  # fmt: skip
-    along = evaluate_curve(model, curve, test, opts.num_points, **common)
+    along = evaluate_curve(p.model, curve, p.test, opts.num_points, **p.options)
     return {
         "linear": Line.of(linear),
         "curve": Line.of(along),

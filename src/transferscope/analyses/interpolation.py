@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, Weights, subset
+from transferscope.analyses.context import StudyContext, Weights
 from transferscope.analyses.pairs import CONTROL_PAIR, PairName, study_pairs
-from transferscope.analyses.paths import Line, PathOptions, barriers
+from transferscope.analyses.paths import (
+    Line,
+    PathOptions,
+    PathsEntry,
+    PathsResult,
+    barriers,
+    paths_entry,
+)
 from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry, entry
+from transferscope.analyses.results import AnalysisResult, Model, Skipped, entry
 from transferscope.analyses.unit import Analysis, Claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
@@ -33,7 +40,6 @@ from transferscope.report.rules import (
     finite,
     fmt,
 )
-from transferscope.training.metrics import metric_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -78,17 +84,14 @@ class SkippedPath(PathRef, Skipped):
 PathEntry = Annotated[InterpolationPair | SkippedPath, Field(discriminator="status")]
 
 
-class InterpolationEntry(TargetEntry):
+class InterpolationEntry(PathsEntry):
     """One target's lines: the pairs, the metric's name and how many test examples."""
 
-    metric_name: str
     pairs: list[PathEntry]
-    examples: int
 
 
-class InterpolationDocument(AnalysisResult):
+class InterpolationDocument(PathsResult):
     targets: dict[str, entry(InterpolationEntry)] = Field(default_factory=dict)
-    split: Literal["test"] = "test"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,20 +261,15 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
     def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
         planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]
         total, done = sum(len(paths) for _, paths, _ in planned), 0
-        targets: dict[str, InterpolationEntry] = {}
+        targets: dict[str, dict] = {}
         for spec, paths, entries in planned:
             pairs: list[PathEntry] = list(entries)
             for path in paths:
                 ctx.progress(done, total, f"{spec.label}: {path.pair}")
                 pairs.append(_measure(ctx, path, options))
                 done += 1
-            splits = ctx.cache.get(spec)
-            targets[spec.label] = InterpolationEntry(
-                metric_name=metric_name(splits.info.task),
-                pairs=pairs,
-                examples=len(subset(splits.test, options.max_examples)),
-            )
-        return InterpolationDocument(targets=targets)
+            targets[spec.label] = paths_entry(ctx, spec, options, pairs)
+        return InterpolationDocument.model_validate({"targets": targets})
 
     def has_results(self, result: AnalysisResult) -> bool:
         # A target entry is always written; the result counts when one line was measured.

@@ -10,13 +10,14 @@ with twice its binomial standard error on the target's test examples.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from transferscope.analyses.context import subset
 from transferscope.analyses.pairs import PairName, pair_entry, study_pairs
-from transferscope.analyses.results import AnalysisResult, Model, Skipped
+from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -24,6 +25,9 @@ from transferscope.report.rules import barrier_noise, finite
 from transferscope.training.metrics import metric_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
     from transferscope.analyses.context import StudyContext
     from transferscope.study.plan import PlannedRun
 
@@ -80,6 +84,23 @@ class SkippedPair(PairRef, Skipped):
     """A pair that could not be measured, and why."""
 
 
+class PathsEntry(TargetEntry):
+    """One target's paths: the pairs (each unit narrows ``pairs`` to its own pair models), the
+    metric's name and how many test examples."""
+
+    metric_name: str
+    pairs: list[Any]
+    examples: int
+    """Test examples every path was measured on."""
+
+
+class PathsResult(AnalysisResult):
+    """A document of paths measured on the targets' test splits (each unit narrows
+    ``targets`` to its own entry model)."""
+
+    split: Literal["test"] = "test"
+
+
 def ok_pairs(pairs: Sequence[Any], name: str) -> list[Any]:
     """The measured pairs called ``name``."""
     return [p for p in pairs if p.status == "ok" and p.pair == name]
@@ -108,18 +129,38 @@ def path_barriers(
     return [v for v, _ in barriers(pairs, name, None, path)]
 
 
-def path_options(opts: Any, splits: Any, device: Any, batch_size: int) -> dict[str, Any]:
+@dataclass
+class PairPaths:
+    """What every path between the final models of a pair (A, B) starts from, so that each is
+    measured like the straight line (BatchNorm recomputed at each point)."""
+
+    splits: Any
+    """The target's splits (its training split trains a curve and recalibrates BatchNorm)."""
+    test: Any
+    """The fixed test subset every path of the target is measured on."""
+    options: dict[str, Any]
     """Keyword arguments of :func:`~transferscope.analysis.interpolation.interpolate` and
-    :func:`~transferscope.analysis.connectivity.evaluate_curve` shared by the path analyses, so
-    every path is measured like the straight line (BatchNorm recomputed at each point)."""
-    return {
+    :func:`~transferscope.analysis.connectivity.evaluate_curve`."""
+    model: nn.Module
+    """B's architecture, the module the paths' weights are loaded into."""
+    state_a: dict[str, torch.Tensor]
+    state_b: dict[str, torch.Tensor]
+
+
+def pair_paths(ctx: StudyContext, opts: Any, a: PlannedRun, b: PlannedRun) -> PairPaths:
+    """The :class:`PairPaths` of runs ``a`` and ``b`` with the path options ``opts``."""
+    splits = ctx.cache.get(b.spec.data)
+    options = {
         "task": splits.info.task,
         "train_data": splits.train,
         "recalibrate_batchnorm": None if opts.recalibrate_batchnorm else False,
-        "device": device,
-        "batch_size": batch_size,
+        "device": ctx.device,
+        "batch_size": b.spec.train.eval_batch_size,
         "recalibration_examples": opts.recalibration_examples,
     }
+    test = subset(splits.test, opts.max_examples)
+    model = ctx.start_model(b)
+    return PairPaths(splits, test, options, model, ctx.weights(a.id), ctx.weights(b.id))
 
 
 def measure_pairs(
@@ -150,16 +191,18 @@ def measure_pairs(
         if reason is not None:
             ref.update(status="skipped", reason=reason)
         pairs[spec.label].append(ref)
-    out = {}
-    for spec in ctx.cfg.targets:
-        splits = ctx.cache.get(spec)
-        out[spec.label] = {
-            "status": "ok",
-            "metric_name": metric_name(splits.info.task),
-            "pairs": pairs[spec.label],
-            "examples": len(subset(splits.test, opts.max_examples)),
-        }
-    return out
+    return {spec.label: paths_entry(ctx, spec, opts, pairs[spec.label]) for spec in ctx.cfg.targets}
+
+
+def paths_entry(ctx: StudyContext, spec: Any, opts: Any, pairs: list[Any]) -> dict[str, Any]:
+    """The :class:`PathsEntry` of target ``spec`` holding ``pairs``."""
+    splits = ctx.cache.get(spec)
+    return {
+        "status": "ok",
+        "metric_name": metric_name(splits.info.task),
+        "pairs": pairs,
+        "examples": len(subset(splits.test, opts.max_examples)),
+    }
 
 
 def any_pair_measured(result: AnalysisResult) -> bool:
@@ -175,12 +218,16 @@ def any_pair_measured(result: AnalysisResult) -> bool:
 
 __all__ = [
     "Line",
+    "PairPaths",
     "PairRef",
+    "PathsEntry",
+    "PathsResult",
     "SkippedPair",
     "any_pair_measured",
     "barriers",
     "measure_pairs",
     "ok_pairs",
+    "pair_paths",
     "path_barriers",
-    "path_options",
+    "paths_entry",
 ]
