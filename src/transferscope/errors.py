@@ -42,3 +42,15 @@ def unknown_name(what: str, name: str, choices: Iterable[str]) -> TransferscopeE
     return TransferscopeError(
         f"unknown {what} '{name}'{did_you_mean(name, choices)}; valid: {', '.join(choices)}"
     )
+
+
+def check_option_names(owner: str, options: Iterable[str], valid: Iterable[str]) -> None:
+    """Raise for the first of ``options`` that ``owner`` (e.g. "model 'resnet18'") does not
+    accept, with the nearest valid option and the valid set."""
+    valid = list(valid)
+    for key in options:
+        if key not in valid:
+            raise TransferscopeError(
+                f"{owner} has no option '{key}'{did_you_mean(key, valid)}; "
+                f"valid options: {', '.join(valid) or '(none)'}"
+            )

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from transferscope.data.base import Splits
-from transferscope.errors import TransferscopeError, did_you_mean, unknown_name
+from transferscope.errors import TransferscopeError, check_option_names, unknown_name
 
 Builder = Callable[..., Splits]
 _SOURCES: dict[str, Builder] = {}
@@ -124,12 +124,7 @@ def options_model(name: str) -> type[BaseModel]:
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Raise one clear error for an option ``name`` does not accept or a value of the wrong type."""
     valid = option_names(name)
-    for key in options:
-        if key not in valid:
-            raise TransferscopeError(
-                f"data source '{name}' has no option '{key}'{did_you_mean(key, valid)}; "
-                f"valid options: {', '.join(valid) or '(none)'}"
-            )
+    check_option_names(f"data source '{name}'", options, valid)
     try:
         options_model(name).model_validate(options)
     except ValidationError as e:

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from transferscope.errors import TransferscopeError, did_you_mean, unknown_name
+from transferscope.errors import TransferscopeError, check_option_names, did_you_mean, unknown_name
 from transferscope.models.layout import layout, set_layout
 from transferscope.models.weights import SUFFIXES, adapt_stem, load_state, read_state
 
@@ -97,12 +97,7 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
     valid = model_options(name)
-    for key in options:
-        if key not in valid:
-            raise TransferscopeError(
-                f"model '{name}' has no option '{key}'{did_you_mean(key, valid)}; "
-                f"valid options: {', '.join(valid) or '(none)'}"
-            )
+    check_option_names(f"model '{name}'", options, valid)
 
 
 def build_model(

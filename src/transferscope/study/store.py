@@ -85,12 +85,17 @@ class StudyStore:
         """Whether the directory holds a study (its resolved config)."""
         return (self.root / layout.STUDY_CONFIG).is_file()
 
-    def read_plan(self) -> Plan:
-        path = self.root / layout.PLAN
+    def _study_file(self, name: str) -> Path:
+        """The study file ``name``; its absence means this is not a study directory."""
+        path = self.root / name
         if not path.is_file():
             raise TransferscopeError(
-                f"'{self.root}' is not a study directory (no plan.json); run `transferscope run --out {self.root}` first"
+                f"'{self.root}' is not a study directory (no {name}); run `transferscope run --out {self.root}` first"
             )
+        return path
+
+    def read_plan(self) -> Plan:
+        path = self._study_file(layout.PLAN)
         try:
             return Plan.model_validate_json(path.read_bytes())
         except ValidationError as e:
@@ -106,11 +111,7 @@ class StudyStore:
         """The study's resolved config (study.yaml); a damaged file is one clear error."""
         from transferscope.config import from_dict, read_yaml
 
-        path = self.root / layout.STUDY_CONFIG
-        if not path.is_file():
-            raise TransferscopeError(
-                f"'{self.root}' is not a study directory (no study.yaml); run `transferscope run --out {self.root}` first"
-            )
+        path = self._study_file(layout.STUDY_CONFIG)
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
