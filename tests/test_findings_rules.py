@@ -6,6 +6,7 @@ documents a rule reads. Numbers are chosen so that the decision is clear from th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,24 @@ def pair_start(name: str) -> dict[str, Any]:
     return {"pair": name, "status": "ok", "runs": ["A-0", "B-1"], "seeds": [0, 1]}
 
 
+def catalogue(
+    pair: Callable[[str, float], dict[str, Any]],
+    pt: float,
+    rit: float,
+    same: float,
+    control: float,
+    across: Sequence[float],
+) -> list[dict[str, Any]]:
+    """``pair(name, value)`` for each pair of the catalogue; ``across``: the P-T/RI-T pairs."""
+    return [
+        pair("P-T/P-T", pt),
+        pair("RI-T/RI-T", rit),
+        pair("RI-T/RI-T same init", same),
+        pair("P@0-T/P@0-T", control),
+        *(pair("P-T/RI-T", v) for v in across),
+    ]
+
+
 def mistakes(pt: float, rit: float, same: float, control: float, n: int = 2000) -> dict:
     def pair(name: str, uncommon: float) -> dict[str, Any]:
         fractions = {
@@ -185,14 +204,8 @@ def mistakes(pt: float, rit: float, same: float, control: float, n: int = 2000) 
 
     return {
         "status": "ok",
-        "pairs": [
-            pair("P-T/P-T", pt),
-            pair("RI-T/RI-T", rit),
-            pair("RI-T/RI-T same init", same),
-            pair("P@0-T/P@0-T", control),
-            # P-T/RI-T across seeds: how much one pair differs from another.
-            *(pair("P-T/RI-T", u) for u in (0.3, 0.31, 0.305, 0.295)),
-        ],
+        # P-T/RI-T across seeds: how much one pair differs from another.
+        "pairs": catalogue(pair, pt, rit, same, control, (0.3, 0.31, 0.305, 0.295)),
     }
 
 
@@ -219,13 +232,7 @@ def cka(pt: float, rit: float, same: float, control: float) -> dict[str, Any]:
 
     return {
         "status": "ok",
-        "pairs": [
-            pair("P-T/P-T", pt),
-            pair("RI-T/RI-T", rit),
-            pair("RI-T/RI-T same init", same),
-            pair("P@0-T/P@0-T", control),
-            *(pair("P-T/RI-T", v) for v in (0.2, 0.22, 0.21, 0.2)),
-        ],
+        "pairs": catalogue(pair, pt, rit, same, control, (0.2, 0.22, 0.21, 0.2)),
         "subset": {"examples": 100, "of": 100, "seed": 0, "stratified": True},
     }
 
