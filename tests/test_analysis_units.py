@@ -24,7 +24,7 @@ from transferscope.analyses.results import (
     entry,
     load_result,
 )
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, Claim, ReportSection, claim
 from transferscope.cli import app
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -50,7 +50,8 @@ class CountResult(AnalysisResult):
     targets: dict[str, entry(CountEntry)] = Field(default_factory=dict)
 
 
-def _judge(e: CountEntry, target: str, data: object) -> TargetResult:
+@claim("X1", "Some P-T run finished.", "at least one finished P-T run", order=99)
+def X1(e: CountEntry, target: str, data: object) -> TargetResult:
     verdict = HOLDS if e.finished >= 1 else UNMEASURED
     return TargetResult(target, verdict, f"{e.finished} finished P-T runs", "a count")
 
@@ -63,7 +64,7 @@ class FinishedRuns(
 ):
     """Finished P-T runs per target (a plug-in analysis)."""
 
-    claims = (Claim("X1", "Some P-T run finished.", "at least one finished P-T run", _judge, 99),)
+    claims = (X1,)
 
     def compute(self, ctx: StudyContext, options: CountOptions) -> CountResult:
         targets = {}
@@ -176,6 +177,28 @@ def test_a_unit_is_declared_by_its_class_statement_docstring_and_compute_signatu
 
     with pytest.raises(TransferscopeError, match="Untitled needs a docstring"):
         registry.register(Untitled)
+
+
+def test_claim_makes_the_judge_below_it_a_claim_ordered_by_its_number():
+    assert isinstance(X1, Claim)
+    assert (X1.id, X1.claim, X1.rule, X1.order) == (
+        "X1",
+        "Some P-T run finished.",
+        "at least one finished P-T run",
+        99,
+    )
+    entry = CountEntry(finished=2, runs=["a", "b"])
+    assert X1.judge(entry, "digits", None) == TargetResult(
+        "digits", HOLDS, "2 finished P-T runs", "a count"
+    )
+
+    def judge(e: object, target: str, data: object) -> TargetResult:
+        return TargetResult(target, UNMEASURED, "")
+
+    # Without an order, the number in the id: C2 before C10 (not the strings' order).
+    c2, c10, other = (claim(i, "claim", "rule")(judge) for i in ("C2", "C10", "Z"))
+    assert (c2.order, c10.order, other.order) == (2.0, 10.0, 0.0)
+    assert c2.judge is judge
 
 
 def test_a_result_that_does_not_match_its_model_is_named_on_load(tmp_path):

@@ -30,7 +30,7 @@ from transferscope.analyses.paths import (
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import Model, entry
-from transferscope.analyses.unit import Claim
+from transferscope.analyses.unit import claim
 from transferscope.analysis.alignment import align
 from transferscope.analysis.interpolation import interpolate
 from transferscope.report.rules import (
@@ -99,7 +99,15 @@ def _measure(ctx: StudyContext, opts: AlignmentOptions, a: PlannedRun, b: Planne
     }
 
 
-def _c9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C9",
+    "Beyond the paper: RI-T barriers shrink after permutation alignment (Git Re-Basin).",
+    "the mean RI-T/RI-T barrier (metric) on the straight line after permuting B's units to "
+    "match A (weight matching) is below the plain barrier by more than twice the "
+    "standard error of the difference and "
+    f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink.",
+)
+def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
     linear = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.linear)
     aligned = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.aligned)
     if not linear or not aligned:
@@ -127,17 +135,7 @@ class Alignment(BasinUnit, name="alignment", version=2):
 
     path = PathStyle("aligned", "line after alignment", "#009E73", "--")
     column = "distance to A before → after alignment"
-    claims = (
-        Claim(
-            "C9",
-            "Beyond the paper: RI-T barriers shrink after permutation alignment (Git Re-Basin).",
-            "the mean RI-T/RI-T barrier (metric) on the straight line after permuting B's units to "
-            "match A (weight matching) is below the plain barrier by more than twice the "
-            "standard error of the difference and "
-            f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink.",
-            _c9,
-        ),
-    )
+    claims = (C9,)
 
     def compute(self, ctx: StudyContext, options: AlignmentOptions) -> AlignmentResult:
         targets = measure_pairs(ctx, options, lambda a, b: _measure(ctx, options, a, b))

@@ -31,7 +31,7 @@ from transferscope.analyses.paths import (
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import entry
-from transferscope.analyses.unit import Claim
+from transferscope.analyses.unit import claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -114,7 +114,13 @@ def _measure(
     }
 
 
-def _c10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C10",
+    "Beyond the paper: a non-linear low-loss path joins two RI-T models (Garipov et al. 2018).",
+    f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {BARRIER_TOLERANCE:g}; "
+    f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error.",
+)
+def C10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
     curves = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.curve)
     linear = path_barriers(e.pairs, "RI-T/RI-T", lambda p: p.linear)
     if not curves:
@@ -139,16 +145,7 @@ class Connectivity(BasinUnit, name="connectivity", version=2):
 
     path = PathStyle("curve", "trained Bezier curve", "#CC79A7", "-.")
     column = "curve time (s)"
-    claims = (
-        Claim(
-            "C10",
-            "Beyond the paper: a non-linear low-loss path joins two RI-T models (Garipov et al. "
-            "2018).",
-            f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {BARRIER_TOLERANCE:g}; "
-            f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error.",
-            _c10,
-        ),
-    )
+    claims = (C10,)
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
         targets = measure_pairs(

@@ -19,7 +19,7 @@ from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, skipped
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis.criticality import (
     criticality_heatmap,
     module_criticality,
@@ -239,7 +239,14 @@ def _compute(ctx: StudyContext, opts: CriticalityOptions) -> CriticalityResult:
 # claims
 
 
-def _c7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C7",
+    "Higher modules are more critical than lower ones.",
+    "Spearman ρ between module depth (input → output) and P-T's module criticality μ "
+    "is positive with one-sided permutation p < 0.05, over the modules with a finite μ "
+    "(the head left out).",
+)
+def C7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
     from transferscope.analysis.statistics import spearman_trend
 
     pt = e.pt
@@ -268,16 +275,7 @@ def _c7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
 class Criticality(Analysis, name="criticality", version=2, section=sections.CRITICALITY):
     """Module criticality, rewind test and heat maps (§3.4)."""
 
-    claims = (
-        Claim(
-            "C7",
-            "Higher modules are more critical than lower ones.",
-            "Spearman ρ between module depth (input → output) and P-T's module criticality μ "
-            "is positive with one-sided permutation p < 0.05, over the modules with a finite μ "
-            "(the head left out).",
-            _c7,
-        ),
-    )
+    claims = (C7,)
 
     def compute(self, ctx: StudyContext, options: CriticalityOptions) -> CriticalityResult:
         return _compute(ctx, options)

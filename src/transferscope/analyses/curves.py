@@ -29,7 +29,7 @@ from transferscope.analyses.results import (
     TargetEntry,
     entry,
 )
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.errors import TransferscopeError
@@ -238,7 +238,15 @@ def _list(xs: Sequence[float]) -> str:
     return ", ".join("not reached" if math.isinf(x) else fmt(x, 2) for x in xs)
 
 
-def _c1(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C1",
+    "P-T reaches a better final metric than RI-T and gets there faster.",
+    "P-T's final test metric beats RI-T's beyond test-set noise (sign test on the "
+    "examples the two disagree on, McNemar's test; paired bootstrap for mean AUC), and "
+    "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance)) "
+    "at an earlier evaluation than every RI-T seed.",
+)
+def C1(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     m_pt, m_rit = e.pt.final_metric_mean, e.rit.final_metric_mean
     if not (finite(m_pt) and finite(m_rit)):
         return TargetResult(target, UNMEASURED, "final metrics missing")
@@ -267,7 +275,16 @@ def _smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
     return next((s for s in e.shuffles if s.pixel), None)
 
 
-def _c2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C2",
+    "Block shuffling shrinks P-T's advantage, but P-T still trains faster at the smallest block.",
+    "the relative drop 100·(A(P-T) − A(RI-T))/A(P-T) at the smallest block (pixel "
+    "shuffle if no block) is smaller than unshuffled, beyond a paired bootstrap 95% "
+    "interval, and at that block P-T reaches the common threshold at an earlier "
+    "evaluation than RI-T (more than one evaluation earlier when each side is a single "
+    "run: one evaluation is within seed noise).",
+)
+def C2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     base: Gap = next((s for s in e.shuffles if s.shuffle is None), e)
     small = _smallest_shuffle(e)
     if small is None:
@@ -369,28 +386,7 @@ def shuffle_bars(e: CurvesEntry, title: str) -> Figure | None:
 class Curves(Analysis, name="curves", version=2, section=sections.FEATURE_REUSE):
     """Learning curves, speed to a common threshold, block and pixel shuffling (§3.1)."""
 
-    claims = (
-        Claim(
-            "C1",
-            "P-T reaches a better final metric than RI-T and gets there faster.",
-            "P-T's final test metric beats RI-T's beyond test-set noise (sign test on the "
-            "examples the two disagree on, McNemar's test; paired bootstrap for mean AUC), and "
-            "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance)) "
-            "at an earlier evaluation than every RI-T seed.",
-            _c1,
-        ),
-        Claim(
-            "C2",
-            "Block shuffling shrinks P-T's advantage, but P-T still trains faster at the "
-            "smallest block.",
-            "the relative drop 100·(A(P-T) − A(RI-T))/A(P-T) at the smallest block (pixel "
-            "shuffle if no block) is smaller than unshuffled, beyond a paired bootstrap 95% "
-            "interval, and at that block P-T reaches the common threshold at an earlier "
-            "evaluation than RI-T (more than one evaluation earlier when each side is a single "
-            "run: one evaluation is within seed noise).",
-            _c2,
-        ),
-    )
+    claims = (C1, C2)
 
     def compute(self, ctx: StudyContext, options: CurvesOptions) -> CurvesResult:
         fraction = options.threshold_fraction

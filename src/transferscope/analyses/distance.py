@@ -24,7 +24,7 @@ from transferscope.analyses.context import StudyContext, Weights, skipped
 from transferscope.analyses.pairs import Pair, PairName, SkippedPair, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis.distance import parameter_distance
 from transferscope.errors import TransferscopeError
 from transferscope.models.layout import depth_units
@@ -219,7 +219,16 @@ def criticality_modules(data: StudyData, target: str) -> list[str] | None:
     return list(modules) if isinstance(modules, list) else None
 
 
-def _c5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C5",
+    "P-T models are closer to each other in parameter space, and their distance to P grows "
+    "with depth.",
+    f"whole-network distance of P-T/P-T pairs is below that of RI-T/RI-T pairs {SAME} "
+    f"(beyond the pair spread and {DISTANCE_FLOOR:.0%}), and the size-normalised change "
+    "‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, one-sided "
+    "permutation p < 0.05; head and Fixup scalars left out).",
+)
+def C5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
     from transferscope.analysis.statistics import spearman_trend
 
     closer, text, stat = rules._group_rule(
@@ -297,18 +306,7 @@ def distance_modules(
 class Distance(Analysis, name="distance", version=2, section=sections.DISTANCE):
     """Parameter distance, whole network and per module (§3.2)."""
 
-    claims = (
-        Claim(
-            "C5",
-            "P-T models are closer to each other in parameter space, and their distance to P grows "
-            "with depth.",
-            f"whole-network distance of P-T/P-T pairs is below that of RI-T/RI-T pairs {SAME} "
-            f"(beyond the pair spread and {DISTANCE_FLOOR:.0%}), and the size-normalised change "
-            "‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, one-sided "
-            "permutation p < 0.05; head and Fixup scalars left out).",
-            _c5,
-        ),
-    )
+    claims = (C5,)
 
     def compute(self, ctx: StudyContext, options: DistanceOptions) -> DistanceResult:
         labels = [t.label for t in ctx.cfg.targets]

@@ -28,7 +28,7 @@ from transferscope.analyses.paths import (
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, entry
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -177,7 +177,15 @@ def _measure(ctx: StudyContext, path: _Path, opts: InterpolationOptions) -> Path
 # claims
 
 
-def _c6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C6",
+    "No performance barrier between P-T models; a barrier between RI-T models, even from the "
+    "same random init.",
+    f"every P-T/P-T barrier (metric) ≤ {BARRIER_TOLERANCE:g}, and every RI-T/RI-T barrier, the "
+    f"same-init pair's included, > {BARRIER_TOLERANCE:g} plus twice its binomial standard error "
+    f"({BARRIER_TOLERANCE:g} = one point of accuracy/AUC).",
+)
+def C6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
     pt = barriers(e.pairs, "P-T/P-T", e.examples)
     rit = barriers(e.pairs, "RI-T/RI-T", e.examples)
     same = barriers(e.pairs, "RI-T/RI-T same init", e.examples)
@@ -246,17 +254,7 @@ def interpolation_curves(e: InterpolationEntry, title: str) -> Figure | None:
 class Interpolation(Analysis, name="interpolation", version=2, section=sections.BARRIERS):
     """Performance barriers along straight lines between models (§3.3)."""
 
-    claims = (
-        Claim(
-            "C6",
-            "No performance barrier between P-T models; a barrier between RI-T models, even from the "
-            "same random init.",
-            f"every P-T/P-T barrier (metric) ≤ {BARRIER_TOLERANCE:g}, and every RI-T/RI-T barrier, the "
-            f"same-init pair's included, > {BARRIER_TOLERANCE:g} plus twice its binomial standard error "
-            f"({BARRIER_TOLERANCE:g} = one point of accuracy/AUC).",
-            _c6,
-        ),
-    )
+    claims = (C6,)
 
     def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
         planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]

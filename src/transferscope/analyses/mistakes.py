@@ -25,7 +25,7 @@ from transferscope.analyses.context import StudyContext, skipped
 from transferscope.analyses.pairs import Pair, PairName, pair_entry, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -173,7 +173,14 @@ def _write_examples(ctx: StudyContext, pt: PlannedRun, cells: Any, tasks: int) -
 # claim
 
 
-def _c3(e: MistakesEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C3",
+    "Two P-T models make fewer uncommon mistakes than two RI-T models.",
+    "the fraction of uncommon mistakes (exactly one model wrong) of P-T/P-T pairs is "
+    f"below that of RI-T/RI-T pairs {SAME}, each by more than the pair spread and twice "
+    "the binomial error, ranges not overlapping.",
+)
+def C3(e: MistakesEntry, target: str, data: StudyData) -> TargetResult:
     measured = [rules.plain(p) for p in e.pairs if isinstance(p, MistakePair)]
     direction, text, stat = rules._group_rule(
         e,
@@ -289,16 +296,7 @@ def mistake_examples(page: Page, target: str, e: MistakesEntry) -> str:
 class Mistakes(Analysis, name="mistakes", version=2, section=sections.MISTAKES):
     """Common and uncommon mistakes of two models (§3.2)."""
 
-    claims = (
-        Claim(
-            "C3",
-            "Two P-T models make fewer uncommon mistakes than two RI-T models.",
-            "the fraction of uncommon mistakes (exactly one model wrong) of P-T/P-T pairs is "
-            f"below that of RI-T/RI-T pairs {SAME}, each by more than the pair spread and twice "
-            "the binomial error, ranges not overlapping.",
-            _c3,
-        ),
-    )
+    claims = (C3,)
 
     def compute(self, ctx: StudyContext, options: MistakesOptions) -> MistakesResult:
         plan = {

@@ -19,7 +19,7 @@ from transferscope.analyses.context import StudyContext, failed, skipped, take
 from transferscope.analyses.pairs import Pair, PairName, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
 from transferscope.analysis.similarity import layer_similarity
 from transferscope.config import DataSpec
@@ -187,7 +187,14 @@ def _ok(e: SimilarityEntry, name: str | None = None) -> list[SimilarityPair]:
     ]
 
 
-def _c4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C4",
+    "P-T models are more similar to each other in feature space than RI-T models.",
+    "linear CKA of P-T/P-T pairs exceeds that of RI-T/RI-T pairs "
+    f"{SAME} at every layer, each by more than the pair spread and {CKA_FLOOR:g}, "
+    "ranges not overlapping.",
+)
+def C4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
     layers: list[str] = []
     for p in _ok(e, "P-T/P-T"):
         layers += [n for n in p.cka if n not in layers]
@@ -253,16 +260,7 @@ def cka_lines(e: SimilarityEntry, title: str) -> Figure | None:
 class Similarity(Analysis, name="similarity", version=2, section=sections.SIMILARITY):
     """Feature similarity: linear CKA per layer (§3.2)."""
 
-    claims = (
-        Claim(
-            "C4",
-            "P-T models are more similar to each other in feature space than RI-T models.",
-            "linear CKA of P-T/P-T pairs exceeds that of RI-T/RI-T pairs "
-            f"{SAME} at every layer, each by more than the pair spread and {CKA_FLOOR:g}, "
-            "ranges not overlapping.",
-            _c4,
-        ),
-    )
+    claims = (C4,)
 
     def compute(self, ctx: StudyContext, options: SimilarityOptions) -> SimilarityResult:
         plan: list[tuple[DataSpec, list]] = [(t, _pairs(ctx, t.label)) for t in ctx.cfg.targets]

@@ -23,7 +23,7 @@ from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim
+from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.analysis.trajectory import trajectory_point
@@ -256,7 +256,15 @@ def final_pt_metric(e: TrajectoryEntry) -> float | None:
     return mean(p.final_metric for p in points if p.k == e.final_k)
 
 
-def _c8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C8",
+    "An early pre-training checkpoint transfers as well as the final one.",
+    "some early checkpoint (k at most half of pre-training, trajectory.early_fraction) "
+    f"gives a P@k-T final metric no worse than P-T's of the same seed by more than {CHECKPOINT_TOLERANCE:g} "
+    "(lower bound of the paired bootstrap 95% interval ≥ −"
+    f"{CHECKPOINT_TOLERANCE:g}); does not hold when every early k is worse beyond it.",
+)
+def C8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
     points = [p for p in e.points if finite(p.k)]
     early = sorted((p for p in points if p.early), key=lambda p: p.k)
     tested = [(p, p.vs_final) for p in early if isinstance(p.vs_final, Comparison)]
@@ -386,17 +394,7 @@ def _render(page: Page, target: str, e: TrajectoryEntry) -> str:
 class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJECTORY):
     """Fine-tuning from checkpoints of the pre-training trajectory (§3.5)."""
 
-    claims = (
-        Claim(
-            "C8",
-            "An early pre-training checkpoint transfers as well as the final one.",
-            "some early checkpoint (k at most half of pre-training, trajectory.early_fraction) "
-            f"gives a P@k-T final metric no worse than P-T's of the same seed by more than {CHECKPOINT_TOLERANCE:g} "
-            "(lower bound of the paired bootstrap 95% interval ≥ −"
-            f"{CHECKPOINT_TOLERANCE:g}); does not hold when every early k is worse beyond it.",
-            _c8,
-        ),
-    )
+    claims = (C8,)
 
     def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
         specs = ctx.cfg.targets

@@ -9,7 +9,8 @@ A unit says
   :class:`~transferscope.analyses.context.StudyContext`; the math lives in
   :mod:`transferscope.analysis` as functions on tensors and modules),
 - how its report **section** is drawn from the result (:meth:`Analysis.render`),
-- the **claims** it decides (:class:`Claim`: rule in words, and a judge per target).
+- the **claims** it decides (:class:`Claim`: rule in words, and a judge per target; written
+  with :func:`claim` on the judge function, so that the words stand next to the rule).
 
 Registered once (:func:`transferscope.analyses.registry.register`), a unit appears in the
 config, ``transferscope analyze --only``, the Ray tasks, the report and the findings table with
@@ -42,6 +43,10 @@ class ReportSection:
     title: str
 
 
+Judge = Callable[[Any, str, "StudyData"], "TargetResult"]
+"""``judge(entry, target, data)``: a claim's verdict on one target's result."""
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim a unit decides.
@@ -55,7 +60,7 @@ class Claim:
     id: str
     claim: str
     rule: str
-    judge: Callable[[Any, str, StudyData], TargetResult]
+    judge: Judge
     order: float | None = None
     """Position in the findings table (claims sort by it); by default the number in the id,
     so that C2 comes before C10."""
@@ -66,6 +71,26 @@ class Claim:
             object.__setattr__(self, "order", float(digits[0]) if digits else 0.0)
 
 
+def claim(
+    id: str, claim: str, rule: str, *, order: float | None = None
+) -> Callable[[Judge], Claim]:
+    """Decorator: the judge function below it becomes the :class:`Claim` ``id``, so that the
+    claim and its rule in words stand next to the code that decides it::
+
+        @claim("C3", "Two P-T models make fewer uncommon mistakes than two RI-T models.",
+               "the fraction of uncommon mistakes ... ranges not overlapping.")
+        def C3(e: MistakesEntry, target: str, data: StudyData) -> TargetResult: ...
+
+    The name ``C3`` is then the Claim (its ``judge`` is the function), listed in the unit's
+    ``claims = (C3,)``.
+    """
+
+    def make(judge: Judge) -> Claim:
+        return Claim(id, claim, rule, judge, order)
+
+    return make
+
+
 class Analysis:
     """Base class of an analysis unit; subclass it, declaring the unit in the class statement,
     and register it::
@@ -74,7 +99,7 @@ class Analysis:
         class Curves(Analysis, name="curves", version=2, section=sections.FEATURE_REUSE):
             '''Learning curves, speed to a common threshold, block shuffling (§3.1).'''
 
-            claims = (Claim(...), ...)
+            claims = (C1, C2)  # each made by @claim(...) on its judge
 
             def compute(self, ctx: StudyContext, options: CurvesOptions) -> CurvesResult: ...
 
