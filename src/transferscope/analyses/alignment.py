@@ -10,15 +10,14 @@ permutations of one basin.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from transferscope.analyses.basins import BasinUnit, PathStyle
+from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
 from transferscope.analyses.context import StudyContext
 from transferscope.analyses.paths import (
     Line,
-    PairRef,
     PathOptions,
     PathsEntry,
     PathsResult,
@@ -66,11 +65,9 @@ class AlignmentStats(Model):
     """Permutation name -> how many of its units left their place."""
 
 
-class AlignedPair(PairRef):
+class AlignedPair(BasinPair):
     """One pair: the plain straight line, the line to the permuted B, and the alignment."""
 
-    status: Literal["ok"] = "ok"
-    linear: Line
     aligned: Line
     alignment: AlignmentStats
 
@@ -90,10 +87,9 @@ class AlignmentResult(PathsResult):
 def _measure(ctx: StudyContext, opts: AlignmentOptions, a: PlannedRun, b: PlannedRun) -> dict:
     p = pair_paths(ctx, opts, a, b)
     aligned = align(p.model, p.state_a, p.state_b, seed=b.seed, max_sweeps=opts.max_sweeps)
-    linear = ctx.final_line(a, b, opts)
     permuted = interpolate(p.model, p.state_a, aligned.state, p.test, opts.num_points, **p.options)
     return {
-        "linear": Line.of(linear),
+        "linear": p.linear,
         "aligned": Line.of(permuted),
         "alignment": aligned.to_dict(),
     }

@@ -12,12 +12,12 @@ part is in the joined table and figures).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from transferscope.analyses import sections
-from transferscope.analyses.paths import Line, any_pair_measured
+from transferscope.analyses.paths import Line, PairRef, any_pair_measured
 from transferscope.analyses.results import AnalysisResult
 from transferscope.analyses.unit import Analysis
 from transferscope.report.rules import finite, fmt
@@ -36,6 +36,14 @@ class PathStyle:
     label: str
     color: str
     linestyle: str
+
+
+class BasinPair(PairRef):
+    """A measured pair of a basin unit: the straight line between A and B, beside which the
+    unit stores its own path (field ``path.key``) and its own measurements."""
+
+    status: Literal["ok"] = "ok"
+    linear: Line
 
 
 STRAIGHT = PathStyle("linear", "straight line", "#555555", "-")
@@ -232,4 +240,4 @@ def basin_paths(
     return fig
 
 
-__all__ = ["BasinUnit", "PathStyle", "render_basins"]
+__all__ = ["BasinPair", "BasinUnit", "PathStyle", "render_basins"]

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from transferscope.analyses.basins import BasinUnit, PathStyle
+from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
 from transferscope.analyses.context import StudyContext
 from transferscope.analyses.paths import (
     Line,
-    PairRef,
     PathOptions,
     PathsEntry,
     PathsResult,
@@ -37,9 +36,7 @@ from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
     TargetResult,
-    _barrier_state,
-    _direction_of,
-    combine,
+    barrier_verdict,
     fmt,
     mean,
 )
@@ -66,12 +63,10 @@ class ConnectivityOptions(PathOptions):
     num_points: int = Field(default=11, ge=2, description="points along the curve evaluated")
 
 
-class CurvedPair(PairRef):
+class CurvedPair(BasinPair):
     """One pair: the straight line, the trained curve measured at t = linspace(0, 1), how the
     curve trained, and how long it took."""
 
-    status: Literal["ok"] = "ok"
-    linear: Line
     curve: Line
     train_loss: list[float]
     """Mean training loss per curve epoch (nats)."""
@@ -98,7 +93,6 @@ def _measure(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     p = pair_paths(ctx, opts, a, b)
-    linear = ctx.final_line(a, b, opts)
     curve = fit_curve(
         p.model, p.state_a, p.state_b, p.splits.train,
         task=p.splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
@@ -107,7 +101,7 @@ def _measure(
     )  # fmt: skip
     along = evaluate_curve(p.model, curve, p.test, opts.num_points, **p.options)
     return {
-        "linear": Line.of(linear),
+        "linear": p.linear,
         "curve": Line.of(along),
         **curve_summary(curve),
         "seconds": time.perf_counter() - start,
@@ -130,10 +124,9 @@ def C10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
     pt_rit = path_barriers(e.pairs, "P-T/RI-T", lambda p: p.curve)
     if pt_rit:
         text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
-    flat = [-_barrier_state(v, n) for v, n in curves]
     return TargetResult(
         target,
-        combine(_direction_of(flat)),
+        barrier_verdict(flat=curves),
         text,
         f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
     )

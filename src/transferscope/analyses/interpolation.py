@@ -34,9 +34,7 @@ from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
     TargetResult,
-    _barrier_state,
-    _direction_of,
-    combine,
+    barrier_verdict,
     finite,
     fmt,
 )
@@ -191,9 +189,6 @@ def C6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
     same = barriers(e.pairs, "RI-T/RI-T same init", e.examples)
     if not pt or not rit:
         return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T barrier missing")
-    # P-T/P-T must be flat (-1), every RI-T pair must show a barrier (+1).
-    flat = [-_barrier_state(v, n) for v, n in pt]
-    walls = [_barrier_state(v, n) for v, n in rit + same]
     text = f"P-T/P-T max {fmt(max(v for v, _ in pt))}, RI-T/RI-T min {fmt(min(v for v, _ in rit))}"
     text += f", same init {fmt(min(v for v, _ in same))}" if same else ", same init not measured"
     control = barriers(e.pairs, CONTROL_PAIR, e.examples)
@@ -204,7 +199,8 @@ def C6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
     noise = max(n for _, n in pt + rit + same)
     return TargetResult(
         target,
-        combine(_direction_of(flat + walls)),
+        # P-T/P-T must be flat, every RI-T pair must show a barrier.
+        barrier_verdict(flat=pt, walls=rit + same),
         text,
         f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
         f"(binomial at the worst point, up to {fmt(noise, 2)})",

@@ -145,10 +145,13 @@ class PairPaths:
     """B's architecture, the module the paths' weights are loaded into."""
     state_a: dict[str, torch.Tensor]
     state_b: dict[str, torch.Tensor]
+    linear: Line
+    """The straight line from A to B, which every other path is stored beside."""
 
 
 def pair_paths(ctx: StudyContext, opts: Any, a: PlannedRun, b: PlannedRun) -> PairPaths:
-    """The :class:`PairPaths` of runs ``a`` and ``b`` with the path options ``opts``."""
+    """The :class:`PairPaths` of runs ``a`` and ``b`` with the path options ``opts`` (the straight
+    line measured, or reused from the interpolation unit)."""
     splits = ctx.cache.get(b.spec.data)
     options = {
         "task": splits.info.task,
@@ -160,7 +163,8 @@ def pair_paths(ctx: StudyContext, opts: Any, a: PlannedRun, b: PlannedRun) -> Pa
     }
     test = subset(splits.test, opts.max_examples)
     model = ctx.start_model(b)
-    return PairPaths(splits, test, options, model, ctx.weights(a.id), ctx.weights(b.id))
+    linear = Line.of(ctx.final_line(a, b, opts))
+    return PairPaths(splits, test, options, model, ctx.weights(a.id), ctx.weights(b.id), linear)
 
 
 def measure_pairs(

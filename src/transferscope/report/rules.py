@@ -287,3 +287,13 @@ def _barrier_state(value: float, noise: float, tolerance: float = BARRIER_TOLERA
     if value > tolerance + noise:
         return 1
     return -1 if value <= tolerance else 0
+
+
+def barrier_verdict(
+    flat: Sequence[tuple[float, float]], walls: Sequence[tuple[float, float]] = ()
+) -> Verdict:
+    """The verdict of a barrier rule on (barrier, noise) pairs: holds when every ``flat`` one is
+    within the tolerance and every ``walls`` one exceeds it by more than its noise; does not hold
+    when one is beyond its noise the other way; inconclusive otherwise (C6, C10)."""
+    states = [-_barrier_state(v, n) for v, n in flat] + [_barrier_state(v, n) for v, n in walls]
+    return combine(_direction_of(states))
