@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from transferscope import TransferscopeError, module_criticality
-from transferscope.analysis.criticality import criticality_heatmap, rewind_modules, sigma_grid
+from transferscope.analysis.criticality import (
+    ProbeInputs,
+    criticality_heatmap,
+    rewind_modules,
+    sigma_grid,
+)
 from transferscope.analysis.interpolation import recalibrate_batchnorm
 from transferscope.data.base import TensorImageDataset
 from transferscope.models import build_model
@@ -149,12 +154,15 @@ def test_batchnorm_statistics_are_recomputed_at_each_alpha() -> None:
 
 def test_rewind_and_heatmap(trained) -> None:
     model, init, final, data = trained
-    rewind = rewind_modules(model, init, final, data, modules=["layer1.0", "fc"])
+    rewind = rewind_modules(ProbeInputs(model, init, final, data, modules=["layer1.0", "fc"]))
     assert set(rewind) == {"final", "layer1.0", "fc"}
     # The Fixup head starts at zero: rewinding it gives uniform outputs, chance-level loss.
     assert rewind["fc"]["loss"] == pytest.approx(torch.log(torch.tensor(4.0)).item(), rel=1e-5)
     heat = criticality_heatmap(
-        model, init, final, data, modules=["fc"], num_alphas=3, num_sigmas=3, max_sigma=0.1
+        ProbeInputs(model, init, final, data, modules=["fc"]),
+        num_alphas=3,
+        num_sigmas=3,
+        max_sigma=0.1,
     )["fc"]
     assert heat["alphas"] == [0.0, 0.5, 1.0] and heat["sigmas"][0] == 0.0
     assert len(heat["metric"]) == 3 and all(len(row) == 3 for row in heat["metric"])

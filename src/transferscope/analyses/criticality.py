@@ -21,6 +21,7 @@ from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
 from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis.criticality import (
+    ProbeInputs,
     criticality_heatmap,
     module_criticality,
     rewind_modules,
@@ -164,31 +165,28 @@ def _kind(
     # θ⁰: P-T's start (P with the fresh head) or RI-T's random init.
     init, final = ctx.weights(run.id, ckpt.point_name(0)), ctx.weights(run.id)
     splits = ctx.cache.get(run.spec.data)
-    common: dict[str, Any] = {
-        "task": splits.info.task,
-        "device": ctx.device,
-        "batch_size": run.spec.train.eval_batch_size,
-    }
     modules = [*depth_units(model, opts.modules), model_layout(model).head]
+    # μ on the training split; the rewind test and the heat maps on the test split.
+    test = ProbeInputs(
+        model, init, final, splits.test, modules, task=splits.info.task,
+        batch_size=run.spec.train.eval_batch_size, device=ctx.device,
+    )  # fmt: skip
     result = module_criticality(
         model, init, final, splits.train, modules,
+        task=test.task, batch_size=test.batch_size, device=test.device,
         num_alphas=opts.num_alphas, num_sigmas=opts.num_sigmas,
         noise_samples=opts.noise_samples, tolerance=opts.tolerance,
         epsilon=opts.epsilon, margin=opts.margin, max_sigma=opts.max_sigma,
         min_sigma=opts.min_sigma, seed=run.seed, max_examples=opts.max_examples,
-        progress=lambda i, n, m: tick(i, n + 2, f"μ of {m}"), **common,
+        progress=lambda i, n, m: tick(i, n + 2, f"μ of {m}"),
     )  # fmt: skip
     tick(len(modules), len(modules) + 2, "rewind test")
-    rewind = rewind_modules(
-        model, init, final, splits.test, result.modules,
-        max_examples=opts.eval_max_examples, **common,
-    )  # fmt: skip
+    rewind = rewind_modules(test, max_examples=opts.eval_max_examples)
     tick(len(modules) + 1, len(modules) + 2, "heat maps")
     heatmap = criticality_heatmap(
-        model, init, final, splits.test, result.modules,
-        num_alphas=opts.heatmap_alphas, num_sigmas=opts.heatmap_sigmas,
+        test, num_alphas=opts.heatmap_alphas, num_sigmas=opts.heatmap_sigmas,
         noise_samples=opts.heatmap_noise_samples, max_sigma=opts.max_sigma,
-        seed=run.seed, max_examples=opts.eval_max_examples, **common,
+        seed=run.seed, max_examples=opts.eval_max_examples,
     )  # fmt: skip
     return {
         "status": "ok",

@@ -34,7 +34,7 @@ mean can only end above ε (an exact shortcut, not a heuristic).
 The states with one module moved and their evaluation on fixed batches are
 :mod:`transferscope.analysis.module_probe`. The rewind test (:func:`rewind_modules`) and the
 criticality heat maps (:func:`criticality_heatmap`) are :mod:`transferscope.analysis.rewind`;
-both are re-exported here.
+both are re-exported here, with :class:`ProbeInputs` (the network and data they take).
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from torch.utils.data import Dataset
 from transferscope.analysis.batchnorm import bn_buffers, recalibrated_statistics
 from transferscope.analysis.module_probe import (
     PerturbedModule,
+    ProbeInputs,
     alpha_grid,
     default_modules,
-    probe_setup,
 )
 from transferscope.analysis.rewind import criticality_heatmap, rewind_modules
 from transferscope.data.base import Task
@@ -216,10 +216,11 @@ def module_criticality(
             f"max_sigma > 0; got {num_alphas}, {num_sigmas}, {noise_samples}, {max_sigma}"
         )
     sigmas = sigma_grid(num_sigmas, max_sigma, min_sigma)
-    setup = probe_setup(
-        model, init_state, final_state, data, modules, task=task, max_examples=max_examples,
-        batch_size=batch_size, device=torch.device(device), transform=transform, seed=seed,
+    inputs = ProbeInputs(
+        model, init_state, final_state, data, modules,
+        task=task, batch_size=batch_size, device=device, transform=transform,
     )  # fmt: skip
+    setup = inputs.setup(max_examples, seed)
     names, params, init, final, probe = (
         setup.names, setup.params, setup.init, setup.final, setup.probe
     )  # fmt: skip
@@ -350,6 +351,7 @@ def _pruned(feasible: Any, alphas: list[float], sigmas: list[float], d2: float) 
 
 __all__ = [
     "CriticalityResult",
+    "ProbeInputs",
     "alpha_grid",
     "criticality_heatmap",
     "default_modules",

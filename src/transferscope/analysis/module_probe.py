@@ -226,41 +226,60 @@ class ProbeSetup:
     probe: Probe
 
 
-def probe_setup(
-    model: nn.Module,
-    init_state: Mapping[str, Tensor],
-    final_state: Mapping[str, Tensor],
-    data: Dataset,
-    modules: Sequence[str] | None,
-    *,
-    task: Task,
-    max_examples: int | None,
-    batch_size: int,
-    device: torch.device,
-    transform: BatchTransform | None,
-    seed: int = 0,
-) -> ProbeSetup:
-    """Check the two states against ``model`` and load what a probe of its modules needs."""
-    check_states(model, init_state, final_state)
-    names = list(modules) if modules is not None else default_modules(model)
-    batches = probe_batches(data, max_examples, batch_size, device, transform, seed)
-    return ProbeSetup(
-        names,
-        {k for k, _ in model.named_parameters()},
-        {k: v.detach().to(device) for k, v in init_state.items()},
-        {k: v.detach().to(device) for k, v in final_state.items()},
-        Probe(copy_structure(model, device), batches, task),
-    )
+@dataclasses.dataclass(frozen=True)
+class ProbeInputs:
+    """A network to probe module by module and the data it is evaluated on: what
+    :func:`~transferscope.analysis.criticality.module_criticality`,
+    :func:`~transferscope.analysis.rewind.rewind_modules` and
+    :func:`~transferscope.analysis.rewind.criticality_heatmap` share (Neyshabur et al. 2020, §3.4).
+
+    Attributes:
+        model: the architecture (its own weights are not used or changed).
+        init_state, final_state: θ^0 and θ^F, state dicts of ``model``.
+        data: examples (image (C, H, W), target): the training split for μ, the test split for
+            the rewind test and the heat maps.
+        modules: module paths (default: stem, residual blocks, head, :func:`default_modules`).
+        task: 'multiclass' or 'multilabel' (decides the loss and the metric).
+        batch_size, device, transform: how the fixed subset is batched, where it is evaluated,
+            and a per-batch image transform (e.g. a block shuffle).
+    """
+
+    model: nn.Module
+    init_state: Mapping[str, Tensor]
+    final_state: Mapping[str, Tensor]
+    data: Dataset
+    modules: Sequence[str] | None = None
+    task: Task = "multiclass"
+    batch_size: int = 500
+    device: torch.device | str = "cpu"
+    transform: BatchTransform | None = None
+
+    def setup(self, max_examples: int | None, seed: int = 0) -> ProbeSetup:
+        """Check the two states against the model and load what a probe of its modules needs,
+        on a fixed random subset of at most ``max_examples`` examples (``seed`` picks it)."""
+        check_states(self.model, self.init_state, self.final_state)
+        device = torch.device(self.device)
+        names = list(self.modules) if self.modules is not None else default_modules(self.model)
+        batches = probe_batches(
+            self.data, max_examples, self.batch_size, device, self.transform, seed
+        )
+        return ProbeSetup(
+            names,
+            {k for k, _ in self.model.named_parameters()},
+            {k: v.detach().to(device) for k, v in self.init_state.items()},
+            {k: v.detach().to(device) for k, v in self.final_state.items()},
+            Probe(copy_structure(self.model, device), batches, self.task),
+        )
 
 
 __all__ = [
     "PerturbedModule",
     "Probe",
+    "ProbeInputs",
     "ProbeSetup",
     "alpha_grid",
     "check_states",
     "copy_structure",
     "default_modules",
     "probe_batches",
-    "probe_setup",
 ]

@@ -10,44 +10,22 @@ cheap. Module criticality itself (the μ search) is :mod:`transferscope.analysis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from transferscope.analysis.module_probe import (
-    PerturbedModule,
-    alpha_grid,
-    probe_setup,
-)
-from transferscope.data.base import Task
-from transferscope.training.loaders import BatchTransform
+from transferscope.analysis.module_probe import PerturbedModule, ProbeInputs, alpha_grid
 
 
 def rewind_modules(
-    model: nn.Module,
-    init_state: Mapping[str, Tensor],
-    final_state: Mapping[str, Tensor],
-    data: Dataset,
-    modules: Sequence[str] | None = None,
-    *,
-    task: Task = "multiclass",
-    max_examples: int | None = None,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    transform: BatchTransform | None = None,
+    inputs: ProbeInputs, *, max_examples: int | None = None
 ) -> dict[str, dict[str, float]]:
     """Rewind one module at a time to θ_i^0 (others final) and evaluate (Neyshabur et al. 2020, §3.4).
 
-    Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on ``data`` (the
-    test split, at most ``max_examples`` examples: a fixed random subset).
+    Returns ``{"final": {"loss", "metric"}, module: {"loss", "metric"}, ...}`` on
+    ``inputs.data`` (the test split, at most ``max_examples`` examples: a fixed random subset).
     """
-    setup = probe_setup(
-        model, init_state, final_state, data, modules, task=task, max_examples=max_examples,
-        batch_size=batch_size, device=torch.device(device), transform=transform,
-    )  # fmt: skip
+    setup = inputs.setup(max_examples)
     probe, init, final, params = setup.probe, setup.init, setup.final, setup.params
     loss, metric = probe.evaluate(final)
     out = {"final": {"loss": loss, "metric": metric}}
@@ -59,38 +37,28 @@ def rewind_modules(
 
 
 def criticality_heatmap(
-    model: nn.Module,
-    init_state: Mapping[str, Tensor],
-    final_state: Mapping[str, Tensor],
-    data: Dataset,
-    modules: Sequence[str] | None = None,
+    inputs: ProbeInputs,
     *,
-    task: Task = "multiclass",
     num_alphas: int = 4,
     num_sigmas: int = 4,
     noise_samples: int = 1,
     max_sigma: float = 1.0,
     seed: int = 0,
     max_examples: int | None = 500,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    transform: BatchTransform | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metric over an (α, σ) grid per module, as in the paper's heat maps (Neyshabur et al. 2020, §3.4).
 
     σ runs over ``linspace(0, max_sigma, num_sigmas)`` (σ = 0 included: no noise) and α over
     ``linspace(0, 1, num_alphas)``; each cell is the mean metric over ``noise_samples`` draws
     (one evaluation where σ = 0). Defaults are coarser than the μ search to stay cheap: the cost is
-    modules × num_alphas × (1 + (num_sigmas − 1) × noise_samples) passes over ``data``.
+    modules × num_alphas × (1 + (num_sigmas − 1) × noise_samples) passes over a fixed random
+    subset of at most ``max_examples`` of ``inputs.data`` (``seed`` picks it and the noise).
 
     Returns:
         module -> {"alphas": [A], "sigmas": [S], "distance": [A] (α ‖θ_i^F − θ_i^0‖_F),
         "metric": [[S] per α] (rows α, columns σ), "loss": same shape}.
     """
-    setup = probe_setup(
-        model, init_state, final_state, data, modules, task=task, max_examples=max_examples,
-        batch_size=batch_size, device=torch.device(device), transform=transform, seed=seed,
-    )  # fmt: skip
+    setup = inputs.setup(max_examples, seed)
     probe, init, final, params = setup.probe, setup.init, setup.final, setup.params
     alphas = alpha_grid(num_alphas)
     sigmas = [float(s) for s in torch.linspace(0, max_sigma, num_sigmas, dtype=torch.float64)]
