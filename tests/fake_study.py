@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from transferscope.config import StudyConfig
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.models import build_model
 from transferscope.study.executors import DataCache
+from transferscope.study.plan import Plan, build_plan
+from transferscope.study.store import StudyStore
 
 INFO = DataInfo("digits", "multiclass", 10, (1, 8, 8), tuple(str(d) for d in range(10)))
 
@@ -35,6 +39,15 @@ def fake_config(**fields) -> StudyConfig:
         "seeds": [0, 1],
     }
     return StudyConfig.model_validate({**base, **fields})
+
+
+def fake_study(root: Path, cfg: StudyConfig) -> tuple[StudyStore, Plan]:
+    """A study directory at ``root`` holding ``cfg`` and its plan (source and target: INFO), no
+    run written yet."""
+    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
+    store = StudyStore(root)
+    store.write_study(cfg, plan)
+    return store, plan
 
 
 def fake_weights(seed: int, base: dict[str, torch.Tensor] | None, scale: float) -> dict:

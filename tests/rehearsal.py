@@ -10,6 +10,9 @@ one target, one block shuffle, the trajectory points inside that one epoch, and 
 example counts, grid points and curve epochs (a forward and backward pass of one 224-px image
 takes ~0.2 s on the 2-core CPU these tests run on).
 
+Each preset has its own test module (``test_rehearsal_<preset>.py``, calling
+:func:`rehearse_preset`) so that the two run in parallel under ``make test``.
+
 Measured and printed (``pytest -s`` shows it; the JSON lands in the study directory as
 ``rehearsal.json``): wall time of training, of each analysis and of the report, and the child's
 peak resident memory over the whole run and during each analysis (sampled from /proc every
@@ -261,3 +264,14 @@ def write_config(data: dict[str, Any], path: Path) -> Path:
     config.from_dict(data)  # the overrides are a valid study
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def rehearse_preset(preset: str, tmp_path: Path, root: Path, **target: Any) -> Path:
+    """The preset ``preset`` shrunk (:func:`shrink`), its first target read from ``root`` (and
+    ``target``'s keys), run through the CLI in a child process and checked (:func:`check`);
+    returns the study directory."""
+    data = shrink(config.preset_dict(preset), tmp_path)
+    data["targets"] = [{**data["targets"][0], "root": str(root), **target}]
+    out = tmp_path / "study"
+    check(rehearse(write_config(data, tmp_path / f"{preset}.yaml"), out), out)
+    return out

@@ -17,13 +17,11 @@ from transferscope.data import registry
 from transferscope.data.base import TensorImageDataset
 from transferscope.models import build_model
 from transferscope.study.analyze import run_analyses
-from transferscope.study.plan import build_plan
-from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.loaders import epoch_order, iterate
 from transferscope.training.metrics import loss_fn
 
-from fake_study import INFO, FakeData, fake_weights
+from fake_study import FakeData, fake_study, fake_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -130,9 +128,7 @@ def study(tmp_path_factory):
             },
         }
     )
-    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
-    store = StudyStore(tmp_path_factory.mktemp("fake") / "study")
-    store.write_study(cfg, plan)
+    store, plan = fake_study(tmp_path_factory.mktemp("fake") / "study", cfg)
     p_final = None
     for i, run in enumerate(plan.runs):
         store.prepare_run(run)

@@ -12,11 +12,9 @@ import torch
 from transferscope import TransferscopeError
 from transferscope.config import StudyConfig
 from transferscope.study.analyze import run_analyses
-from transferscope.study.plan import build_plan
-from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-from fake_study import INFO, FakeData, fake_config, fake_weights
+from fake_study import FakeData, fake_config, fake_study, fake_weights
 
 N_TEST = 20
 # P-T: better and faster than RI-T (reaches the common bar 0.1 + 0.9 (0.8 - 0.1) = 0.73 at epoch 1,
@@ -35,10 +33,7 @@ def _config() -> StudyConfig:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    cfg = _config()
-    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
-    store = StudyStore(tmp_path_factory.mktemp("fake") / "study")
-    store.write_study(cfg, plan)
+    store, plan = fake_study(tmp_path_factory.mktemp("fake") / "study", _config())
     rng = np.random.default_rng(0)
     targets = rng.integers(0, 10, N_TEST)
     p_final: dict[str, torch.Tensor] | None = None

@@ -11,11 +11,9 @@ import torch
 from transferscope import trajectory_summary
 from transferscope.config import StudyConfig
 from transferscope.study.analyze import run_analyses
-from transferscope.study.plan import build_plan
-from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
-from fake_study import INFO, FakeData, fake_config, fake_weights
+from fake_study import FakeData, fake_config, fake_study, fake_weights
 
 CURVES = {"P": [0.1, 0.9], "P-T": [0.5, 0.9, 0.92, 0.93], "RI-T": [0.1, 0.3, 0.5, 0.8]}
 PK_CURVE = [0.2, 0.6, 0.8, 0.85]  # fine-tuned from an early checkpoint: slower and worse
@@ -67,10 +65,7 @@ def _config() -> StudyConfig:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    cfg = _config()
-    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
-    store = StudyStore(tmp_path_factory.mktemp("fake") / "study")
-    store.write_study(cfg, plan)
+    store, plan = fake_study(tmp_path_factory.mktemp("fake") / "study", _config())
     p_points: dict[str, dict[str, torch.Tensor]] = {}
     for i, run in enumerate(plan.runs):
         d = store.prepare_run(run)

@@ -31,10 +31,9 @@ from transferscope.options import AnalysisOptions
 from transferscope.report import build_report, evaluate_findings, load_study
 from transferscope.report.rules import HOLDS, UNMEASURED, TargetResult
 from transferscope.study.analyze import run_analyses
-from transferscope.study.plan import build_plan
 from transferscope.study.store import StudyStore
 
-from fake_study import INFO, FakeData, fake_config, write_runs
+from fake_study import FakeData, fake_config, fake_study, write_runs
 
 
 class CountOptions(AnalysisOptions):
@@ -114,9 +113,7 @@ def _config(**analyses: object) -> config.StudyConfig:
 
 
 def _study(tmp_path, cfg: config.StudyConfig) -> StudyStore:
-    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
-    store = StudyStore(tmp_path / "study")
-    store.write_study(cfg, plan)
+    store, plan = fake_study(tmp_path / "study", cfg)
     write_runs(store, plan)
     return store
 

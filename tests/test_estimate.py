@@ -98,22 +98,20 @@ def test_cli_estimate_prints_runs_by_kind_and_hours(tmp_path):
     cfg = small_config(tmp_path).model_dump(mode="json")
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(
-        [sys.executable, "-m", "transferscope", "estimate", str(path), "--steps", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def estimate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "transferscope", "estimate", str(path), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    proc = estimate("--steps", "1")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "runs by kind (9 in all)" in out and "device-hours on cpu" in out
     assert "analyses:" in out and "calibration (fixup-small" in out
-    bad = subprocess.run(
-        [sys.executable, "-m", "transferscope", "estimate", str(path), "-e", "nope"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = estimate("-e", "nope")
     assert bad.returncode == 2 and "LABEL=TRAIN/TEST" in bad.stderr

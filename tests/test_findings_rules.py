@@ -23,6 +23,7 @@ from transferscope.report.findings import (
     StudyData,
     TargetResult,
     evaluate_findings,
+    final_pt_metric,
 )
 from transferscope.report.html import findings_table_html
 
@@ -421,6 +422,16 @@ def test_c8_holds_fails_and_is_inconclusive() -> None:
     late = trajectory()
     late["points"].insert(0, point(1.9, 0.9, False, vs_final=level))
     assert verdict(study(trajectory=late), "C8") == UNMEASURED
+
+
+def test_c8_names_the_final_p_t_reference_point() -> None:
+    """The final P-T metric shown is the point marked as P-T's, not a P@k-T run at the final k."""
+    traj = trajectory(cmp(-1, -0.03, low=-0.05, high=-0.02))
+    traj["points"].insert(1, point(2.0, 0.86, False))  # a P@k-T run at the final k
+    assert final_pt_metric(traj) == 0.9  # the reference point, not the P@k-T run at k = 2
+    c8 = {f.id: f for f in evaluate_findings(study(trajectory=traj))}["C8"]
+    assert c8.verdict == FAILS  # worse than P-T beyond the tolerance and the noise
+    assert "final P-T 0.9" in c8.measured
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,5 @@
-"""The domainnet preset end to end at 224 px: full Fixup ResNet-50, JPEG files in DomainNet's layout.
-
-The rehearsal itself (data in the real on-disk layout, the child process, the per-phase timeline
-and memory) is in ``tests/rehearsal.py``; each preset has its own test module so that the two run
-in parallel under ``make test``.
-"""
+"""The domainnet preset end to end at 224 px: full Fixup ResNet-50, JPEG files in DomainNet's
+layout (the rehearsal: ``tests/rehearsal.py``)."""
 
 from __future__ import annotations
 
@@ -12,14 +8,12 @@ import json
 import pytest
 import yaml
 
-from rehearsal import check, make_domainnet_like, rehearse, shrink, write_config
-from transferscope import config
+from rehearsal import make_domainnet_like, rehearse_preset
 
 pytestmark = pytest.mark.slow
 
 
 def test_domainnet_preset_end_to_end_at_224_px(tmp_path):
-    data = shrink(config.preset_dict("domainnet"), tmp_path)
     root = make_domainnet_like(
         tmp_path / "domainnet",
         "real",
@@ -27,12 +21,9 @@ def test_domainnet_preset_end_to_end_at_224_px(tmp_path):
         2,
         1,
     )
-    data["targets"] = [
-        {**data["targets"][0], "root": str(root), "options": {"domain": "real", "subsample": 50000}}
-    ]
-    out = tmp_path / "study"
-    result = rehearse(write_config(data, tmp_path / "domainnet.yaml"), out)
-    check(result, out)
+    out = rehearse_preset(
+        "domainnet", tmp_path, root, options={"domain": "real", "subsample": 50000}
+    )
     study = yaml.safe_load((out / "study.yaml").read_text())
     assert study["model"]["name"] == "fixup-resnet50"
     assert study["source"]["options"]["image_size"] == 224

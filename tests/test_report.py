@@ -26,7 +26,6 @@ from transferscope.report.findings import (
     INCONCLUSIVE,
     UNMEASURED,
     depth_order,
-    final_pt_metric,
     spearman,
 )
 
@@ -875,57 +874,6 @@ def test_spearman_and_depth_order() -> None:
     names = ["fc", "layer10.0", "layer2.1", "bias1", "layer2.0", "conv1", "scale"]
     assert depth_order(names) == ["conv1", "layer2.0", "layer2.1", "layer10.0", "fc"]
     assert depth_order(["b", "a", "c"], reference=["c", "b"]) == ["c", "b", "a"]
-
-
-def test_c8_names_the_final_p_t_reference_point(tmp_path: Path) -> None:
-    """The final P-T metric shown is the point marked as P-T's, not a P@k-T run at the final k."""
-    root = tmp_path / "s"
-    plan = {"runs": [{"id": "PT-0", "target": "t", "seed": 0, "spec": {"kind": "P-T"}}]}
-    _write(root / "plan.json", plan)
-    unmeasured = {
-        "epochs_to_threshold": None,
-        "reached": [False],
-        "barrier_metric": None,
-        "barrier_loss": None,
-    }
-    points = [
-        {
-            "k": 0.5,
-            "runs": ["PkT-0"],
-            "final_metric": 0.87,
-            "early": True,
-            "vs_final": comparison(-1, -0.03, low=-0.05, high=-0.02),
-            **unmeasured,
-        },
-        {"k": 2.0, "runs": ["PkT-2"], "final_metric": 0.86, "early": False, **unmeasured},
-        {
-            "k": 2.0,
-            "runs": ["PT-0"],
-            "final_metric": 0.9,
-            "reference": "P-T",
-            "early": False,
-            **unmeasured,
-        },
-    ]
-    traj = {
-        "status": "ok",
-        "metric_name": "accuracy",
-        "final_k": 2.0,
-        "threshold": None,
-        "chance": 0.1,
-        "points": points,
-    }
-    version = registry.get("trajectory").version
-    _write(
-        root / "analyses" / "trajectory.json",
-        {"analysis": "trajectory", "version": version, "status": "ok", "targets": {"t": traj}},
-    )
-    assert final_pt_metric(traj) == 0.9  # the reference point, not the P@k-T run at k = 2
-    c8 = evaluate_findings(load_study(root))[7]
-    assert c8.id == "C8"
-    assert c8.verdict == FAILS  # worse than P-T beyond the tolerance and the noise
-    assert "final P-T 0.9" in c8.measured
-    assert build_report(root, formats=("png",)).is_file()
 
 
 def test_basins_section_shows_three_barriers_per_pair(full: tuple[Path, Path]) -> None:

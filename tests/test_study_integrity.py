@@ -31,7 +31,7 @@ from transferscope.training import checkpoints as ckpt
 from transferscope.training.metrics import chance_level
 from transferscope.training.trainer import read_metrics
 
-from fake_study import INFO, FakeData, write_runs
+from fake_study import INFO, FakeData, fake_study, write_runs
 from fixtures_data import make_imagefolder
 from study_checks import cli
 
@@ -80,9 +80,7 @@ def config(**overrides: Any) -> StudyConfig:
 
 
 def make_study(root: Path, cfg: StudyConfig, **kwargs: Any) -> tuple[StudyStore, Plan]:
-    plan = build_plan(cfg, {"src": INFO, "digits": INFO})
-    store = StudyStore(root)
-    store.write_study(cfg, plan)
+    store, plan = fake_study(root, cfg)
     write_runs(store, plan, **kwargs)
     return store, plan
 
