@@ -835,34 +835,34 @@ def test_failing_claims(tmp_path: Path) -> None:
     assert verdicts["C3"] == HOLDS
 
 
-def test_criticality_document_missing_a_field_names_file_and_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "where", "field", "claim", "expected"),
+    [
+        ("criticality", ("digits", "P-T"), "final_test_loss", "C7", "digits.P-T.ok"),
+        ("trajectory", ("digits", "points", 1), "early", "C8", "digits.ok.points.1"),
+    ],
+)
+def test_a_document_missing_a_field_names_file_and_field(
+    tmp_path: Path, name: str, where: tuple, field: str, claim: str, expected: str
+) -> None:
     root = make_study(tmp_path / "s")
-    path = root / "analyses" / "criticality.json"
+    path = root / "analyses" / f"{name}.json"
     doc = json.loads(path.read_text())
-    del doc["targets"]["digits"]["P-T"]["final_test_loss"]
+    inner = doc["targets"]
+    for key in where:
+        inner = inner[key]
+    del inner[field]
     _write(path, doc)
-    unit = registry.get("criticality")
+    unit = registry.get(name)
     with pytest.raises(ResultMismatch) as error:
         load_result(unit.Result, path, unit.version)
+    missing = f"targets.{expected}.{field}"
     assert str(path) in str(error.value)
-    assert "targets.digits.P-T.ok.final_test_loss" in str(error.value)
-
-
-def test_trajectory_document_missing_a_field_names_file_and_field(tmp_path: Path) -> None:
-    root = make_study(tmp_path / "s")
-    path = root / "analyses" / "trajectory.json"
-    doc = json.loads(path.read_text())
-    del doc["targets"]["digits"]["points"][1]["early"]
-    _write(path, doc)
-    unit = registry.get("trajectory")
-    with pytest.raises(ResultMismatch) as error:
-        load_result(unit.Result, path, unit.version)
-    assert str(path) in str(error.value)
-    assert "targets.digits.ok.points.1.early" in str(error.value)
+    assert missing in str(error.value)
     # The report still builds: the section says why, the claim is not measured.
-    assert "targets.digits.ok.points.1.early" in build_report(root, formats=("png",)).read_text()
-    c8 = {f.id: f for f in evaluate_findings(load_study(root))}["C8"]
-    assert c8.verdict == UNMEASURED
+    assert missing in build_report(root, formats=("png",)).read_text()
+    found = {f.id: f for f in evaluate_findings(load_study(root))}[claim]
+    assert found.verdict == UNMEASURED
 
 
 def test_spearman_and_depth_order() -> None:

@@ -271,9 +271,11 @@ def interpolate(
         a, b = _channels_last_state(a), _channels_last_state(b)
         transform = channels_last_batches(transform)
     if batched:
-        loss, metric = _batched(
-            work, a, b, lambdas, data, task, train_data if recal else None, bn_keys, device,
-            batch_size, recalibration_examples, transform,
+        # All λ per loaded batch: one recalibration pass (if any) and one evaluation pass.
+        loss, metric = evaluate_path(
+            work, lambda lam: interpolated_state(a, b, lam), lambdas, data, task,
+            train_data if recal else None, bn_keys, device, batch_size, recalibration_examples,
+            transform,
         )  # fmt: skip
     else:
         loss, metric = _per_point(
@@ -292,28 +294,6 @@ def _channels_last_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _state_bytes(state: Mapping[str, Tensor]) -> int:
     return sum(v.numel() * v.element_size() for v in state.values())
-
-
-@torch.no_grad()
-def _batched(
-    model: nn.Module,
-    a: dict[str, Tensor],
-    b: dict[str, Tensor],
-    lambdas: list[float],
-    data: Dataset,
-    task: Task,
-    train_data: Dataset | None,
-    bn_keys: list[str],
-    device: torch.device,
-    batch_size: int,
-    recalibration_examples: int | None,
-    transform: BatchTransform | None,
-) -> tuple[list[float], list[float]]:
-    """All λ per loaded batch: one recalibration pass (if any) and one evaluation pass."""
-    return evaluate_path(
-        model, lambda lam: interpolated_state(a, b, lam), lambdas, data, task, train_data,
-        bn_keys, device, batch_size, recalibration_examples, transform,
-    )  # fmt: skip
 
 
 @torch.no_grad()
