@@ -30,6 +30,10 @@ targets: [{name: digits}]
 seeds: [0]
 shuffles: {block_sizes: [], pixel: false}
 """
+# The reference both Ray studies are compared with: SMALL plus one shuffled pair, so that every
+# kind of run (P, P-T, RI-T, shuffled P-T and RI-T, P@k-T) goes through a Ray task. A run's id
+# depends on its own spec only, so SMALL's runs are found in it with the same ids.
+REFERENCE = SMALL.replace("block_sizes: []", "block_sizes: [7]")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -57,8 +61,10 @@ def ray_address():
 
 @pytest.fixture(scope="module")
 def local_micro(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("local") / "study"
-    run_study(out, "--no-analyses")
+    folder = tmp_path_factory.mktemp("local")
+    (folder / "reference.yaml").write_text(REFERENCE)
+    out = folder / "study"
+    run_study(out, "--no-analyses", config=str(folder / "reference.yaml"))
     return out
 
 
@@ -87,13 +93,16 @@ def assert_runs_match(ref: Path, out: Path) -> None:
 @pytest.mark.slow
 def test_micro_study_on_ray_equals_the_local_executor(ray_address, local_micro, tmp_path):
     out = tmp_path / "study"
-    run_study(out, "--no-analyses", "--executor", "ray", "--address", ray_address)
+    config = str(local_micro.parent / "reference.yaml")
+    run_study(out, "--no-analyses", "--executor", "ray", "--address", ray_address, config=config)
     a, b = StudyStore(local_micro), StudyStore(out)
     assert [r.id for r in a.read_plan().runs] == [r.id for r in b.read_plan().runs]
+    assert {r.spec.kind for r in b.read_plan().runs} >= {"P", "P-T", "RI-T", "P@k-T"}
+    assert any(r.shuffle for r in b.read_plan().runs)
     assert_runs_match(local_micro, out)
     # Rerunning skips every finished run, as locally.
     result = cli(
-        "run", "--preset=micro", "--out", str(out), "--quiet", "--no-analyses",
+        "run", config, "--out", str(out), "--quiet", "--no-analyses",
         "--executor", "ray", "--address", ray_address,
     )  # fmt: skip
     assert result.returncode == 0 and "0 to train" in result.stdout, result.stderr
