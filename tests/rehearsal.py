@@ -142,14 +142,16 @@ def shrink(data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         # 4 test images: at 8 MiB, exact CKA fits layer3-4 but not conv1-layer2 (802,816 and
         # 401,408 features per image), which switch to minibatch CKA as at full size.
         "similarity": {"max_examples": 4, "batch_size": 4, "max_exact_bytes": 8 << 20},
+        # One example per forward pass: criticality probes 18 modules of two models at ~10
+        # forwards each, the rehearsal's longest analysis (measured 41 s at one, 2x at two).
         "criticality": {
             "num_alphas": 2,
             "num_sigmas": 2,
             "noise_samples": 1,
-            "max_examples": 2,
+            "max_examples": 1,
             "heatmap_alphas": 2,
             "heatmap_sigmas": 2,
-            "eval_max_examples": 2,
+            "eval_max_examples": 1,
         },
         "trajectory": {"num_points": 2},
         "alignment": {"num_points": 2, "max_sweeps": 1, "recalibration_examples": 4},

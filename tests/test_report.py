@@ -671,6 +671,23 @@ def test_figure_formats(tmp_path: Path) -> None:
     assert figures.slug(EVIL) == "script_alert_1_script"
 
 
+def test_the_study_config_picks_the_figure_formats(tmp_path: Path) -> None:
+    """``report.figures`` in study.yaml decides the formats; a stamp records them, so a change
+    of formats makes the report out of date."""
+    from transferscope.report.html import figure_formats, report_is_current
+
+    root = make_study(tmp_path / "study", complete=False)
+    assert figure_formats(root) == ("png", "pdf")  # the default, for papers
+    with (root / "study.yaml").open("a") as f:
+        f.write("report:\n  figures: [svg]\n")
+    assert figure_formats(root) == ("svg",)
+    build_report(root)
+    figs = root / "report" / "figures"
+    assert list(figs.glob("*.svg")) and list(figs.glob("*.png")) and not list(figs.glob("*.pdf"))
+    assert report_is_current(root)
+    assert not report_is_current(root, formats=("png", "pdf"))
+
+
 def test_report_is_offline_and_scriptless(full: tuple[Path, Path]) -> None:
     _, index = full
     page = _parse(index)

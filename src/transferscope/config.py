@@ -35,6 +35,7 @@ from transferscope.specs import (
     ModelSpec,
     PerformanceSpec,
     PretrainedSpec,
+    ReportSpec,
     ResourcesSpec,
     ShuffleSpec,
     TrainSpec,
@@ -139,6 +140,7 @@ class StudyConfig(Section):
     )
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     @field_validator("seeds")
     @classmethod
@@ -314,7 +316,15 @@ def to_yaml(config: StudyConfig) -> str:
 
 # Keys that say how a study runs, not what it computes: a config differing only in these is the
 # same study (``transferscope run`` then takes the new values without asking for --force).
-EXECUTION_KEYS = ("output", "device", "num_threads", "jobs", "performance", "resources")
+EXECUTION_KEYS = (
+    "output",
+    "device",
+    "num_threads",
+    "jobs",
+    "performance",
+    "resources",
+    "report",
+)
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

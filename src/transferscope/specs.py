@@ -151,6 +151,17 @@ class PerformanceSpec(Section):
     )
 
 
+class ReportSpec(Section):
+    """How the report is written; it never changes a run or an analysis."""
+
+    figures: list[Literal["png", "pdf", "svg"]] = Field(
+        default_factory=lambda: ["png", "pdf"],
+        min_length=1,
+        description="file formats of every figure; PNG (shown in the page) is always written, "
+        "PDF and SVG are for papers (PDF embeds its fonts and is the slowest to write)",
+    )
+
+
 class ResourcesSpec(Section):
     """What each training run asks a cluster for (``--executor ray``); never part of a run's id."""
 
@@ -174,6 +185,7 @@ __all__ = [
     "ModelSpec",
     "PerformanceSpec",
     "PretrainedSpec",
+    "ReportSpec",
     "ResourcesSpec",
     "Schedule",
     "ShuffleSpec",

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from transferscope import atomic
 from transferscope.analyses import registry
 from transferscope.errors import TransferscopeError
@@ -341,8 +343,27 @@ def _fingerprint(study_dir: Path, formats: Sequence[str]) -> dict[str, Any]:
     return {"version": _version("transferscope"), "formats": list(formats), "files": files}
 
 
-def report_is_current(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) -> bool:
-    """Whether STUDY/report was built from exactly the study's present files."""
+DEFAULT_FORMATS = ("png", "pdf")
+
+
+def figure_formats(study_dir: Path) -> tuple[str, ...]:
+    """The figure formats the study asks for (``report.figures`` in its study.yaml, written
+    validated by ``transferscope run``); PNG and PDF when it says nothing."""
+    try:
+        cfg = yaml.safe_load((Path(study_dir) / layout.STUDY_CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return DEFAULT_FORMATS  # load_study names the damaged file
+    report = cfg.get("report") if isinstance(cfg, dict) else None
+    figures = report.get("figures") if isinstance(report, dict) else None
+    return (
+        tuple(str(f) for f in figures) if isinstance(figures, list) and figures else DEFAULT_FORMATS
+    )
+
+
+def report_is_current(study_dir: Path, formats: Sequence[str] | None = None) -> bool:
+    """Whether STUDY/report was built from exactly the study's present files (and ``formats``,
+    by default the study's own :func:`figure_formats`)."""
+    formats = figure_formats(study_dir) if formats is None else formats
     out = Path(study_dir) / "report"
     stamp = out / INPUTS_FILE
     if not (out / "index.html").is_file() or not stamp.is_file():
@@ -354,9 +375,7 @@ def report_is_current(study_dir: Path, formats: Sequence[str] = ("png", "pdf")) 
     return recorded == json.loads(json.dumps(_fingerprint(Path(study_dir), formats)))
 
 
-def build_report(
-    study_dir: Path, formats: Sequence[str] = ("png", "pdf"), force: bool = True
-) -> Path:
+def build_report(study_dir: Path, formats: Sequence[str] | None = None, force: bool = True) -> Path:
     """Write STUDY/report/index.html and its figures from the study directory; return its path.
 
     Reads only the study directory: nothing is trained or re-analysed. Sections whose analysis is
@@ -365,7 +384,8 @@ def build_report(
     Args:
         study_dir: the study directory.
         formats: file formats of every figure; PNG (shown in the page) is always written, the
-            others (PDF or SVG, for papers) are linked from each caption.
+            others (PDF or SVG, for papers) are linked from each caption. Default: the study's
+            ``report.figures`` (PNG and PDF unless its config says otherwise).
 
         force: build even when :func:`report_is_current` (``transferscope run`` passes False,
             so that rerunning a finished study does not redraw an unchanged report).
@@ -375,6 +395,7 @@ def build_report(
     """
     study_dir = Path(study_dir)
     data = load_study(study_dir)
+    formats = figure_formats(study_dir) if formats is None else tuple(formats)
     out = study_dir / "report"
     if not force and report_is_current(study_dir, formats):
         return out / "index.html"
