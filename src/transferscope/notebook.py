@@ -19,9 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from transferscope.analyses.results import AnalysisResult
+from transferscope.analyses.results import AnalysisResult, skipped_parts
 from transferscope.errors import TransferscopeError
 from transferscope.report.findings import Finding, evaluate_findings
 from transferscope.report.study_data import RunRow, StudyData, load_study
@@ -285,7 +283,7 @@ class Study:
                 continue
             assert doc is not None
             for target, entry in doc.targets.items():
-                rows += [_gap(name, target, *found) for found in _skips(entry, None)]
+                rows += [_gap(name, target, *found) for found in skipped_parts(entry)]
         return _frame(rows, ["analysis", "target", "part", "status", "reason"])
 
     # ----------------------------------------------------------------- helpers
@@ -353,24 +351,6 @@ def _gap(
         "status": status,
         "reason": reason,
     }
-
-
-def _skips(value: Any, part: str | None) -> list[tuple[str | None, str, str]]:
-    """(part, status, reason) of every skipped or failed model within ``value``."""
-    if isinstance(value, BaseModel):
-        label = getattr(value, "pair", None) or part
-        if getattr(value, "status", None) in ("skipped", "failed"):
-            return [(label, value.status, getattr(value, "reason", "") or "")]
-        found = []
-        for field, info in type(value).model_fields.items():
-            # A field with an alias is a named part (criticality's "P-T" and "RI-T").
-            found += _skips(getattr(value, field), info.alias or label)
-        return found
-    if isinstance(value, list | tuple):
-        return [x for item in value for x in _skips(item, part)]
-    if isinstance(value, dict):
-        return [x for key, item in value.items() for x in _skips(item, part or str(key))]
-    return []
 
 
 def open_study(root: str | Path) -> Study:
