@@ -163,41 +163,43 @@ def verdicts(study: transferscope.Study) -> dict[str, str]:
     return dict(zip(table.claim, table.overall, strict=True))
 
 
-@pytest.fixture
-def nano(tmp_path: Path):
-    def run(arch: str) -> transferscope.Study:
-        return check_study(run_nano(arch, tmp_path / arch))
+# Per architecture: the CKA layers (from its layout), whether it has BatchNorm statistics to
+# recompute, and why alignment does not apply (None: it does).
+EXPECTED: dict[str, tuple[list[str], bool, str | None]] = {
+    "fixup-small": (["conv1", "layer1", "layer2", "layer3"], False, None),
+    "resnet18": (["conv1", "layer1", "layer2", "layer3", "layer4"], True, None),
+    "convnext": (
+        ["stem", "stages.0", "stages.1", "stages.2", "stages.3"],
+        False,
+        "permutation alignment does not support ConvNeXt",
+    ),
+    "vit": (
+        ["patch_embed", "blocks.0", "blocks.1", "blocks.2"],
+        False,
+        "permutation alignment does not support VisionTransformer",
+    ),
+}
 
-    return run
 
-
-def _print_verdicts(arch: str, study: transferscope.Study) -> None:
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_nano_study(arch: str, tmp_path: Path) -> None:
+    study = check_study(run_nano(arch, tmp_path / arch))
     print(f"\n{arch} verdicts: {json.dumps(verdicts(study))}")
     print(study.not_measured.to_string())
+    check_architecture(arch, study)
 
 
-def test_fixup_small(nano) -> None:
-    study = nano("fixup-small")
-    _print_verdicts("fixup-small", study)
-    # A Fixup network has no BatchNorm: nothing is recalibrated.
-    assert not study.barriers.batchnorm_recalibrated.any()
-
-
-def test_resnet18_batchnorm(nano) -> None:
-    study = nano("resnet18")
-    _print_verdicts("resnet18", study)
-    # BatchNorm statistics are recomputed on every path and for criticality.
-    assert study.barriers.batchnorm_recalibrated.all()
-    assert study.criticality.recalibrated_batchnorm.all()
-
-
-def test_convnext(nano) -> None:
-    study = nano("convnext")
-    _print_verdicts("convnext", study)
-    assert not study.barriers.batchnorm_recalibrated.any()
-
-
-def test_vit(nano) -> None:
-    study = nano("vit")
-    _print_verdicts("vit", study)
-    assert not study.barriers.batchnorm_recalibrated.any()
+def check_architecture(arch: str, study: transferscope.Study) -> None:
+    """What the architecture changes: layers, BatchNorm, alignment's applicability."""
+    layers, batchnorm, unsupported = EXPECTED[arch]
+    assert list(dict.fromkeys(study.cka.layer)) == layers
+    # BatchNorm statistics are recomputed on every path and for criticality, where they exist.
+    assert (study.barriers.batchnorm_recalibrated == batchnorm).all()
+    assert (study.criticality.recalibrated_batchnorm == batchnorm).all()
+    alignment = study.result("alignment")
+    if unsupported is None:
+        assert alignment.status == "ok"
+    else:
+        assert alignment.status == "skipped" and unsupported in str(alignment.reason)
+        c9 = study.findings.set_index("claim").loc["C9"]
+        assert c9.verdict == "not measured" and unsupported in c9.measured

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from transferscope.analyses.results import AnalysisResult, skipped_parts
 from transferscope.errors import TransferscopeError
-from transferscope.report.findings import Finding, evaluate_findings
+from transferscope.report.findings import Finding, depth_order, evaluate_findings
 from transferscope.report.study_data import RunRow, StudyData, load_study
 from transferscope.study import layout
 
@@ -155,10 +155,12 @@ class Study:
 
     @property
     def cka(self) -> pd.DataFrame:
-        """CKA per pair and layer (Neyshabur et al. 2020, §3.2): the similarity analysis."""
+        """CKA per pair and layer (Neyshabur et al. 2020, §3.2), layers input to output."""
         rows = []
         for target, pair in self._pairs("similarity"):
-            for layer, value in pair.layers.items():
+            # Input to output: the JSON stores layers in key order ("stem" after "stages.3").
+            for layer in depth_order(pair.layers):
+                value = pair.layers[layer]
                 rows.append(
                     {
                         **_pair_columns(target, pair),
