@@ -67,13 +67,13 @@ def nano_config(arch: str, out: Path) -> StudyConfig:
     )
     a = micro["analyses"]
     source, epochs, examples, target_epochs, lr = RECIPES[arch]
-    few = {"num_points": 3, "recalibration_examples": 100}
+    few = {"num_points": 3, "recalibration_examples": 100, "max_examples": 100}
     target = {"epochs": target_epochs, "batch_size": 32, "max_train_examples": examples}
     doc = {
         **micro,
         "name": f"nano {arch}",
         "source": {"name": "fashion-mnist", "options": {"train_size": source, "test_size": 100}},
-        "targets": [{"name": "digits", "options": {"test_fraction": 0.5}}],
+        "targets": [{"name": "digits", "options": {"test_fraction": 0.15}}],
         "model": ARCHITECTURES[arch],
         "pretrain": {"epochs": epochs, "batch_size": 32, "lr": lr, "checkpoint_points": [1]},
         "finetune": {**target, "lr": lr / 2},
@@ -92,7 +92,7 @@ def nano_config(arch: str, out: Path) -> StudyConfig:
                 "noise_samples": 1,
             },
             "interpolation": few,
-            "trajectory": {"num_points": 3},
+            "trajectory": {"num_points": 3, "max_examples": 100},
             "alignment": few,
             "connectivity": {**few, "epochs": 1, "max_train_examples": 100},
         },
