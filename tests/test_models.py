@@ -43,7 +43,9 @@ def _perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], skip: str = "") -> None:
+def _state_equal(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], skip: str | tuple[str, ...] = ""
+) -> None:
     keys = [k for k in a if not (skip and k.startswith(skip))]
     assert keys
     for key in keys:
@@ -357,3 +359,39 @@ def test_timm_missing_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(TransferscopeError, match=r"pip install transferscope\[timm\]"):
         build_model("timm:resnet18", 5)
+
+
+# A ViT for 28x28 images: patch 4, two blocks.
+TINY_VIT = {"img_size": 28, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_own_pretrained_timm_vit(tmp_path, suffix: str) -> None:
+    """A user's own timm ViT state dict (RGB, 1000 classes) as P for grayscale 5-class data:
+    every weight loaded, the head fresh, the patch embedding summed over RGB."""
+    pytest.importorskip("timm")
+    import timm
+
+    own = _perturbed(
+        timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000, **TINY_VIT)
+    )
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".safetensors":
+        save_file(own.state_dict(), str(path))
+    else:
+        torch.save(own.state_dict(), path)
+    model = build_model(
+        "timm:vit_tiny_patch16_224", 5, in_channels=1, pretrained=str(path), **TINY_VIT
+    )
+    state = own.state_dict()
+    _state_equal(state, model.state_dict(), skip=("head.", "patch_embed.proj.weight"))
+    assert model.head.weight.shape == (5, 32)
+    stem = model.patch_embed.proj.weight
+    assert torch.allclose(stem, state["patch_embed.proj.weight"].sum(1, keepdim=True))
+    # Grayscale input x gives the RGB model's tokens for the image x replicated to RGB.
+    x = torch.randn(2, 1, 28, 28)
+    own.eval(), model.eval()
+    with torch.no_grad():
+        assert torch.allclose(
+            model.forward_features(x), own.forward_features(x.expand(-1, 3, -1, -1)), atol=1e-5
+        )

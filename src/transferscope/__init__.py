@@ -25,11 +25,13 @@ from transferscope.analysis.trajectory import trajectory_summary
 from transferscope.config import StudyConfig, load_preset
 from transferscope.data.shuffle import block_shuffle, pixel_shuffle
 from transferscope.errors import TransferscopeError
+from transferscope.notebook import Study, open_study
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CKAAccumulator",
+    "Study",
     "StudyConfig",
     "TransferscopeError",
     "__version__",
@@ -45,6 +47,7 @@ __all__ = [
     "linear_cka",
     "load_preset",
     "module_criticality",
+    "open_study",
     "parameter_distance",
     "pixel_shuffle",
     "relative_drop",

@@ -129,6 +129,26 @@ def validate_result(model: type[R], raw: Any, path: Path, version: int | None = 
         ) from None
 
 
+def skipped_parts(value: Any, part: str | None = None) -> list[tuple[str | None, str, str]]:
+    """(part, status, reason) of every skipped or failed model within ``value`` (a result, a
+    target entry, or lists and dicts of them): the part is the pair name, or the alias of the
+    field holding it (e.g. a criticality kind, "P-T"), else ``part``."""
+    if isinstance(value, BaseModel):
+        label = getattr(value, "pair", None) or part
+        status = getattr(value, "status", None)
+        if status in ("skipped", "failed"):
+            return [(label, str(status), getattr(value, "reason", None) or "")]
+        found = []
+        for name, info in type(value).model_fields.items():
+            found += skipped_parts(getattr(value, name), info.alias or label)
+        return found
+    if isinstance(value, list | tuple):
+        return [x for item in value for x in skipped_parts(item, part)]
+    if isinstance(value, dict):
+        return [x for key, item in value.items() for x in skipped_parts(item, part or str(key))]
+    return []
+
+
 def _fix(path: Path) -> str:
     return f"rerun `transferscope analyze {Path(path).parent.parent} --only {Path(path).stem}`"
 
@@ -143,5 +163,6 @@ __all__ = [
     "TargetEntry",
     "entry",
     "load_result",
+    "skipped_parts",
     "validate_result",
 ]

@@ -118,12 +118,16 @@ def load_state(
 def adapt_stem(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Fit the stem's input channels of ``state`` to ``model`` (e.g. RGB weights for grayscale).
 
-    When only the stem weight's input-channel count differs (shape (C_out, C_in, k, k)), one channel
+    The stem's weight is the first convolution kernel in it (``conv1.weight`` of a ResNet,
+    ``patch_embed.proj.weight`` of a timm ViT, ``stem.0.weight`` of a timm ConvNeXt). When only
+    that weight's input-channel count differs (shape (C_out, C_in, k, k)), one channel
     gets the sum over the file's channels (a gray image replicated to RGB gives the same response);
     more channels get the file's channels repeated cyclically, scaled by C_file / C_model (timm's
     ``adapt_input_conv`` rule). Everything else is returned unchanged.
     """
-    key = f"{layout(model).stem}.weight"
+    key = stem_weight_key(model)
+    if key is None:
+        return state
     target = model.state_dict().get(key)
     weight = state.get(key)
     if target is None or weight is None or weight.ndim != 4 or target.shape == weight.shape:
@@ -137,6 +141,15 @@ def adapt_stem(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
         index = torch.arange(channels) % given
         adapted = weight[:, index] * (given / channels)
     return {**state, key: adapted}
+
+
+def stem_weight_key(model: nn.Module) -> str | None:
+    """The state-dict key of the first 4-d (convolution) weight in ``model``'s stem, or None."""
+    stem = layout(model).stem
+    for key, value in model.state_dict().items():
+        if _within(key, stem) and key.endswith("weight") and value.ndim == 4:
+            return key
+    return None
 
 
 def _find_state(obj: object, path: Path) -> dict[str, Tensor]:

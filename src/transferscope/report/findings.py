@@ -45,7 +45,8 @@ def _per_target(data: StudyData, unit: Analysis, claim: Claim) -> list[TargetRes
     reason = data.not_run_reason(unit.name)
     for target in data.targets:
         if reason is not None:
-            out.append(TargetResult(target, UNMEASURED, f"{unit.name} not run"))
+            # The reason itself: "not run" would hide e.g. an architecture it does not support.
+            out.append(TargetResult(target, UNMEASURED, f"{unit.name} not measured: {reason}"))
             continue
         entry = data.target_entry(unit.name, target)
         status = (

@@ -26,7 +26,12 @@ from typing import Any
 from transferscope import atomic, runfiles
 from transferscope.analyses import registry
 from transferscope.analyses.context import StudyContext
-from transferscope.analyses.results import AnalysisResult, ResultMismatch, validate_result
+from transferscope.analyses.results import (
+    AnalysisResult,
+    ResultMismatch,
+    skipped_parts,
+    validate_result,
+)
 from transferscope.analyses.unit import Analysis
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.config import StudyConfig, changed_keys
@@ -227,16 +232,23 @@ def run_analyses(
             },
         }
         if status == "skipped":
-            doc["reason"] = (
-                f"runs not finished: {', '.join(sorted(ctx.missing))}"
-                if ctx.missing
-                else "the plan has no runs this analysis compares"
-            )
+            doc["reason"] = _why_nothing(result, ctx.missing)
         unit.Result.model_validate(doc)  # what is written must read back
         atomic.write_json(path, doc)
         notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
         out[name] = path
     return out
+
+
+def _why_nothing(result: AnalysisResult, missing: set[str]) -> str:
+    """Why an analysis measured nothing: unfinished runs, else the reasons its targets and
+    pairs were skipped (e.g. an architecture it does not support), else an empty plan."""
+    if missing:
+        return f"runs not finished: {', '.join(sorted(missing))}"
+    reasons = dict.fromkeys(reason for _, _, reason in skipped_parts(result.targets) if reason)
+    if reasons:
+        return "; ".join(reasons)
+    return "the plan has no runs this analysis compares"
 
 
 __all__ = ["ProgressFn", "TickFn", "run_analyses"]

@@ -1,0 +1,205 @@
+"""The whole study on four architectures: Fixup, a BatchNorm ResNet, a ConvNeXt and a ViT.
+
+Each test runs a nano study (the micro preset cut down: one target, one epoch, small models)
+end to end in this process: every run kind, every analysis and the report. No analysis may fail
+on any architecture; where one cannot apply, its result and the report say so and why.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import transferscope
+from transferscope.analyses import registry
+from transferscope.config import StudyConfig
+from transferscope.report import build_report
+from transferscope.study.executors import DataCache, LocalExecutor, plan_study
+from transferscope.study.store import StudyStore
+
+from conftest import requires_fashion
+
+pytestmark = [requires_fashion, pytest.mark.slow]
+
+# Small enough for 28x28 images and a few seconds a run on one core; resnet18 (11M parameters,
+# 0.6 s a step of 32 on one core) trains on fewer examples.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "fixup-small": {"name": "fixup-small", "options": {"widths": [8, 16, 16], "stem_stride": 2}},
+    "resnet18": {"name": "resnet18"},
+    # Four stages of one block; patch 1 keeps a 3x3 map after the three downsamplings.
+    "convnext": {
+        "name": "timm:convnext_atto",
+        "options": {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64], "patch_size": 1},
+    },
+    "vit": {
+        "name": "timm:vit_tiny_patch16_224",
+        "options": {
+            "img_size": 28,
+            "patch_size": 4,
+            "embed_dim": 32,
+            "depth": 3,
+            "num_heads": 2,
+            "mlp_ratio": 2.0,
+        },
+    },
+}
+# Source examples, pre-training epochs, target training examples, target epochs, learning rate
+# (fine-tuning uses half).
+RECIPES: dict[str, tuple[int, int, int, int, float]] = {
+    "fixup-small": (512, 4, 320, 3, 0.1),
+    "resnet18": (256, 2, 192, 1, 0.05),
+    "convnext": (512, 3, 320, 2, 0.05),
+    "vit": (512, 3, 320, 2, 0.05),
+}
+
+
+def nano_config(arch: str, out: Path) -> StudyConfig:
+    """The micro preset cut to one small target, a few dozen steps a run and the fewest grid
+    points, with ``arch``'s model."""
+    micro = yaml.safe_load(
+        resources.files("transferscope.presets").joinpath("micro.yaml").read_text()
+    )
+    a = micro["analyses"]
+    source, epochs, examples, target_epochs, lr = RECIPES[arch]
+    few = {"num_points": 3, "recalibration_examples": 100, "max_examples": 100}
+    target = {"epochs": target_epochs, "batch_size": 32, "max_train_examples": examples}
+    doc = {
+        **micro,
+        "name": f"nano {arch}",
+        "source": {"name": "fashion-mnist", "options": {"train_size": source, "test_size": 100}},
+        "targets": [{"name": "digits", "options": {"test_fraction": 0.15}}],
+        "model": ARCHITECTURES[arch],
+        "pretrain": {"epochs": epochs, "batch_size": 32, "lr": lr, "checkpoint_points": [1]},
+        "finetune": {**target, "lr": lr / 2},
+        "randinit": {**target, "lr": lr},
+        "shuffles": {"block_sizes": [7], "pixel": False, "seeds": [0]},
+        "trajectory": {"checkpoints": [1]},
+        "analyses": {
+            **a,
+            "similarity": {"max_examples": 100},
+            "criticality": {
+                **a["criticality"],
+                "max_examples": 100,
+                "eval_max_examples": 100,
+                "num_alphas": 2,
+                "num_sigmas": 2,
+                "noise_samples": 1,
+            },
+            "interpolation": few,
+            "trajectory": {"num_points": 3, "max_examples": 100},
+            "alignment": few,
+            "connectivity": {**few, "epochs": 1, "max_train_examples": 100},
+        },
+        "output": str(out),
+        "num_threads": 1,
+    }
+    return StudyConfig.model_validate(doc)
+
+
+def run_nano(arch: str, out: Path) -> Path:
+    cfg = nano_config(arch, out)
+    cache = DataCache()
+    plan = plan_study(cfg, cache)
+    store = StudyStore(out)
+    store.write_study(cfg, plan)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcome = LocalExecutor(store, cfg, cache).run(plan, analyses=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert not outcome.failed_runs, outcome.runs
+    assert not outcome.failed_analyses, outcome.failed_analyses
+    build_report(out, formats=("png",))
+    return out
+
+
+def _not_applicable(doc: dict[str, Any]) -> list[str]:
+    """Every reason a result gives for what it did not measure (whole, per target or part)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("status") in ("skipped", "failed") and value.get("reason"):
+                found.append(str(value["reason"]))
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(doc)
+    return found
+
+
+def check_study(root: Path) -> transferscope.Study:
+    """Every run done, every analysis written and none failed, each skip named in the report
+    with its reason, and the findings table complete."""
+    study = transferscope.open_study(root)
+    assert set(study.runs.state) == {"done"}
+    html = (root / "report" / "index.html").read_text()
+    for unit in registry.units():
+        doc = json.loads((root / "analyses" / f"{unit.name}.json").read_text())
+        assert doc["status"] in ("ok", "skipped"), (unit.name, doc.get("reason"))
+        for reason in _not_applicable(doc):
+            assert "Traceback" not in reason
+            # The report escapes it; a reason without markup appears verbatim.
+            if "<" not in reason and "&" not in reason and "'" not in reason:
+                assert reason in html, (unit.name, reason)
+    findings = study.findings
+    assert len(set(findings.claim)) == 10
+    return study
+
+
+def verdicts(study: transferscope.Study) -> dict[str, str]:
+    """Claim -> overall verdict (what the closing note of a matrix run reports)."""
+    table = study.findings.drop_duplicates("claim")
+    return dict(zip(table.claim, table.overall, strict=True))
+
+
+# Per architecture: the CKA layers (from its layout), whether it has BatchNorm statistics to
+# recompute, and why alignment does not apply (None: it does).
+EXPECTED: dict[str, tuple[list[str], bool, str | None]] = {
+    "fixup-small": (["conv1", "layer1", "layer2", "layer3"], False, None),
+    "resnet18": (["conv1", "layer1", "layer2", "layer3", "layer4"], True, None),
+    "convnext": (
+        ["stem", "stages.0", "stages.1", "stages.2", "stages.3"],
+        False,
+        "permutation alignment does not support ConvNeXt",
+    ),
+    "vit": (
+        ["patch_embed", "blocks.0", "blocks.1", "blocks.2"],
+        False,
+        "permutation alignment does not support VisionTransformer",
+    ),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_nano_study(arch: str, tmp_path: Path) -> None:
+    study = check_study(run_nano(arch, tmp_path / arch))
+    print(f"\n{arch} verdicts: {json.dumps(verdicts(study))}")
+    print(study.not_measured.to_string())
+    check_architecture(arch, study)
+
+
+def check_architecture(arch: str, study: transferscope.Study) -> None:
+    """What the architecture changes: layers, BatchNorm, alignment's applicability."""
+    layers, batchnorm, unsupported = EXPECTED[arch]
+    assert list(dict.fromkeys(study.cka.layer)) == layers
+    # BatchNorm statistics are recomputed on every path and for criticality, where they exist.
+    assert (study.barriers.batchnorm_recalibrated == batchnorm).all()
+    assert (study.criticality.recalibrated_batchnorm == batchnorm).all()
+    alignment = study.result("alignment")
+    if unsupported is None:
+        assert alignment.status == "ok"
+    else:
+        assert alignment.status == "skipped" and unsupported in str(alignment.reason)
+        c9 = study.findings.set_index("claim").loc["C9"]
+        assert c9.verdict == "not measured" and unsupported in c9.measured
