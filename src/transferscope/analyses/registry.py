@@ -18,6 +18,7 @@ from transferscope.errors import TransferscopeError, unknown_name
 # Modules of the built-in units, in the order of the paper's sections (and of the report).
 BUILTIN = (
     "curves",
+    "domain",
     "mistakes",
     "similarity",
     "distance",

@@ -55,6 +55,10 @@ class Claim:
     its result model) into a :class:`~transferscope.report.findings.TargetResult`; the findings
     table applies it to every target, marks targets without a result "not measured", and makes a
     verdict that leans on a run at chance level inconclusive.
+
+    A claim about how results vary *between* targets (``across=True``) is judged once:
+    ``judge(result, "across targets", data)`` gets the unit's whole result and returns one
+    :class:`~transferscope.report.findings.TargetResult`, shown as one row with one verdict.
     """
 
     id: str
@@ -64,6 +68,8 @@ class Claim:
     order: float | None = None
     """Position in the findings table (claims sort by it); by default the number in the id,
     so that C2 comes before C10."""
+    across: bool = False
+    """Judge the whole result once, across targets, instead of once per target."""
 
     def __post_init__(self) -> None:
         if self.order is None:
@@ -72,7 +78,7 @@ class Claim:
 
 
 def claim(
-    id: str, claim: str, rule: str, *, order: float | None = None
+    id: str, claim: str, rule: str, *, order: float | None = None, across: bool = False
 ) -> Callable[[Judge], Claim]:
     """Decorator: the judge function below it becomes the :class:`Claim` ``id``, so that the
     claim and its rule in words stand next to the code that decides it::
@@ -86,7 +92,7 @@ def claim(
     """
 
     def make(judge: Judge) -> Claim:
-        return Claim(id, claim, rule, judge, order)
+        return Claim(id, claim, rule, judge, order, across)
 
     return make
 

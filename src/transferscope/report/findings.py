@@ -1,6 +1,6 @@
 """The findings table: every claim of every registered analysis unit, judged per target.
 
-Each claim of Neyshabur et al. (2020) (C1-C8), and the follow-up claims C9-C10 beyond the paper,
+Each claim of Neyshabur et al. (2020) (C1-C8), and the follow-up claims C9-C11 beyond the paper,
 is declared by the analysis unit that measures it (:class:`transferscope.analyses.unit.Claim`).
 :func:`evaluate_findings` applies each claim's judge to every target's result and returns one
 :class:`Finding` per claim: the numbers measured, a verdict (:mod:`.rules`) and the rule that
@@ -10,7 +10,8 @@ Rules that say "P-T models are alike" compare P-T pairs not only with independen
 also with the RI-T pair that shares one random init and with the control pair: two P-T runs
 share P's weights as their start, and a shared start alone must not make such a claim hold. Over
 targets: a claim does not hold if it fails on one target, holds if it holds on every target
-measured, and is inconclusive otherwise.
+measured, and is inconclusive otherwise. A claim about how targets differ (C11: the benefit
+against the distance from the source) is judged once over all of them, in one row.
 """
 
 from __future__ import annotations
@@ -37,10 +38,26 @@ from transferscope.report.rules import (
 )
 from transferscope.report.study_data import RunRow, StudyData, load_study
 
+ACROSS_TARGETS = "across targets"
+"""The 'target' of a claim judged once over every target (``Claim.across``)."""
+
+
+def _across_targets(data: StudyData, unit: Analysis, claim: Claim) -> TargetResult:
+    """``claim`` judged once on ``unit``'s whole result; inconclusive when the result names a
+    run at chance level."""
+    reason = data.not_run_reason(unit.name)
+    result = data.result(unit.name)
+    if reason is not None or result is None:
+        return TargetResult(ACROSS_TARGETS, UNMEASURED, f"{unit.name} not run")
+    return data.guard_chance(claim.judge(result, ACROSS_TARGETS, data), result)
+
 
 def _per_target(data: StudyData, unit: Analysis, claim: Claim) -> list[TargetResult]:
     """Apply ``claim`` to each target's entry of ``unit``'s result (or say why it is not
-    measured); a verdict that leans on a run at chance level becomes inconclusive."""
+    measured); a verdict that leans on a run at chance level becomes inconclusive. A claim
+    across targets gives one result for all of them."""
+    if claim.across:
+        return [_across_targets(data, unit, claim)]
     out = []
     reason = data.not_run_reason(unit.name)
     for target in data.targets:
@@ -65,7 +82,7 @@ def _per_target(data: StudyData, unit: Analysis, claim: Claim) -> list[TargetRes
 
 
 def evaluate_findings(data: StudyData) -> list[Finding]:
-    """Every registered claim (C1-C8 of Neyshabur et al. 2020, C9-C10 beyond it, and any a
+    """Every registered claim (C1-C8 of Neyshabur et al. 2020, C9-C11 beyond it, and any a
     plug-in unit adds), each with its rule, per-target numbers, statistic and verdict."""
     claims = [(unit, claim) for unit in registry.units() for claim in unit.claims]
     claims.sort(key=lambda uc: uc[1].order)
@@ -93,6 +110,7 @@ def final_pt_metric(entry: object) -> float | None:
 
 
 __all__ = [
+    "ACROSS_TARGETS",
     "BARRIER_TOLERANCE",
     "CHECKPOINT_TOLERANCE",
     "FAILS",

@@ -1,0 +1,429 @@
+"""Domain similarity: how far each target is from the source, seen by P (beyond the paper): C11.
+
+Neyshabur et al. (2020, §3.1) observe that the target furthest from the source (quickdraw)
+gains least from pre-training and loses least to block shuffling. This unit measures "far": per
+target, the distance between P's penultimate-layer features on source test images and on target
+test images (fed to P as P-T sees them), on seeded subsets of one common size so that every
+target's distance has the same sample-size bias. The Fréchet distance of fitted Gaussians (as
+FID) decides the claim; the RBF-kernel MMD² (one bandwidth for all targets: the median distance
+between the source's features) is recorded alongside. Claim C11 then relates these distances to
+the curves analysis's benefit and shuffle loss, across targets. The math is in
+:mod:`transferscope.analysis.domain`; method notes in ``docs/methods.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from transferscope.analyses.context import StudyContext, skipped, subset
+from transferscope.analyses.registry import register
+from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
+from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analysis import domain as domain_lib
+from transferscope.options import AnalysisOptions
+from transferscope.report.rules import (
+    INCONCLUSIVE,
+    UNMEASURED,
+    TargetResult,
+    combine,
+    finite,
+    fmt,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from transferscope.analyses.curves import ShuffleGap
+    from transferscope.report.findings import StudyData
+    from transferscope.report.page import Page
+
+Measure = Literal["frechet", "mmd"]
+MEASURE_NAMES = {"frechet": "Fréchet distance", "mmd": "MMD² (RBF)"}
+
+
+class DomainOptions(AnalysisOptions):
+    max_examples: int | None = Field(
+        default=2000,
+        ge=2,
+        description="examples per domain: seeded test subsets of one size, the smallest test "
+        "split's if smaller",
+    )
+    measure: Measure = Field(default="frechet", description="the distance claim C11 ranks by")
+    subset_seed: int = Field(default=0, description="seed of the test subsets")
+    batch_size: int = Field(default=256, ge=1, description="examples per forward pass")
+
+
+class DomainEntry(TargetEntry):
+    """One target's distance from the source."""
+
+    frechet: float
+    """Fréchet distance of Gaussians fitted to P's penultimate features (squared units)."""
+    mmd: float
+    """Unbiased MMD² with the RBF kernel of the result's ``mmd_bandwidth``."""
+    examples: int
+    """Examples per domain the distances were computed on."""
+    run: str
+    """The run whose weights were P (the P run, or a P-T run's start for an external P)."""
+
+
+class DomainResult(AnalysisResult):
+    targets: dict[str, entry(DomainEntry)] = Field(default_factory=dict)
+    measure: Measure = "frechet"
+    """The distance C11 ranks targets by."""
+    source: str | None = None
+    layer: str | None = None
+    """The module whose input is the features (P's classifier head)."""
+    features: int | None = None
+    mmd_bandwidth: float | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# computing
+
+
+def _p_model(ctx: StudyContext) -> tuple[Any, str] | str:
+    """(P, its run label), or why P cannot be read."""
+    p = ctx.p_run()
+    if p is not None:
+        if not ctx.done(p):
+            return f"P ({p.id}) has not finished"
+        return ctx.final_model(p), p.id
+    # An external P: every P-T run starts from it (with a fresh head, not used here).
+    for spec in ctx.cfg.targets:
+        pts = ctx.independent("P-T", spec.label)
+        if pts:
+            return ctx.p_model(pts[0])
+    return "the plan has no P run and no P-T run to read P from"
+
+
+def _compute(ctx: StudyContext, options: DomainOptions) -> dict[str, Any]:
+    labels = [spec.label for spec in ctx.cfg.targets]
+    got = _p_model(ctx)
+    if isinstance(got, str):
+        return {"targets": {t: skipped(got) for t in labels}}
+    model, p_id = got
+    source = ctx.cache.get(ctx.cfg.source).test
+    tests = {spec.label: ctx.cache.get(spec).test for spec in ctx.cfg.targets}
+    # One size for every domain: the distances' sample-size bias is then the same for all.
+    n = min(len(source), *(len(t) for t in tests.values()))
+    if options.max_examples is not None:
+        n = min(n, options.max_examples)
+    if n < 2:
+        return {"targets": {t: skipped(f"{n} test examples: 2 needed") for t in labels}}
+
+    def features(data: Any) -> np.ndarray:
+        return domain_lib.penultimate_features(
+            model, subset(data, n, options.subset_seed), options.batch_size, ctx.device
+        )
+
+    ctx.progress(0, len(labels) + 1, "source features")
+    src = features(source)
+    # One kernel for every target (a per-pair median would change the yardstick per target).
+    bandwidth = domain_lib.median_bandwidth(src)
+    targets: dict[str, Any] = {}
+    for i, label in enumerate(labels):
+        ctx.progress(i + 1, len(labels) + 1, f"target {label}")
+        tgt = features(tests[label])
+        mmd, _ = domain_lib.mmd_rbf(src, tgt, bandwidth)
+        targets[label] = {
+            "frechet": domain_lib.frechet_distance(src, tgt),
+            "mmd": mmd,
+            "examples": n,
+            "run": p_id,
+        }
+    from transferscope.models.layout import layout
+
+    return {
+        "targets": targets,
+        "source": ctx.cfg.source.label,
+        "layer": layout(model).head,
+        "features": int(src.shape[1]),
+        "mmd_bandwidth": bandwidth,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# claim C11: the benefit against the distance, across targets
+
+
+@dataclass(frozen=True)
+class Point:
+    """One target: its distance and what the curves analysis measured there."""
+
+    target: str
+    distance: float
+    benefit: float
+    """Relative drop 100·(A(P-T) − A(RI-T))/A(P-T), unshuffled (percent)."""
+    lost: float | None
+    """Relative drop unshuffled minus at the smallest block (pixel shuffle if no block)."""
+    lost_at: str | None
+    speed_gap: float | None
+    beats_rit: int | None
+    """+1 when P-T's final metric beats RI-T's beyond test-set noise (C1's test)."""
+    runs: tuple[str, ...]
+
+
+def points(result: DomainResult, data: StudyData) -> tuple[list[Point], list[str]]:
+    """Targets with a distance and a curves result, nearest first; and the targets left out,
+    each with why."""
+    from transferscope.analyses.curves import CurvesEntry, _smallest_shuffle, shuffle_label
+
+    curves = data.result("curves")
+    out, left_out = [], []
+    for target in [*data.targets, *(t for t in result.targets if t not in data.targets)]:
+        e = result.targets.get(target)
+        c = None if curves is None else curves.targets.get(target)
+        distance = getattr(e, result.measure, None) if isinstance(e, DomainEntry) else None
+        if not finite(distance):
+            left_out.append(f"{target} (no distance)")
+            continue
+        if not isinstance(c, CurvesEntry) or not finite(c.relative_drop):
+            left_out.append(f"{target} (no curves result)")
+            continue
+        base = next((s for s in c.shuffles if s.shuffle is None), None)
+        drop = base.relative_drop if base is not None else c.relative_drop
+        small = _smallest_shuffle(c)
+        lost = None
+        if small is not None and finite(small.relative_drop) and finite(drop):
+            lost = float(drop - small.relative_drop)
+        runs = [*c.runs["P-T"], *c.runs["RI-T"]]
+        if small is not None:
+            runs += [*small.runs.get("P-T", []), *small.runs.get("RI-T", [])]
+        direction = getattr(c.final_test, "direction", None)
+        out.append(
+            Point(
+                target,
+                float(distance),  # type: ignore[arg-type]
+                float(drop),
+                lost,
+                None if small is None else shuffle_label(small),
+                c.speed_gap_epochs if finite(c.speed_gap_epochs) else None,
+                direction,
+                tuple(runs),
+            )
+        )
+    return sorted(out, key=lambda p: p.distance), left_out
+
+
+def _trend(values: list[float]) -> tuple[int, str, str]:
+    """(direction the claim's way, ρ text, statistic) of ``values`` ordered nearest first: the
+    claim wants them to fall as the distance grows (ρ < 0)."""
+    from transferscope.analysis.statistics import spearman_trend
+
+    trend = spearman_trend(values)
+    rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "all tied"
+    return -trend.direction, rho, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
+
+
+def _c11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
+    pts, left_out = points(result, data)
+    measure = MEASURE_NAMES[result.measure]
+    missing = f"; left out: {', '.join(left_out)}" if left_out else ""
+    if len(pts) < 3:
+        return TargetResult(
+            target,
+            UNMEASURED,
+            f"{len(pts)} target(s) with a distance and a curves result{missing}",
+            "a rank correlation needs at least 3 targets",
+        )
+    order = " < ".join(f"{p.target} {fmt(p.distance)}" for p in pts)
+    benefit_dir, benefit_rho, benefit_stat = _trend([p.benefit for p in pts])
+    text = (
+        f"{measure}: {order}; relative drop "
+        f"{', '.join(fmt(p.benefit) + '%' for p in pts)} ({benefit_rho})"
+    )
+    stats = [f"drop: {benefit_stat}"]
+    lost = [p.lost for p in pts]
+    lost_dir: int | None = None
+    if all(v is not None for v in lost):
+        lost_dir, lost_rho, lost_stat = _trend([float(v) for v in lost])  # type: ignore[arg-type]
+        text += f"; lost to shuffling {', '.join(fmt(v) for v in lost)} points ({lost_rho})"
+        stats.append(f"shuffle loss: {lost_stat}")
+    else:
+        text += "; lost to shuffling: not measured on every target (no shuffled runs)"
+    gaps = [p.speed_gap for p in pts]
+    if all(g is not None for g in gaps):
+        _, gap_rho, _ = _trend([float(g) for g in gaps])  # type: ignore[arg-type]
+        text += f"; speed gap {', '.join(fmt(g) for g in gaps)} epochs ({gap_rho}, not decisive)"
+    if len(pts) == 3:
+        stats.append("with 3 targets the exact one-sided p is at least 1/6: 4+ targets can decide")
+    verdict = combine(benefit_dir, lost_dir)
+    # Noise correlated with distance is no finding: some target must gain from P beyond noise.
+    if verdict != UNMEASURED and not any(p.beats_rit == 1 for p in pts):
+        verdict = INCONCLUSIVE
+        text += "; P-T beats RI-T beyond test-set noise on no target: no benefit to rank"
+    result_ = TargetResult(target, verdict, text + missing, "; ".join(stats))
+    return data.guard_chance(result_, {"runs": [r for p in pts for r in p.runs]})
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def benefit_figure(pts: list[Point], measure: str) -> Figure | None:
+    """Relative drop and the part lost to shuffling against the distance, one point a target."""
+    from transferscope.report import figures as F
+
+    if not pts:
+        return None
+    fig, axes = F.subplots(1, 2, figsize=(8.0, 3.0))
+    x = [p.distance for p in pts]
+    panels = (
+        (axes[0], [p.benefit for p in pts], "relative drop 100·(P-T − RI-T)/P-T (%)", "benefit"),
+        (axes[1], [p.lost for p in pts], "drop lost to shuffling (points of %)", "feature reuse"),
+    )
+    for ax, ys, ylabel, title in panels:
+        for p, xi, yi in zip(pts, x, ys, strict=True):
+            if yi is None:
+                continue
+            ax.scatter([xi], [yi], color=F.COLORS["P-T"], zorder=3)
+            ax.annotate(p.target, (xi, yi), textcoords="offset points", xytext=(4, 4))
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"{measure} from the source (P's penultimate features)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def shuffle_figure(result: DomainResult, data: StudyData, pts: list[Point]) -> Figure | None:
+    """Relative drop per shuffle (unshuffled, blocks large to small, pixel), one line a target,
+    coloured by its distance from the source."""
+    from matplotlib import cm, colormaps
+    from matplotlib.colors import Normalize
+
+    from transferscope.analyses.curves import CurvesEntry, shuffle_label
+    from transferscope.report import figures as F
+
+    curves = data.result("curves")
+    lines: list[tuple[Point, list[ShuffleGap]]] = []
+    for p in pts:
+        c = None if curves is None else curves.targets.get(p.target)
+        if isinstance(c, CurvesEntry) and len(c.shuffles) > 1:
+            lines.append((p, c.shuffles))
+    if not lines:
+        return None
+    labels = list(dict.fromkeys(shuffle_label(s) for _, gaps in lines for s in gaps))
+    norm = Normalize(min(p.distance for p, _ in lines), max(p.distance for p, _ in lines))
+    cmap = colormaps["viridis"]
+    fig, ax = F.subplots(figsize=(5.5, 3.2))
+    for p, gaps in lines:
+        xs = [labels.index(shuffle_label(s)) for s in gaps if finite(s.relative_drop)]
+        ys = [s.relative_drop for s in gaps if finite(s.relative_drop)]
+        ax.plot(xs, ys, marker="o", color=cmap(norm(p.distance)), label=p.target)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_xlabel("shuffle of the target images")
+    ax.set_ylabel("relative drop (%)")
+    ax.set_title("P-T's benefit under block shuffling, by distance")
+    fig.colorbar(
+        cm.ScalarMappable(norm=norm, cmap=cmap),
+        ax=ax,
+        label=f"{MEASURE_NAMES[result.measure]} from the source",
+    )
+    ax.legend()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit (its declaration in one block)
+
+
+@register
+class Domain(Analysis):
+    """Distance of each target from the source in P's features, and C11 across targets."""
+
+    name = "domain"
+    title = "source-target distance in P's penultimate features (beyond the paper)"
+    section = ReportSection("domain", "Domain similarity (beyond the paper)")
+    version = 1
+    Options = DomainOptions
+    Result = DomainResult
+    claims = (
+        Claim(
+            "C11",
+            "Beyond the paper: the closer a target is to the source, the more P-T gains over "
+            "RI-T and the more of that gain block shuffling removes.",
+            "across targets ordered by the Fréchet distance between P's penultimate features on "
+            "source and target test images (equal-size seeded subsets), both the relative drop "
+            "100·(A(P-T) − A(RI-T))/A(P-T) and its loss at the smallest block (pixel shuffle if "
+            "no block) fall as the distance grows: Spearman ρ < 0, one-sided exact permutation "
+            "p < 0.05 (at least 3 targets; 3 cannot reach it, 4 need a perfect order), and P-T "
+            "beats RI-T beyond test-set noise on at least one target.",
+            _c11,
+            order=11,
+            across=True,
+        ),
+    )
+
+    def compute(self, ctx: StudyContext, options: DomainOptions) -> DomainResult:
+        doc = _compute(ctx, options)
+        return DomainResult.model_validate({**doc, "measure": options.measure})
+
+    def render_section(self, page: Page, result: AnalysisResult | None) -> str:
+        from transferscope.report.page import esc, not_run, table
+
+        reason = page.data.not_run_reason(self.name)
+        if reason is not None or not isinstance(result, DomainResult):
+            return not_run(reason or "no result")
+        measure = MEASURE_NAMES[result.measure]
+        pts, _ = points(result, page.data)
+        by_target = {p.target: p for p in pts}
+        rows = []
+        for target, e in result.targets.items():
+            if not isinstance(e, DomainEntry):
+                rows.append((target, "-", "-", "-", "-", "-", f"skipped: {e.reason}"))
+                continue
+            p = by_target.get(target)
+            rows.append(
+                (
+                    target,
+                    fmt(e.frechet),
+                    fmt(e.mmd),
+                    e.examples,
+                    "-" if p is None else fmt(p.benefit),
+                    "-" if p is None or p.lost is None else fmt(p.lost),
+                    "",
+                )
+            )
+        rows.sort(key=lambda r: by_target[r[0]].distance if r[0] in by_target else float("inf"))
+        out = (
+            f'<p class="small">Distance of each target from the source {esc(result.source)} in '
+            f"P's features at the input of {esc(result.layer)} ({esc(result.features)} features), "
+            "on test subsets of one size; the claim ranks targets by the "
+            f"{esc(measure)}. MMD² uses one RBF bandwidth for every target, the median distance "
+            f"between source features ({esc(fmt(result.mmd_bandwidth))}).</p>"
+        )
+        out += table(
+            (
+                "target",
+                "Fréchet distance",
+                "MMD² (RBF)",
+                "examples per domain",
+                "relative drop (%)",
+                "lost to shuffling (points)",
+                "note",
+            ),
+            rows,
+            numeric=(1, 2, 3, 4, 5),
+        )
+        out += page.figure(
+            benefit_figure(pts, measure),
+            "domain-benefit",
+            f"P-T's benefit over RI-T and the part of it lost to shuffling, against the {measure}"
+            " from the source (one point per target).",
+        )
+        out += page.figure(
+            shuffle_figure(result, page.data, pts),
+            "domain-shuffles",
+            "Relative drop per shuffle of the target images, one line per target, coloured by "
+            f"its {measure} from the source.",
+        )
+        return out
+
+
+__all__ = ["Domain", "DomainEntry", "DomainOptions", "DomainResult", "points"]

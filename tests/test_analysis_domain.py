@@ -1,0 +1,368 @@
+"""Domain similarity: the distances against closed forms, their order on constructed domains
+seen by a really trained P, the unit on a study, and claim C11 across targets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from typer.testing import CliRunner
+
+from test_findings_rules import cmp, curves, gap, run_row, shuffled, side, unshuffled
+from transferscope.analyses import registry
+from transferscope.analysis import domain as D
+from transferscope.cli import app
+from transferscope.data.base import TensorImageDataset
+from transferscope.report import build_report, evaluate_findings, load_study
+from transferscope.report.findings import ACROSS_TARGETS, StudyData
+from transferscope.report.rules import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
+from transferscope.study.plan import build_plan
+from transferscope.study.store import StudyStore
+
+from conftest import requires_fashion
+from fake_study import INFO, FakeData, fake_config, write_runs
+
+# ---------------------------------------------------------------------------------------------
+# the math
+
+
+def _cov(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:
+    a = rng.normal(size=(d, rank or d))
+    return a @ a.T / d
+
+
+def test_frechet_of_diagonal_gaussians_has_its_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    mu_a, mu_b = rng.normal(size=5), rng.normal(size=5)
+    a, b = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    expected = ((mu_a - mu_b) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    got = D.frechet_from_moments(mu_a, np.diag(a), mu_b, np.diag(b))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_matches_scipy_sqrtm_on_full_rank_covariances() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        s1, s2 = _cov(rng, 6), _cov(rng, 6)
+        mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+        # FID's formulation: the square root of the non-symmetric product.
+        root = scipy.linalg.sqrtm(s1 @ s2).real
+        fid = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * root)
+        assert D.frechet_from_moments(mu1, s1, mu2, s2) == pytest.approx(fid, rel=1e-9)
+
+
+def test_frechet_is_exact_for_a_rank_one_covariance() -> None:
+    """Σ_a = v vᵀ: Σ_a^½ = v vᵀ/‖v‖ and tr((Σ_a^½ Σ_b Σ_a^½)^½) = sqrt(vᵀ Σ_b v)."""
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=8)
+    s1, s2 = np.outer(v, v), _cov(rng, 8, rank=2)  # both singular
+    mu = np.zeros(8)
+    expected = np.trace(s1) + np.trace(s2) - 2 * math.sqrt(v @ s2 @ v)
+    assert D.frechet_from_moments(mu, s1, mu, s2) == pytest.approx(expected, rel=1e-7)
+    assert D.frechet_from_moments(mu, s2, mu, s1) == pytest.approx(expected, rel=1e-7)
+
+
+def test_frechet_and_mmd_properties_on_samples() -> None:
+    rng = np.random.default_rng(3)
+    # Fewer examples than features: singular covariances, as at a wide penultimate layer.
+    x, y = rng.normal(size=(30, 40)), rng.normal(1.0, 2.0, size=(25, 40))
+    assert D.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert D.frechet_distance(x, y) == pytest.approx(D.frechet_distance(y, x), rel=1e-9)
+    q, _ = np.linalg.qr(rng.normal(size=(40, 40)))  # an orthogonal rotation of the features
+    shift = rng.normal(size=40)
+    moved = D.frechet_distance(x @ q + shift, y @ q + shift)
+    assert moved == pytest.approx(D.frechet_distance(x, y), rel=1e-7)
+    sigma = D.median_bandwidth(x)
+    mmd, _ = D.mmd_rbf(x, y, sigma)
+    assert D.mmd_rbf(x @ q + shift, y @ q + shift, sigma)[0] == pytest.approx(mmd, rel=1e-9)
+    assert D.mmd_rbf(y, x, sigma)[0] == pytest.approx(mmd, rel=1e-12)
+
+
+def test_mmd_against_its_definition_and_its_null() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(12, 3)), rng.normal(0.5, 1.0, size=(9, 3))
+    sigma = 1.3
+
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return math.exp(-float(((a - b) ** 2).sum()) / (2 * sigma**2))
+
+    n, m = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a, b) for a in x for b in y) / (n * m)
+    assert D.mmd_rbf(x, y, sigma)[0] == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    # The median heuristic over the pooled rows, as documented.
+    pooled = np.concatenate([x, y])
+    dists = [np.linalg.norm(a - b) for i, a in enumerate(pooled) for b in pooled[i + 1 :]]
+    assert D.mmd_rbf(x, y)[1] == pytest.approx(float(np.median(dists)), rel=1e-10)
+    # Two samples of one distribution: about 0 (unbiased), far below a shifted sample's.
+    a, b = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    same, _ = D.mmd_rbf(a, b)
+    shifted, _ = D.mmd_rbf(a, b + 1.0)
+    assert abs(same) < 0.01 < shifted
+
+
+def test_sample_frechet_converges_to_the_gaussians_distance() -> None:
+    rng = np.random.default_rng(5)
+    s1, s2 = _cov(rng, 4), _cov(rng, 4)
+    mu1, mu2 = np.zeros(4), np.full(4, 0.5)
+    exact = D.frechet_from_moments(mu1, s1, mu2, s2)
+    x = rng.multivariate_normal(mu1, s1, size=20000)
+    y = rng.multivariate_normal(mu2, s2, size=20000)
+    assert D.frechet_distance(x, y) == pytest.approx(exact, rel=0.05)
+
+
+def test_bad_shapes_are_named() -> None:
+    with pytest.raises(Exception, match="x has 3 features and y 4"):
+        D.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(Exception, match="at least 2 examples"):
+        D.mmd_rbf(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# constructed domains, seen by a really trained P
+
+
+@pytest.fixture(scope="module")
+def trained_p() -> tuple[torch.nn.Module, torch.Tensor]:
+    """fixup-small trained for 300 steps on Fashion-MNIST train images; and 1,000 test images
+    it never saw."""
+    from transferscope.data import fashion_mnist
+    from transferscope.models import build_model
+
+    arrays = fashion_mnist.load_arrays()
+    g = np.random.default_rng(0)
+    idx = g.permutation(60000)[:6000]
+    x = fashion_mnist.to_tensor(arrays["train_images"][idx])
+    y = torch.from_numpy(arrays["train_labels"][idx].astype(np.int64))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("fixup-small", 10, 1, widths=[8, 16, 16], stem_stride=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    try:
+        for _ in range(300):
+            batch = torch.from_numpy(g.integers(0, len(x), 64))
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    test = fashion_mnist.to_tensor(arrays["test_images"][g.permutation(10000)[:1000]])
+    return model, test
+
+
+@requires_fashion
+def test_the_order_of_constructed_domains(trained_p) -> None:
+    """Held-out source images are nearest, then the same images flipped upside down, then with
+    their pixels shuffled; white noise is far too (both measures)."""
+    model, test = trained_p
+    n = 400
+    source, held = test[:n], test[n : 2 * n]
+    perm = torch.randperm(784, generator=torch.Generator().manual_seed(0))
+    domains = {
+        "held-out": held,
+        "flipped": torch.flip(held, (2,)),
+        "pixel-shuffled": held.flatten(1)[:, perm].reshape(held.shape),
+        "noise": torch.randn(held.shape, generator=torch.Generator().manual_seed(1)),
+    }
+
+    def feats(images: torch.Tensor) -> np.ndarray:
+        data = TensorImageDataset(images, torch.zeros(len(images), dtype=torch.long))
+        return D.penultimate_features(model, data, batch_size=128)
+
+    src = feats(source)
+    assert src.shape == (n, 16)  # the input of the head: widths[-1] pooled features
+    sigma = D.median_bandwidth(src)
+    fd = {k: D.frechet_distance(src, feats(v)) for k, v in domains.items()}
+    mmd = {k: D.mmd_rbf(src, feats(v), sigma)[0] for k, v in domains.items()}
+    print({k: round(v, 3) for k, v in fd.items()}, {k: round(v, 4) for k, v in mmd.items()})
+    for d in (fd, mmd):
+        assert d["held-out"] < d["flipped"] < d["pixel-shuffled"], d
+        assert d["noise"] > d["flipped"], d
+    # The held-out images are within sampling noise of the source: far nearer than any change.
+    assert fd["held-out"] < 0.2 * fd["flipped"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the unit on a study
+
+
+class ShiftedData(FakeData):
+    """The fake study's random images, shifted by an amount per data set: 'far' is far."""
+
+    SHIFT: ClassVar[dict[str, float]] = {"src": 0.0, "near": 0.3, "mid": 1.0, "far": 3.0}
+
+    def get(self, spec):
+        splits = super().get(spec)
+        shift = self.SHIFT.get(spec.label, 0.0)
+        data = TensorImageDataset(splits.train.images + shift, splits.train.targets)
+        return type(splits)(info=splits.info, train=data, test=data)
+
+
+def _three_target_study(tmp_path: Path) -> StudyStore:
+    digits = {"name": "digits", "options": {"image_size": 8}}
+    targets = [{**digits, "id": label} for label in ("far", "near", "mid")]
+    cfg = fake_config(targets=targets, shuffles={"block_sizes": [4]})
+    plan = build_plan(cfg, {"src": INFO, **{t["id"]: INFO for t in targets}})
+    store = StudyStore(tmp_path / "study")
+    store.write_study(cfg, plan)
+    write_runs(store, plan)
+    return store
+
+
+def test_analyze_only_domain_on_an_existing_study(tmp_path: Path, monkeypatch) -> None:
+    """`transferscope analyze --only domain` reads P's weights and the data, trains nothing."""
+    store = _three_target_study(tmp_path)
+    weights = {p: p.stat().st_mtime_ns for p in store.root.rglob("*.safetensors")}
+    monkeypatch.setattr("transferscope.study.analyze.DataCache", lambda *a, **k: ShiftedData())
+    result = CliRunner().invoke(app, ["analyze", str(store.root), "--only", "domain"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in store.root.rglob("*.safetensors")} == weights
+    doc = json.loads((store.root / "analyses" / "domain.json").read_text())
+    assert doc["status"] == "ok" and doc["measure"] == "frechet" and doc["layer"] == "fc"
+    p_id = next(r.id for r in store.read_plan().runs if r.spec.kind == "P")
+    assert doc["runs_used"] == [p_id]
+    t = doc["targets"]
+    assert t["near"]["examples"] == t["far"]["examples"] == 40
+    # A larger shift of the same images is further away in P's features, by both measures.
+    for key in ("frechet", "mmd"):
+        assert t["near"][key] < t["mid"][key] < t["far"][key], key
+    assert not (store.root / "analyses" / "curves.json").exists()  # nothing else ran
+
+
+def _domain_doc(distances: dict[str, float], measure: str = "frechet") -> dict[str, Any]:
+    return {
+        "analysis": "domain",
+        "version": registry.get("domain").version,
+        "status": "ok",
+        "measure": measure,
+        "targets": {
+            t: {"frechet": d, "mmd": d / 100, "examples": 500, "run": "P-0"}
+            for t, d in distances.items()
+        },
+    }
+
+
+def _curves_entry(target: str, drop: float, lost: float, beats: int = 1) -> dict[str, Any]:
+    """A target's curves entry: relative drop ``drop`` unshuffled, ``drop - lost`` at b1."""
+    runs = {"P-T": [f"PT-{target}"], "RI-T": [f"RIT-{target}"]}
+    small = {**shuffled(cmp(1, lost), [1], [3]), "relative_drop": drop - lost, "runs": runs}
+    entry = curves(
+        cmp(beats, 0.05, p=1e-4 if beats else 0.5),
+        [1],
+        [3],
+        shuffles=[{**unshuffled(drop), "runs": runs}, small],
+    )
+    entry.update(gap(side(0.9, [1]), side(0.85, [3]), 0.8, drop), runs=runs)
+    entry["speed_gap_epochs"] = drop / 2
+    return entry
+
+
+def _study(
+    distances: dict[str, float],
+    drops: dict[str, tuple[float, float]],
+    beats: int = 1,
+    p_at_chance: bool = False,
+    measure: str = "frechet",
+) -> StudyData:
+    docs: dict[str, Any] = {name: None for name in registry.names()}
+    docs["domain"] = registry.get("domain").Result.model_validate(_domain_doc(distances, measure))
+    targets = {t: _curves_entry(t, *drops[t], beats=beats) for t in drops}
+    docs["curves"] = registry.get("curves").Result.model_validate(
+        {"analysis": "curves", "version": 2, "status": "ok", "targets": targets}
+    )
+    rows = [run_row("P-0", "P", chance=p_at_chance)]
+    for t in distances:
+        for kind, prefix in (("P-T", "PT"), ("RI-T", "RIT")):
+            rows.append(dataclasses.replace(run_row(f"{prefix}-{t}", kind), target=t))
+    return StudyData(Path("."), "", {}, rows, docs)
+
+
+def c11(data: StudyData):
+    return {f.id: f for f in evaluate_findings(data)}["C11"]
+
+
+NEAR_TO_FAR = {"a": 1.0, "b": 2.0, "c": 5.0, "d": 9.0}
+
+
+def test_c11_holds_when_benefit_and_shuffle_loss_fall_with_distance() -> None:
+    drops = {"a": (8.0, 6.0), "b": (6.0, 4.0), "c": (3.0, 2.0), "d": (1.0, 0.5)}
+    found = c11(_study(NEAR_TO_FAR, drops))
+    assert found.verdict == HOLDS, found.measured
+    # One row, one verdict across targets, naming the order and the test.
+    assert [t.target for t in found.per_target] == [ACROSS_TARGETS]
+    row = found.per_target[0]
+    assert "a 1 < b 2 < c 5 < d 9" in row.measured and "ρ = -1.00" in row.measured
+    assert "exact permutation p, p = 0.042" in row.statistic
+    # Ranked by the measure the result names: MMD gives the same order here.
+    assert c11(_study(NEAR_TO_FAR, drops, measure="mmd")).verdict == HOLDS
+    assert "MMD²" in c11(_study(NEAR_TO_FAR, drops, measure="mmd")).measured
+
+
+def test_c11_fails_when_farther_targets_gain_more() -> None:
+    drops = {"a": (1.0, 0.5), "b": (3.0, 2.0), "c": (6.0, 4.0), "d": (8.0, 6.0)}
+    assert c11(_study(NEAR_TO_FAR, drops)).verdict == FAILS
+    # The benefit falls with distance but the shuffle loss grows: the claim's two parts disagree.
+    mixed = {"a": (8.0, 0.5), "b": (6.0, 2.0), "c": (3.0, 2.5), "d": (1.0, 3.0)}
+    assert c11(_study(NEAR_TO_FAR, mixed)).verdict == FAILS
+
+
+def test_c11_is_inconclusive_within_noise() -> None:
+    # Not a perfect order on 4 targets: the exact one-sided p is 1/24 only for a perfect one.
+    drops = {"a": (8.0, 6.0), "b": (3.0, 2.0), "c": (6.0, 4.0), "d": (1.0, 0.5)}
+    assert c11(_study(NEAR_TO_FAR, drops)).verdict == INCONCLUSIVE
+    # Three targets, perfectly ordered: no exact test on 3 values reaches p < 0.05; it says so.
+    three = {t: NEAR_TO_FAR[t] for t in "abc"}
+    found = c11(_study(three, {t: (9.0 - 3 * i, 5.0 - i) for i, t in enumerate("abc")}))
+    assert found.verdict == INCONCLUSIVE
+    assert "at least 1/6" in found.per_target[0].statistic
+
+
+def test_c11_is_not_measured_with_two_targets() -> None:
+    two = {"a": 1.0, "b": 5.0}
+    found = c11(_study(two, {"a": (8.0, 6.0), "b": (1.0, 0.5)}))
+    assert found.verdict == UNMEASURED
+    assert "at least 3 targets" in found.per_target[0].statistic
+    # Without the domain result at all.
+    data = _study(NEAR_TO_FAR, {t: (1.0, 0.5) for t in NEAR_TO_FAR})
+    data.analyses["domain"] = None
+    assert c11(data).verdict == UNMEASURED
+
+
+def test_c11_negative_control_must_not_hold() -> None:
+    """P learned nothing: P-T is no better than RI-T anywhere (within test-set noise) and P sits
+    at chance. Drops that happen to fall with distance must not make the claim hold."""
+    drops = {"a": (0.4, 0.3), "b": (0.2, 0.1), "c": (0.1, 0.05), "d": (-0.1, -0.2)}
+    no_gain = c11(_study(NEAR_TO_FAR, drops, beats=0))
+    assert no_gain.verdict == INCONCLUSIVE
+    assert "no benefit to rank" in no_gain.measured
+    at_chance = c11(_study(NEAR_TO_FAR, drops, p_at_chance=True))
+    assert at_chance.verdict == INCONCLUSIVE
+    assert "at chance level: P-0" in at_chance.measured
+
+
+def test_the_report_section_and_findings_row(tmp_path: Path, monkeypatch) -> None:
+    """The section draws its table and figures from the study; C11 is one row."""
+    store = _three_target_study(tmp_path)
+    monkeypatch.setattr("transferscope.study.analyze.DataCache", lambda *a, **k: ShiftedData())
+    for name in ("curves", "domain"):
+        result = CliRunner().invoke(app, ["analyze", str(store.root), "--only", name])
+        assert result.exit_code == 0, result.output
+    page = build_report(store.root, formats=("png",))
+    html = page.read_text()
+    assert 'id="domain"' in html and "Domain similarity" in html
+    assert "Fréchet distance" in html
+    assert (page.parent / "figures" / "domain-benefit.png").is_file()
+    assert (page.parent / "figures" / "domain-shuffles.png").is_file()
+    found = c11(load_study(store.root))
+    assert [t.target for t in found.per_target] == [ACROSS_TARGETS]
+    assert "near" in found.measured and found.verdict != HOLDS  # fake runs: no real benefit
