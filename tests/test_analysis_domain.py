@@ -237,6 +237,8 @@ def test_analyze_only_domain_on_an_existing_study(tmp_path: Path, monkeypatch) -
     for key in ("frechet", "mmd"):
         assert t["near"][key] < t["mid"][key] < t["far"][key], key
     assert not (store.root / "analyses" / "curves.json").exists()  # nothing else ran
+    # The fake source has 40 test images: no room for a second disjoint subset of 40.
+    assert doc["source_floor"] is None
 
 
 def _domain_doc(distances: dict[str, float], measure: str = "frechet") -> dict[str, Any]:

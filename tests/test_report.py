@@ -809,7 +809,7 @@ def test_report_reads_only_the_study(partial: tuple[Path, Path]) -> None:
 def test_markdown_summary(full: tuple[Path, Path]) -> None:
     text = markdown_summary(full[0])
     rows = [line for line in text.splitlines() if re.match(r"\| C\d+ \|", line)]
-    assert len(rows) == 10
+    assert len(rows) == 11
     assert "**holds**" in text
     assert "interpolation: ok" in text
 

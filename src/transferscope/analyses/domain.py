@@ -79,6 +79,9 @@ class DomainResult(AnalysisResult):
     """The module whose input is the features (P's classifier head)."""
     features: int | None = None
     mmd_bandwidth: float | None = None
+    source_floor: float | None = None
+    """Fréchet distance between two disjoint source subsets of the same size: what sampling
+    alone gives (None when the source's test split has fewer than twice the examples)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +124,17 @@ def _compute(ctx: StudyContext, options: DomainOptions) -> dict[str, Any]:
         )
 
     ctx.progress(0, len(labels) + 1, "source features")
-    src = features(source)
+    floor = None
+    if len(source) >= 2 * n:
+        # The subset of 2n starts with the subset of n; its second half, disjoint from the
+        # first, measures the noise floor: the distance sampling alone gives.
+        both = domain_lib.penultimate_features(
+            model, subset(source, 2 * n, options.subset_seed), options.batch_size, ctx.device
+        )
+        src = both[:n]
+        floor = domain_lib.frechet_distance(src, both[n:])
+    else:
+        src = features(source)
     # One kernel for every target (a per-pair median would change the yardstick per target).
     bandwidth = domain_lib.median_bandwidth(src)
     targets: dict[str, Any] = {}
@@ -143,6 +156,7 @@ def _compute(ctx: StudyContext, options: DomainOptions) -> dict[str, Any]:
         "layer": layout(model).head,
         "features": int(src.shape[1]),
         "mmd_bandwidth": bandwidth,
+        "source_floor": floor,
     }
 
 
@@ -396,7 +410,9 @@ class Domain(Analysis):
             f"P's features at the input of {esc(result.layer)} ({esc(result.features)} features), "
             "on test subsets of one size; the claim ranks targets by the "
             f"{esc(measure)}. MMD² uses one RBF bandwidth for every target, the median distance "
-            f"between source features ({esc(fmt(result.mmd_bandwidth))}).</p>"
+            f"between source features ({esc(fmt(result.mmd_bandwidth))}). Two disjoint source "
+            f"subsets of that size are {esc(fmt(result.source_floor))} apart (Fréchet): what "
+            "sampling alone gives.</p>"
         )
         out += table(
             (
