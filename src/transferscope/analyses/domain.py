@@ -22,7 +22,7 @@ from pydantic import Field
 from transferscope.analyses.context import StudyContext, skipped, subset
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, Claim, ReportSection
+from transferscope.analyses.unit import Analysis, ReportSection, claim
 from transferscope.analysis import domain as domain_lib
 from transferscope.options import AnalysisOptions
 from transferscope.report.rules import (
@@ -43,6 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Measure = Literal["frechet", "mmd"]
 MEASURE_NAMES = {"frechet": "Fréchet distance", "mmd": "MMD² (RBF)"}
+
+
+SECTION = ReportSection("domain", "Domain similarity (beyond the paper)")
 
 
 class DomainOptions(AnalysisOptions):
@@ -233,7 +236,19 @@ def _trend(values: list[float]) -> tuple[int, str, str]:
     return -trend.direction, rho, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
 
 
-def _c11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
+@claim(
+    "C11",
+    "Beyond the paper: the closer a target is to the source, the more P-T gains over "
+    "RI-T and the more of that gain block shuffling removes.",
+    "across targets ordered by the Fréchet distance between P's penultimate features on "
+    "source and target test images (equal-size seeded subsets), both the relative drop "
+    "100·(A(P-T) − A(RI-T))/A(P-T) and its loss at the smallest block (pixel shuffle if "
+    "no block) fall as the distance grows: Spearman ρ < 0, one-sided exact permutation "
+    "p < 0.05 (at least 3 targets; 3 cannot reach it, 4 need a perfect order), and P-T "
+    "beats RI-T beyond test-set noise on at least one target.",
+    across=True,
+)
+def C11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
     pts, left_out = points(result, data)
     measure = MEASURE_NAMES[result.measure]
     missing = f"; left out: {', '.join(left_out)}" if left_out else ""
@@ -348,31 +363,10 @@ def shuffle_figure(result: DomainResult, data: StudyData, pts: list[Point]) -> F
 
 
 @register
-class Domain(Analysis):
-    """Distance of each target from the source in P's features, and C11 across targets."""
+class Domain(Analysis, name="domain", version=1, section=SECTION):
+    """Source-target distance in P's penultimate features, and C11 across targets."""
 
-    name = "domain"
-    title = "source-target distance in P's penultimate features (beyond the paper)"
-    section = ReportSection("domain", "Domain similarity (beyond the paper)")
-    version = 1
-    Options = DomainOptions
-    Result = DomainResult
-    claims = (
-        Claim(
-            "C11",
-            "Beyond the paper: the closer a target is to the source, the more P-T gains over "
-            "RI-T and the more of that gain block shuffling removes.",
-            "across targets ordered by the Fréchet distance between P's penultimate features on "
-            "source and target test images (equal-size seeded subsets), both the relative drop "
-            "100·(A(P-T) − A(RI-T))/A(P-T) and its loss at the smallest block (pixel shuffle if "
-            "no block) fall as the distance grows: Spearman ρ < 0, one-sided exact permutation "
-            "p < 0.05 (at least 3 targets; 3 cannot reach it, 4 need a perfect order), and P-T "
-            "beats RI-T beyond test-set noise on at least one target.",
-            _c11,
-            order=11,
-            across=True,
-        ),
-    )
+    claims = (C11,)
 
     def compute(self, ctx: StudyContext, options: DomainOptions) -> DomainResult:
         doc = _compute(ctx, options)
