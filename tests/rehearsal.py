@@ -220,7 +220,7 @@ def rehearse(cfg_path: Path, out: Path) -> dict[str, Any]:
         name = None
         if text.startswith("trained "):
             name = "training"
-        elif match:
+        elif match and not match.group(2).startswith("estimated"):
             name = f"analysis:{match.group(1)}"
         elif text.startswith("report"):
             name = "report"

@@ -79,6 +79,12 @@ def test_study_steps_write_every_analysis(study):
         cache=FakeData(),
     )
     assert set(paths) == {"curves", "mistakes", "similarity", "distance"}
+    # Before it starts, an analysis that runs models says how long it will take: 4 pairs x 2
+    # models x its 24 examples; one that reads files only says nothing.
+    said = [m for n, m in calls if n == "similarity"]
+    assert said[0].startswith("estimated: ~") and said[0].endswith(" s (192 forward passes)")
+    assert said[1:] == ["running", "done"]
+    assert [m for n, m in calls if n == "curves"] == ["running", "done"]
     docs = {name: json.loads(path.read_text()) for name, path in paths.items()}
     assert all(doc["status"] == "ok" for doc in docs.values())
 

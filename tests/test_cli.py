@@ -90,6 +90,28 @@ def test_the_runs_bar_never_reads_runs_with_empty_brackets():
     assert _runs_description(["P-T digits seed 0"]) == "runs: P-T digits seed 0"
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_an_analysis_estimate_is_printed_before_it_starts_and_labels_its_bar(quiet):
+    import io
+
+    from rich.console import Console
+
+    from transferscope.progress import StudyDisplay
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=not quiet)
+    display = StudyDisplay(console, console, quiet=quiet, todo=0, parallel=False)
+    with display.bars:
+        display.analysis("criticality", "estimated: ~40 s (1.2M forward passes)", None)
+        display.analysis("criticality", "running", None)
+        bar = display.bars.tasks[display.analysis_bar]
+        assert bar.description == "analysis criticality (estimated ~40 s)"
+        display.analysis("criticality", "done", 38.5)
+    text = out.getvalue()
+    first = text.index("analysis criticality: estimated: ~40 s (1.2M forward passes)")
+    assert first < text.index("analysis criticality: done (38.5s)")
+
+
 def _infos(cfg: config.StudyConfig) -> dict[str, DataInfo]:
     def info(task: str, outputs: int) -> DataInfo:
         return DataInfo("x", task, outputs, (1, 28, 28), tuple(map(str, range(outputs))))

@@ -33,7 +33,7 @@ def small_config(tmp_path) -> config.StudyConfig:
     )
 
 
-def fake_calibration(name, shape, outputs, batch, eval_batch, device, steps, bf16):
+def fake_calibration(name, shape, outputs, batch, eval_batch, device, steps, bf16, **kw):
     """1 ms per training image at batch 64 (P), 2 ms at 32; evaluation a tenth of that."""
     train = 1e-3 if batch == 64 else 2e-3
     return est.Calibration(train, train / 10, batch, eval_batch)

@@ -57,6 +57,7 @@ class StudyDisplay:
         self.training: dict[str, str] = {}
         self.todo = todo
         self.started = time.perf_counter()
+        self.estimates: dict[str, str] = {}
 
     @contextmanager
     def shown(self) -> Iterator[StudyEvents]:
@@ -124,7 +125,17 @@ class StudyDisplay:
     def analysis(self, name: str, message: str, seconds: float | None) -> None:
         if message == "running":
             self.bars.update(self.step, visible=False)
-            self.bars.reset(self.analysis_bar, description=f"analysis {name}", visible=True)
+            guess = self.estimates.get(name)
+            label = f"analysis {name}" + (f" (estimated {guess.split(' (')[0]})" if guess else "")
+            self.bars.reset(self.analysis_bar, description=label, visible=True)
+            return
+        if message.startswith("estimated: "):
+            # Said before the analysis starts, on a terminal and with --quiet alike: at paper
+            # scale an analysis can take hours, and this is when to decide to wait or not.
+            self.estimates[name] = message.removeprefix("estimated: ")
+            self.bars.console.print(
+                f"analysis {name}: {escape(message)}", highlight=False, soft_wrap=True
+            )
             return
         took = f" ({seconds:.1f}s)" if seconds is not None else ""
         if seconds is not None:

@@ -26,10 +26,11 @@ from transferscope.analyses.paths import (
     measure_pairs,
     pair_paths,
     path_barriers,
+    path_examples,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import Model, entry
-from transferscope.analyses.unit import claim
+from transferscope.analyses.unit import TargetSize, claim
 from transferscope.analysis.alignment import align
 from transferscope.analysis.interpolation import interpolate
 from transferscope.report.rules import (
@@ -132,6 +133,10 @@ class Alignment(BasinUnit, name="alignment", version=2):
     path = PathStyle("aligned", "line after alignment", "#009E73", "--")
     column = "distance to A before → after alignment"
     claims = (C9,)
+
+    def forward_passes(self, options: AlignmentOptions, target: TargetSize) -> int:
+        # 3 paths, each plain and aligned
+        return 6 * options.num_points * path_examples(options, target)
 
     def compute(self, ctx: StudyContext, options: AlignmentOptions) -> AlignmentResult:
         targets = measure_pairs(ctx, options, lambda a, b: _measure(ctx, options, a, b))

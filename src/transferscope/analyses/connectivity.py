@@ -27,10 +27,11 @@ from transferscope.analyses.paths import (
     measure_pairs,
     pair_paths,
     path_barriers,
+    path_examples,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import entry
-from transferscope.analyses.unit import claim
+from transferscope.analyses.unit import TargetSize, claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -139,6 +140,12 @@ class Connectivity(BasinUnit, name="connectivity", version=2):
     path = PathStyle("curve", "trained Bezier curve", "#CC79A7", "-.")
     column = "curve time (s)"
     claims = (C10,)
+
+    def forward_passes(self, options: ConnectivityOptions, target: TargetSize) -> int:
+        # each pair's curve: its training (a step counts 3) and its points
+        o = options
+        fit = 3 * o.epochs * target.cap(o.max_train_examples, target.train)
+        return len(o.pairs) * (fit + o.num_points * path_examples(o, target))
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
         targets = measure_pairs(

@@ -19,7 +19,7 @@ from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, skipped
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
-from transferscope.analyses.unit import Analysis, claim
+from transferscope.analyses.unit import Analysis, TargetSize, claim
 from transferscope.analysis.criticality import (
     ProbeInputs,
     criticality_heatmap,
@@ -274,6 +274,17 @@ class Criticality(Analysis, name="criticality", version=2, section=sections.CRIT
     """Module criticality, rewind test and heat maps (§3.4)."""
 
     claims = (C7,)
+
+    def forward_passes(self, options: CriticalityOptions, target: TargetSize) -> int:
+        # P-T and RI-T x modules (with the head; 18 for ResNet-50) x (the search's alphas and sigmas x noise draws + the heat map)
+        o = options
+        search = (o.num_alphas + o.num_sigmas * o.noise_samples) * target.cap(
+            o.max_examples, target.train
+        )
+        heat = o.heatmap_alphas * o.heatmap_sigmas * o.heatmap_noise_samples
+        heat *= target.cap(o.eval_max_examples, target.test)
+        modules = 18 if target.model is None else len(depth_units(target.model, o.modules)) + 1
+        return 2 * modules * (search + heat)
 
     def compute(self, ctx: StudyContext, options: CriticalityOptions) -> CriticalityResult:
         return _compute(ctx, options)

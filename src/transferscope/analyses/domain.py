@@ -22,7 +22,7 @@ from pydantic import Field
 from transferscope.analyses.context import StudyContext, skipped, subset
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, ReportSection, claim
+from transferscope.analyses.unit import Analysis, ReportSection, TargetSize, claim
 from transferscope.analysis import domain as domain_lib
 from transferscope.options import AnalysisOptions
 from transferscope.report.rules import (
@@ -367,6 +367,10 @@ class Domain(Analysis, name="domain", version=1, section=SECTION):
     """Source-target distance in P's penultimate features, and C11 across targets."""
 
     claims = (C11,)
+
+    def forward_passes(self, options: DomainOptions, target: TargetSize) -> int:
+        # P over the target's subset and (once per target, as an upper bound) the source's
+        return 2 * target.cap(options.max_examples, target.test)
 
     def compute(self, ctx: StudyContext, options: DomainOptions) -> DomainResult:
         doc = _compute(ctx, options)

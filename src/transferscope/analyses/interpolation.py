@@ -24,11 +24,12 @@ from transferscope.analyses.paths import (
     PathsEntry,
     PathsResult,
     barriers,
+    path_examples,
     paths_entry,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, entry
-from transferscope.analyses.unit import Analysis, claim
+from transferscope.analyses.unit import Analysis, TargetSize, claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -251,6 +252,11 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
     """Performance barriers along straight lines between models (§3.3)."""
 
     claims = (C6,)
+
+    def forward_passes(self, options: InterpolationOptions, target: TargetSize) -> int:
+        # 5 paths (P-T/P-T, RI-T/RI-T, P-T/RI-T, same-init RI-T, control pair) x points x (test
+        # examples + BatchNorm recalibration)
+        return 5 * options.num_points * path_examples(options, target)
 
     def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
         planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]

@@ -18,6 +18,7 @@ from pydantic import Field
 from transferscope.analyses.context import subset
 from transferscope.analyses.pairs import PairName, pair_entry, study_pairs
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
+from transferscope.analyses.unit import TargetSize
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -40,6 +41,15 @@ class PathOptions(AnalysisOptions):
     recalibration_examples: int | None = Field(
         default=2000, ge=1, description="training examples for BatchNorm statistics at each point"
     )
+
+
+def path_examples(options: PathOptions, target: TargetSize) -> int:
+    """Examples evaluated at each point of a path: the test examples (``max_examples`` when the
+    options have it) plus the BatchNorm recalibration examples (an upper bound: models without
+    BatchNorm skip them)."""
+    test = target.cap(getattr(options, "max_examples", None), target.test)
+    recal = target.cap(options.recalibration_examples, target.train)
+    return test + (recal if options.recalibrate_batchnorm else 0)
 
 
 class Line(Model):
@@ -233,5 +243,6 @@ __all__ = [
     "ok_pairs",
     "pair_paths",
     "path_barriers",
+    "path_examples",
     "paths_entry",
 ]

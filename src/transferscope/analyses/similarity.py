@@ -19,7 +19,7 @@ from transferscope.analyses.context import StudyContext, failed, skipped, take
 from transferscope.analyses.pairs import Pair, PairName, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, claim
+from transferscope.analyses.unit import Analysis, TargetSize, claim
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
 from transferscope.analysis.similarity import layer_similarity
 from transferscope.config import DataSpec
@@ -261,6 +261,10 @@ class Similarity(Analysis, name="similarity", version=2, section=sections.SIMILA
     """Feature similarity: linear CKA per layer (§3.2)."""
 
     claims = (C4,)
+
+    def forward_passes(self, options: SimilarityOptions, target: TargetSize) -> int:
+        # 4 pairs x 2 models over the shared test subset
+        return 8 * target.cap(options.max_examples, target.test)
 
     def compute(self, ctx: StudyContext, options: SimilarityOptions) -> SimilarityResult:
         plan: list[tuple[DataSpec, list]] = [(t, _pairs(ctx, t.label)) for t in ctx.cfg.targets]

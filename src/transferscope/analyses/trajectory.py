@@ -23,7 +23,7 @@ from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, claim
+from transferscope.analyses.unit import Analysis, TargetSize, claim
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.analysis.trajectory import trajectory_point
@@ -395,6 +395,12 @@ class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJEC
     """Fine-tuning from checkpoints of the pre-training trajectory (§3.5)."""
 
     claims = (C8,)
+
+    def forward_passes(self, options: TrajectoryOptions, target: TargetSize) -> int:
+        # one P@k-T -> P-T path per checkpoint, on the test split and a tenth of the training one
+        if not options.barrier:
+            return 0
+        return target.trajectory_runs * options.num_points * (target.test + target.train // 10)
 
     def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
         specs = ctx.cfg.targets

@@ -97,6 +97,27 @@ def claim(
     return make
 
 
+@dataclass(frozen=True)
+class TargetSize:
+    """One target as a unit's cost estimate sees it (:meth:`Analysis.forward_passes`)."""
+
+    label: str
+    train: int
+    """Training examples."""
+    test: int
+    """Test examples."""
+    trajectory_runs: int = 0
+    """P@k-T runs the plan has for the target."""
+    model: Any = None
+    """The study's architecture for the target (any weights), when the estimate has one: for
+    units whose work grows with the model's modules."""
+
+    @staticmethod
+    def cap(n: int | None, total: int) -> int:
+        """``n`` examples of a split of ``total`` (None: all of them)."""
+        return total if n is None else min(n, total)
+
+
 class Analysis:
     """Base class of an analysis unit; subclass it, declaring the unit in the class statement,
     and register it::
@@ -152,6 +173,12 @@ class Analysis:
         """
         raise NotImplementedError
 
+    def forward_passes(self, options: Any, target: TargetSize) -> int:
+        """Examples the unit sends through a model for one target (a forward pass each; a
+        training step counts 3): its time estimate before it starts and its share of
+        ``transferscope estimate``. 0, the default, for a unit that reads files only."""
+        return 0
+
     def has_results(self, result: AnalysisResult) -> bool:
         """Whether ``result`` measured anything (else the JSON's status is 'skipped')."""
         return any(_entry_ok(entry) for entry in result.targets.values())
@@ -196,4 +223,4 @@ def _entry_ok(entry: TargetEntry) -> bool:
     return any(getattr(p, "status", None) == "ok" for p in pairs or [])
 
 
-__all__ = ["Analysis", "Claim", "ReportSection"]
+__all__ = ["Analysis", "Claim", "ReportSection", "TargetSize", "claim"]

@@ -32,18 +32,20 @@ from transferscope.analyses.results import (
     skipped_parts,
     validate_result,
 )
-from transferscope.analyses.unit import Analysis
+from transferscope.analyses.unit import Analysis, TargetSize
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.config import StudyConfig, changed_keys
-from transferscope.errors import DamagedRunError
-from transferscope.study import layout
+from transferscope.errors import DamagedRunError, TransferscopeError
+from transferscope.study import estimate, layout
 from transferscope.study.executors import DataCache
 from transferscope.study.plan import Plan
 from transferscope.study.store import StudyStore
+from transferscope.training.loaders import CPU_FORWARD_ROWS
+from transferscope.training.trainer import pick_device
 
 ProgressFn = Callable[[str, str], None]
 """``progress(name, message)``: 'running', 'done', 'cached', 'disabled', 'skipped: <reason>',
-'failed: <error>', or 'recomputing: <reason>' (before 'running')."""
+'failed: <error>', or, before 'running', 'recomputing: <reason>' and 'estimated: <time>'."""
 TickFn = Callable[[str, int, int, str], None]
 """``tick(name, done, total, what)`` while an analysis works through its targets, pairs or
 modules."""
@@ -152,6 +154,50 @@ def _envelope(
     }
 
 
+class AnalysisClock:
+    """How long an analysis will take, said before it starts: its unit's forward passes for the
+    study's targets (:meth:`~transferscope.analyses.unit.Analysis.forward_passes`) times the
+    seconds of one forward pass of the study's model on this machine, timed once, when the first
+    analysis that needs a model starts (about a second; at 224 px on a CPU a few)."""
+
+    def __init__(self, cfg: StudyConfig, plan: Plan, cache: DataCache) -> None:
+        self.cfg, self.plan, self.cache = cfg, plan, cache
+        self._per_forward: float | None = None
+        self._model: Any = None
+        self._shape: tuple[int, int, int] = (0, 0, 0)
+        self._targets: list[TargetSize] | None = None
+
+    def estimate(self, unit: Analysis, options: Any) -> str | None:
+        """'~40 s (1.2M forward passes)', or None when the unit reads files only or the
+        estimate cannot be made (the data does not load: the analysis itself says why)."""
+        try:
+            if self._targets is None:
+                sizes = {s.label: self.cache.get(s).sizes() for s in self.cfg.targets}
+                pairs = {k: (v["train"], v["test"]) for k, v in sizes.items()}
+                info = self.cache.get(self.cfg.targets[0]).info
+                self._shape = info.image_shape
+                self._model = estimate.timing_model(
+                    self.cfg.model.name,
+                    info.image_shape,
+                    info.num_outputs,
+                    pick_device(self.cfg.device),
+                    self.cfg.model.options,
+                )
+                self._targets = estimate.target_sizes(self.cfg, pairs, self.plan, self._model)
+            passes = sum(unit.forward_passes(options, t) for t in self._targets)
+            if passes <= 0:
+                return None
+            if self._per_forward is None:
+                device = pick_device(self.cfg.device)
+                self._per_forward = estimate.forward_seconds(
+                    self._model, self._shape, device, batch=CPU_FORWARD_ROWS
+                )
+        except (TransferscopeError, OSError, RuntimeError, ValueError):
+            return None
+        seconds = passes * self._per_forward
+        return f"~{estimate.duration(seconds)} ({estimate.human(passes)} forward passes)"
+
+
 def run_analyses(
     store: StudyStore,
     only: list[str] | None = None,
@@ -181,6 +227,7 @@ def run_analyses(
     notify = progress or (lambda name, message: None)
     out: dict[str, Path] = {}
     lines: dict[tuple[Any, ...], InterpolationResult] = {}
+    clock = AnalysisClock(cfg, plan, cache)
     for unit in units:
         name = unit.name
         path = layout.analysis_path(store.root, name)
@@ -196,6 +243,9 @@ def run_analyses(
         if stale is not None and not force:
             notify(name, f"recomputing: {stale}")
         because = "--force" if force else (stale or "no earlier result")
+        guess = clock.estimate(unit, cfg.analyses.of(name))
+        if guess is not None:
+            notify(name, f"estimated: {guess}")
         notify(name, "running")
         ctx = StudyContext(store, cfg, plan, cache, lines=lines)
         if tick is not None:

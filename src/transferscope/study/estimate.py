@@ -16,6 +16,7 @@ options (``subsample``, ``train_size`` / ``test_size``) or from ``examples`` giv
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from typing import Any
 
 import torch
 
+from transferscope.analyses import registry
+from transferscope.analyses.unit import TargetSize
 from transferscope.config import DataSpec, StudyConfig, TrainSpec
 from transferscope.data.base import DataInfo
 from transferscope.errors import TransferscopeError
@@ -158,7 +161,7 @@ def run_costs(plan: Plan, sizes: dict[str, DataSize]) -> list[RunCost]:
         t = run.spec.train
         n = min(size.train, t.max_train_examples or size.train)
         key = (run.spec.model.name, size.info.image_shape, size.info.num_outputs, t.batch_size)
-        key += (t.eval_batch_size,)
+        key += (t.eval_batch_size, json.dumps(run.spec.model.options, sort_keys=True))
         out.append(RunCost(run.spec.kind, t.epochs * n, _evaluations(t) * size.test, key))
     return out
 
@@ -172,6 +175,7 @@ def calibrate(
     device: torch.device,
     steps: int = 3,
     bf16: bool | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> Calibration:
     """Seconds per example of training steps and of evaluation forwards, after one warm-up each.
 
@@ -180,25 +184,14 @@ def calibrate(
     at 8 examples (a 224-px ResNet-50 step of 256 would take a minute here); the per-example
     time of a CPU barely depends on the batch.
     """
-    from transferscope.models import build_model
-
     cuda = device.type == "cuda"
     use_bf16 = cuda if bf16 is None else bf16
     if not cuda:
         batch, eval_batch = min(batch, 8), min(eval_batch, 8)
-    torch.manual_seed(0)
-    model = build_model(model_name, outputs, image_shape[0]).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    model = _model(model_name, image_shape, outputs, device, model_options)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, *image_shape, device=device)
+    x = _inputs(batch, image_shape, device)
     y = torch.randint(0, outputs, (batch,), device=device)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
 
     def train_step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -207,76 +200,136 @@ def calibrate(
         loss.backward()
         opt.step()
 
-    def timed(fn: Callable[[], None], n: int) -> float:
-        fn()  # warm-up: cuDNN autotuning, allocator
-        sync()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - start) / n
-
     model.train()
-    train_s = timed(train_step, steps) / batch
-    xe = torch.randn(eval_batch, *image_shape, device=device)
-    model.eval()
-
-    def eval_step() -> None:
-        with (
-            torch.no_grad(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
-        ):
-            model(xe)
-
-    eval_s = timed(eval_step, steps) / eval_batch
+    train_s = _timed(train_step, steps, device) / batch
+    eval_s = _eval_seconds(model, image_shape, eval_batch, device, steps, use_bf16)
     return Calibration(train_s, eval_s, batch, eval_batch)
 
 
-def analyses_forwards(cfg: StudyConfig, sizes: dict[str, DataSize], plan: Plan) -> dict[str, int]:
-    """Approximate forward passes (examples x passes) of each costly analysis, all targets.
+def forward_seconds(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    *,
+    batch: int = 64,
+    steps: int = 2,
+) -> float:
+    """Seconds per example of an eval-mode float32 forward pass of ``model`` (on ``device``)
+    on synthetic inputs, what the analyses run, after one warm-up.
 
-    Counts: similarity, 4 pairs x 2 models x its examples; interpolation, 5 paths (P-T/P-T,
-    RI-T/RI-T, P-T/RI-T, same-init RI-T, control pair) x points x (test + BatchNorm
-    recalibration examples); trajectory, one P@k-T -> P-T path per checkpoint; alignment, 3 paths
-    twice (plain and aligned); criticality, P-T and RI-T x ~18 modules x (alphas + sigmas x noise
-    samples) x its examples plus the heat maps; connectivity, each pair's curve training (counted
-    as 3 forwards per example, forward + backward) and its points. Curves, mistakes and distance
-    read files and weights only.
+    On the CPU the batch starts at 8 (a 224-px ResNet-50 forward of 64 takes seconds there) and
+    grows 4x while a forward takes under 50 ms, up to ``batch``: a small model's time per
+    example at batch 8 is mostly per-call overhead that the analyses' large batches do not pay.
     """
-    a = cfg.analyses
-    out = dict.fromkeys(("similarity", "interpolation", "trajectory", "alignment"), 0)
-    out |= {"criticality": 0, "connectivity": 0}
+    if device.type == "cuda":
+        return _eval_seconds(model, image_shape, batch, device, steps, bf16=False)
+    size = min(batch, 8)
+    while True:
+        per_example = _eval_seconds(model, image_shape, size, device, steps, bf16=False)
+        if per_example * size >= 0.05 or size >= batch:
+            return per_example
+        size = min(4 * size, batch)
+
+
+def timing_model(
+    name: str,
+    image_shape: tuple[int, int, int],
+    outputs: int,
+    device: torch.device,
+    options: dict[str, Any] | None = None,
+) -> torch.nn.Module:
+    """The architecture ``name`` for (outputs, image_shape) on ``device``, seeded without
+    touching the caller's random state: for timings and module counts, not for training."""
+    return _model(name, image_shape, outputs, device, options)
+
+
+def _model(
+    name: str,
+    image_shape: tuple[int, int, int],
+    outputs: int,
+    device: torch.device,
+    options: dict[str, Any] | None,
+) -> torch.nn.Module:
+    from transferscope.models import build_model
+
+    with torch.random.fork_rng(devices=[]):  # a timing must not move the caller's RNG
+        torch.manual_seed(0)
+        model = build_model(name, outputs, image_shape[0], **(options or {})).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _inputs(batch: int, image_shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    x = torch.randn(batch, *image_shape, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
+    """Mean seconds of ``fn`` over ``n`` calls after one warm-up (cuDNN autotuning, allocator)."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / n
+
+
+def _eval_seconds(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    batch: int,
+    device: torch.device,
+    steps: int,
+    bf16: bool,
+) -> float:
+    x = _inputs(batch, image_shape, device)
+    model.eval()
+
+    def step() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(x)
+
+    return _timed(step, steps, device) / batch
+
+
+def target_sizes(
+    cfg: StudyConfig,
+    sizes: dict[str, DataSize | tuple[int, int]],
+    plan: Plan,
+    model: torch.nn.Module | None = None,
+) -> list[TargetSize]:
+    """Each target's sizes and trajectory runs (and ``model``, the study's architecture), as
+    the units' cost estimates read them."""
+    out = []
     for target in cfg.targets:
         size = sizes[target.label]
-
-        def cap(n: int | None, total: int) -> int:
-            return total if n is None else min(n, total)
-
-        test, train = size.test, size.train
-        if a.similarity.enabled:
-            out["similarity"] += 8 * cap(a.similarity.max_examples, test)
-        if a.interpolation.enabled:
-            o = a.interpolation
-            recal = cap(o.recalibration_examples, train) if o.recalibrate_batchnorm else 0
-            out["interpolation"] += 5 * o.num_points * (cap(o.max_examples, test) + recal)
+        train, test = (size.train, size.test) if isinstance(size, DataSize) else size
         ks = len(plan.select(kind="P@k-T", target=target.label))
-        if a.trajectory.enabled and a.trajectory.barrier:
-            out["trajectory"] += ks * a.trajectory.num_points * (test + train // 10)
-        if a.alignment.enabled:
-            o = a.alignment
-            recal = cap(o.recalibration_examples, train) if o.recalibrate_batchnorm else 0
-            out["alignment"] += 6 * o.num_points * (cap(o.max_examples, test) + recal)
-        if a.criticality.enabled:
-            o = a.criticality
-            search = (o.num_alphas + o.num_sigmas * o.noise_samples) * cap(o.max_examples, train)
-            heat = o.heatmap_alphas * o.heatmap_sigmas * o.heatmap_noise_samples
-            heat *= cap(o.eval_max_examples, test)
-            out["criticality"] += 2 * 18 * (search + heat)
-        if a.connectivity.enabled:
-            o = a.connectivity
-            fit = o.epochs * cap(o.max_train_examples, train) * 3
-            recal = cap(o.recalibration_examples, train) if o.recalibrate_batchnorm else 0
-            out["connectivity"] += len(o.pairs) * (fit + o.num_points * (test + recal))
+        out.append(TargetSize(target.label, train, test, ks, model))
+    return out
+
+
+def analyses_forwards(
+    cfg: StudyConfig,
+    sizes: dict[str, DataSize],
+    plan: Plan,
+    model: torch.nn.Module | None = None,
+) -> dict[str, int]:
+    """Forward passes (examples x passes) of each enabled analysis over all targets, from each
+    unit's own count (:meth:`~transferscope.analyses.unit.Analysis.forward_passes`)."""
+    targets = target_sizes(cfg, sizes, plan, model)
+    out = {}
+    for unit in registry.units():
+        options = cfg.analyses.of(unit.name)
+        if options.enabled:
+            out[unit.name] = sum(unit.forward_passes(options, t) for t in targets)
     return out
 
 
@@ -310,9 +363,17 @@ def estimate(
     measured: dict[tuple[Any, ...], Calibration] = {}
     for c in costs:
         if c.key not in measured:
-            name, shape, outputs, batch, eval_batch = c.key
+            name, shape, outputs, batch, eval_batch, options = c.key
             measured[c.key] = calibrate_fn(
-                name, shape, outputs, batch, eval_batch, device, steps, cfg.performance.bf16
+                name,
+                shape,
+                outputs,
+                batch,
+                eval_batch,
+                device,
+                steps,
+                cfg.performance.bf16,
+                model_options=json.loads(options),
             )
     runs = dict.fromkeys(KINDS, 0)
     todo = dict.fromkeys(KINDS, 0)
@@ -327,7 +388,11 @@ def estimate(
         todo[c.kind] += 1
         cal = measured[c.key]
         hours[c.kind] += (c.train_examples * cal.train_s + c.eval_examples * cal.eval_s) / 3600
-    forwards = analyses_forwards(cfg, sizes, plan)
+    first = sizes[cfg.targets[0].label].info
+    model = timing_model(
+        cfg.model.name, first.image_shape, first.num_outputs, torch.device("cpu"), cfg.model.options
+    )
+    forwards = analyses_forwards(cfg, sizes, plan, model)
     target_key = next(c.key for c in costs if c.kind in ("P-T", "RI-T", "P@k-T"))
     analyses_hours = sum(forwards.values()) * measured[target_key].eval_s / 3600
     calibration = {
@@ -358,11 +423,21 @@ def _device_name(device: torch.device) -> str:
     return str(device)
 
 
-def _human(n: float) -> str:
+def human(n: float) -> str:
+    """A count with a k/M/G suffix: 1.2M."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return f"{n:.0f}"
+
+
+def duration(seconds: float) -> str:
+    """A time to the precision an estimate has: 40 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def format_estimate(est: Estimate) -> list[str]:
@@ -379,15 +454,15 @@ def format_estimate(est: Estimate) -> list[str]:
         ex = est.examples[kind]
         lines.append(
             f"  {kind:<6} {n:>4} runs ({est.runs_to_train[kind]} to train)  "
-            f"{_human(ex['train'])} training examples, {_human(ex['eval'])} evaluated  "
+            f"{human(ex['train'])} training examples, {human(ex['eval'])} evaluated  "
             f"{est.hours[kind]:,.1f} {unit}"
         )
     total = est.total_hours
     share = est.analyses_hours / total if total > 0 else 0.0
     lines.append(
-        f"analyses: ~{_human(sum(est.analyses_forwards.values()))} forward passes, "
+        f"analyses: ~{human(sum(est.analyses_forwards.values()))} forward passes, "
         f"~{est.analyses_hours:,.1f} {unit} ({share:.0%} of the total; "
-        + ", ".join(f"{k} {_human(v)}" for k, v in est.analyses_forwards.items() if v)
+        + ", ".join(f"{k} {human(v)}" for k, v in est.analyses_forwards.items() if v)
         + ")"
     )
     lines.append(f"total: ~{total:,.1f} {unit} on {est.device}")

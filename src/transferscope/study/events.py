@@ -34,8 +34,9 @@ class StudyEvents:
     runs_done: Callable[[dict[str, str]], None] | None = None
     """(run id -> 'done' / 'skipped' / 'failed: ...') once training is over, before analyses."""
     analysis: Callable[[str, str, float | None], None] | None = None
-    """(name, message, seconds): 'running' / 'recomputing: why' (seconds None), then 'done',
-    'cached', 'disabled', 'skipped: why' or 'failed: error' with the seconds it took."""
+    """(name, message, seconds): 'recomputing: why', 'estimated: ~time' and 'running' (seconds
+    None), then 'done', 'cached', 'disabled', 'skipped: why' or 'failed: error' with the seconds
+    it took."""
     analysis_tick: Callable[[str, int, int, str], None] | None = None
     """(name, parts done, parts in all, what): an analysis working through its parts."""
 
@@ -82,7 +83,7 @@ def analyse(
     def progress(name: str, message: str) -> None:
         if message == "running":
             started[name] = time.perf_counter()
-        finished = message != "running" and not message.startswith("recomputing")
+        finished = message != "running" and not message.startswith(("recomputing", "estimated"))
         seconds = time.perf_counter() - started.get(name, time.perf_counter()) if finished else None
         last[name] = message
         if events.analysis:
