@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from test_report import make_study
+from transferscope.analyses import registry
 from transferscope.report import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -104,7 +105,7 @@ def test_report_renders_offline_with_all_figures(
     assert result["broken"] == []
     assert result["loaded"] == expected
     assert result["errors"] == []
-    assert result["findings"] == 10
+    assert result["findings"] == sum(len(u.claims) for u in registry.units())
     assert _console_errors(proc.stderr) == []
 
 

@@ -6,26 +6,52 @@ learning?" (NeurIPS 2020) on a user's own models and data. Every analysis is a f
 together and writes a report.
 """
 
-from transferscope.analysis.alignment import align
-from transferscope.analysis.cka import CKAAccumulator, linear_cka
-from transferscope.analysis.connectivity import evaluate_curve, fit_curve
-from transferscope.analysis.criticality import module_criticality
-from transferscope.analysis.curves import (
-    aggregate_curves,
-    compare_curves,
-    relative_drop,
-    shuffle_gaps,
-    time_to_threshold,
-)
-from transferscope.analysis.distance import parameter_distance
-from transferscope.analysis.interpolation import interpolate
-from transferscope.analysis.mistakes import compare_mistakes
-from transferscope.analysis.similarity import feature_similarity
-from transferscope.analysis.trajectory import trajectory_summary
-from transferscope.config import StudyConfig, load_preset
-from transferscope.data.shuffle import block_shuffle, pixel_shuffle
-from transferscope.errors import TransferscopeError
-from transferscope.notebook import Study, open_study
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# What ``import transferscope`` offers, imported on first use: the command line starts without
+# loading every analysis, the report and matplotlib (about a second and a half of each CLI call).
+_EXPORTS = {
+    "align": "transferscope.analysis.alignment",
+    "CKAAccumulator": "transferscope.analysis.cka",
+    "linear_cka": "transferscope.analysis.cka",
+    "evaluate_curve": "transferscope.analysis.connectivity",
+    "fit_curve": "transferscope.analysis.connectivity",
+    "module_criticality": "transferscope.analysis.criticality",
+    "aggregate_curves": "transferscope.analysis.curves",
+    "compare_curves": "transferscope.analysis.curves",
+    "relative_drop": "transferscope.analysis.curves",
+    "shuffle_gaps": "transferscope.analysis.curves",
+    "time_to_threshold": "transferscope.analysis.curves",
+    "parameter_distance": "transferscope.analysis.distance",
+    "interpolate": "transferscope.analysis.interpolation",
+    "compare_mistakes": "transferscope.analysis.mistakes",
+    "feature_similarity": "transferscope.analysis.similarity",
+    "trajectory_summary": "transferscope.analysis.trajectory",
+    "StudyConfig": "transferscope.config",
+    "load_preset": "transferscope.config",
+    "block_shuffle": "transferscope.data.shuffle",
+    "pixel_shuffle": "transferscope.data.shuffle",
+    "TransferscopeError": "transferscope.errors",
+    "Study": "transferscope.notebook",
+    "open_study": "transferscope.notebook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'transferscope' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __version__ = "0.1.0"
 

@@ -60,6 +60,9 @@ class TrajectoryOptions(SpeedOptions):
     barrier: bool = Field(default=True, description="interpolate P@k-T to P-T (§3-§5)")
     num_points: int = Field(default=11, ge=2)
     recalibrate_batchnorm: bool = True
+    recalibration_examples: int | None = Field(
+        default=2000, ge=1, description="training examples for BatchNorm statistics at each point"
+    )
 
 
 class Point(Model):
@@ -171,6 +174,7 @@ def _point(
             res = ctx.line(
                 same, (r.id, "final"), (same.id, "final"), opts.num_points,
                 opts.recalibrate_batchnorm, max_examples=opts.max_examples,
+                recalibration_examples=opts.recalibration_examples,
             )  # fmt: skip
         except TransferscopeError:
             continue
@@ -397,10 +401,13 @@ class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJEC
     claims = (C8,)
 
     def forward_passes(self, options: TrajectoryOptions, target: TargetSize) -> int:
-        # one P@k-T -> P-T path per checkpoint, on the test split and a tenth of the training one
+        # one P@k-T -> P-T path per checkpoint: test examples + BatchNorm recalibration
         if not options.barrier:
             return 0
-        return target.trajectory_runs * options.num_points * (target.test + target.train // 10)
+        o = options
+        recal = target.cap(o.recalibration_examples, target.train) if o.recalibrate_batchnorm else 0
+        examples = target.cap(o.max_examples, target.test) + recal
+        return target.trajectory_runs * o.num_points * examples
 
     def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
         specs = ctx.cfg.targets
