@@ -25,14 +25,7 @@ from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
 from transferscope.analyses.unit import Analysis, ReportSection, TargetSize, claim
 from transferscope.analysis import domain as domain_lib
 from transferscope.options import AnalysisOptions
-from transferscope.report.rules import (
-    INCONCLUSIVE,
-    UNMEASURED,
-    TargetResult,
-    combine,
-    finite,
-    fmt,
-)
+from transferscope.report.rules import INCONCLUSIVE, UNMEASURED, TargetResult, combine, finite, fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -122,8 +115,9 @@ def _compute(ctx: StudyContext, options: DomainOptions) -> dict[str, Any]:
         return {"targets": {t: skipped(f"{n} test examples: 2 needed") for t in labels}}
 
     def features(data: Any) -> np.ndarray:
+        data = subset(data, n, options.subset_seed)
         return domain_lib.penultimate_features(
-            model, subset(data, n, options.subset_seed), options.batch_size, ctx.device
+            model, data, batch_size=options.batch_size, device=ctx.device
         )
 
     ctx.progress(0, len(labels) + 1, "source features")
@@ -132,7 +126,10 @@ def _compute(ctx: StudyContext, options: DomainOptions) -> dict[str, Any]:
         # The subset of 2n starts with the subset of n; its second half, disjoint from the
         # first, measures the noise floor: the distance sampling alone gives.
         both = domain_lib.penultimate_features(
-            model, subset(source, 2 * n, options.subset_seed), options.batch_size, ctx.device
+            model,
+            subset(source, 2 * n, options.subset_seed),
+            batch_size=options.batch_size,
+            device=ctx.device,
         )
         src = both[:n]
         floor = domain_lib.frechet_distance(src, both[n:])

@@ -42,6 +42,7 @@ from transferscope.training.loaders import iterate
 def penultimate_features(
     model: nn.Module,
     data: Any,
+    *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
