@@ -162,40 +162,38 @@ class AnalysisClock:
 
     def __init__(self, cfg: StudyConfig, plan: Plan, cache: DataCache) -> None:
         self.cfg, self.plan, self.cache = cfg, plan, cache
-        self._per_forward: float | None = None
-        self._model: Any = None
-        self._shape: tuple[int, int, int] = (0, 0, 0)
-        self._targets: list[TargetSize] | None = None
+        self._targets: list[TargetSize] = []
+        self._per_forward = 0.0
 
     def estimate(self, unit: Analysis, options: Any) -> str | None:
         """'~40 s (1.2M forward passes)', or None when the unit reads files only or the
         estimate cannot be made (the data does not load: the analysis itself says why)."""
+        if type(unit).forward_passes is Analysis.forward_passes:
+            return None  # reads files only: no data to load, no model to build or time
         try:
-            if self._targets is None:
-                sizes = {s.label: self.cache.get(s).sizes() for s in self.cfg.targets}
-                pairs = {k: (v["train"], v["test"]) for k, v in sizes.items()}
-                info = self.cache.get(self.cfg.targets[0]).info
-                self._shape = info.image_shape
-                self._model = estimate.timing_model(
-                    self.cfg.model.name,
-                    info.image_shape,
-                    info.num_outputs,
-                    pick_device(self.cfg.device),
-                    self.cfg.model.options,
-                )
-                self._targets = estimate.target_sizes(self.cfg, pairs, self.plan, self._model)
+            if not self._targets:
+                self._measure()
             passes = sum(unit.forward_passes(options, t) for t in self._targets)
-            if passes <= 0:
-                return None
-            if self._per_forward is None:
-                device = pick_device(self.cfg.device)
-                self._per_forward = estimate.forward_seconds(
-                    self._model, self._shape, device, batch=CPU_FORWARD_ROWS
-                )
         except (TransferscopeError, OSError, RuntimeError, ValueError):
+            return None
+        if passes <= 0:
             return None
         seconds = passes * self._per_forward
         return f"~{estimate.duration(seconds)} ({estimate.human(passes)} forward passes)"
+
+    def _measure(self) -> None:
+        """The targets' sizes, and one forward pass of the study's model timed on its device."""
+        sizes = {s.label: self.cache.get(s).sizes() for s in self.cfg.targets}
+        pairs = {k: (v["train"], v["test"]) for k, v in sizes.items()}
+        info = self.cache.get(self.cfg.targets[0]).info
+        device = pick_device(self.cfg.device)
+        model = estimate.timing_model(
+            self.cfg.model.name, info.image_shape, info.num_outputs, device, self.cfg.model.options
+        )
+        self._per_forward = estimate.forward_seconds(
+            model, info.image_shape, device, batch=CPU_FORWARD_ROWS
+        )
+        self._targets = estimate.target_sizes(self.cfg, pairs, self.plan, model)
 
 
 def run_analyses(

@@ -188,7 +188,7 @@ def calibrate(
     use_bf16 = cuda if bf16 is None else bf16
     if not cuda:
         batch, eval_batch = min(batch, 8), min(eval_batch, 8)
-    model = _model(model_name, image_shape, outputs, device, model_options)
+    model = timing_model(model_name, image_shape, outputs, device, model_options)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = _inputs(batch, image_shape, device)
     y = torch.randint(0, outputs, (batch,), device=device)
@@ -240,19 +240,9 @@ def timing_model(
 ) -> torch.nn.Module:
     """The architecture ``name`` for (outputs, image_shape) on ``device``, seeded without
     touching the caller's random state: for timings and module counts, not for training."""
-    return _model(name, image_shape, outputs, device, options)
-
-
-def _model(
-    name: str,
-    image_shape: tuple[int, int, int],
-    outputs: int,
-    device: torch.device,
-    options: dict[str, Any] | None,
-) -> torch.nn.Module:
     from transferscope.models import build_model
 
-    with torch.random.fork_rng(devices=[]):  # a timing must not move the caller's RNG
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(name, outputs, image_shape[0], **(options or {})).to(device)
     if device.type == "cuda":
