@@ -289,7 +289,11 @@ def sections() -> list[tuple[str, str]]:
     return out
 
 
-def render_html(data: StudyData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> str:
+DEFAULT_FORMATS = ("png", "pdf")
+"""Figure formats when a study does not say: PNG for the page, PDF for papers."""
+
+
+def render_html(data: StudyData, out: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> str:
     """The page's HTML for ``data``; figures are written under ``out/figures``."""
     page = _Page(data, out, formats)
     findings = evaluate_findings(data)
@@ -343,9 +347,6 @@ def _fingerprint(study_dir: Path, formats: Sequence[str]) -> dict[str, Any]:
     return {"version": _version("transferscope"), "formats": list(formats), "files": files}
 
 
-DEFAULT_FORMATS = ("png", "pdf")
-
-
 def figure_formats(study_dir: Path) -> tuple[str, ...]:
     """The figure formats the study asks for (``report.figures`` in its study.yaml, written
     validated by ``transferscope run``); PNG and PDF when it says nothing."""
@@ -353,6 +354,11 @@ def figure_formats(study_dir: Path) -> tuple[str, ...]:
         cfg = yaml.safe_load((Path(study_dir) / layout.STUDY_CONFIG).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return DEFAULT_FORMATS  # load_study names the damaged file
+    return _formats_of(cfg)
+
+
+def _formats_of(cfg: Any) -> tuple[str, ...]:
+    """``report.figures`` of a parsed study config, or the default."""
     report = cfg.get("report") if isinstance(cfg, dict) else None
     figures = report.get("figures") if isinstance(report, dict) else None
     return (
@@ -395,7 +401,7 @@ def build_report(study_dir: Path, formats: Sequence[str] | None = None, force: b
     """
     study_dir = Path(study_dir)
     data = load_study(study_dir)
-    formats = figure_formats(study_dir) if formats is None else tuple(formats)
+    formats = _formats_of(data.config) if formats is None else tuple(formats)
     out = study_dir / "report"
     if not force and report_is_current(study_dir, formats):
         return out / "index.html"
