@@ -268,7 +268,8 @@ def C1(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     )
 
 
-def _smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
+def smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
+    """The shuffle C2 and C11 compare with unshuffled: the smallest block, else the pixel one."""
     blocks = [s for s in e.shuffles if s.shuffle and s.block_size is not None]
     if blocks:
         return min(blocks, key=lambda s: s.block_size or 0)
@@ -286,7 +287,7 @@ def _smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
 )
 def C2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     base: Gap = next((s for s in e.shuffles if s.shuffle is None), e)
-    small = _smallest_shuffle(e)
+    small = smallest_shuffle(e)
     if small is None:
         return TargetResult(target, UNMEASURED, "no shuffled runs")
     d0, d1 = base.relative_drop, small.relative_drop
@@ -447,4 +448,4 @@ class Curves(Analysis, name="curves", version=2, section=sections.FEATURE_REUSE)
         return out
 
 
-__all__ = ["Curves", "CurvesEntry", "CurvesOptions", "CurvesResult"]
+__all__ = ["Curves", "CurvesEntry", "CurvesOptions", "CurvesResult", "smallest_shuffle"]

@@ -184,7 +184,7 @@ class Point:
 def points(result: DomainResult, data: StudyData) -> tuple[list[Point], list[str]]:
     """Targets with a distance and a curves result, nearest first; and the targets left out,
     each with why."""
-    from transferscope.analyses.curves import CurvesEntry, _smallest_shuffle, shuffle_label
+    from transferscope.analyses.curves import CurvesEntry, shuffle_label, smallest_shuffle
 
     curves = data.result("curves")
     out, left_out = [], []
@@ -200,7 +200,7 @@ def points(result: DomainResult, data: StudyData) -> tuple[list[Point], list[str
             continue
         base = next((s for s in c.shuffles if s.shuffle is None), None)
         drop = base.relative_drop if base is not None else c.relative_drop
-        small = _smallest_shuffle(c)
+        small = smallest_shuffle(c)
         lost = None
         if small is not None and finite(small.relative_drop) and finite(drop):
             lost = float(drop - small.relative_drop)
