@@ -43,10 +43,11 @@ class PathOptions(AnalysisOptions):
     )
 
 
-def path_examples(options: PathOptions, target: TargetSize) -> int:
+def path_examples(options: Any, target: TargetSize) -> int:
     """Examples evaluated at each point of a path: the test examples (``max_examples`` when the
     options have it) plus the BatchNorm recalibration examples (an upper bound: models without
-    BatchNorm skip them)."""
+    BatchNorm skip them). ``options``: a :class:`PathOptions`, or any options with its
+    ``recalibrate_batchnorm`` and ``recalibration_examples`` (the trajectory's)."""
     test = target.cap(getattr(options, "max_examples", None), target.test)
     recal = target.cap(options.recalibration_examples, target.train)
     return test + (recal if options.recalibrate_batchnorm else 0)

@@ -21,6 +21,7 @@ from pydantic import Field
 from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
+from transferscope.analyses.paths import path_examples
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
 from transferscope.analyses.unit import Analysis, TargetSize, claim
@@ -404,10 +405,7 @@ class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJEC
         # one P@k-T -> P-T path per checkpoint: test examples + BatchNorm recalibration
         if not options.barrier:
             return 0
-        o = options
-        recal = target.cap(o.recalibration_examples, target.train) if o.recalibrate_batchnorm else 0
-        examples = target.cap(o.max_examples, target.test) + recal
-        return target.trajectory_runs * o.num_points * examples
+        return target.trajectory_runs * options.num_points * path_examples(options, target)
 
     def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
         specs = ctx.cfg.targets
