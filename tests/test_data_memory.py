@@ -133,6 +133,32 @@ def test_fashion_mosaic_is_multilabel_deterministic_and_balanced():
     assert (a.train.targets.sum(1) >= 2).any()
 
 
+@requires_fashion
+def test_fashion_rotated_turns_unseen_items_and_keeps_their_labels():
+    a = registry.load("fashion-rotated", train_size=300, test_size=100)
+    assert len(a.train) == 300 and len(a.test) == 100
+    assert a.info.task == "multiclass" and a.info.num_outputs == 10
+    assert torch.equal(
+        a.train.images, registry.load("fashion-rotated", train_size=300).train.images
+    )
+    # Every image is a Fashion-MNIST test item turned by a quarter: turned back, it is one of
+    # them, with that item's label; train and test never share an item.
+    arrays = fashion_mnist.load_arrays()
+    items = fashion_mnist.to_tensor(arrays["test_images"]).flatten(1)
+    matched = []
+    for split in (a.train, a.test):
+        back = torch.rot90(split.images, -1, dims=(2, 3)).flatten(1)
+        match = torch.cdist(back, items).argmin(1)
+        assert torch.allclose(back, items[match], atol=1e-5)
+        assert torch.equal(
+            torch.from_numpy(arrays["test_labels"][match.numpy()]).long(), split.targets
+        )
+        matched.append(set(match.tolist()))
+    assert not matched[0] & matched[1]
+    with pytest.raises(TransferscopeError, match="quarter_turns=4"):
+        registry.load("fashion-rotated", quarter_turns=4)
+
+
 def test_mosaic_bad_classes():
     with pytest.raises(TransferscopeError, match="class indices"):
         registry.load("fashion-mosaic", classes=[3, 3])

@@ -53,6 +53,7 @@ def _ensure_loaded() -> None:
         fashion_mnist,
         imagefolder,
         mosaic,
+        rotated,
         torchvision_source,
     )
 
