@@ -17,6 +17,8 @@ rule can say *holds*, *does not hold* or *inconclusive* and show the statistic i
   two ranges must not overlap.
 - :func:`spearman_trend`: Spearman's ρ between depth and a per-module value, with an exact
   permutation p-value for small numbers of modules.
+- :func:`noisy_spearman`: Spearman's ρ across a few measured items (targets), its sign tested
+  against each item's measurement noise.
 """
 
 from __future__ import annotations
@@ -372,6 +374,80 @@ def spearman_trend(values: Sequence[float]) -> Comparison:
     )
 
 
+def cluster_ranks(x: Sequence[float], tie_within: float = 0.0) -> np.ndarray:
+    """Average ranks (1-based) of ``x``, where values that a chain of gaps of at most
+    ``tie_within`` links together share one rank: distances closer than their own noise are
+    not ordered."""
+    v = np.asarray(x, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    start = 0
+    for i in range(1, len(v) + 1):
+        if i == len(v) or v[order[i]] - v[order[i - 1]] > tie_within:
+            ranks[order[start:i]] = (start + 1 + i) / 2
+            start = i
+    return ranks
+
+
+NOISE_DRAWS = 2000
+
+
+def noisy_spearman(
+    x: Sequence[float],
+    values: Sequence[float],
+    errors: Sequence[float],
+    *,
+    tie_within: float = 0.0,
+    draws: int = NOISE_DRAWS,
+    seed: int = 0,
+) -> Comparison:
+    """Spearman's ρ between ``x`` and ``values``, its sign tested against the values' own
+    measurement noise.
+
+    For a fixed set of measured items (the targets of one study) the question is whether their
+    order survives the noise of each measurement, not whether a random ordering could give the
+    same ρ: the values are redrawn ``draws`` times, each from N(value, error²) independently
+    (each item has its own test set), and ρ recomputed. ``direction`` is +1 when ρ > 0 in at
+    least 1 − :data:`ALPHA` of the draws and the measured ρ > 0, -1 likewise for ρ < 0, else 0;
+    ``p_value`` is the share of draws whose ρ has the other sign or is 0. Values of ``x`` within
+    ``tie_within`` of each other share a rank (:func:`cluster_ranks`). Three items can decide,
+    unlike :func:`spearman_trend`'s permutation test: with errors small against the gaps
+    between values every draw keeps the measured order.
+
+    Args:
+        x: (n,) the ordering variable (e.g. distance from the source), n >= 3.
+        values: (n,) measured values; errors: (n,) their standard errors (>= 0, finite).
+    """
+    xv = cluster_ranks(x, tie_within)
+    y = np.asarray(values, dtype=np.float64)
+    e = np.asarray(errors, dtype=np.float64)
+    n = len(y)
+    if n < 3 or len(xv) != n or len(e) != n:
+        raise TransferscopeError(
+            f"a rank correlation needs at least 3 items with a value and an error each, got "
+            f"{len(xv)} positions, {n} values, {len(e)} errors"
+        )
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(e)) and np.all(e >= 0)):
+        raise TransferscopeError("noisy_spearman needs finite values and errors >= 0")
+    method = f"Spearman ρ over {n} items, sign over {draws} redraws within each item's noise"
+    rho = _spearman(xv, y)
+    if not math.isfinite(rho):
+        return Comparison(0, float("nan"), method=f"{method}; all tied")
+    rng = np.random.default_rng(seed)
+    samples = y + rng.standard_normal((draws, n)) * e
+    # Ranks per draw, then Pearson on ranks: Spearman's ρ of every draw at once.
+    ry = np.apply_along_axis(stats.rankdata, 1, samples)
+    rx = xv - xv.mean()
+    ry = ry - ry.mean(axis=1, keepdims=True)
+    den = math.sqrt(float((rx * rx).sum())) * np.sqrt((ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhos = np.where(den > 0, (ry @ rx) / den, 0.0)
+    same = float(np.mean(rhos > 0)) if rho > 0 else float(np.mean(rhos < 0))
+    direction = int(np.sign(rho)) if same >= 1 - ALPHA else 0
+    low, high = (float(q) for q in np.quantile(rhos, [ALPHA / 2, 1 - ALPHA / 2]))
+    return Comparison(direction, rho, low, high, p_value=1.0 - same, method=method)
+
+
 def binomial_se(metric: float, n: int) -> float:
     """Standard error of a proportion-like metric (accuracy, and as an approximation AUC) on n
     test examples: sqrt(m (1 - m) / n)."""
@@ -387,10 +463,12 @@ __all__ = [
     "binomial_se",
     "bootstrap_interval",
     "bootstrap_weights",
+    "cluster_ranks",
     "compare_final_metrics",
     "compare_groups",
     "mean_auc",
     "metric_under_weights",
+    "noisy_spearman",
     "paired_correctness",
     "sign_test",
     "spearman_trend",
