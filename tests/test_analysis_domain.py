@@ -261,10 +261,20 @@ def _domain_doc(distances: dict[str, float], measure: str = "frechet") -> dict[s
     }
 
 
-def _curves_entry(target: str, drop: float, lost: float, beats: int = 1) -> dict[str, Any]:
-    """A target's curves entry: relative drop ``drop`` unshuffled, ``drop - lost`` at b1."""
+def _interval(estimate: float, se: float) -> dict[str, Any]:
+    """A stored bootstrap comparison whose 95% interval is estimate ± 1.96 se."""
+    half = 1.959964 * se
+    return cmp(1, estimate, low=estimate - half, high=estimate + half)
+
+
+def _curves_entry(
+    target: str, drop: float, lost: float, beats: int = 1, se: float | None = 0.2
+) -> dict[str, Any]:
+    """A target's curves entry: relative drop ``drop`` unshuffled, ``drop - lost`` at b1, both
+    with standard error ``se`` (None: no interval stored, as before curves version 3)."""
     runs = {"P-T": [f"PT-{target}"], "RI-T": [f"RIT-{target}"]}
-    small = {**shuffled(cmp(1, lost), [1], [3]), "relative_drop": drop - lost, "runs": runs}
+    test = cmp(1, lost) if se is None else _interval(lost, se)
+    small = {**shuffled(test, [1], [3]), "relative_drop": drop - lost, "runs": runs}
     entry = curves(
         cmp(beats, 0.05, p=1e-4 if beats else 0.5),
         [1],
@@ -273,6 +283,8 @@ def _curves_entry(target: str, drop: float, lost: float, beats: int = 1) -> dict
     )
     entry.update(gap(side(0.9, [1]), side(0.85, [3]), 0.8, drop), runs=runs)
     entry["speed_gap_epochs"] = drop / 2
+    if se is not None:
+        entry["drop_interval"] = _interval(drop, se)
     return entry
 
 
@@ -282,12 +294,15 @@ def _study(
     beats: int = 1,
     p_at_chance: bool = False,
     measure: str = "frechet",
+    se: float | None = 0.2,
+    floor: float | None = None,
 ) -> StudyData:
     docs: dict[str, Any] = {name: None for name in registry.names()}
-    docs["domain"] = registry.get("domain").Result.model_validate(_domain_doc(distances, measure))
-    targets = {t: _curves_entry(t, *drops[t], beats=beats) for t in drops}
+    domain = {**_domain_doc(distances, measure), "source_floor": floor}
+    docs["domain"] = registry.get("domain").Result.model_validate(domain)
+    targets = {t: _curves_entry(t, *drops[t], beats=beats, se=se) for t in drops}
     docs["curves"] = registry.get("curves").Result.model_validate(
-        {"analysis": "curves", "version": 2, "status": "ok", "targets": targets}
+        {"analysis": "curves", "version": 3, "status": "ok", "targets": targets}
     )
     rows = [run_row("P-0", "P", chance=p_at_chance)]
     for t in distances:
@@ -301,6 +316,7 @@ def c11(data: StudyData):
 
 
 NEAR_TO_FAR = {"a": 1.0, "b": 2.0, "c": 5.0, "d": 9.0}
+THREE = {t: NEAR_TO_FAR[t] for t in "abc"}
 
 
 def test_c11_holds_when_benefit_and_shuffle_loss_fall_with_distance() -> None:
@@ -311,10 +327,23 @@ def test_c11_holds_when_benefit_and_shuffle_loss_fall_with_distance() -> None:
     assert [t.target for t in found.per_target] == [ACROSS_TARGETS]
     row = found.per_target[0]
     assert "a 1 < b 2 < c 5 < d 9" in row.measured and "ρ = -1.00" in row.measured
-    assert "exact permutation p, p = 0.042" in row.statistic
+    assert "8 ± 0.2%" in row.measured
+    assert "sign over 2000 redraws" in row.statistic and "other sign in 0" in row.statistic
     # Ranked by the measure the result names: MMD gives the same order here.
     assert c11(_study(NEAR_TO_FAR, drops, measure="mmd")).verdict == HOLDS
     assert "MMD²" in c11(_study(NEAR_TO_FAR, drops, measure="mmd")).measured
+
+
+def test_c11_decides_with_three_targets() -> None:
+    """Three targets whose values are ordered far beyond their noise: the order decides (a
+    permutation test could not: its p is at least 1/6 on three values)."""
+    falls = {"a": (9.0, 5.0), "b": (6.0, 4.0), "c": (3.0, 3.0)}
+    assert c11(_study(THREE, falls)).verdict == HOLDS
+    grows = {"a": (3.0, 3.0), "b": (6.0, 4.0), "c": (9.0, 5.0)}
+    assert c11(_study(THREE, grows)).verdict == FAILS
+    # The same values with noise as large as their gaps: the order is not sure either way.
+    assert c11(_study(THREE, falls, se=3.0)).verdict == INCONCLUSIVE
+    assert c11(_study(THREE, grows, se=3.0)).verdict == INCONCLUSIVE
 
 
 def test_c11_fails_when_farther_targets_gain_more() -> None:
@@ -326,14 +355,27 @@ def test_c11_fails_when_farther_targets_gain_more() -> None:
 
 
 def test_c11_is_inconclusive_within_noise() -> None:
-    # Not a perfect order on 4 targets: the exact one-sided p is 1/24 only for a perfect one.
-    drops = {"a": (8.0, 6.0), "b": (3.0, 2.0), "c": (6.0, 4.0), "d": (1.0, 0.5)}
-    assert c11(_study(NEAR_TO_FAR, drops)).verdict == INCONCLUSIVE
-    # Three targets, perfectly ordered: no exact test on 3 values reaches p < 0.05; it says so.
-    three = {t: NEAR_TO_FAR[t] for t in "abc"}
-    found = c11(_study(three, {t: (9.0 - 3 * i, 5.0 - i) for i, t in enumerate("abc")}))
+    # A perfect order of four targets, but with noise as large as the gaps between them.
+    drops = {"a": (8.0, 6.0), "b": (6.0, 4.0), "c": (3.0, 2.0), "d": (1.0, 0.5)}
+    found = c11(_study(NEAR_TO_FAR, drops, se=4.0))
+    assert found.verdict == INCONCLUSIVE, found.measured
+    assert c11(_study(NEAR_TO_FAR, drops, se=0.5)).verdict == HOLDS
+    # Without a stored interval (a curves result from before it had one) nothing is decided.
+    found = c11(_study(THREE, {"a": (9.0, 5.0), "b": (6.0, 4.0), "c": (3.0, 3.0)}, se=None))
     assert found.verdict == INCONCLUSIVE
-    assert "at least 1/6" in found.per_target[0].statistic
+    assert "no noise estimate for a, b, c" in found.per_target[0].statistic
+
+
+def test_c11_targets_within_the_source_floor_share_a_rank() -> None:
+    """Two targets whose distances differ by less than two subsets of the source do are not
+    ordered by distance: their benefits' order cannot count for the claim."""
+    near_tie = {"a": 1.0, "b": 1.3, "c": 5.0}
+    drops = {"a": (6.0, 4.0), "b": (1.0, 0.5), "c": (3.0, 2.0)}
+    # Read as ordered, a > c > b is ρ = -0.5, surely negative.
+    assert c11(_study(near_tie, drops)).verdict == HOLDS
+    found = c11(_study(near_tie, drops, floor=0.5))
+    assert found.verdict == INCONCLUSIVE, found.measured
+    assert "ρ = +0.00" in found.measured
 
 
 def test_c11_is_not_measured_with_two_targets() -> None:
@@ -349,12 +391,13 @@ def test_c11_is_not_measured_with_two_targets() -> None:
 
 def test_c11_negative_control_must_not_hold() -> None:
     """P learned nothing: P-T is no better than RI-T anywhere (within test-set noise) and P sits
-    at chance. Drops that happen to fall with distance must not make the claim hold."""
+    at chance. Drops that happen to fall with distance, even beyond their own noise, must not
+    make the claim hold."""
     drops = {"a": (0.4, 0.3), "b": (0.2, 0.1), "c": (0.1, 0.05), "d": (-0.1, -0.2)}
-    no_gain = c11(_study(NEAR_TO_FAR, drops, beats=0))
+    no_gain = c11(_study(NEAR_TO_FAR, drops, beats=0, se=0.01))
     assert no_gain.verdict == INCONCLUSIVE
     assert "no benefit to rank" in no_gain.measured
-    at_chance = c11(_study(NEAR_TO_FAR, drops, p_at_chance=True))
+    at_chance = c11(_study(NEAR_TO_FAR, drops, p_at_chance=True, se=0.01))
     assert at_chance.verdict == INCONCLUSIVE
     assert "at chance level: P-0" in at_chance.measured
 

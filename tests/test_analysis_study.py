@@ -98,6 +98,10 @@ def test_study_steps_write_every_analysis(study):
     assert final["status"] == "ok" and "sign test" in final["method"]
     assert 0 <= final["p_value"] <= 1 and final["direction"] in (-1, 0, 1)
     assert curves["relative_drop"] == pytest.approx(100 * (0.93 - 0.8) / 0.93)
+    # The drop of the saved outputs (the fake runs' outputs are not their metrics rows'), with
+    # its bootstrap interval: C11's noise.
+    drop = curves["drop_interval"]
+    assert drop["low"] <= drop["estimate"] <= drop["high"] and "bootstrap" in drop["method"]
     assert [g["shuffle"] for g in curves["shuffles"]] == [None]  # b4's RI-T is not done
     assert pending.id in docs["curves"]["runs_missing"]
 

@@ -107,6 +107,8 @@ class CurvesEntry(Gap, TargetEntry):
     metric_name: str | None
     final_test: entry(Comparison)
     """P-T − RI-T final test metric on the same examples."""
+    drop_interval: entry(Comparison) | None = None
+    """The relative drop (percent) with a paired bootstrap interval over test examples."""
     shuffles: list[ShuffleGap]
 
 
@@ -131,39 +133,62 @@ def _final_test(
     return {"status": "ok", **asdict(result)}
 
 
+def _relative_drop(pt: np.ndarray, rit: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample where P-T scores 0: NaN
+        return 100.0 * (pt - rit) / pt
+
+
+def _drop_bootstrap(
+    ctx: StudyContext, task: str, groups: list[list[PlannedRun]], method: str
+) -> dict[str, Any]:
+    """A paired bootstrap over test examples of the relative drop of (P-T, RI-T) run groups:
+    of one pair of groups, or the first pair's minus the second's.
+
+    Shuffled test images are the same examples in the same order (a fixed re-arrangement of each
+    image's pixels), so every group is resampled with the same weights.
+    """
+    outputs = [ctx.outputs(runs) for runs in groups]
+    y = outputs[0][1]
+    if any(not np.array_equal(o[1], y) for o in outputs):
+        raise TransferscopeError("the shuffled runs were tested on other examples")
+    metrics = [[stats.metric_under_weights(task, o, y) for o in g[0]] for g in outputs]
+
+    def side(i: int, w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w) for f in metrics[i]], axis=0)
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        value = _relative_drop(side(0, w), side(1, w))
+        if len(groups) == 4:
+            with np.errstate(invalid="ignore"):
+                value = value - _relative_drop(side(2, w), side(3, w))
+        return value
+
+    result = stats.bootstrap_interval(statistic, len(y), seed=0, method=method)
+    return {"status": "ok", **asdict(result)}
+
+
 def _drop_test(
     ctx: StudyContext,
     task: str,
     plain: tuple[list[PlannedRun], list[PlannedRun]],
     shuffled: tuple[list[PlannedRun], list[PlannedRun]],
 ) -> dict[str, Any]:
-    """How much the relative drop shrinks under a shuffle, with a paired bootstrap interval.
-
-    The shuffled test images are the same examples in the same order (a fixed re-arrangement of
-    each image's pixels), so the four groups of runs are resampled together. The estimate is
-    drop(unshuffled) - drop(shuffled) in percent: positive when shuffling shrinks P-T's edge.
-    """
-    groups = [ctx.outputs(runs) for runs in (*plain, *shuffled)]
-    y = groups[0][1]
-    if any(not np.array_equal(g[1], y) for g in groups):
-        raise TransferscopeError("the shuffled runs were tested on other examples")
-    metrics = [[stats.metric_under_weights(task, o, y) for o in g[0]] for g in groups]
-
-    def side(i: int, w: np.ndarray) -> np.ndarray:
-        return np.mean([f(w) for f in metrics[i]], axis=0)
-
-    def drop(pt: np.ndarray, rit: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 100.0 * (pt - rit) / pt
-
-    def change(w: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):  # a resample where P-T scores 0: NaN, left out
-            return drop(side(0, w), side(1, w)) - drop(side(2, w), side(3, w))
-
-    result = stats.bootstrap_interval(
-        change, len(y), seed=0, method="relative drop unshuffled − shuffled (points of %)"
+    """How much the relative drop shrinks under a shuffle, with a paired bootstrap interval:
+    drop(unshuffled) - drop(shuffled) in percent, positive when shuffling shrinks P-T's edge."""
+    return _drop_bootstrap(
+        ctx,
+        task,
+        [*plain, *shuffled],
+        "relative drop unshuffled − shuffled (points of %)",
     )
-    return {"status": "ok", **asdict(result)}
+
+
+def _drop_interval(
+    ctx: StudyContext, task: str, pts: list[PlannedRun], rits: list[PlannedRun]
+) -> dict[str, Any]:
+    """The unshuffled relative drop 100·(A(P-T) − A(RI-T))/A(P-T) with its bootstrap interval:
+    the test-set noise claim C11 ranks targets against."""
+    return _drop_bootstrap(ctx, task, [pts, rits], "relative drop (%)")
 
 
 def _target(ctx: StudyContext, spec: Any, fraction: float) -> dict[str, Any]:
@@ -181,6 +206,7 @@ def _target(ctx: StudyContext, spec: Any, fraction: float) -> dict[str, Any]:
     out["runs"] = {"P-T": [r.id for r in pts], "RI-T": [r.id for r in rits]}
     out["metric_name"] = ctx.metric_name(pts[0])
     out["final_test"] = guarded(_final_test, ctx, info.task, pts, rits)
+    out["drop_interval"] = guarded(_drop_interval, ctx, info.task, pts, rits)
     by_shuffle: dict[str | None, tuple[list, list]] = {}
     shuffle_runs: dict[str | None, tuple[list[PlannedRun], list[PlannedRun]]] = {}
     labels = sorted({r.shuffle for r in ctx.plan.select(target=target) if r.shuffle})
@@ -384,7 +410,7 @@ def shuffle_bars(e: CurvesEntry, title: str) -> Figure | None:
 
 
 @register
-class Curves(Analysis, name="curves", version=2, section=sections.FEATURE_REUSE):
+class Curves(Analysis, name="curves", version=3, section=sections.FEATURE_REUSE):
     """Learning curves, speed to a common threshold, block and pixel shuffling (§3.1)."""
 
     claims = (C1, C2)
