@@ -104,9 +104,16 @@ def test_an_analysis_estimate_is_printed_before_it_starts_and_labels_its_bar(qui
     with display.bars:
         display.analysis("criticality", "estimated: ~40 s (1.2M forward passes)", None)
         display.analysis("criticality", "running", None)
-        bar = display.bars.tasks[display.analysis_bar]
-        assert bar.description == "analysis criticality (estimated ~40 s)"
+        # Analyses side by side (jobs > 1): one bar each, ticked and removed by name.
+        display.analysis("similarity", "running", None)
+        display.analysis_tick("similarity", 2, 5, "pair 2 of 5")
+        bars = {t.description.split(":")[0]: t for t in display.bars.tasks if t.visible}
+        assert bars["analysis criticality (estimated ~40 s)"].completed == 0
+        assert bars["analysis similarity"].completed == 2
         display.analysis("criticality", "done", 38.5)
+        assert [t.description for t in display.bars.tasks if t.visible] == [
+            "analysis similarity: pair 2 of 5"
+        ]
     text = out.getvalue()
     first = text.index("analysis criticality: estimated: ~40 s (1.2M forward passes)")
     assert first < text.index("analysis criticality: done (38.5s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from transferscope.analyses import registry
 from transferscope.study.store import StudyStore
 
 from conftest import requires_fashion
-from study_checks import assert_same_results, cli, rows
+from study_checks import assert_same_analyses, assert_same_results, cli, rows
 
 pytestmark = [requires_fashion, pytest.mark.slow]
 
@@ -51,6 +53,13 @@ def test_micro_study_completes_with_every_run_done(reference):
     p = plan.select(kind="P")[0]
     for k in ("epoch-0.25", "epoch-2"):
         assert store.weights_path(p.id, k).is_file()
+    # The relative drop of the metrics rows and that of the saved test outputs (whose bootstrap
+    # gives C11 its noise) are the same number: both read the final evaluation.
+    curves = json.loads((out / "analyses" / "curves.json").read_text())["targets"]
+    for target, entry in curves.items():
+        drop = entry["drop_interval"]
+        assert drop["estimate"] == pytest.approx(entry["relative_drop"], rel=1e-6), target
+        assert drop["low"] <= drop["estimate"] <= drop["high"]
 
 
 def test_rerun_skips_everything(reference):
@@ -64,13 +73,18 @@ def test_rerun_skips_everything(reference):
 
 
 def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
-    """--jobs 2 trains runs side by side in worker processes, P-T only after P is done; with the
-    same threads per run every weight and metric equals the one-at-a-time study's."""
+    """--jobs 2 trains runs side by side in worker processes, P-T only after P is done, then
+    computes two analyses at a time in worker processes; with the same threads per run and per
+    analysis every weight, metric and analysis result equals the one-at-a-time study's."""
     out = tmp_path / "jobs"
     args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
-    result = cli(*args, "--jobs", "2", "--no-analyses")
+    result = cli(*args, "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_results(reference[0], out)
+    assert_same_analyses(reference[0], out)
+    # Every analysis said when it started and ended, from whichever worker computed it.
+    for name in registry.names():
+        assert f"analysis {name}: done" in result.stdout, (name, result.stdout)
 
 
 def test_a_trajectory_run_at_the_end_of_pretraining_reuses_its_p_t_twin(reference, tmp_path):

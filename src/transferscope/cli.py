@@ -387,6 +387,9 @@ def analyze_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="recompute results that exist"),
     data_dir: Path = typer.Option(None, "--data-dir", help="where data sources look first"),
+    jobs: int = typer.Option(
+        None, "--jobs", help="analyses side by side (default: the study's jobs)"
+    ),
 ) -> None:
     """Run the analyses of a study on its finished runs; writes DIR/analyses/<name>.json."""
     from transferscope.progress import StudyDisplay
@@ -394,12 +397,14 @@ def analyze_cmd(
     from transferscope.study.lock import StudyLock
     from transferscope.study.store import StudyStore
 
+    check_count("--jobs", jobs)
     set_data_dir(data_dir)
     store = StudyStore(directory)
     store.read_plan()  # a clear error when DIR is not a study
     display = StudyDisplay(console, err_console, quiet=False, todo=0, parallel=False)
+    workers = jobs or store.read_config().jobs
     with StudyLock(directory), display.shown() as events:
-        last = analyse(store, events, only=only or None, force=force)
+        last = analyse(store, events, only=only or None, force=force, workers=workers)
     console.print(f"analyses in {store.analyses_dir.resolve()}")
     failed = [name for name, message in last.items() if message.startswith("failed")]
     _say_failed_analyses(failed)

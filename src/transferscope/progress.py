@@ -52,7 +52,8 @@ class StudyDisplay:
         )
         self.runs = self.bars.add_task("runs", total=todo, visible=todo > 0)
         self.step = self.bars.add_task("", total=1, visible=False)
-        self.analysis_bar = self.bars.add_task("", total=1, visible=False)
+        # One bar per analysis running now: analyses may run side by side (``jobs`` > 1).
+        self.analysis_bars: dict[str, Any] = {}
         self.current: dict[str, Any] = {}
         self.training: dict[str, str] = {}
         self.todo = todo
@@ -127,7 +128,7 @@ class StudyDisplay:
             self.bars.update(self.step, visible=False)
             guess = self.estimates.get(name)
             label = f"analysis {name}" + (f" (estimated {guess.split(' (')[0]})" if guess else "")
-            self.bars.reset(self.analysis_bar, description=label, visible=True)
+            self.analysis_bars[name] = self.bars.add_task(label, total=1)
             return
         if message.startswith("estimated: "):
             # Said before the analysis starts, on a terminal and with --quiet alike: at paper
@@ -138,8 +139,8 @@ class StudyDisplay:
             )
             return
         took = f" ({seconds:.1f}s)" if seconds is not None else ""
-        if seconds is not None:
-            self.bars.update(self.analysis_bar, visible=False)
+        if seconds is not None and name in self.analysis_bars:
+            self.bars.remove_task(self.analysis_bars.pop(name))
         if message.startswith("failed"):
             self.err_console.print(
                 f"[red]analysis {name}: {escape(message)}[/]{took}",
@@ -152,8 +153,10 @@ class StudyDisplay:
         )
 
     def analysis_tick(self, name: str, done: int, total: int, what: str) -> None:
+        if name not in self.analysis_bars:
+            return
         self.bars.update(
-            self.analysis_bar,
+            self.analysis_bars[name],
             completed=done,
             total=max(total, 1),
             description=f"analysis {name}: {what}",

@@ -20,6 +20,7 @@ import hashlib
 import json
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +166,9 @@ class AnalysisClock:
         self._targets: list[TargetSize] = []
         self._per_forward = 0.0
 
-    def estimate(self, unit: Analysis, options: Any) -> str | None:
-        """'~40 s (1.2M forward passes)', or None when the unit reads files only or the
-        estimate cannot be made (the data does not load: the analysis itself says why)."""
+    def forward_passes(self, unit: Analysis, options: Any) -> int | None:
+        """The unit's forward passes over the study's targets, or None when it reads files only
+        or the count cannot be made (the data does not load: the analysis itself says why)."""
         if type(unit).forward_passes is Analysis.forward_passes:
             return None  # reads files only: no data to load, no model to build or time
         try:
@@ -176,8 +177,14 @@ class AnalysisClock:
             passes = sum(unit.forward_passes(options, t) for t in self._targets)
         except (TransferscopeError, OSError, RuntimeError, ValueError):
             return None
-        if passes <= 0:
-            return None
+        return passes if passes > 0 else None
+
+    def estimate(self, unit: Analysis, options: Any) -> str | None:
+        """'~40 s (1.2M forward passes)', or None (see :meth:`forward_passes`)."""
+        passes = self.forward_passes(unit, options)
+        return None if passes is None else self.describe(passes)
+
+    def describe(self, passes: int) -> str:
         seconds = passes * self._per_forward
         return f"~{estimate.duration(seconds)} ({estimate.human(passes)} forward passes)"
 
@@ -196,36 +203,36 @@ class AnalysisClock:
         self._targets = estimate.target_sizes(self.cfg, pairs, self.plan, model)
 
 
-def run_analyses(
+@dataclass
+class Job:
+    """One analysis to compute: its unit's name, why it is computed, and its estimate."""
+
+    name: str
+    because: str
+    passes: int | None
+    """Forward passes over the study's targets (None: the unit reads files only)."""
+    estimate: str | None
+    """'~40 s (1.2M forward passes)' on this machine, said before it starts."""
+
+
+def plan_analyses(
     store: StudyStore,
-    only: list[str] | None = None,
-    progress: ProgressFn | None = None,
-    force: bool = False,
-    cache: DataCache | None = None,
-    tick: TickFn | None = None,
-) -> dict[str, Path]:
-    """Run the registered analyses of a study and write ``analyses/<name>.json`` for each.
+    only: list[str] | None,
+    notify: ProgressFn,
+    force: bool,
+    cache: DataCache,
+) -> tuple[list[Job], dict[str, Path]]:
+    """(the analyses to compute, in registry order; name -> path of every result reused).
 
-    Args:
-        store: the study directory (its plan.json, study.yaml and runs/).
-        only: names of registered analyses to run (default: all); an unknown name is an error.
-        progress: called as ``progress(name, message)`` (see :data:`ProgressFn`).
-        force: recompute even when an up-to-date result exists.
-        cache: data already loaded by the caller (e.g. the executor's).
-        tick: called as an analysis works through its parts (see :data:`TickFn`).
-
-    Returns:
-        name -> path of its JSON, for every analysis that has one (computed, reused, skipped or
-        failed). An analysis disabled in ``analyses.<name>.enabled`` writes nothing.
+    Says 'disabled', 'cached' and 'recomputing: <why>' as it goes. Each job's forward passes
+    are counted here, and the study's model timed once, before any analysis runs.
     """
     units = registry.units() if only is None else [registry.get(n) for n in only]
     cfg = store.read_config()
     plan = store.read_plan()
-    cache = cache or DataCache()
-    notify = progress or (lambda name, message: None)
-    out: dict[str, Path] = {}
-    lines: dict[tuple[Any, ...], InterpolationResult] = {}
     clock = AnalysisClock(cfg, plan, cache)
+    jobs: list[Job] = []
+    reused: dict[str, Path] = {}
     for unit in units:
         name = unit.name
         path = layout.analysis_path(store.root, name)
@@ -236,56 +243,126 @@ def run_analyses(
         current, stale = _stale_reason(store, plan, path, options, unit)
         if current and not force:
             notify(name, "cached")
-            out[name] = path
+            reused[name] = path
             continue
         if stale is not None and not force:
             notify(name, f"recomputing: {stale}")
         because = "--force" if force else (stale or "no earlier result")
-        guess = clock.estimate(unit, cfg.analyses.of(name))
-        if guess is not None:
-            notify(name, f"estimated: {guess}")
-        notify(name, "running")
-        ctx = StudyContext(store, cfg, plan, cache, lines=lines)
-        if tick is not None:
-            ctx.progress = lambda done, total, what, name=name: tick(name, done, total, what)
-        try:
-            result = unit.compute(ctx, cfg.analyses.of(name))
-        except DamagedRunError:
-            raise  # every analysis reading that run would be wrong: stop, say which file
-        except Exception as e:  # one analysis's failure must not stop the others
-            failure = f"{type(e).__name__}: {e}"
-            doc = {
-                "analysis": name,
-                "version": unit.version,
-                "status": "failed",
-                "reason": failure,
-                "traceback": traceback.format_exc(limit=8),
-                "options": options,
-            }
-            atomic.write_json(path, doc)
-            notify(name, f"failed: {failure}")
-            out[name] = path
-            continue
-        status = "ok" if unit.has_results(result) else "skipped"
+        passes = clock.forward_passes(unit, cfg.analyses.of(name))
+        jobs.append(Job(name, because, passes, None if passes is None else clock.describe(passes)))
+    return jobs, reused
+
+
+def compute_job(
+    store: StudyStore,
+    job: Job,
+    cache: DataCache,
+    notify: ProgressFn,
+    tick: TickFn | None = None,
+    lines: dict[tuple[Any, ...], InterpolationResult] | None = None,
+) -> Path:
+    """Compute one planned analysis and write its document; returns its path. A failure is
+    written and said, not raised, unless a run is damaged (:class:`DamagedRunError`)."""
+    unit = registry.get(job.name)
+    cfg, plan = store.read_config(), store.read_plan()
+    if job.estimate is not None:
+        notify(job.name, f"estimated: {job.estimate}")
+    notify(job.name, "running")
+    ctx = StudyContext(store, cfg, plan, cache, lines={} if lines is None else lines)
+    if tick is not None:
+        ctx.progress = lambda done, total, what, name=job.name: tick(name, done, total, what)
+    return _compute(unit, job.because, ctx, cfg, plan, store, notify)
+
+
+def run_analyses(
+    store: StudyStore,
+    only: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+    cache: DataCache | None = None,
+    tick: TickFn | None = None,
+    workers: int = 1,
+) -> dict[str, Path]:
+    """Run the registered analyses of a study and write ``analyses/<name>.json`` for each.
+
+    Args:
+        store: the study directory (its plan.json, study.yaml and runs/).
+        only: names of registered analyses to run (default: all); an unknown name is an error.
+        progress: called as ``progress(name, message)`` (see :data:`ProgressFn`).
+        force: recompute even when an up-to-date result exists.
+        cache: data already loaded by the caller (e.g. the executor's).
+        tick: called as an analysis works through its parts (see :data:`TickFn`).
+        workers: analyses computed side by side in that many worker processes
+            (:mod:`transferscope.study.analysis_pool`), the longest first; 1: one after another
+            in this process. The results are the same either way.
+
+    Returns:
+        name -> path of its JSON, for every analysis that has one (computed, reused, skipped or
+        failed). An analysis disabled in ``analyses.<name>.enabled`` writes nothing.
+    """
+    cache = cache or DataCache()
+    notify = progress or (lambda name, message: None)
+    jobs, out = plan_analyses(store, only, notify, force, cache)
+    if workers > 1 and len(jobs) > 1:
+        from transferscope.study.analysis_pool import compute_in_pool
+
+        out.update(compute_in_pool(store, jobs, workers, notify, tick))
+    else:
+        lines: dict[tuple[Any, ...], InterpolationResult] = {}
+        for job in jobs:
+            out[job.name] = compute_job(store, job, cache, notify, tick, lines)
+    order = registry.names()
+    return dict(sorted(out.items(), key=lambda kv: order.index(kv[0])))
+
+
+def _compute(
+    unit: Analysis,
+    because: str,
+    ctx: StudyContext,
+    cfg: StudyConfig,
+    plan: Plan,
+    store: StudyStore,
+    notify: ProgressFn,
+) -> Path:
+    name = unit.name
+    path = layout.analysis_path(store.root, name)
+    options = _options(cfg, name)
+    try:
+        result = unit.compute(ctx, cfg.analyses.of(name))
+    except DamagedRunError:
+        raise  # every analysis reading that run would be wrong: stop, say which file
+    except Exception as e:  # one analysis's failure must not stop the others
+        failure = f"{type(e).__name__}: {e}"
         doc = {
-            **_envelope(result, name, unit.version, options),
-            "status": status,
-            "runs_used": sorted(ctx.used),
-            "runs_missing": sorted(ctx.missing - ctx.used),
-            "computed_because": because,
-            "inputs": {
-                "plan": _plan_digest(plan),
-                "plan_runs": sorted(r.id for r in plan.runs),
-                "runs": _run_inputs(store, ctx.used),
-            },
+            "analysis": name,
+            "version": unit.version,
+            "status": "failed",
+            "reason": failure,
+            "traceback": traceback.format_exc(limit=8),
+            "options": options,
         }
-        if status == "skipped":
-            doc["reason"] = _why_nothing(result, ctx.missing)
-        unit.Result.model_validate(doc)  # what is written must read back
         atomic.write_json(path, doc)
-        notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
-        out[name] = path
-    return out
+        notify(name, f"failed: {failure}")
+        return path
+    status = "ok" if unit.has_results(result) else "skipped"
+    doc = {
+        **_envelope(result, name, unit.version, options),
+        "status": status,
+        "runs_used": sorted(ctx.used),
+        "runs_missing": sorted(ctx.missing - ctx.used),
+        "computed_because": because,
+        "inputs": {
+            "plan": _plan_digest(plan),
+            "plan_runs": sorted(r.id for r in plan.runs),
+            "runs": _run_inputs(store, ctx.used),
+        },
+    }
+    if status == "skipped":
+        doc["reason"] = _why_nothing(result, ctx.missing)
+    unit.Result.model_validate(doc)  # what is written must read back
+    atomic.write_json(path, doc)
+    notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
+    return path
 
 
 def _why_nothing(result: AnalysisResult, missing: set[str]) -> str:
@@ -299,4 +376,4 @@ def _why_nothing(result: AnalysisResult, missing: set[str]) -> str:
     return "the plan has no runs this analysis compares"
 
 
-__all__ = ["ProgressFn", "TickFn", "run_analyses"]
+__all__ = ["Job", "ProgressFn", "TickFn", "compute_job", "plan_analyses", "run_analyses"]

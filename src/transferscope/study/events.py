@@ -73,8 +73,10 @@ def analyse(
     cache: DataCache | None = None,
     only: list[str] | None = None,
     force: bool = False,
+    workers: int = 1,
 ) -> dict[str, str]:
-    """Run the study's analyses in this process, telling ``events``; name -> last message."""
+    """Run the study's analyses in this process, telling ``events``; name -> last message.
+    ``workers``: analyses side by side (see :func:`~transferscope.study.analyze.run_analyses`)."""
     from transferscope.study.analyze import run_analyses
 
     started: dict[str, float] = {}
@@ -90,7 +92,13 @@ def analyse(
             events.analysis(name, message, seconds)
 
     run_analyses(
-        store, only=only, progress=progress, force=force, cache=cache, tick=events.analysis_tick
+        store,
+        only=only,
+        progress=progress,
+        force=force,
+        cache=cache,
+        tick=events.analysis_tick,
+        workers=workers,
     )
     return last
 

@@ -291,7 +291,8 @@ class LocalExecutor:
         if self.events.runs_done:
             self.events.runs_done(outcome.runs)
         if analyses:
-            outcome.analyses = analyse(self.store, self.events, self.cache)
+            # As many analyses side by side as runs trained side by side.
+            outcome.analyses = analyse(self.store, self.events, self.cache, workers=self.jobs)
         return outcome
 
     def _train(self, plan: Plan) -> dict[str, str]:
