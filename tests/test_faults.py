@@ -34,6 +34,8 @@ trajectory: {checkpoints: []}
 analyses:
   criticality: {enabled: false}
   trajectory: {enabled: false}
+# Figures written in this process: the kill hook of faults.py is installed here, not in workers.
+report: {workers: 1}
 """
 # One thread: bit-identical results need the same thread count in every process.
 ARGS = ("--quiet", "--threads", "1")

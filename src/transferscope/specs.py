@@ -160,6 +160,12 @@ class ReportSpec(Section):
         description="file formats of every figure; PNG (shown in the page) is always written, "
         "PDF and SVG are for papers (PDF embeds its fonts and is the slowest to write)",
     )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="processes that write figure files while the page is built (default: the "
+        "CPU cores, at most 4; 1: in the process that builds the page)",
+    )
 
 
 class ResourcesSpec(Section):

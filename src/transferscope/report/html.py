@@ -27,6 +27,7 @@ from transferscope import atomic
 from transferscope.analyses import registry
 from transferscope.errors import TransferscopeError
 from transferscope.report import figures as F
+from transferscope.report.figure_saver import FigureSaver
 from transferscope.report.findings import (
     FAILS,
     HOLDS,
@@ -293,9 +294,15 @@ DEFAULT_FORMATS = ("png", "pdf")
 """Figure formats when a study does not say: PNG for the page, PDF for papers."""
 
 
-def render_html(data: StudyData, out: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> str:
-    """The page's HTML for ``data``; figures are written under ``out/figures``."""
-    page = _Page(data, out, formats)
+def render_html(
+    data: StudyData,
+    out: Path,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    saver: FigureSaver | None = None,
+) -> str:
+    """The page's HTML for ``data``; figures are written under ``out/figures`` (by ``saver``'s
+    workers when given: they are complete once its ``with`` block is left)."""
+    page = _Page(data, out, formats, saver)
     findings = evaluate_findings(data)
     bodies = {"overview": page.overview(), "findings": page.findings(findings)}
     for unit in registry.units():
@@ -355,6 +362,13 @@ def figure_formats(study_dir: Path) -> tuple[str, ...]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return DEFAULT_FORMATS  # load_study names the damaged file
     return _formats_of(cfg)
+
+
+def _workers_of(cfg: Any) -> int | None:
+    """``report.workers`` of a parsed study config, or None (the default)."""
+    report = cfg.get("report") if isinstance(cfg, dict) else None
+    workers = report.get("workers") if isinstance(report, dict) else None
+    return workers if isinstance(workers, int) and workers >= 1 else None
 
 
 def _formats_of(cfg: Any) -> tuple[str, ...]:
@@ -420,8 +434,8 @@ def build_report(study_dir: Path, formats: Sequence[str] | None = None, force: b
             f"cannot write the report into {out}: {e.strerror or e}; make that folder writable "
             "and rerun `transferscope report`"
         ) from None
-    with F.style():
-        text = render_html(data, out, formats)
+    with F.style(), FigureSaver(_workers_of(data.config)) as saver:
+        text = render_html(data, out, formats, saver)
     path = out / "index.html"
     atomic.write_text(path, text)
     # Last: a build killed before this line is not taken for a current one.

@@ -14,6 +14,7 @@ from typing import Any
 
 from transferscope.analyses.results import AnalysisResult, Skipped
 from transferscope.report import figures as F
+from transferscope.report.figure_saver import FigureSaver
 from transferscope.report.study_data import StudyData
 from transferscope.study import layout
 
@@ -57,11 +58,19 @@ def not_run(reason: str) -> str:
 class Page:
     """The page being built: the study's data, and figures written as sections draw them."""
 
-    def __init__(self, data: StudyData, out: Path, formats: Sequence[str] = ("png", "pdf")) -> None:
+    def __init__(
+        self,
+        data: StudyData,
+        out: Path,
+        formats: Sequence[str] = ("png", "pdf"),
+        saver: FigureSaver | None = None,
+    ) -> None:
         self.data = data
         self.figures = out / layout.FIGURES
         self.formats = tuple(formats)
         self.used: set[str] = set()
+        self.saver = saver
+        """Writes figures in worker processes while the page goes on (None: here, at once)."""
 
     def figure(self, fig: Any, stem: str, caption: str) -> str:
         """Save ``fig`` (None: nothing to draw) and return its <figure> markup."""
@@ -73,7 +82,10 @@ class Page:
             i += 1
             name = f"{F.slug(stem)}-{i}"
         self.used.add(name)
-        png = F.save(fig, self.figures, name, self.formats)
+        if self.saver is not None:
+            png = self.saver.save(fig, self.figures, name, self.formats)
+        else:
+            png = F.save(fig, self.figures, name, self.formats)
         links = "".join(
             f' (<a href="{layout.FIGURES}/{esc(name)}.{esc(ext)}">{esc(ext.upper())}</a>)'
             for ext in self.formats
