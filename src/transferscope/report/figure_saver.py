@@ -2,8 +2,8 @@
 
 Drawing a figure into its files (PNG, and PDF or SVG for papers) is most of a report's time:
 the mini preset's 82 figure files took 26 s of a 43 s build, and they are independent of each
-other. A :class:`FigureSaver` sends each finished figure (pickled: a fraction of its drawing time)
-to a small pool of worker processes and returns its file name at once, so the page goes on to
+other. A :class:`FigureSaver` sends each finished figure (serialising it takes a fraction of its
+drawing time) to a small pool of worker processes and returns its file name at once, so the page goes on to
 the next section while figures are written side by side. Every file is written atomically by
 :func:`transferscope.report.figures.save`, under the report's style, as in one process; leaving
 the ``with`` block waits for every figure and raises the first error.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -26,8 +25,7 @@ MAX_WORKERS = 4
 """Worker processes at most: beyond a few, starting them costs more than they save."""
 
 
-def _save_pickled(blob: bytes, folder: str, stem: str, formats: tuple[str, ...]) -> str:
-    fig = pickle.loads(blob)
+def _save_in_worker(fig: Any, folder: str, stem: str, formats: tuple[str, ...]) -> str:
     with F.style():  # savefig reads dpi and font embedding from the style at save time
         return F.save(fig, Path(folder), stem, formats)
 
@@ -54,11 +52,11 @@ class FigureSaver:
         now or in a worker; returns the PNG's file name."""
         if self._pool is None:
             return F.save(fig, folder, stem, formats)
-        blob = pickle.dumps(fig)
-        fig.clear()  # the worker has its own copy; this one's memory can go
         folder.mkdir(parents=True, exist_ok=True)
+        # The figure travels to the worker as the pool sends any argument: this process's own
+        # object, drawn from the study's results, never a file a user handed us.
         self._pending.append(
-            self._pool.submit(_save_pickled, blob, str(folder), stem, tuple(formats))
+            self._pool.submit(_save_in_worker, fig, str(folder), stem, tuple(formats))
         )
         return f"{stem}.png"
 
