@@ -364,17 +364,21 @@ def figure_formats(study_dir: Path) -> tuple[str, ...]:
     return _formats_of(cfg)
 
 
+def _report_option(cfg: Any, key: str) -> Any:
+    """``report.<key>`` of a parsed study config (None when it does not say)."""
+    report = cfg.get("report") if isinstance(cfg, dict) else None
+    return report.get(key) if isinstance(report, dict) else None
+
+
 def _workers_of(cfg: Any) -> int | None:
     """``report.workers`` of a parsed study config, or None (the default)."""
-    report = cfg.get("report") if isinstance(cfg, dict) else None
-    workers = report.get("workers") if isinstance(report, dict) else None
+    workers = _report_option(cfg, "workers")
     return workers if isinstance(workers, int) and workers >= 1 else None
 
 
 def _formats_of(cfg: Any) -> tuple[str, ...]:
     """``report.figures`` of a parsed study config, or the default."""
-    report = cfg.get("report") if isinstance(cfg, dict) else None
-    figures = report.get("figures") if isinstance(report, dict) else None
+    figures = _report_option(cfg, "figures")
     return (
         tuple(str(f) for f in figures) if isinstance(figures, list) and figures else DEFAULT_FORMATS
     )

@@ -69,8 +69,8 @@ class Page:
         self.figures = out / layout.FIGURES
         self.formats = tuple(formats)
         self.used: set[str] = set()
-        self.saver = saver
-        """Writes figures in worker processes while the page goes on (None: here, at once)."""
+        self.saver = saver or FigureSaver(workers=1)
+        """Writes figures: in worker processes while the page goes on, or here, at once."""
 
     def figure(self, fig: Any, stem: str, caption: str) -> str:
         """Save ``fig`` (None: nothing to draw) and return its <figure> markup."""
@@ -82,10 +82,7 @@ class Page:
             i += 1
             name = f"{F.slug(stem)}-{i}"
         self.used.add(name)
-        if self.saver is not None:
-            png = self.saver.save(fig, self.figures, name, self.formats)
-        else:
-            png = F.save(fig, self.figures, name, self.formats)
+        png = self.saver.save(fig, self.figures, name, self.formats)
         links = "".join(
             f' (<a href="{layout.FIGURES}/{esc(name)}.{esc(ext)}">{esc(ext.upper())}</a>)'
             for ext in self.formats

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from transferscope.errors import TransferscopeWarning
-from transferscope.study.analyze import Job, ProgressFn, TickFn, compute_job
+from transferscope.study.analyze import Job, ProgressFn, TickFn, compute_job, is_last_message
 from transferscope.study.executors import DataCache
 from transferscope.study.store import StudyStore
 
@@ -53,7 +53,9 @@ def _compute_in_worker(study_dir: str, job: Job) -> str:
         _QUEUE.put(("tick", name, done, total, what))
 
     # Lines (interpolations) are shared by the analyses one worker computes, as in one process.
-    path = compute_job(StudyStore(Path(study_dir)), job, _CACHE, notify, tick, _LINES)
+    store = StudyStore(Path(study_dir))
+    cfg, plan = store.read_config(), store.read_plan()
+    path = compute_job(store, cfg, plan, job, _CACHE, notify, tick, _LINES)
     return str(path)
 
 
@@ -85,9 +87,7 @@ def compute_in_pool(
             while True:
                 if item[0] == "progress":
                     notify(item[1], item[2])
-                    if item[2] not in ("running",) and not item[2].startswith(
-                        ("estimated", "recomputing")
-                    ):
+                    if is_last_message(item[2]):
                         said_last.add(item[1])
                 elif tick is not None:
                     tick(*item[1:])

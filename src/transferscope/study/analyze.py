@@ -47,6 +47,13 @@ from transferscope.training.trainer import pick_device
 ProgressFn = Callable[[str, str], None]
 """``progress(name, message)``: 'running', 'done', 'cached', 'disabled', 'skipped: <reason>',
 'failed: <error>', or, before 'running', 'recomputing: <reason>' and 'estimated: <time>'."""
+
+
+def is_last_message(message: str) -> bool:
+    """Whether ``message`` is an analysis's last (its outcome), not one said before it ends."""
+    return message != "running" and not message.startswith(("recomputing", "estimated"))
+
+
 TickFn = Callable[[str, int, int, str], None]
 """``tick(name, done, total, what)`` while an analysis works through its targets, pairs or
 modules."""
@@ -179,12 +186,8 @@ class AnalysisClock:
             return None
         return passes if passes > 0 else None
 
-    def estimate(self, unit: Analysis, options: Any) -> str | None:
-        """'~40 s (1.2M forward passes)', or None (see :meth:`forward_passes`)."""
-        passes = self.forward_passes(unit, options)
-        return None if passes is None else self.describe(passes)
-
     def describe(self, passes: int) -> str:
+        """'~40 s (1.2M forward passes)' for ``passes`` on this machine."""
         seconds = passes * self._per_forward
         return f"~{estimate.duration(seconds)} ({estimate.human(passes)} forward passes)"
 
@@ -217,6 +220,8 @@ class Job:
 
 def plan_analyses(
     store: StudyStore,
+    cfg: StudyConfig,
+    plan: Plan,
     only: list[str] | None,
     notify: ProgressFn,
     force: bool,
@@ -228,8 +233,6 @@ def plan_analyses(
     are counted here, and the study's model timed once, before any analysis runs.
     """
     units = registry.units() if only is None else [registry.get(n) for n in only]
-    cfg = store.read_config()
-    plan = store.read_plan()
     clock = AnalysisClock(cfg, plan, cache)
     jobs: list[Job] = []
     reused: dict[str, Path] = {}
@@ -255,6 +258,8 @@ def plan_analyses(
 
 def compute_job(
     store: StudyStore,
+    cfg: StudyConfig,
+    plan: Plan,
     job: Job,
     cache: DataCache,
     notify: ProgressFn,
@@ -264,7 +269,6 @@ def compute_job(
     """Compute one planned analysis and write its document; returns its path. A failure is
     written and said, not raised, unless a run is damaged (:class:`DamagedRunError`)."""
     unit = registry.get(job.name)
-    cfg, plan = store.read_config(), store.read_plan()
     if job.estimate is not None:
         notify(job.name, f"estimated: {job.estimate}")
     notify(job.name, "running")
@@ -302,7 +306,8 @@ def run_analyses(
     """
     cache = cache or DataCache()
     notify = progress or (lambda name, message: None)
-    jobs, out = plan_analyses(store, only, notify, force, cache)
+    cfg, plan = store.read_config(), store.read_plan()
+    jobs, out = plan_analyses(store, cfg, plan, only, notify, force, cache)
     if workers > 1 and len(jobs) > 1:
         from transferscope.study.analysis_pool import compute_in_pool
 
@@ -310,7 +315,7 @@ def run_analyses(
     else:
         lines: dict[tuple[Any, ...], InterpolationResult] = {}
         for job in jobs:
-            out[job.name] = compute_job(store, job, cache, notify, tick, lines)
+            out[job.name] = compute_job(store, cfg, plan, job, cache, notify, tick, lines)
     order = registry.names()
     return dict(sorted(out.items(), key=lambda kv: order.index(kv[0])))
 
@@ -376,4 +381,12 @@ def _why_nothing(result: AnalysisResult, missing: set[str]) -> str:
     return "the plan has no runs this analysis compares"
 
 
-__all__ = ["Job", "ProgressFn", "TickFn", "compute_job", "plan_analyses", "run_analyses"]
+__all__ = [
+    "Job",
+    "ProgressFn",
+    "TickFn",
+    "compute_job",
+    "is_last_message",
+    "plan_analyses",
+    "run_analyses",
+]

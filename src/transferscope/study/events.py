@@ -77,7 +77,7 @@ def analyse(
 ) -> dict[str, str]:
     """Run the study's analyses in this process, telling ``events``; name -> last message.
     ``workers``: analyses side by side (see :func:`~transferscope.study.analyze.run_analyses`)."""
-    from transferscope.study.analyze import run_analyses
+    from transferscope.study.analyze import is_last_message, run_analyses
 
     started: dict[str, float] = {}
     last: dict[str, str] = {}
@@ -85,7 +85,7 @@ def analyse(
     def progress(name: str, message: str) -> None:
         if message == "running":
             started[name] = time.perf_counter()
-        finished = message != "running" and not message.startswith(("recomputing", "estimated"))
+        finished = is_last_message(message)
         seconds = time.perf_counter() - started.get(name, time.perf_counter()) if finished else None
         last[name] = message
         if events.analysis:
