@@ -73,10 +73,11 @@ lint: venv
 
 # Two test processes, one per core of the 2-core machines CI runs on (TEST_WORKERS=auto uses every
 # core; TEST_WORKERS=0 runs in this process); --dist loadfile keeps each test module, and the study
-# its module-scoped fixture trains, in one process.
+# its module-scoped fixture trains, in one process; --no-loadscope-reorder keeps the order
+# tests/conftest.py gives the modules (the longest first, from tests/module_seconds.json).
 TEST_WORKERS ?= 2
 test: lint test-packages
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: venv
 	$(PY) -m bench

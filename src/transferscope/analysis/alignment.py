@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from transferscope.analysis.interpolation import check_compatible
@@ -269,6 +268,8 @@ def weight_matching(
     perms = {name: torch.arange(n) for name, n in spec.sizes.items()}
     a = {k: v.detach().cpu() for k, v in state_a.items()}
     b = {k: v.detach().cpu() for k, v in state_b.items()}
+    from scipy.optimize import linear_sum_assignment  # here: importing it takes ~0.7 s
+
     names = list(spec.perms)
     for sweep in range(1, max_sweeps + 1):
         improved = False

@@ -27,15 +27,23 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
-from scipy import stats
 
 from transferscope.errors import TransferscopeError
 
 ALPHA = 0.05  # two-sided level of every test here (one-sided tests use it on their side)
 BOOTSTRAP_SAMPLES = 1000
 _BOOTSTRAP_CHUNK = 100  # bootstrap weightings built at once: bounds memory at 100 x n floats
+
+
+def _scipy_stats() -> ModuleType:
+    """scipy.stats, imported on first use: it takes ~1 s, and every command that plans a study
+    imports this module through the analyses' verdicts."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ def sign_test(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    return float(stats.binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
+    return float(_scipy_stats().binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
 
 
 def paired_correctness(correct_a: np.ndarray, correct_b: np.ndarray) -> Comparison:
@@ -305,7 +313,7 @@ def compare_groups(
     s, dof = _pooled_sd([xa, xb, *spread_from])
     margin = max(floor, relative_floor * max(abs(ma), abs(mb)))
     if s is not None:
-        t = float(stats.t.ppf(1 - ALPHA / 2, dof))
+        t = float(_scipy_stats().t.ppf(1 - ALPHA / 2, dof))
         margin = max(margin, t * s * math.sqrt(1 / len(xa) + 1 / len(xb)))
         noise = f"pair spread s = {s:.2g} ({dof} d.o.f.)"
     else:
@@ -326,7 +334,7 @@ def compare_groups(
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    rx, ry = _scipy_stats().rankdata(x), _scipy_stats().rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
     return float((rx * ry).sum() / den) if den > 0 else float("nan")
@@ -354,7 +362,7 @@ def spearman_trend(values: Sequence[float]) -> Comparison:
     if not math.isfinite(rho):
         return Comparison(0, float("nan"), method=f"Spearman ρ over {n} values, all tied")
     if n <= EXACT_PERMUTATIONS:
-        ranks = stats.rankdata(y)
+        ranks = _scipy_stats().rankdata(y)
         perms = np.asarray(list(itertools.permutations(range(n))), dtype=np.float64)
         rc = ranks - ranks.mean()
         pc = perms - perms.mean(axis=1, keepdims=True)
@@ -364,8 +372,8 @@ def spearman_trend(values: Sequence[float]) -> Comparison:
         p_down = float(np.mean(rhos <= rho + 1e-12))
         how = "exact permutation p"
     else:
-        p_up = float(stats.spearmanr(x, y, alternative="greater").pvalue)
-        p_down = float(stats.spearmanr(x, y, alternative="less").pvalue)
+        p_up = float(_scipy_stats().spearmanr(x, y, alternative="greater").pvalue)
+        p_down = float(_scipy_stats().spearmanr(x, y, alternative="less").pvalue)
         how = "t approximation"
     direction = 1 if p_up < ALPHA else (-1 if p_down < ALPHA else 0)
     p = p_up if rho >= 0 else p_down
@@ -436,7 +444,7 @@ def noisy_spearman(
     rng = np.random.default_rng(seed)
     samples = y + rng.standard_normal((draws, n)) * e
     # Ranks per draw, then Pearson on ranks: Spearman's ρ of every draw at once.
-    ry = np.apply_along_axis(stats.rankdata, 1, samples)
+    ry = np.apply_along_axis(_scipy_stats().rankdata, 1, samples)
     rx = xv - xv.mean()
     ry = ry - ry.mean(axis=1, keepdims=True)
     den = math.sqrt(float((rx * rx).sum())) * np.sqrt((ry * ry).sum(axis=1))

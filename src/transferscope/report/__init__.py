@@ -11,16 +11,43 @@ without retraining or re-running an analysis.
 
 from __future__ import annotations
 
-from transferscope.report.findings import (
-    BARRIER_TOLERANCE,
-    CHECKPOINT_TOLERANCE,
-    Finding,
-    StudyData,
-    evaluate_findings,
-    load_study,
-)
-from transferscope.report.html import build_report
-from transferscope.report.markdown import markdown_summary
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. They are imported on first use: the analyses import
+# ``transferscope.report.rules`` for their verdicts, and importing the page builder (matplotlib,
+# ~0.7 s) with it would slow every command that plans a study.
+_HOMES = {
+    "BARRIER_TOLERANCE": "findings",
+    "CHECKPOINT_TOLERANCE": "findings",
+    "Finding": "findings",
+    "StudyData": "findings",
+    "evaluate_findings": "findings",
+    "load_study": "findings",
+    "build_report": "html",
+    "markdown_summary": "markdown",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferscope.report.findings import (
+        BARRIER_TOLERANCE,
+        CHECKPOINT_TOLERANCE,
+        Finding,
+        StudyData,
+        evaluate_findings,
+        load_study,
+    )
+    from transferscope.report.html import build_report
+    from transferscope.report.markdown import markdown_summary
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BARRIER_TOLERANCE",
