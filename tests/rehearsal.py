@@ -270,11 +270,17 @@ def write_config(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def rehearse_preset(preset: str, tmp_path: Path, root: Path, **target: Any) -> Path:
+def rehearse_preset(
+    preset: str,
+    tmp_path: Path,
+    root: Path,
+    study: dict[str, Any] | None = None,
+    **target: Any,
+) -> Path:
     """The preset ``preset`` shrunk (:func:`shrink`), its first target read from ``root`` (and
-    ``target``'s keys), run through the CLI in a child process and checked (:func:`check`);
-    returns the study directory."""
-    data = shrink(config.preset_dict(preset), tmp_path)
+    ``target``'s keys), ``study``'s top-level keys replacing the preset's, run through the CLI in
+    a child process and checked (:func:`check`); returns the study directory."""
+    data = {**shrink(config.preset_dict(preset), tmp_path), **(study or {})}
     data["targets"] = [{**data["targets"][0], "root": str(root), **target}]
     out = tmp_path / "study"
     check(rehearse(write_config(data, tmp_path / f"{preset}.yaml"), out), out)
