@@ -192,7 +192,9 @@ def rehearse(cfg_path: Path, out: Path) -> dict[str, Any]:
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "transferscope", "run", str(cfg_path), "--out", str(out)]
-    cmd += ["--quiet", "--device", "cpu", "--threads", "2"]
+    # One thread: `make test` runs two test processes on two cores, and a second thread per
+    # process only waits for a core the other process holds.
+    cmd += ["--quiet", "--device", "cpu", "--threads", "1"]
     started = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -40,7 +40,7 @@ def control(tmp_path_factory) -> Path:
     }
     config.write_text(yaml.safe_dump(study))
     out = folder / "study"
-    args = ("run", str(config), "--out", str(out), "--quiet", "--threads", "2", "--jobs", "1")
+    args = ("run", str(config), "--out", str(out), "--quiet", "--threads", "1", "--jobs", "1")
     result = cli(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     return out
