@@ -1,6 +1,6 @@
 """`transferscope run --executor ray`: the micro study on a Ray instance this module starts.
 
-One Ray instance (2 CPUs, loopback, no dashboard) serves every test here; each study is run by the
+One Ray instance (1 CPU, loopback, no dashboard) serves every test here; each study is run by the
 CLI in a subprocess that joins it with ``--address``, as a user's driver joins a cluster.
 """
 
@@ -54,7 +54,8 @@ def run_study(out: Path, *extra: str, config: str = "--preset=micro", **kw) -> N
 @pytest.fixture(scope="module")
 def ray_address():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # One task at a time: `make test`'s other test process holds the second core.
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
