@@ -41,8 +41,8 @@ def one_thread():
 # `make test` gives whole modules to its test processes (--dist loadfile, so a module's trained
 # study is built once), in the order collected. Started last, a four-minute module leaves one
 # process running it alone at the end; started first, the short ones fill in around it. The
-# seconds per module come from a full run (`pytest --record-module-seconds` rewrites the file);
-# a module missing from it counts as 0 (starts last). The order changes no result.
+# seconds per module come from a run (`pytest --record-module-seconds` writes the modules it ran
+# into the file); a module missing from it counts as 0 (starts last). The order changes no result.
 
 MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
 
@@ -74,9 +74,13 @@ class _ModuleClock:
         self.seconds[name] = self.seconds.get(name, 0.0) + report.duration
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.seconds:
-            rounded = {k: round(v, 1) for k, v in sorted(self.seconds.items())}
-            MODULE_SECONDS.write_text(json.dumps(rounded, indent=1) + "\n")
+        if not self.seconds:
+            return
+        # A run of some modules updates theirs and keeps the others' (dropped, they would start
+        # last).
+        known = json.loads(MODULE_SECONDS.read_text()) if MODULE_SECONDS.is_file() else {}
+        known.update({k: round(v, 1) for k, v in self.seconds.items()})
+        MODULE_SECONDS.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
 
 
 def pytest_configure(config: pytest.Config) -> None:
