@@ -1,12 +1,12 @@
 """Figures written by worker processes while the page is still being built.
 
-Drawing a figure into its files (PNG, and PDF or SVG for papers) is most of a report's time:
-the mini preset's 82 figure files took 26 s of a 43 s build, and they are independent of each
-other. A :class:`FigureSaver` sends each finished figure (serialising it takes a fraction of its
-drawing time) to a small pool of worker processes and returns its file name at once, so the page goes on to
+Drawing a figure into its files (PNG, and PDF or SVG for papers) is most of a report's time: the
+mini preset's 82 figure files took 26 s of a 43 s build, and they are independent of each other. A
+:class:`FigureSaver` sends each finished figure (serialising it takes a fraction of its drawing
+time) to a small pool of worker processes and returns its file name at once, so the page goes on to
 the next section while figures are written side by side. Every file is written atomically by
-:func:`transferscope.report.figures.save`, under the report's style, as in one process; leaving
-the ``with`` block waits for every figure and raises the first error.
+:func:`transferscope.report.figures.save`, under the report's style, as in one process; leaving the
+``with`` block waits for every figure and raises the first error.
 """
 
 from __future__ import annotations
