@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,46 @@ PNG_END = b"IEND\xaeB`\x82"
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`transferscope ARGS` in a fresh interpreter, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "transferscope", *args],
         capture_output=True,
         text=True,
         timeout=900,
         **kwargs,
+    )
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """`transferscope ARGS` in this process (typer's CliRunner), with the result `cli` gives.
+
+    For the commands whose outcome does not depend on their process (errors, status, plans,
+    reports, studies compared only with themselves): a fresh interpreter spends 3-8 s importing
+    torch, torch._dynamo and scikit-learn before any of them starts. An exception the CLI did not
+    turn into an exit status is shown in stderr with its traceback, as a subprocess would show
+    it. What a command sets for its whole process (torch threads, environment variables, the
+    warning display) is put back afterwards, so later tests see this process as it was.
+    """
+    import traceback
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from transferscope.cli import app
+
+    threads, environ, showwarning = torch.get_num_threads(), dict(os.environ), warnings.showwarning
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(environ)
+        warnings.showwarning = showwarning
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(
+        ["transferscope", *args], result.exit_code, result.stdout, stderr
     )
 
 

@@ -28,7 +28,7 @@ from transferscope.study.store import StudyStore
 from transferscope.training.loaders import iterate
 
 from fixtures_data import make_domainnet, make_imagefolder
-from study_checks import assert_intact, cli
+from study_checks import assert_intact, invoke
 
 
 def truncate(path: Path) -> Path:
@@ -154,7 +154,7 @@ def test_bad_image_stops_then_skip_and_a_diverging_run_is_marked_failed(tmp_path
     args = ("run", str(config), "--out", str(out), "--quiet", "--threads", "1")
 
     # Default: the study stops at the bad image, one line naming it and the fix; nothing failed.
-    result = cli(*args)
+    result = invoke(*args)
     assert result.returncode == 2, result.stdout + result.stderr
     error = " ".join(result.stderr.split())
     assert f"cannot read image {bad}" in error and "--skip-bad-images" in error
@@ -165,7 +165,7 @@ def test_bad_image_stops_then_skip_and_a_diverging_run_is_marked_failed(tmp_path
     assert store.is_done(p_run.id)
 
     # Skipping: P (digits, no files) is kept; the target's runs get ids of their own.
-    result = cli(*args, "--skip-bad-images")
+    result = invoke(*args, "--skip-bad-images")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "left out 1 unreadable images" in " ".join(result.stdout.split())
     plan = store.read_plan()
@@ -274,7 +274,7 @@ def test_an_rgb_target_of_a_grayscale_source_stops_before_training(tmp_path: Pat
     target = f"{{name: imagefolder, root: {root}, options: {{image_size: 8}}}}"
     config.write_text(TINY.replace("TARGET", target))
     out = tmp_path / "study"
-    result = cli("run", str(config), "--out", str(out))
+    result = invoke("run", str(config), "--out", str(out))
     one_line_error(
         result,
         "targets[0] 'imagefolder' has 3x8x8 images but P (pre-trained on 'src', 1x8x8) takes "
@@ -283,7 +283,7 @@ def test_an_rgb_target_of_a_grayscale_source_stops_before_training(tmp_path: Pat
     )
     assert not (out / "runs").exists()  # nothing trained
     config.write_text(TINY.replace("TARGET", target.replace("image_size: 8", 'channels: "1"')))
-    one_line_error(cli("run", str(config), "--out", str(out)), "option channels", "got '1'")
+    one_line_error(invoke("run", str(config), "--out", str(out)), "option channels", "got '1'")
 
 
 @pytest.mark.parametrize(
@@ -296,7 +296,7 @@ def test_an_rgb_target_of_a_grayscale_source_stops_before_training(tmp_path: Pat
 )
 def test_command_line_counts_are_validated(tmp_path: Path, args, needle) -> None:
     out = tmp_path / "study"
-    one_line_error(cli("run", "--preset", "micro", "--out", str(out), *args), needle)
+    one_line_error(invoke("run", "--preset", "micro", "--out", str(out), *args), needle)
     assert not out.exists()
 
 
@@ -304,16 +304,16 @@ def test_out_must_be_a_writable_directory(tmp_path: Path) -> None:
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
     one_line_error(
-        cli("run", "--preset", "micro", "--out", str(a_file)), "is a file, not a directory"
+        invoke("run", "--preset", "micro", "--out", str(a_file)), "is a file, not a directory"
     )
     one_line_error(
-        cli("run", "--preset", "micro", "--out", str(a_file / "study")),
+        invoke("run", "--preset", "micro", "--out", str(a_file / "study")),
         f"cannot create the study directory {a_file / 'study'}",
     )
     parent = tmp_path / "read-only"
     parent.mkdir()
     with read_only(parent):
-        result = cli("run", "--preset", "micro", "--out", str(parent / "study"))
+        result = invoke("run", "--preset", "micro", "--out", str(parent / "study"))
     one_line_error(
         result,
         f"cannot create the study directory {parent / 'study'}",
@@ -328,7 +328,7 @@ def planned(tmp_path_factory) -> Path:
     config = base / "study.yaml"
     config.write_text(TINY.replace("TARGET", "{name: digits, options: {image_size: 8}}"))
     out = base / "study"
-    result = cli("run", str(config), "--out", str(out), "--plan-only")
+    result = invoke("run", str(config), "--out", str(out), "--plan-only")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -356,10 +356,10 @@ def read_only(folder: Path):
 def test_report_into_a_read_only_folder_is_one_line(planned: Path, tmp_path: Path) -> None:
     study = tmp_path / "study"
     shutil.copytree(planned, study)
-    assert cli("report", str(study)).returncode == 0  # an earlier report is there
+    assert invoke("report", str(study)).returncode == 0  # an earlier report is there
     before = (study / "report" / "index.html").read_bytes()
     with read_only(study / "report"):
-        result = cli("report", str(study))
+        result = invoke("report", str(study))
     one_line_error(result, f"cannot write the report into {study / 'report'}")
     assert (study / "report" / "index.html").read_bytes() == before
 
@@ -378,7 +378,7 @@ def test_a_damaged_study_file_is_one_line(planned: Path, tmp_path: Path, name, t
     shutil.copytree(planned, study)
     (study / name).write_text(text)
     for command in commands:
-        one_line_error(cli(command, str(study)), str(study / name))
+        one_line_error(invoke(command, str(study)), str(study / name))
 
 
 def test_a_damaged_done_is_shown_by_the_report(planned: Path, tmp_path: Path) -> None:
@@ -387,7 +387,7 @@ def test_a_damaged_done_is_shown_by_the_report(planned: Path, tmp_path: Path) ->
     run_id = StudyStore(study).read_plan().runs[0].id
     (study / "runs" / run_id).mkdir(parents=True)
     (study / "runs" / run_id / "DONE").write_text("{not json")
-    result = cli("report", str(study))
+    result = invoke("report", str(study))
     assert result.returncode == 0, result.stderr
     html = (study / "report" / "index.html").read_text()
     assert 'class="state-damaged"' in html and "DONE is not valid JSON" in html

@@ -16,7 +16,7 @@ from transferscope.analyses import registry
 from transferscope.study.store import StudyStore
 
 from conftest import requires_fashion
-from study_checks import assert_same_analyses, assert_same_results, cli, rows
+from study_checks import assert_same_analyses, assert_same_results, cli, invoke, rows
 
 pytestmark = [requires_fashion, pytest.mark.slow]
 
@@ -126,7 +126,7 @@ def test_a_trajectory_run_at_the_end_of_pretraining_reuses_its_p_t_twin(referenc
 
 def test_status_lists_every_run(reference):
     out, _ = reference
-    result = cli("status", str(out))
+    result = invoke("status", str(out))
     assert result.returncode == 0, result.stderr
     n = len(StudyStore(out).read_plan().runs)
     assert f"{n} done" in result.stdout
@@ -174,7 +174,7 @@ def test_sigkill_at_a_random_point_then_rerun_gives_identical_results(reference,
     ],
 )
 def test_run_errors_are_one_line_without_traceback(args, needle, tmp_path):
-    result = cli(*args, "--out", str(tmp_path / "s"))
+    result = invoke(*args, "--out", str(tmp_path / "s"))
     assert result.returncode == 2
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
@@ -184,10 +184,10 @@ def test_run_errors_are_one_line_without_traceback(args, needle, tmp_path):
 def test_config_error_in_file(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("preset: micro\nfinetune: {lr: -1}\nmodel: {name: fixup-smal}\n")
-    result = cli("run", str(path), "--out", str(tmp_path / "s"))
+    result = invoke("run", str(path), "--out", str(tmp_path / "s"))
     assert result.returncode == 2
     assert "finetune.lr" in result.stderr and "Traceback" not in result.stderr
     path.write_text("preset: micro\nmodel: {name: fixup-smal}\n")
-    result = cli("run", str(path), "--out", str(tmp_path / "s"))
+    result = invoke("run", str(path), "--out", str(tmp_path / "s"))
     assert result.returncode == 2
     assert "fixup-small" in result.stderr

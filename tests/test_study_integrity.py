@@ -33,7 +33,7 @@ from transferscope.training.trainer import read_metrics
 
 from fake_study import INFO, FakeData, fake_study, write_runs
 from fixtures_data import make_imagefolder
-from study_checks import cli
+from study_checks import invoke
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_a_config_change_redoes_the_analyses_and_status_lists_the_old_runs(tmp_p
         ), name
         used = set(json.loads((store.analyses_dir / f"{name}.json").read_text())["runs_used"])
         assert new_pts <= used and not used & old_pts, name
-    result = cli("status", str(store.root))
+    result = invoke("status", str(store.root))
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert "4 runs on disk are not in the current plan" in out
@@ -166,13 +166,13 @@ def test_a_truncated_checkpoint_makes_the_run_damaged_everywhere(tmp_path: Path)
     assert store.state(pt.id) == "damaged"
     assert "checkpoints/final.safetensors has" in (store.damage(pt.id, checksums=False) or "")
     # status: the state and the file, one line each, rc 0 (it is a report, not an error)
-    result = cli("status", str(store.root))
+    result = invoke("status", str(store.root))
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert "damaged" in out and "checkpoints/final.safetensors" in out
     assert "trained again by `transferscope run" in out
     # analyze: one line naming the file and the fix, not a silent skip of the pair
-    result = cli("analyze", str(store.root), "--only", "mistakes")
+    result = invoke("analyze", str(store.root), "--only", "mistakes")
     assert result.returncode == 2, result.stdout + result.stderr
     error = " ".join(result.stderr.split())
     assert f"run {pt.id} is damaged" in error and "final.safetensors" in error
@@ -194,7 +194,7 @@ def test_a_changed_file_of_the_same_size_is_found_by_its_checksum(tmp_path: Path
     path.write_bytes(bytes(data))
     assert store.state(rit.id) == "done"  # sizes agree: the cheap check cannot see it
     assert store.state(rit.id, checksums=True) == "damaged"
-    result = cli("status", str(store.root), "--verify")
+    result = invoke("status", str(store.root), "--verify")
     assert "damaged" in result.stdout and "SHA-256" in " ".join(result.stdout.split())
 
 
@@ -220,9 +220,9 @@ def test_a_corrupt_done_is_a_damaged_run_not_a_traceback(tmp_path: Path) -> None
     rit = plan.select(kind="RI-T")[0]
     (store.run_dir(rit.id) / "DONE").write_text('{"final_metric": 0.')
     assert store.state(rit.id) == "damaged"
-    result = cli("status", str(store.root))
+    result = invoke("status", str(store.root))
     assert result.returncode == 0 and "DONE is not valid JSON" in " ".join(result.stdout.split())
-    result = cli("analyze", str(store.root), "--only", "curves")
+    result = invoke("analyze", str(store.root), "--only", "curves")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"run {rit.id} is damaged" in " ".join(result.stderr.split())
     assert next(r for r in load_study(store.root).runs if r.id == rit.id).state == "damaged"
@@ -256,7 +256,7 @@ def test_runs_at_chance_are_flagged_in_status_and_the_report(tmp_path: Path) -> 
     assert summary is not None
     summary.pop("files")
     store.mark_done(good.id, {**summary, "final_metric": 0.8})
-    result = cli("status", str(store.root))
+    result = invoke("status", str(store.root))
     lines = [line for line in result.stdout.splitlines() if line.startswith("at chance ")]
     assert len(lines) == len(plan.runs) - 1 and not any(good.id in line for line in lines)
     assert "accuracy 0.1000 is within noise of chance (0.1 ± 0.12)" in lines[0]
@@ -290,31 +290,31 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(STUDY_YAML)
     out = tmp_path / "study"
-    result = cli("run", str(config_file), "--out", str(out), "--plan-only")
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
     assert result.returncode == 0, result.stderr
     study_yaml, plan_json = (out / "study.yaml").read_text(), (out / "plan.json").read_text()
     # No config: the study's own, not the mini preset.
-    result = cli("run", "--out", str(out), "--plan-only")
+    result = invoke("run", "--out", str(out), "--plan-only")
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stdout.split())
     assert "with its own config" in said and "3 runs" in said
     assert (out / "study.yaml").read_text() == study_yaml
     assert (out / "plan.json").read_text() == plan_json
     # The same config again, with other execution settings: no change, no question.
-    result = cli("run", str(config_file), "--out", str(out), "--plan-only", "--jobs", "2")
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only", "--jobs", "2")
     assert result.returncode == 0, result.stderr
     # Another config: refused, naming the keys; nothing rewritten.
     config_file.write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05").replace("[0]", "[0, 1]"))
-    result = cli("run", str(config_file), "--out", str(out), "--plan-only")
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
     assert result.returncode == 2, result.stdout + result.stderr
     error = " ".join(result.stderr.split())
     assert "another config (differs in finetune.lr, seeds)" in error and "--force" in error
     assert "Traceback" not in result.stderr
     assert (out / "plan.json").read_text() == plan_json
-    result = cli("run", "--preset", "micro", "--out", str(out), "--plan-only")
+    result = invoke("run", "--preset", "micro", "--out", str(out), "--plan-only")
     assert result.returncode == 2 and "differs in name, source" in " ".join(result.stderr.split())
     # --force: the new config replaces it.
-    result = cli("run", str(config_file), "--out", str(out), "--plan-only", "--force")
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only", "--force")
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stdout.split())
     # P, two P-T, two RI-T and the control pair's two P@0-T.
@@ -339,28 +339,28 @@ def test_a_second_command_on_a_locked_study_names_the_holder(tmp_path: Path) -> 
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(STUDY_YAML)
     out = tmp_path / "study"
-    assert cli("run", str(config_file), "--out", str(out), "--plan-only").returncode == 0
+    assert invoke("run", str(config_file), "--out", str(out), "--plan-only").returncode == 0
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         for args in (("run", "--out", str(out)), ("analyze", str(out))):
-            result = cli(*args)
+            result = invoke(*args)
             assert result.returncode == 2, result.stdout + result.stderr
             error = " ".join(result.stderr.split())
             assert f"is in use by pid {holder.pid} on host {socket.gethostname()}" in error
             assert "`transferscope run tiny.yaml --out study`" in error
             assert "Traceback" not in result.stderr
         # status reads while another command works
-        assert cli("status", str(out)).returncode == 0
+        assert invoke("status", str(out)).returncode == 0
     finally:
         holder.kill()
         holder.wait()
     # The holder died without letting go: its lock is stale and taken over.
     lock = out / LOCK
     lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-    result = cli("run", "--out", str(out), "--plan-only")
+    result = invoke("run", "--out", str(out), "--plan-only")
     assert result.returncode == 0, result.stderr
     assert not lock.exists()
 
@@ -390,13 +390,13 @@ def test_a_damaged_run_is_trained_again_to_the_same_weights(tmp_path: Path) -> N
     config_file.write_text(STUDY_YAML)
     out = tmp_path / "study"
     args = ("run", str(config_file), "--out", str(out), "--quiet", "--threads", "1")
-    result = cli(*args, "--no-analyses")
+    result = invoke(*args, "--no-analyses")
     assert result.returncode == 0, result.stdout + result.stderr
     store = StudyStore(out)
     pt = store.read_plan().select(kind="P-T")[0]
     weights = store.weights_path(pt.id).read_bytes()
     truncate(store.weights_path(pt.id))
-    result = cli(*args)
+    result = invoke(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join(result.stdout.split())
     assert f"damaged run {pt.id}: checkpoints/final.safetensors has" in said
@@ -426,10 +426,10 @@ def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None
     )
     whole, alone = tmp_path / "whole", tmp_path / "alone"
     args = ("--quiet", "--no-analyses", "--threads", "1")
-    result = cli("run", str(config_file), "--out", str(whole), *args)
+    result = invoke("run", str(config_file), "--out", str(whole), *args)
     assert result.returncode == 0, result.stdout + result.stderr
     # One thread in both (train_run takes it from study.yaml): sums in another order differ.
-    result = cli("run", str(config_file), "--out", str(alone), "--plan-only", "--threads", "1")
+    result = invoke("run", str(config_file), "--out", str(alone), "--plan-only", "--threads", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     plan = StudyStore(alone).read_plan()
     p, pt = plan.select(kind="P")[0], plan.select(kind="P-T")[0]
