@@ -1,5 +1,7 @@
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from transferscope.cli import app
-from transferscope.data import fashion_mnist, mosaic, registry
+from transferscope.data import digits, fashion_mnist, mosaic, registry
 from transferscope.errors import TransferscopeError
 
 from conftest import requires_fashion
@@ -107,6 +109,27 @@ def test_digits_split_is_deterministic_stratified_and_upsampled():
     assert torch.allclose(train_frac, test_frac, atol=0.01)
     assert abs(a.train.images.mean().item()) < 1e-4
     assert registry.load("digits", image_size=32).info.image_shape == (1, 32, 32)
+    # Each class sends round(n * 0.3) of its scans to test.
+    per_class = np.bincount(digits.load_arrays()[1])
+    test_counts = torch.bincount(a.test.targets, minlength=10).numpy()
+    assert test_counts.tolist() == [round(n * 0.3) for n in per_class]
+    assert len(a.test) == 539
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    scans, labels = digits.load_arrays()
+    bunch = load_digits()
+    assert np.array_equal(scans, bunch.images) and np.array_equal(labels, bunch.target)
+    # In a fresh interpreter, loading digits leaves scikit-learn unimported (~1.8 s saved).
+    code = (
+        "import sys; from transferscope.data import registry; registry.load('digits', seed=0); "
+        "print('sklearn' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_make_mosaics_labels_and_layout():
@@ -174,7 +197,7 @@ def test_unknown_source_and_option_suggest_nearest():
 def test_cli_data_show_digits():
     result = CliRunner().invoke(app, ["data", "show", "digits"])
     assert result.exit_code == 0, result.output
-    assert "multiclass" in result.output and "1257" in result.output
+    assert "multiclass" in result.output and "1258" in result.output
 
 
 @requires_fashion

@@ -1,7 +1,7 @@
 """Noise models for verdicts: when is a measured difference more than seed and test-set noise?
 
 A finding compares two things measured on finite data from a few seeds: P-T's accuracy against
-RI-T's on 540 test images, the CKA of one P-T pair against that of one RI-T pair. Each function
+RI-T's on 539 test images, the CKA of one P-T pair against that of one RI-T pair. Each function
 here returns a :class:`Comparison`: the estimate, its interval or p-value, and a *direction*
 (+1: A is larger beyond the noise, -1: smaller beyond the noise, 0: within the noise), so that a
 rule can say *holds*, *does not hold* or *inconclusive* and show the statistic it used.

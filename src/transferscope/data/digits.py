@@ -6,6 +6,7 @@ upsampled bilinearly to ``image_size`` so they fit a model pre-trained on 28x28 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +33,13 @@ def build(
 
     Normalised with the train split's mean and std.
     """
-    from sklearn.datasets import load_digits
-
     if not 0 < test_fraction < 1:
         raise TransferscopeError(f"digits: test_fraction must be in (0, 1), got {test_fraction}")
-    bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    scans, labels = load_arrays()
+    images = torch.from_numpy(scans.astype(np.float32) / 16.0).unsqueeze(1)
     images = F.interpolate(
         images, size=(image_size, image_size), mode="bilinear", align_corners=False
     )
-    labels = bunch.target.astype(np.int64)
     train_idx, test_idx = stratified_split(labels, test_fraction, seed)
     mean, std = images[train_idx].mean().item(), images[train_idx].std().item()
     images = (images - mean) / std
@@ -61,3 +59,26 @@ def build(
         train=TensorImageDataset(images[tr], targets[tr]),
         test=TensorImageDataset(images[te], targets[te]),
     )
+
+
+def load_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 scans (N, 8, 8) as float64 in 0..16 and their labels (N,) int64.
+
+    Read from the CSV that scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``, 64 pixel
+    columns then the label, as ``sklearn.datasets.load_digits`` reads it) without importing
+    scikit-learn: its import takes ~1.8 s, paid by every process that trains on digits. Should a
+    scikit-learn release move the file, ``load_digits`` itself is used.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise TransferscopeError(
+            "digits: scikit-learn is not installed; it ships the data (pip install scikit-learn)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets/data/digits.csv.gz"
+    if not path.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target.astype(np.int64)
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)

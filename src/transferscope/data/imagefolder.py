@@ -31,6 +31,7 @@ from transferscope.data.folder_common import (
     require_root,
 )
 from transferscope.data.registry import register
+from transferscope.data.subsets import stratified_split
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 
 LAYOUT = "ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
@@ -111,29 +112,6 @@ def scan_split(
         labels += [index[d.name]] * len(files)
     _warn_not_images(others)
     return paths, labels, classes
-
-
-def stratified_split(
-    labels: list[int] | np.ndarray, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class random split: (train indices, test indices), each sorted.
-
-    Each class with n >= 2 images sends round(n * test_fraction) of them, clamped to [1, n - 1], to
-    test, so every class appears in both splits; a class with one image stays in train. The choice
-    depends only on ``labels`` and ``seed``.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    train: list[np.ndarray] = []
-    test: list[np.ndarray] = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        n = len(members)
-        n_test = 0 if n < 2 else min(max(round(n * test_fraction), 1), n - 1)
-        perm = rng.permutation(members)
-        test.append(perm[:n_test])
-        train.append(perm[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
 def _labels_tensor(labels: list[int] | np.ndarray) -> torch.Tensor:

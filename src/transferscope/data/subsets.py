@@ -18,13 +18,23 @@ def random_subset(dataset: TensorImageDataset, size: int | None, seed: int) -> T
 
 
 def stratified_split(
-    labels: np.ndarray, test_fraction: float, seed: int
+    labels: list[int] | np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with each class split in the same proportion, deterministic by seed."""
-    from sklearn.model_selection import train_test_split
+    """Per-class random split of ``labels`` (N,): (train indices, test indices), each sorted.
 
-    index = np.arange(len(labels))
-    train, test = train_test_split(
-        index, test_size=test_fraction, random_state=seed, stratify=labels
-    )
-    return np.sort(train), np.sort(test)
+    Each class with n >= 2 examples sends round(n * test_fraction) of them, clamped to [1, n - 1],
+    to test, so every class appears in both splits; a class with one example stays in train. The
+    choice depends only on ``labels`` and ``seed``.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = len(members)
+        n_test = 0 if n < 2 else min(max(round(n * test_fraction), 1), n - 1)
+        perm = rng.permutation(members)
+        test.append(perm[:n_test])
+        train.append(perm[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
