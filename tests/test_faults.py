@@ -5,7 +5,9 @@ step, while a checkpoint is written, during an analysis, while the report is wri
 kill each file of the study directory must be whole (only the atomic writers' temporaries may be
 torn), and the final rerun must give results identical to an uninterrupted run with nothing
 temporary left over. The study is the micro preset cut to one target, one seed and five analyses so
-that the tests stay short; the uninterrupted reference runs once per module.
+that the tests stay short; the uninterrupted reference runs once per module. The killed commands
+run in child processes; the reference and the final reruns in this one (``invoke``), which also
+checks that a study's results do not depend on the process that computed them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import requires_fashion
-from study_checks import assert_intact, assert_same_analyses, assert_same_results, cli
+from study_checks import assert_intact, assert_same_analyses, assert_same_results, invoke
 
 pytestmark = [requires_fashion, pytest.mark.slow]
 
@@ -51,7 +53,7 @@ def config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(config: Path) -> Path:
     out = config.parent / "reference"
-    result = cli("run", str(config), "--out", str(out), *ARGS)
+    result = invoke("run", str(config), "--out", str(out), *ARGS)
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
@@ -78,7 +80,7 @@ def test_kill_during_a_step_and_while_writing_a_checkpoint(config, reference, tm
     killed("write:*.safetensors", 5, *run)
     assert list(out.rglob(".resume.safetensors.*.tmp")), "the kill missed the checkpoint write"
     assert_intact(out)
-    result = cli(*run)
+    result = invoke(*run)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_results(reference, out)
     assert_intact(out, temporaries=False)
@@ -97,7 +99,7 @@ def test_kill_during_an_analysis_and_while_writing_the_report(config, reference,
     assert list(out.rglob(".*.png.*.tmp")), "the kill missed the figure write"
     assert not (out / "report" / "index.html").exists()
     assert_intact(out)
-    result = cli(*run)
+    result = invoke(*run)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 to train" in " ".join(result.stdout.split())
     assert_same_results(reference, out)

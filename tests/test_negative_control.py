@@ -17,7 +17,7 @@ from transferscope.report.findings import HOLDS
 from transferscope.study.store import StudyStore
 
 from conftest import requires_fashion
-from study_checks import cli
+from study_checks import invoke
 
 pytestmark = [requires_fashion, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def control(tmp_path_factory) -> Path:
     config.write_text(yaml.safe_dump(study))
     out = folder / "study"
     args = ("run", str(config), "--out", str(out), "--quiet", "--threads", "1", "--jobs", "1")
-    result = cli(*args)
+    result = invoke(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 

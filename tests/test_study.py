@@ -1,4 +1,8 @@
-"""End-to-end tests of `transferscope run` on the micro preset (real Fashion-MNIST and digits)."""
+"""End-to-end tests of `transferscope run` on the micro preset (real Fashion-MNIST and digits).
+
+The studies run in this process (``invoke``), except the one SIGKILLed at a random point, which
+runs in a child process; its rerun here must give the reference's results bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from transferscope.analyses import registry
 from transferscope.study.store import StudyStore
 
 from conftest import requires_fashion
-from study_checks import assert_same_analyses, assert_same_results, cli, invoke, rows
+from study_checks import assert_same_analyses, assert_same_results, invoke, rows
 
 pytestmark = [requires_fashion, pytest.mark.slow]
 
@@ -28,7 +32,7 @@ THREADS = "1"
 
 def run_micro(out: Path) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    result = cli("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
+    result = invoke("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
     return result, time.perf_counter() - start
 
 
@@ -78,7 +82,7 @@ def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
     analysis every weight, metric and analysis result equals the one-at-a-time study's."""
     out = tmp_path / "jobs"
     args = ("run", "--preset", "micro", "--out", str(out), "--quiet", "--threads", THREADS)
-    result = cli(*args, "--jobs", "2")
+    result = invoke(*args, "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_results(reference[0], out)
     assert_same_analyses(reference[0], out)
