@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +12,7 @@ from transferscope.errors import TransferscopeError
 from transferscope.study import estimate as est
 from transferscope.study.executors import DataCache
 
-ROOT = Path(__file__).resolve().parents[1]
+from study_checks import invoke
 
 
 def small_config(tmp_path) -> config.StudyConfig:
@@ -100,13 +98,7 @@ def test_cli_estimate_prints_runs_by_kind_and_hours(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
 
     def estimate(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "transferscope", "estimate", str(path), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return invoke("estimate", str(path), *args)
 
     proc = estimate("--steps", "1")
     assert proc.returncode == 0, proc.stderr

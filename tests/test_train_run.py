@@ -26,6 +26,7 @@ from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed, shard_order
 
 from conftest import requires_fashion
+from study_checks import invoke
 
 RTOL = 1e-3
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -50,13 +51,7 @@ def make_study(out: Path) -> tuple[StudyStore, str]:
     """
     config = out.parent / "study.yaml"
     config.write_text(STUDY)
-    plan_cmd = ["run", str(config), "--out", str(out), "--plan-only"]
-    result = subprocess.run(
-        [sys.executable, "-m", "transferscope", *plan_cmd],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    result = invoke("run", str(config), "--out", str(out), "--plan-only")
     assert result.returncode == 0, result.stderr
     store = StudyStore(out)
     plan = store.read_plan()
