@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from transferscope.errors import TransferscopeError
 from transferscope.report.findings import load_study
 from transferscope.report.html import render_html
 from transferscope.study.analyze import run_analyses
+from transferscope.study.data_changes import changed_runs
 from transferscope.study.lock import LOCK, StudyLock
 from transferscope.study.plan import Plan, build_plan
 from transferscope.study.store import StudyStore
@@ -403,6 +405,74 @@ def test_a_damaged_run_is_trained_again_to_the_same_weights(tmp_path: Path) -> N
     assert "1 to train" in said
     assert store.state(pt.id, checksums=True) == "done"
     assert store.weights_path(pt.id).read_bytes() == weights
+
+
+def test_a_changed_source_takes_p_and_every_run_that_starts_from_it(tmp_path: Path) -> None:
+    store, plan = make_study(tmp_path / "study", config())
+    saved = np.load(store.run_dir(plan.runs[0].id) / "predictions" / "test_targets.npy")
+
+    def loader(source_targets: np.ndarray) -> Any:
+        def load(spec: Any) -> Any:
+            targets = source_targets if spec.label == "src" else saved
+            return SimpleNamespace(test=SimpleNamespace(targets=torch.as_tensor(targets)))
+
+        return load
+
+    assert changed_runs(store, plan, loader(saved)) == []
+    found = dict(changed_runs(store, plan, loader(saved[:-1])))
+    p = plan.select(kind="P")[0]
+    assert (
+        f"its {len(saved)} test examples are not the {len(saved) - 1} in the test split of 'src'"
+        in found[p.id]
+    )
+    children = [r.id for r in plan.runs if p.id in r.depends_on]
+    assert children, "the tiny study has P-T runs"
+    for child in children:
+        assert found[child] == f"it started from run {p.id}, which changed"
+    assert set(found) == {p.id, *children}  # RI-T runs start from their own init: kept
+    # Same length, another label: found too.
+    flipped = saved.copy()
+    flipped[0] = (flipped[0] + 1) % 10
+    assert p.id in dict(changed_runs(store, plan, loader(flipped)))
+
+
+@pytest.mark.slow
+def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
+    """A run's id does not hash its data: an image folder that lost files since the study was
+    trained plans the same ids. The runs tested on the old split are trained again, and the
+    runs whose data did not change (P, on digits) are kept."""
+    root = make_imagefolder(tmp_path / "tree", {"a": 6, "b": 6, "c": 6})
+    target = (
+        f"{{name: imagefolder, root: {root}, "
+        "options: {image_size: 8, channels: 1, test_fraction: 0.25}}"
+    )
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(
+        STUDY_YAML.replace("[{name: digits, options: {image_size: 8}}]", f"[{target}]")
+    )
+    out = tmp_path / "study"
+    args = ("run", str(config_file), "--out", str(out), "--quiet", "--no-analyses")
+    assert invoke(*args, "--threads", "1").returncode == 0
+    store = StudyStore(out)
+    plan = store.read_plan()
+    p = plan.select(kind="P")[0]
+    targets = [r.id for r in plan.runs if r.spec.kind != "P"]
+    p_done = (store.run_dir(p.id) / "DONE").read_bytes()
+    result = invoke(*args, "--plan-only")  # the same data: nothing changed, nothing to train
+    assert "data changed" not in result.stdout and "0 to train" in result.stdout
+    # Two of class c's six images removed: its test share drops from 2 images to 1.
+    for name in ("c_004.jpg", "c_005.jpg"):
+        (root / "c" / name).unlink()
+    result = invoke(*args, "--threads", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    for run_id in targets:
+        assert f"data changed for run {run_id}: its 6 test examples are not the 5 in" in said
+    assert f"{len(targets)} to train" in said and p.id not in said
+    assert (store.run_dir(p.id) / "DONE").read_bytes() == p_done
+    for run_id in targets:
+        saved = np.load(store.run_dir(run_id) / "predictions" / "test_targets.npy")
+        assert saved.tolist() == [0, 0, 1, 1, 2]
 
 
 @pytest.mark.slow

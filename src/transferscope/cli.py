@@ -234,6 +234,7 @@ def _run_study(
     import torch
 
     from transferscope.progress import StudyDisplay, run_label
+    from transferscope.study.data_changes import retrain_changed
     from transferscope.study.executors import DataCache, LocalExecutor, plan_study
 
     if cfg.num_threads:
@@ -252,6 +253,12 @@ def _run_study(
     for run_id, problem in store.retrain_damaged(plan):
         console.print(
             f"[red]damaged[/] run {run_id}: {escape(problem)}; it is trained again",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for run_id, problem in retrain_changed(store, plan, cache.get):
+        console.print(
+            f"[yellow]data changed[/] for run {run_id}: {escape(problem)}; it is trained again",
             highlight=False,
             soft_wrap=True,
         )
