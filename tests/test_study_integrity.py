@@ -21,11 +21,13 @@ import torch
 
 from transferscope import atomic
 from transferscope.config import StudyConfig
+from transferscope.data.base import Splits, TensorImageDataset
 from transferscope.errors import TransferscopeError
 from transferscope.report.findings import load_study
 from transferscope.report.html import render_html
 from transferscope.study.analyze import run_analyses
 from transferscope.study.data_changes import changed_runs
+from transferscope.study.executors import DataCache
 from transferscope.study.lock import LOCK, StudyLock
 from transferscope.study.plan import Plan, build_plan
 from transferscope.study.store import StudyStore
@@ -121,6 +123,45 @@ def test_an_analysis_is_redone_when_a_run_it_read_is_trained_again(tmp_path: Pat
     (store.run_dir(rit.id) / "metrics.jsonl").write_text('{"step": 0, "metric": 0.99}\n' * 3)
     with pytest.raises(TransferscopeError, match=f"run {rit.id} is damaged: .*metrics.jsonl"):
         analyse(store, ["curves"])
+
+
+class OtherTestSplit(FakeData):
+    """FakeData with one example fewer in the target's test split."""
+
+    def get(self, spec):
+        splits = super().get(spec)
+        if spec.label != "digits":
+            return splits
+        test = TensorImageDataset(splits.test.images[:-1], splits.test.targets[:-1])
+        return Splits(info=splits.info, train=splits.train, test=test)
+
+
+def test_an_analysis_is_redone_when_the_data_it_read_changed(tmp_path: Path) -> None:
+    """A run's id does not cover its data, and the domain analysis reads a target's data and P
+    only: a changed split must redo it (and every other analysis) even when no run changed."""
+    store, _ = make_study(tmp_path / "study", config())
+    names = ["curves", "domain"]
+    calls: dict[str, list[str]] = {}
+
+    def run(cache: DataCache) -> dict[str, str]:
+        calls.clear()
+        progress = lambda n, m: calls.setdefault(n, []).append(m)  # noqa: E731
+        run_analyses(store, only=names, progress=progress, cache=cache)
+        return {n: " | ".join(m) for n, m in calls.items()}
+
+    run(FakeData())
+    assert run(FakeData()) == {"curves": "cached", "domain": "cached"}
+    again = run(OtherTestSplit())
+    for name in names:
+        assert again[name].startswith("recomputing: the data of 'digits' changed"), again
+    doc = json.loads((store.analyses_dir / "domain.json").read_text())
+    assert set(doc["inputs"]["data"]) == {"src", "digits"}
+    # A result written before analyses recorded their data is not trusted either.
+    del doc["inputs"]["data"]
+    (store.analyses_dir / "domain.json").write_text(json.dumps(doc))
+    assert run(OtherTestSplit())["domain"].startswith(
+        "recomputing: it was computed before analyses recorded their data"
+    )
 
 
 def test_a_config_change_redoes_the_analyses_and_status_lists_the_old_runs(tmp_path: Path) -> None:

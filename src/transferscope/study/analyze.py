@@ -8,8 +8,8 @@ and writes each result with the envelope every document shares:
 ``status`` ('ok', 'skipped' with a ``reason``, or 'failed' with the error), ``version`` (of the
 unit's result), ``options``, the run ids it used (``runs_used``), the planned runs it needed but
 found unfinished (``runs_missing``), and what it was computed from (``inputs``: a digest of the
-plan, and for every run it read the SHA-256 of its DONE and the size and mtime of each of its
-files). A result is reused only while all of that is unchanged; otherwise it is computed again
+plan, a digest of each data source's splits, and for every run it read the SHA-256 of its DONE and
+the size and mtime of each of its files). A result is reused only while all of that is unchanged; otherwise it is computed again
 and ``computed_because`` (shown by the CLI and the report) says why. A run whose files do not
 match its DONE is an error naming the file, never silently left out.
 """
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from transferscope import atomic, runfiles
 from transferscope.analyses import registry
 from transferscope.analyses.context import StudyContext
@@ -35,6 +37,7 @@ from transferscope.analyses.results import (
 )
 from transferscope.analyses.unit import Analysis, TargetSize
 from transferscope.analysis.interpolation import InterpolationResult
+from transferscope.analysis.sampling import dataset_targets
 from transferscope.config import StudyConfig, changed_keys
 from transferscope.errors import DamagedRunError, TransferscopeError
 from transferscope.study import estimate, layout
@@ -86,6 +89,39 @@ def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:
     return out
 
 
+def _data_inputs(cfg: StudyConfig, cache: DataCache) -> dict[str, str]:
+    """Per data label of the study, a digest of its splits: sizes, targets and (for file datasets)
+    the file paths. A run's id does not cover its data, and an analysis reads the data too (the
+    domain analysis reads nothing else of a target): a split that changed redoes it."""
+    out = {}
+    for spec in [cfg.source, *cfg.targets]:
+        try:
+            splits = cache.get(spec)
+        except TransferscopeError:  # not on this machine (e.g. an external P's source)
+            out[spec.label] = "unavailable"
+            continue
+        digest = hashlib.sha256()
+        for part in (splits.train, splits.test):
+            digest.update(f"{len(part)};".encode())
+            targets = dataset_targets(part)
+            if targets is not None:
+                digest.update(str(targets.dtype).encode() + np.ascontiguousarray(targets).tobytes())
+            paths = getattr(part, "paths", None)
+            if paths is not None:
+                digest.update("\n".join(map(str, paths)).encode())
+        out[spec.label] = digest.hexdigest()[:16]
+    return out
+
+
+def _changed_data(recorded: Any, now: dict[str, str]) -> str | None:
+    if not isinstance(recorded, dict):
+        return "it was computed before analyses recorded their data"
+    changed = [label for label, d in now.items() if recorded.get(label) != d]
+    if changed:
+        return f"the data of {', '.join(repr(c) for c in changed)} changed (its splits differ)"
+    return None
+
+
 def _changed_runs(store: StudyStore, recorded: dict[str, Any]) -> str | None:
     """Why the runs an analysis read are no longer what it read (None: unchanged)."""
     now = _run_inputs(store, set(recorded))
@@ -104,13 +140,19 @@ def _changed_runs(store: StudyStore, recorded: dict[str, Any]) -> str | None:
 
 
 def _stale_reason(
-    store: StudyStore, plan: Plan, path: Path, options: dict[str, Any], unit: Analysis
+    store: StudyStore,
+    plan: Plan,
+    path: Path,
+    options: dict[str, Any],
+    unit: Analysis,
+    data: dict[str, str],
 ) -> tuple[bool, str | None]:
     """(whether the result at ``path`` can be reused, why it cannot when a result exists).
 
     A result is reused only when it is 'ok', was computed by this version of the analysis with
-    ``options``, from the same plan, and every run it read is finished with the same DONE and
-    files; a run it missed must still be unfinished.
+    ``options``, from the same plan and the same data (``data``: :func:`_data_inputs` now), and
+    every run it read is finished with the same DONE and files; a run it missed must still be
+    unfinished.
     """
     if not path.is_file():
         return False, None
@@ -137,7 +179,9 @@ def _stale_reason(
         before = set(inputs.get("plan_runs") or [])
         added, removed = len(planned - before), len(before - planned)
         return False, f"the study's plan changed ({added} runs added, {removed} no longer planned)"
-    reason = _changed_runs(store, inputs.get("runs") or {})
+    reason = _changed_data(inputs.get("data"), data) or _changed_runs(
+        store, inputs.get("runs") or {}
+    )
     if reason is not None:
         return False, reason
     finished = [rid for rid in doc.get("runs_missing", []) if store.is_done(rid)]
@@ -236,6 +280,7 @@ def plan_analyses(
     clock = AnalysisClock(cfg, plan, cache)
     jobs: list[Job] = []
     reused: dict[str, Path] = {}
+    data = _data_inputs(cfg, cache)
     for unit in units:
         name = unit.name
         path = layout.analysis_path(store.root, name)
@@ -243,7 +288,7 @@ def plan_analyses(
         if not options.get("enabled", True):
             notify(name, "disabled")
             continue
-        current, stale = _stale_reason(store, plan, path, options, unit)
+        current, stale = _stale_reason(store, plan, path, options, unit, data)
         if current and not force:
             notify(name, "cached")
             reused[name] = path
@@ -359,6 +404,7 @@ def _compute(
         "inputs": {
             "plan": _plan_digest(plan),
             "plan_runs": sorted(r.id for r in plan.runs),
+            "data": _data_inputs(cfg, ctx.cache),
             "runs": _run_inputs(store, ctx.used),
         },
     }
