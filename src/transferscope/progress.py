@@ -138,7 +138,8 @@ class StudyDisplay:
                 f"analysis {name}: {escape(message)}", highlight=False, soft_wrap=True
             )
             return
-        took = f" ({seconds:.1f}s)" if seconds is not None else ""
+        # A reused result took no time worth saying (its clock readings can differ by -1e-5).
+        took = f" ({seconds:.1f}s)" if seconds is not None and message != "cached" else ""
         if seconds is not None and name in self.analysis_bars:
             self.bars.remove_task(self.analysis_bars.pop(name))
         if message.startswith("failed"):
