@@ -8,9 +8,10 @@ and writes each result with the envelope every document shares:
 ``status`` ('ok', 'skipped' with a ``reason``, or 'failed' with the error), ``version`` (of the
 unit's result), ``options``, the run ids it used (``runs_used``), the planned runs it needed but
 found unfinished (``runs_missing``), and what it was computed from (``inputs``: a digest of the
-plan, a digest of each data source's splits, and for every run it read the SHA-256 of its DONE and
-the size and mtime of each of its files). A result is reused only while all of that is unchanged; otherwise it is computed again
-and ``computed_because`` (shown by the CLI and the report) says why. A run whose files do not
+plan, a digest of each data source's splits, and for every run it read the SHA-256 of its DONE
+and the size and mtime of each of its files). A result is reused only while all of that is
+unchanged; otherwise it is computed again and ``computed_because`` (shown by the CLI and the
+report) says why. A run whose files do not
 match its DONE is an error naming the file, never silently left out.
 """
 
@@ -260,6 +261,9 @@ class Job:
     """Forward passes over the study's targets (None: the unit reads files only)."""
     estimate: str | None
     """'~40 s (1.2M forward passes)' on this machine, said before it starts."""
+    data: dict[str, str]
+    """The digest of each data source's splits the decision to compute was made on
+    (:func:`_data_inputs`), recorded in the result's ``inputs``."""
 
 
 def plan_analyses(
@@ -297,7 +301,8 @@ def plan_analyses(
             notify(name, f"recomputing: {stale}")
         because = "--force" if force else (stale or "no earlier result")
         passes = clock.forward_passes(unit, cfg.analyses.of(name))
-        jobs.append(Job(name, because, passes, None if passes is None else clock.describe(passes)))
+        estimate = None if passes is None else clock.describe(passes)
+        jobs.append(Job(name, because, passes, estimate, data))
     return jobs, reused
 
 
@@ -320,7 +325,7 @@ def compute_job(
     ctx = StudyContext(store, cfg, plan, cache, lines={} if lines is None else lines)
     if tick is not None:
         ctx.progress = lambda done, total, what, name=job.name: tick(name, done, total, what)
-    return _compute(unit, job.because, ctx, cfg, plan, store, notify)
+    return _compute(unit, job, ctx, cfg, plan, store, notify)
 
 
 def run_analyses(
@@ -367,7 +372,7 @@ def run_analyses(
 
 def _compute(
     unit: Analysis,
-    because: str,
+    job: Job,
     ctx: StudyContext,
     cfg: StudyConfig,
     plan: Plan,
@@ -400,11 +405,11 @@ def _compute(
         "status": status,
         "runs_used": sorted(ctx.used),
         "runs_missing": sorted(ctx.missing - ctx.used),
-        "computed_because": because,
+        "computed_because": job.because,
         "inputs": {
             "plan": _plan_digest(plan),
             "plan_runs": sorted(r.id for r in plan.runs),
-            "data": _data_inputs(cfg, ctx.cache),
+            "data": job.data,
             "runs": _run_inputs(store, ctx.used),
         },
     }
