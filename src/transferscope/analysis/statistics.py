@@ -334,7 +334,8 @@ def compare_groups(
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx, ry = _scipy_stats().rankdata(x), _scipy_stats().rankdata(y)
+    stats = _scipy_stats()
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
     return float((rx * ry).sum() / den) if den > 0 else float("nan")
@@ -372,8 +373,9 @@ def spearman_trend(values: Sequence[float]) -> Comparison:
         p_down = float(np.mean(rhos <= rho + 1e-12))
         how = "exact permutation p"
     else:
-        p_up = float(_scipy_stats().spearmanr(x, y, alternative="greater").pvalue)
-        p_down = float(_scipy_stats().spearmanr(x, y, alternative="less").pvalue)
+        stats = _scipy_stats()
+        p_up = float(stats.spearmanr(x, y, alternative="greater").pvalue)
+        p_down = float(stats.spearmanr(x, y, alternative="less").pvalue)
         how = "t approximation"
     direction = 1 if p_up < ALPHA else (-1 if p_down < ALPHA else 0)
     p = p_up if rho >= 0 else p_down
