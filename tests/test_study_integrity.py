@@ -477,20 +477,29 @@ def test_a_changed_source_takes_p_and_every_run_that_starts_from_it(tmp_path: Pa
     assert p.id in dict(changed_runs(store, plan, loader(flipped)))
 
 
+def image_folder_study(tmp_path: Path, finetune: str | None = None) -> tuple[Path, Path]:
+    """STUDY_YAML with a generated 3-class image folder (6 images a class, a quarter held out
+    for test, augmented for training) as its target: (the folder, the config file).
+    ``finetune`` replaces the start of the finetune line."""
+    root = make_imagefolder(tmp_path / "tree", {"a": 6, "b": 6, "c": 6})
+    target = (
+        f"{{name: imagefolder, root: {root}, "
+        "options: {image_size: 8, channels: 1, augment: true, test_fraction: 0.25}}"
+    )
+    text = STUDY_YAML.replace("[{name: digits, options: {image_size: 8}}]", f"[{target}]")
+    if finetune is not None:
+        text = text.replace("finetune: {epochs: 1, batch_size: 64", finetune)
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(text)
+    return root, config_file
+
+
 @pytest.mark.slow
 def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
     """A run's id does not hash its data: an image folder that lost files since the study was
     trained plans the same ids. The runs tested on the old split are trained again, and the
     runs whose data did not change (P, on digits) are kept."""
-    root = make_imagefolder(tmp_path / "tree", {"a": 6, "b": 6, "c": 6})
-    target = (
-        f"{{name: imagefolder, root: {root}, "
-        "options: {image_size: 8, channels: 1, test_fraction: 0.25}}"
-    )
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(
-        STUDY_YAML.replace("[{name: digits, options: {image_size: 8}}]", f"[{target}]")
-    )
+    root, config_file = image_folder_study(tmp_path)
     out = tmp_path / "study"
     args = ("run", str(config_file), "--out", str(out), "--quiet", "--no-analyses")
     assert invoke(*args, "--threads", "1").returncode == 0
@@ -524,17 +533,7 @@ def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None
     depends on the runs that process trained before. The same P-T trained right after P in one
     `transferscope run`, and alone in a fresh process (`python -m transferscope.train_run`), must
     give the same weights."""
-    root = make_imagefolder(tmp_path / "tree", {"a": 6, "b": 6, "c": 6})
-    target = (
-        f"{{name: imagefolder, root: {root}, "
-        "options: {image_size: 8, channels: 1, augment: true, test_fraction: 0.25}}"
-    )
-    config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(
-        STUDY_YAML.replace("[{name: digits, options: {image_size: 8}}]", f"[{target}]").replace(
-            "finetune: {epochs: 1, batch_size: 64", "finetune: {epochs: 2, batch_size: 4"
-        )
-    )
+    _, config_file = image_folder_study(tmp_path, "finetune: {epochs: 2, batch_size: 4")
     whole, alone = tmp_path / "whole", tmp_path / "alone"
     args = ("--quiet", "--no-analyses", "--threads", "1")
     result = invoke("run", str(config_file), "--out", str(whole), *args)
