@@ -39,13 +39,45 @@ def _cov(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarra
     return a @ a.T / d
 
 
+# Tolerances from float64's conditioning, not from what one CPU happened to give: BLAS and LAPACK
+# sum in an order that depends on the CPU's vector width and the library build, so a result is
+# only defined up to the rounding error analysis of the operations that compute it.
+EPS = float(np.finfo(np.float64).eps)
+
+
+def _sample_tolerance(*samples: np.ndarray) -> float:
+    """What float64 rounding allows the Fréchet distance of samples of d features, computed
+    from their factors (domain.py): products whose inner dimension is at most d and an SVD of
+    size at most d, each accurate to about d·ε times the size of what it combines (Higham,
+    Accuracy and Stability of Numerical Algorithms, §3.5 and §20), here bounded by the samples'
+    mean squared row norms (‖μ‖² + tr Σ each, which also bounds ‖μ_a − μ_b‖²); that once more
+    for the rounding of the samples themselves (a rotation's product, a shift). Hence d²·ε·S."""
+    d = samples[0].shape[1]
+    scale = sum(float((s * s).sum(axis=1).mean()) for s in samples)
+    return d * d * EPS * scale
+
+
+def _moment_tolerance(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """What float64 rounding allows the Fréchet distance from moments: a covariance known to
+    ‖E‖ ≤ d·ε·‖Σ‖₂ (its own rounding and its eigen-decomposition's) has a square root known only
+    to ‖E‖^½ (‖A^½ − B^½‖₂ ≤ ‖A − B‖₂^½ for positive semi-definite A, B; Bhatia, Matrix
+    Analysis, X.1), so the nuclear norm of d×d products moves by d·(‖E‖·‖Σ_other‖₂)^½, twice
+    in the distance: √ε-sized, 1e-8 relative, where a covariance is singular."""
+    d = cov_a.shape[0]
+    norms = float(np.linalg.norm(cov_a, 2) * np.linalg.norm(cov_b, 2))
+    return 2.0 * d * math.sqrt(d * EPS * norms)
+
+
 def test_frechet_of_diagonal_gaussians_has_its_closed_form() -> None:
     rng = np.random.default_rng(0)
     mu_a, mu_b = rng.normal(size=5), rng.normal(size=5)
     a, b = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
     expected = ((mu_a - mu_b) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
     got = D.frechet_from_moments(mu_a, np.diag(a), mu_b, np.diag(b))
-    assert got == pytest.approx(expected, rel=1e-12)
+    # Full rank with eigenvalues >= 0.1 of at most 3: square roots are well conditioned, and
+    # every step is accurate to a few d·ε of the terms' size.
+    scale = ((mu_a - mu_b) ** 2).sum() + a.sum() + b.sum()
+    assert got == pytest.approx(expected, rel=0, abs=25 * EPS * scale)
 
 
 def test_frechet_matches_scipy_sqrtm_on_full_rank_covariances() -> None:
@@ -56,7 +88,13 @@ def test_frechet_matches_scipy_sqrtm_on_full_rank_covariances() -> None:
         # FID's formulation: the square root of the non-symmetric product.
         root = scipy.linalg.sqrtm(s1 @ s2).real
         fid = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * root)
-        assert D.frechet_from_moments(mu1, s1, mu2, s2) == pytest.approx(fid, rel=1e-9)
+        # Both are first-order accurate on full-rank covariances: an eigenvalue λ known to
+        # d·ε·‖Σ‖ has √λ known to d·ε·κ(Σ)·√λ / 2, so each method errs by about d²·ε·κ·(size of
+        # the terms); the random covariances here have condition numbers up to 2e4.
+        kappa = max(np.linalg.cond(s1), np.linalg.cond(s2))
+        scale = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2)
+        tolerance = 2 * 36 * EPS * kappa * scale
+        assert D.frechet_from_moments(mu1, s1, mu2, s2) == pytest.approx(fid, rel=0, abs=tolerance)
 
 
 def test_frechet_is_exact_for_a_rank_one_covariance() -> None:
@@ -66,24 +104,70 @@ def test_frechet_is_exact_for_a_rank_one_covariance() -> None:
     s1, s2 = np.outer(v, v), _cov(rng, 8, rank=2)  # both singular
     mu = np.zeros(8)
     expected = np.trace(s1) + np.trace(s2) - 2 * math.sqrt(v @ s2 @ v)
-    assert D.frechet_from_moments(mu, s1, mu, s2) == pytest.approx(expected, rel=1e-7)
-    assert D.frechet_from_moments(mu, s2, mu, s1) == pytest.approx(expected, rel=1e-7)
+    # From moments, a singular covariance's rounding is amplified to √ε (_moment_tolerance).
+    tolerance = _moment_tolerance(s1, s2)
+    assert tolerance < 1e-5 * expected  # still a test of the formula, not of nothing
+    assert D.frechet_from_moments(mu, s1, mu, s2) == pytest.approx(expected, rel=0, abs=tolerance)
+    assert D.frechet_from_moments(mu, s2, mu, s1) == D.frechet_from_moments(mu, s1, mu, s2)
+
+
+def _exact_frechet_of_samples(x: np.ndarray, y: np.ndarray) -> float:
+    """The Fréchet distance of the samples' Gaussians in 40-digit arithmetic (mpmath): the
+    nonzero eigenvalues of Σ_x Σ_y are the squared singular values of X_c Y_cᵀ / √((n−1)(m−1))
+    (X_c, Y_c the centred samples), and 40 digits leave no doubt about the float64 answer."""
+    import mpmath
+
+    with mpmath.workdps(40):
+
+        def centred(a: np.ndarray) -> tuple[list, Any]:
+            rows = [[mpmath.mpf(float(v)) for v in row] for row in a]
+            mean = [mpmath.fsum(col) / len(rows) for col in zip(*rows, strict=True)]
+            return mean, mpmath.matrix(
+                [[v - m for v, m in zip(row, mean, strict=True)] for row in rows]
+            )
+
+        (mx, cx), (my, cy) = centred(x), centred(y)
+        n, m = len(x), len(y)
+        singular = mpmath.svd_r(cx * cy.T, compute_uv=False)
+        cross = mpmath.fsum(singular) / mpmath.sqrt((n - 1) * (m - 1))
+        tx = mpmath.fsum(v**2 for v in cx) / (n - 1)
+        ty = mpmath.fsum(v**2 for v in cy) / (m - 1)
+        means = mpmath.fsum((a - b) ** 2 for a, b in zip(mx, my, strict=True))
+        return float(means + tx + ty - 2 * cross)
 
 
 def test_frechet_and_mmd_properties_on_samples() -> None:
     rng = np.random.default_rng(3)
     # Fewer examples than features: singular covariances, as at a wide penultimate layer.
     x, y = rng.normal(size=(30, 40)), rng.normal(1.0, 2.0, size=(25, 40))
-    assert D.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
-    assert D.frechet_distance(x, y) == pytest.approx(D.frechet_distance(y, x), rel=1e-9)
+    value = D.frechet_distance(x, y)
+    # Against the distance in 40-digit arithmetic: accurate to float64 rounding of its terms
+    # (an eigenvalue-based square root of the singular product was off by 5e-9 relative).
+    assert value == pytest.approx(
+        _exact_frechet_of_samples(x, y), rel=0, abs=_sample_tolerance(x, y)
+    )
+    assert D.frechet_distance(x, x) == pytest.approx(0.0, abs=_sample_tolerance(x, x))
+    # Symmetric by construction: the same operations in either order, so the same bits.
+    assert D.frechet_distance(y, x) == value
     q, _ = np.linalg.qr(rng.normal(size=(40, 40)))  # an orthogonal rotation of the features
     shift = rng.normal(size=40)
-    moved = D.frechet_distance(x @ q + shift, y @ q + shift)
-    assert moved == pytest.approx(D.frechet_distance(x, y), rel=1e-7)
+    moved_x, moved_y = x @ q + shift, y @ q + shift
+    moved = D.frechet_distance(moved_x, moved_y)
+    assert moved == pytest.approx(value, rel=0, abs=_sample_tolerance(moved_x, moved_y))
     sigma = D.median_bandwidth(x)
     mmd, _ = D.mmd_rbf(x, y, sigma)
-    assert D.mmd_rbf(x @ q + shift, y @ q + shift, sigma)[0] == pytest.approx(mmd, rel=1e-9)
-    assert D.mmd_rbf(y, x, sigma)[0] == pytest.approx(mmd, rel=1e-12)
+
+    # A kernel value exp(−γ‖a−b‖²) carries the rounding of ‖a‖² + ‖b‖² − 2a·b, at most about
+    # d·ε·(‖a‖² + ‖b‖²), times γ = 1/(2σ²); the means over n·m values add n·m·ε at most.
+    def mmd_tolerance(a: np.ndarray, b: np.ndarray) -> float:
+        rows = np.concatenate([a, b])
+        biggest = 2 * float((rows * rows).sum(axis=1).max())
+        return 4 * EPS * (a.shape[1] * biggest / (2 * sigma**2) + len(a) * len(b))
+
+    assert D.mmd_rbf(moved_x, moved_y, sigma)[0] == pytest.approx(
+        mmd, rel=0, abs=mmd_tolerance(moved_x, moved_y)
+    )
+    assert D.mmd_rbf(y, x, sigma)[0] == pytest.approx(mmd, rel=0, abs=mmd_tolerance(x, y))
 
 
 def test_mmd_against_its_definition_and_its_null() -> None:

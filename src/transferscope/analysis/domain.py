@@ -15,14 +15,21 @@ Both are invariant to translations and orthogonal rotations of the feature space
 depend on the number of examples (a finite sample of one distribution is at a positive Fréchet
 distance from another sample of it), so distances are compared at equal sample sizes.
 
-The matrix square root: ``scipy.linalg.sqrtm(Σ_s Σ_t)`` (pytorch-fid's way) works on a product
-that is not symmetric; when a covariance is rank-deficient (fewer examples than features, or
-dead ReLU units, common at a penultimate layer) it warns that the matrix is singular and returns
-complex values (imaginary parts up to 1e-4 on 48 examples of 64 features), which FID code then
-discards or patches with an ε·I offset. Here the trace of the square root is computed from the
-symmetric positive semi-definite form Σ_s^½ Σ_t Σ_s^½ by eigen-decompositions
-(``numpy.linalg.eigh``), with round-off negative eigenvalues clipped to 0: real, exact for
-rank-deficient covariances, and equal to sqrtm's trace where sqrtm is well defined.
+The cross term tr((Σ_s^½ Σ_t Σ_s^½)^½) is the sum of the square roots of the eigenvalues of
+Σ_s Σ_t. ``scipy.linalg.sqrtm(Σ_s Σ_t)`` (pytorch-fid's way) works on a product that is not
+symmetric; when a covariance is rank-deficient (fewer examples than features, or dead ReLU units,
+common at a penultimate layer) it warns that the matrix is singular and returns complex values
+(imaginary parts up to 1e-4 on 48 examples of 64 features), which FID code then discards or
+patches with an ε·I offset. Here it is computed from factors Σ = FᵀF (F: the centred examples
+over √(n−1), or their QR factor R when there are more examples than features; from moments alone,
+diag(√w) Vᵀ of the eigen-decomposition): the eigenvalues of Σ_s Σ_t are the squared singular
+values of F_s F_tᵀ, so the cross term is the nuclear norm ‖F_s F_tᵀ‖_*, a form symmetric in the
+two distributions. It is real and exact for rank-deficient covariances, and no square root of a
+round-off-sized eigenvalue enters it (√ε of such an eigenvalue, 1e-8 relative, would be the error of
+an eigenvalue-based square root of a singular product): from samples the distance is accurate to
+a small multiple of float64 rounding times the size of its terms. The two distributions are taken
+in a canonical order (by their means' and factors' bytes), so swapping the arguments runs the same
+floating-point operations and gives the same bits.
 """
 
 from __future__ import annotations
@@ -85,10 +92,49 @@ def _matrix(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a positive semi-definite matrix (negative round-off -> 0)."""
+def _cov_factor(cov: np.ndarray) -> np.ndarray:
+    """F (d, d) with FᵀF = ``cov`` for a positive semi-definite (d, d) matrix: diag(√w) Vᵀ from
+    its eigen-decomposition, round-off negative eigenvalues taken as 0."""
     w, v = np.linalg.eigh((cov + cov.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return np.sqrt(np.clip(w, 0.0, None))[:, None] * v.T
+
+
+def _sample_factor(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (d,), F (min(n, d), d)) with FᵀF the unbiased covariance of the rows of ``x``."""
+    mean = x.mean(axis=0)
+    centred = x - mean
+    if len(x) > x.shape[1]:
+        # R of centred = QR: RᵀR = centredᵀcentred, and R is (d, d) instead of (n, d).
+        centred = np.linalg.qr(centred, mode="r")
+    return mean, centred / np.sqrt(len(x) - 1)
+
+
+def _first(mu_a: np.ndarray, f_a: np.ndarray, mu_b: np.ndarray, f_b: np.ndarray) -> bool:
+    """Whether distribution a comes first in the canonical order (shape, then the bytes of the
+    mean, then those of the factor): a total order, so (a, b) and (b, a) are computed alike."""
+    if f_a.shape != f_b.shape:
+        return f_a.shape < f_b.shape
+    key_a, key_b = mu_a.tobytes(), mu_b.tobytes()
+    if key_a != key_b:
+        return key_a < key_b
+    return f_a.tobytes() <= f_b.tobytes()
+
+
+def _frechet(
+    mu_a: np.ndarray,
+    f_a: np.ndarray,
+    trace_a: float,
+    mu_b: np.ndarray,
+    f_b: np.ndarray,
+    trace_b: float,
+) -> float:
+    """‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2‖F_a F_bᵀ‖_* for Σ = FᵀF (module docstring)."""
+    if not _first(mu_a, f_a, mu_b, f_b):
+        mu_a, f_a, trace_a, mu_b, f_b, trace_b = mu_b, f_b, trace_b, mu_a, f_a, trace_a
+    cross = float(np.linalg.svd(f_a @ f_b.T, compute_uv=False).sum())
+    diff = mu_a - mu_b
+    value = float(diff @ diff) + (trace_a + trace_b) - 2.0 * cross
+    return max(value, 0.0)  # a distance: round-off must not make it negative
 
 
 def frechet_from_moments(
@@ -98,6 +144,9 @@ def frechet_from_moments(
 
     ``‖μ_a − μ_b‖² + tr(Σ_a) + tr(Σ_b) − 2 tr((Σ_a^½ Σ_b Σ_a^½)^½)``: means (d,), covariances
     (d, d), positive semi-definite (rank-deficient allowed). Units: squared feature units.
+    Symmetric in a and b to the last bit. From moments, a covariance's factor is its square
+    root, whose round-off-sized eigenvalues become √ε-sized (1e-8 relative) entries: prefer
+    :func:`frechet_distance` on the features when they are at hand.
     """
     mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
     cov_a, cov_b = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
@@ -106,24 +155,26 @@ def frechet_from_moments(
             f"moments of different shapes: means {mu_a.shape} and {mu_b.shape}, covariances "
             f"{cov_a.shape} and {cov_b.shape}"
         )
-    root_a = _psd_sqrt(cov_a)
-    middle = root_a @ cov_b @ root_a
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
-    cross = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    diff = mu_a - mu_b
-    value = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * cross)
-    return max(value, 0.0)  # a distance: round-off must not make it negative
+    return _frechet(
+        mu_a,
+        _cov_factor(cov_a),
+        float(np.trace(cov_a)),
+        mu_b,
+        _cov_factor(cov_b),
+        float(np.trace(cov_b)),
+    )
 
 
 def frechet_distance(x: Any, y: Any) -> float:
     """Fréchet distance between Gaussians fitted to features ``x`` (n, d) and ``y`` (m, d)
-    (sample means, unbiased covariances), as FID does with Inception features."""
+    (sample means, unbiased covariances), as FID does with Inception features. Symmetric in x
+    and y to the last bit; accurate to a small multiple of float64 rounding times the size of
+    its terms (module docstring), singular covariances included."""
     x, y = _matrix(x, "x"), _matrix(y, "y")
     if x.shape[1] != y.shape[1]:
         raise TransferscopeError(f"x has {x.shape[1]} features and y {y.shape[1]}")
-    return frechet_from_moments(
-        x.mean(axis=0), np.cov(x, rowvar=False), y.mean(axis=0), np.cov(y, rowvar=False)
-    )
+    (mu_x, f_x), (mu_y, f_y) = _sample_factor(x), _sample_factor(y)
+    return _frechet(mu_x, f_x, float((f_x * f_x).sum()), mu_y, f_y, float((f_y * f_y).sum()))
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
