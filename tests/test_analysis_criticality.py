@@ -84,7 +84,10 @@ def test_sigma_grid_reaches_vanishing_noise() -> None:
     assert grid[0] == pytest.approx(0.05e-4) and grid[-1] == 0.05 and len(grid) == 21
     ratios = [b / a for a, b in itertools.pairwise(grid)]
     assert max(ratios) == pytest.approx(min(ratios))  # geometric
-    assert sigma_grid(5, 1.0, min_sigma=0.01) == pytest.approx([0.01, 0.0316228, 0.1, 0.316228, 1])
+    # 10^(-2 + k/2) from float64 logarithms: a few ε·ln(10)·|exponent| relative; not values
+    # rounded by hand to 6 digits, which sat 7e-7 from the grid against a tolerance of 1e-6.
+    exact = [10 ** (-2 + k / 2) for k in range(5)]
+    assert sigma_grid(5, 1.0, min_sigma=0.01) == pytest.approx(exact, rel=1e-13)
     with pytest.raises(TransferscopeError, match="min_sigma"):
         sigma_grid(5, 0.1, min_sigma=0.2)
 

@@ -17,6 +17,13 @@ from transferscope.training.metrics import evaluate
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+# The same float32 loss computed in batches of another size: the convolution and linear kernels
+# may sum their 9 and 24 terms in another order (the CPU's vector width decides), and the mean
+# over 50 examples in another order too; float32 rounds each by 2^-24, so the loss may differ by
+# about (9 + 4 + 24 + 50)·2^-24 = 5e-6 relative, not by 1e-6.
+FLOAT32_LOSS = 1e-5
+
+
 def _data(n: int, seed: int, labels: str = "multiclass") -> TensorImageDataset:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 6, 6, generator=g)
@@ -65,7 +72,7 @@ def test_endpoints_and_self_barrier_without_batchnorm() -> None:
     for model, i in ((a, 0), (b, -1)):
         ev = evaluate(model, test, "multiclass")
         assert res.metric[i] == ev.metric
-        assert res.loss[i] == pytest.approx(ev.loss, rel=1e-6)
+        assert res.loss[i] == pytest.approx(ev.loss, rel=FLOAT32_LOSS)
     same = interpolate(a, a.state_dict(), a.state_dict(), test, num_points=4)
     assert same.barrier_metric == 0.0 and same.barrier_loss == 0.0
     assert res.barrier_loss >= 0.0 and res.barrier_metric >= 0.0
