@@ -60,8 +60,8 @@ def install(point: str, n: int) -> None:
         atomic_path = atomic.atomic_path
 
         @contextlib.contextmanager
-        def torn(path: str | Path) -> Iterator[Path]:
-            with atomic_path(path) as tmp:
+        def torn(path: str | Path, size: int | None = None) -> Iterator[Path]:
+            with atomic_path(path, size) as tmp:
                 yield tmp
                 if fnmatch.fnmatch(Path(path).name, pattern) and tick():
                     os.truncate(tmp, tmp.stat().st_size // 2)

@@ -2,11 +2,12 @@ import math
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from transferscope.config import TrainSpec
 from transferscope.data.base import TensorImageDataset
-from transferscope.errors import TransferscopeError
+from transferscope.errors import DiskFullError, TransferscopeError
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.metrics import per_task_auc, score
 from transferscope.training.schedule import lr_at
@@ -239,8 +240,12 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_file(tmp_pat
             fresh(), train, test
         )
     message = str(err.value)
-    assert str(run_dir / "checkpoints" / ckpt.RESUME) in message
-    assert "No space left on device" in message and "previous version" in message
+    assert isinstance(err.value, DiskFullError)
+    assert (
+        f"no space left on the device to write {run_dir / 'checkpoints' / ckpt.RESUME}" in message
+    )
+    assert "free there; the file alone takes" in message and "previous version" in message
+    assert "rerun the same command to resume" in message
     assert not list(run_dir.rglob("*.tmp"))
     assert not (run_dir / "checkpoints" / ckpt.RESUME).exists()
     for name in ("epoch-0", "epoch-0.25", "epoch-1"):
@@ -253,17 +258,33 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_file(tmp_pat
         assert torch.equal(resumed.state_dict()[k], v), k
 
 
-def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "needle"),
+    [
+        # How the OS says it, and how safetensors does (its own error type, not an OSError).
+        (OSError(28, "No space left on device"), "no space left on the device to write"),
+        (
+            SafetensorError(
+                "Error while serializing: I/O error: No space left on device (os error 28)"
+            ),
+            "no space left on the device to write",
+        ),
+        (PermissionError(13, "Permission denied"), "cannot write"),
+    ],
+)
+def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch, error, needle):
     path = tmp_path / "w.safetensors"
     old = {"w": torch.ones(3)}
     ckpt.save_weights(path, old)
 
     def fail(tensors, filename, metadata=None):
-        raise OSError(28, "No space left on device")
+        raise error
 
     monkeypatch.setattr(ckpt, "save_file", fail)
-    with pytest.raises(TransferscopeError, match=r"cannot write .*w\.safetensors: No space left"):
+    with pytest.raises(TransferscopeError) as err:
         ckpt.save_weights(path, {"w": torch.zeros(3)})
+    assert f"{needle} {path}" in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, DiskFullError) == needle.startswith("no space")
     assert torch.equal(ckpt.load_weights(path)["w"], old["w"])
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 

@@ -9,15 +9,17 @@ colleagues on a shared file system can read a study.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from transferscope.errors import TransferscopeError
+from transferscope.errors import DiskFullError, TransferscopeError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -38,12 +40,63 @@ def current_umask() -> int:
     return mask
 
 
+# Less free space than this after a failed write: the disk is full, whatever the writer said
+# (numpy reports a short write as "N requested and M written", without an errno).
+_NEARLY_FULL = 1 << 20
+_FULL_MESSAGES = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as '512 B', '3.2 MB', '1.5 GB' (powers of 1000, as ``df -H``)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - unreachable
+
+
+def free_space(folder: Path) -> int | None:
+    """Bytes free for this user on the file system of ``folder`` (or its nearest existing
+    parent); None when it cannot be told."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(text in str(error) for text in _FULL_MESSAGES):  # e.g. safetensors' SafetensorError
+        return True
+    free = free_space(folder) if isinstance(error, OSError) else None
+    return free is not None and free < _NEARLY_FULL
+
+
+def disk_full_error(path: Path, needs: int | None = None) -> DiskFullError:
+    """The one-line error for a write of ``path`` that ran out of space (``needs``: the bytes
+    the file takes, when known)."""
+    free = free_space(path.parent)
+    where = f"{format_bytes(free)} free there" if free is not None else "free space unknown"
+    size = f"; the file alone takes {format_bytes(needs)}" if needs else ""
+    return DiskFullError(
+        f"no space left on the device to write {path} ({where}{size}); nothing finished is "
+        "lost (the file's previous version, if any, is kept) - free disk space or move the study "
+        "(--out), then rerun the same command to resume"
+    )
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was. A failed write
-    (full disk, read-only folder) is a :class:`TransferscopeError` naming ``path``.
+    On an exception the temporary file is removed and ``path`` is left as it was. A full disk is
+    a :class:`DiskFullError` naming ``path``, the space free there and ``size`` (the bytes the
+    file needs, when the caller knows them); another failed write (read-only folder) is a
+    :class:`TransferscopeError` naming ``path``.
     """
     path = Path(path)
     tmp_path: Path | None = None
@@ -59,10 +112,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except OSError as e:
+    except TransferscopeError:
+        raise
+    except Exception as e:
+        # Judged before the temporary file is removed, which frees what it took.
+        if _disk_full(e, path.parent):
+            if tmp_path is not None:
+                tmp_path.unlink(missing_ok=True)
+            raise disk_full_error(path, size) from e
+        if not isinstance(e, OSError):
+            raise
         raise TransferscopeError(
             f"cannot write {path}: {e.strerror or e}; its previous version (if any) is kept - "
-            "free disk space or make the folder writable, then rerun to resume"
+            "make the folder writable or choose another (--out), then rerun to resume"
         ) from e
     finally:
         if tmp_path is not None and tmp_path.exists():
@@ -70,7 +132,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
@@ -89,5 +151,6 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 def write_npy(path: str | Path, array: Any) -> None:
     import numpy as np
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.asarray(array), allow_pickle=False)
+    array = np.asarray(array)
+    with atomic_path(path, size=array.nbytes) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)

@@ -19,6 +19,11 @@ class DamagedRunError(TransferscopeError):
     say so (a rerun retrains it), rather than analyse damaged weights."""
 
 
+class DiskFullError(TransferscopeError):
+    """The disk ran out of space while writing a study file. The study stops (every run after
+    would fail alike); nothing finished is lost, and a rerun resumes once there is space."""
+
+
 class TransferscopeWarning(UserWarning):
     """Something in the user's input that transferscope works around but the user should know
     (e.g. a file in an image folder that is not an image); the CLI prints it as one line."""

@@ -34,7 +34,8 @@ def save_weights(
 ) -> None:
     """Save a state dict as safetensors, atomically. Tensors are copied to contiguous CPU memory."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    with atomic.atomic_path(path) as tmp:
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic.atomic_path(path, size=size) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
