@@ -47,6 +47,28 @@ def write_jpeg(
     return path
 
 
+def write_huge_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A valid black 1-bit PNG of ``width`` x ``height`` pixels (400 megapixels by default, past
+    PIL's decompression-bomb limit) in a file of some 50 kB: rows are compressed as they are
+    made, so writing it never holds the image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte 0, then the row's bits
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
 def make_imagefolder(root: Path, counts: Mapping[str, int], seed: int = 0) -> Path:
     """ROOT/<class>/<class>_<i>.jpg with ``counts[class]`` images per class."""
     for c, (name, n) in enumerate(counts.items()):

@@ -82,6 +82,13 @@ def load_image(path: str | os.PathLike[str], mode: PilMode) -> Image.Image:
             # convert() forces the decode, so a truncated file fails here and not later in a
             # transform with a message that no longer names the file.
             return img.convert(mode)
+    except Image.DecompressionBombError as exc:
+        # PIL refuses images of more than 2 x Image.MAX_IMAGE_PIXELS pixels before decoding
+        # them (a small file can hold a huge image that would exhaust memory).
+        raise BadImageError(
+            f"image {path} is too large to decode: {str(exc).rstrip('.')}; resize it, {SKIP_HINT} (or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if such images are meant to be read)"
+        ) from exc
     except FileNotFoundError as exc:
         raise BadImageError(
             f"image file not found: {path} (was it moved or deleted after the dataset was built?); "
