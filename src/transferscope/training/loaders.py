@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from transferscope import limits
 from transferscope.data.base import TensorImageDataset, same_device
 from transferscope.data.folder_common import FileImageDataset
 from transferscope.errors import TransferscopeError
@@ -146,7 +147,10 @@ def iterate(
     (same length as ``order``): a streamed dataset fetches ``order[i]`` with torch's generator
     seeded from ``seeds[i]`` (see :class:`SeededItems`); in-memory data draws nothing.
     ``decode``: where image files are decoded (None: the current :func:`decode_policy`).
+    ``num_workers``: data-loader processes (default :func:`default_workers`), at most
+    :func:`transferscope.limits.limit`.
     """
+    limits.check_count("num_workers", num_workers, minimum=0, where=" (data-loader workers)")
     device = torch.device(device)
     if decodes_on_device(dataset, device, decode):
         from transferscope.training.gpu_pipeline import DevicePipeline
