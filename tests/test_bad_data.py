@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from transferscope import limits
 from transferscope.config import DataSpec, check_references, load_preset, with_skip_bad_images
 from transferscope.data import domainnet, imagefolder
 from transferscope.data.folder_common import BadImageError, drop_bad_images
@@ -27,8 +28,8 @@ from transferscope.study.executors import BAD_IMAGES, DataCache
 from transferscope.study.store import StudyStore
 from transferscope.training.loaders import iterate
 
-from fixtures_data import make_domainnet, make_imagefolder
-from study_checks import assert_intact, invoke
+from fixtures_data import make_domainnet, make_imagefolder, write_huge_png
+from study_checks import assert_intact, assert_same_results, invoke
 
 
 def truncate(path: Path) -> Path:
@@ -298,6 +299,124 @@ def test_command_line_counts_are_validated(tmp_path: Path, args, needle) -> None
     out = tmp_path / "study"
     one_line_error(invoke("run", "--preset", "micro", "--out", str(out), *args), needle)
     assert not out.exists()
+
+
+def test_counts_beyond_what_the_machine_has_are_refused(tmp_path: Path) -> None:
+    """Threads, runs at once, analyses at once, data-loader and figure workers: more than 4 per
+    usable core is one line naming the value, the limit and the cores (``--threads 10000``
+    would exhaust the machine's thread limit for every user on it)."""
+    from transferscope.report.figure_saver import FigureSaver
+
+    cores = limits.usable_cores()
+    most = 4 * cores
+    said = f"is more than this machine can run: at most {most} (4 per CPU core, and this process may use {cores} cores)"
+    out = tmp_path / "study"
+    for args, value in [
+        (("--threads", "10000"), "--threads 10000"),
+        (("--jobs", str(most + 1)), f"--jobs {most + 1}"),
+        (
+            ("--threads", str(most), "--jobs", "2"),
+            f"--threads {most} per run × --jobs 2 runs at once = {2 * most}",
+        ),
+    ]:
+        one_line_error(
+            invoke("run", "--preset", "micro", "--out", str(out), *args), f"{value} {said}"
+        )
+    config = tmp_path / "study.yaml"
+    config.write_text(f"preset: micro\nnum_threads: {most + 1}\n")
+    one_line_error(
+        invoke("run", str(config), "--out", str(out)),
+        f"num_threads {most + 1} (in the study's config) {said}",
+    )
+    assert not (out / "runs").exists()  # nothing started
+    one_line_error(invoke("analyze", str(out), "--jobs", "1000"), f"--jobs 1000 {said}")
+    root = make_imagefolder(tmp_path / "tree", {"a": 2, "b": 2})
+    splits = imagefolder.build(root, seed=0, image_size=8, augment=False)
+    with pytest.raises(TransferscopeError) as err:
+        list(iterate(splits.train, 2, num_workers=most + 1))
+    assert f"num_workers {most + 1} (data-loader workers) {said}" in str(err.value)
+    with pytest.raises(TransferscopeError) as err:
+        FigureSaver(most + 1)
+    assert f"report.workers {most + 1} {said}" in str(err.value)
+    # Up to the limit is the user's choice.
+    assert len(list(iterate(splits.test, 2, num_workers=0))) >= 1
+
+
+def test_an_image_past_pils_decompression_bomb_limit_is_named_and_can_be_skipped(
+    tmp_path: Path, one_thread
+) -> None:
+    """A 20000 x 20000 PNG (a 50 kB file) in an image folder: read in a data-loader worker, it is
+    one line naming the file, not PIL's DecompressionBombError from inside the worker; with
+    --skip-bad-images it is left out and listed like any unreadable image."""
+    root = make_imagefolder(tmp_path / "tree", {"a": 3, "b": 3})
+    huge = write_huge_png(root / "a" / "a_huge.png")
+    splits = imagefolder.build(root, seed=0, image_size=8, augment=False)
+    split = splits.train if str(huge) in splits.train.paths else splits.test
+    with pytest.raises(BadImageError) as err:
+        list(iterate(split, 2, num_workers=1))
+    message = str(err.value)
+    assert message.startswith(f"image {huge} is too large to decode: Image size (400000000 pixels)")
+    assert "--skip-bad-images" in message and "\n" not in message
+    cache = DataCache()
+    spec = DataSpec(name="imagefolder", root=root, options={"image_size": 8}, skip_bad_images=True)
+    assert [(s["path"], s["error"].split(":")[0]) for s in cache.bad_images(spec)] == [
+        (str(huge), f"image {huge} is too large to decode")
+    ]
+    kept = cache.get(spec)
+    assert str(huge) not in kept.train.paths + kept.test.paths
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``folder`` within the block (root only: skipped else)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system (tmpfs) needs root")
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_run_is_one_line_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """The study's disk fills up while P trains (a real full file system, not a mock: safetensors
+    reports it as its own error, numpy as a short write): one line naming the file and the
+    space free, nothing finished lost, and once there is space the rerun resumes to the
+    weights of a study that never ran out."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("TARGET", "{name: digits, options: {image_size: 8}}"))
+    args = ("--quiet", "--threads", "1", "--no-analyses")
+    reference = tmp_path / "reference"
+    assert invoke("run", str(config), "--out", str(reference), *args).returncode == 0
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        out = disk / "study"
+        # 48 kB left: the study's files, P's first checkpoints and metrics, not the rest.
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - 48 * 1024))
+        result = invoke("run", str(config), "--out", str(out), *args)
+        error = one_line_error(
+            result,
+            f"error: no space left on the device to write {out / 'runs'}/",
+            "free there; the file alone takes",
+            "nothing finished is lost",
+            "rerun the same command to resume",
+        )
+        assert re.search(r"\(\d+\.\d kB free there", error), error
+        assert_intact(out)
+        assert not list(out.rglob("DONE")) and not list(out.rglob("FAILED"))
+        filler.unlink()
+        result = invoke("run", str(config), "--out", str(out), *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_same_results(reference, out)
+        assert_intact(out, temporaries=False)
 
 
 def test_out_must_be_a_writable_directory(tmp_path: Path) -> None:

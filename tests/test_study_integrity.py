@@ -35,7 +35,7 @@ from transferscope.training import checkpoints as ckpt
 from transferscope.training.metrics import chance_level
 from transferscope.training.trainer import read_metrics
 
-from fake_study import INFO, FakeData, fake_study, write_runs
+from fake_study import INFO, FakeData, fake_config, fake_study, write_runs
 from fixtures_data import make_imagefolder
 from study_checks import invoke
 
@@ -400,11 +400,16 @@ def test_a_second_command_on_a_locked_study_names_the_holder(tmp_path: Path) -> 
     finally:
         holder.kill()
         holder.wait()
-    # The holder died without letting go: its lock is stale and taken over.
+    # The holder died without letting go: its lock is stale, taken over at once, and said so.
     lock = out / LOCK
     lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+    started = time.monotonic()
     result = invoke("run", "--out", str(out), "--plan-only")
     assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 4  # not the wait for a dead holder's orphans (5 s)
+    said = " ".join(result.stderr.split())
+    assert f"warning: took over the lock of {out} from pid {holder.pid} on host" in said
+    assert "which is no longer running (it was killed or crashed)" in said
     assert not lock.exists()
 
 
@@ -421,6 +426,100 @@ def test_the_lock_is_the_top_level_commands(tmp_path: Path) -> None:
     assert not (tmp_path / LOCK).exists()
     with StudyLock(tmp_path, "again"):  # released: free again
         pass
+
+
+def test_a_lock_held_by_the_orphans_of_a_dead_command_names_them(tmp_path: Path) -> None:
+    """The processes of a command that died still hold its lock (workers that did not end with
+    it): the next command waits for them briefly, then says what holds the lock, not that the
+    dead command does."""
+    from transferscope.study import lock as lock_mod
+
+    with StudyLock(tmp_path, "first"):
+        # The record names a process that is gone; this process plays its orphan.
+        (tmp_path / LOCK).write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))
+        waits = lock_mod.ORPHAN_WAIT_S
+        lock_mod.ORPHAN_WAIT_S = 0.3
+        try:
+            with pytest.raises(TransferscopeError) as err:
+                StudyLock(tmp_path, "second").acquire()
+        finally:
+            lock_mod.ORPHAN_WAIT_S = waits
+    message = str(err.value)
+    assert f"is locked by processes that pid {2**22 + 1} on host" in message
+    assert "that command is no longer running, but they still are" in message
+    assert f"fuser -v {tmp_path / LOCK}" in message
+
+
+# --------------------------------------------------------------------------------------------
+# a run that fails fails alone
+
+
+class _LoaderWorkerDies(torch.utils.data.Dataset):
+    """``base`` streamed through a DataLoader. The first data-loader worker process to read item
+    3 is SIGKILLed, as the kernel ends one that runs out of memory or threads; ``marker`` records
+    that it happened (workers are separate processes), so later runs read their data."""
+
+    def __init__(self, base: Any, marker: Path) -> None:
+        self.base, self.marker = base, marker
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Any:
+        worker = torch.utils.data.get_worker_info()
+        if i == 3 and worker is not None and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), 9)
+        return self.base[i]
+
+
+class _StreamedFakeData(FakeData):
+    def __init__(self, marker: Path) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def get(self, spec: Any) -> Splits:
+        splits = super().get(spec)
+        if spec.label == "src":  # P trains on its own data; the target's runs stream theirs
+            return splits
+        return Splits(splits.info, _LoaderWorkerDies(splits.train, self.marker), splits.test)
+
+
+def test_a_run_whose_data_loader_worker_dies_fails_alone(
+    tmp_path: Path, monkeypatch, one_thread
+) -> None:
+    """A data-loader worker of one run is killed: that run is FAILED (the error, its traceback in
+    train.log and FAILED's last log lines), the others train, and a rerun trains it."""
+    from transferscope.study.executors import LocalExecutor
+    from transferscope.training import loaders
+
+    monkeypatch.setattr(loaders, "default_workers", lambda: 1)  # 0 on a 1-core machine
+    cfg = fake_config(
+        seeds=[0],
+        same_init_pair=False,
+        control_pair=False,
+        shuffles={"block_sizes": [], "pixel": False},
+    )
+    store, plan = fake_study(tmp_path / "study", cfg)
+    assert len(plan.runs) == 3  # P, P-T, RI-T
+    marker = tmp_path / "killed-loader-worker"
+    outcome = LocalExecutor(store, cfg, _StreamedFakeData(marker)).run(plan)
+    failed = [k for k, v in outcome.runs.items() if v.startswith("failed")]
+    assert len(failed) == 1, outcome.runs
+    victim = failed[0]
+    assert marker.is_file()
+    error = outcome.runs[victim].removeprefix("failed: ")
+    assert error.startswith(f"RuntimeError: DataLoader worker (pid(s) {marker.read_text()})")
+    assert "\n" not in error
+    doc = json.loads((store.run_dir(victim) / "FAILED").read_text())
+    assert doc["error"] == error and doc["log"][-1].endswith(f"failed: {error}")
+    log = (store.run_dir(victim) / "train.log").read_text()
+    assert "Traceback (most recent call last)" in log and f"run {victim} starts" in log
+    assert all(store.is_done(r.id) for r in plan.runs if r.id != victim)
+    # A rerun tries it again (and the worker lives this time).
+    outcome = LocalExecutor(store, cfg, _StreamedFakeData(marker)).run(plan)
+    assert outcome.runs[victim] == "done" and store.state(victim) == "done"
+    assert not (store.run_dir(victim) / "FAILED").exists()
 
 
 # --------------------------------------------------------------------------------------------

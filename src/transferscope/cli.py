@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from transferscope import config as config_mod
+from transferscope import limits
 from transferscope.analyses.registry import BUILTIN as BUILTIN_ANALYSES
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 
@@ -82,9 +83,27 @@ def set_data_dir(data_dir: Path | None) -> None:
 
 
 def check_count(option: str, value: int | None) -> None:
-    """A count given on the command line (``--jobs``, ``--threads``) must be 1 or more."""
+    """A count given on the command line (``--steps``) must be 1 or more; thread and process
+    counts are also bounded by the machine (:mod:`transferscope.limits`)."""
     if value is not None and value < 1:
         raise TransferscopeError(f"{option} must be 1 or more, got {value}")
+
+
+def check_machine(cfg: config_mod.StudyConfig, threads_given: bool, jobs_given: bool) -> None:
+    """The config's thread and process counts within what this machine has (:mod:`.limits`):
+    each alone, and runs side by side times threads per run."""
+    in_config = " (in the study's config)"
+    threads = "--threads" if threads_given else "num_threads"
+    jobs = "--jobs" if jobs_given else "jobs"
+    limits.check_count(threads, cfg.num_threads, where="" if threads_given else in_config)
+    limits.check_count(jobs, cfg.jobs, where="" if jobs_given else in_config)
+    limits.check_count("report.workers", cfg.report.workers, where=in_config)
+    if cfg.num_threads and cfg.jobs > 1:
+        limits.check_product(
+            f"{threads} {cfg.num_threads} per run × {jobs} {cfg.jobs} runs at once",
+            cfg.num_threads,
+            cfg.jobs,
+        )
 
 
 def resolve_config(target: str | None, preset: str | None) -> config_mod.StudyConfig:
@@ -142,8 +161,8 @@ def run_cmd(
     from transferscope.study.store import StudyStore
 
     set_data_dir(data_dir)
-    check_count("--threads", threads)
-    check_count("--jobs", jobs)
+    limits.check_count("--threads", threads)
+    limits.check_count("--jobs", jobs)
     if executor not in ("local", "ray"):
         raise TransferscopeError(f"unknown executor '{executor}'; use local or ray")
     if executor == "ray":
@@ -164,6 +183,8 @@ def run_cmd(
         if jobs is not None:
             updates["jobs"] = jobs
         cfg = cfg.model_copy(update=updates)
+        if executor == "local":  # on a cluster, threads are the nodes' business
+            check_machine(cfg, threads is not None, jobs is not None)
         if skip_bad_images:
             cfg = config_mod.with_skip_bad_images(cfg)
         _run_study(
@@ -284,18 +305,58 @@ def _run_study(
         console.print(f"analyses in {store.analyses_dir.resolve()}")
         _report(store.root, force=False)
     console.print(f"study directory: {store.root.resolve()}")
-    _say_failed_analyses(outcome.failed_analyses)
-    if outcome.failed_runs or outcome.failed_analyses:
+    failed_runs = {k: outcome.runs[k] for k in outcome.failed_runs}
+    _say_failures(store, failed_runs, outcome.failed_analyses, analysed=analyses)
+    if failed_runs or outcome.failed_analyses:
         raise typer.Exit(1)
 
 
-def _say_failed_analyses(failed: list[str]) -> None:
-    if failed:
-        err_console.print(
-            f"[red]{len(failed)} analyses failed[/] ({', '.join(failed)}); the others ran, and "
-            "the report shows each failure in its section",
-            highlight=False,
+def _listed(names: list[str], most: int = 4) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _say_failures(
+    store: Any, runs: dict[str, str], analyses: list[str], analysed: bool = True
+) -> None:
+    """One line, last, for whatever failed: runs (id -> 'failed: why') and analyses
+    (``analysed``: the analyses were run)."""
+    from transferscope.study.layout import RUN_LOG
+
+    if not runs and not analyses:
+        return
+    parts = []
+    blocked = [k for k, v in runs.items() if v.startswith("failed: a run it depends on")]
+    own = [k for k in runs if k not in blocked]
+    if len(own) == 1:
+        log = store.run_dir(own[0]) / RUN_LOG
+        why = runs[own[0]].removeprefix("failed: ")
+        parts.append(f"run {own[0]} failed: {why} (its log: {log})")
+    elif own:
+        parts.append(
+            f"{len(own)} runs failed ({_listed(own)}; each run's FAILED and {RUN_LOG} say why)"
         )
+    if blocked:
+        parts.append(f"{len(blocked)} runs that need them were not trained ({_listed(blocked)})")
+    if analyses:
+        parts.append(
+            f"{len(analyses)} analyses failed ({', '.join(analyses)}; the report shows each "
+            "failure in its section)"
+        )
+    if not runs:
+        done = "the other analyses ran"
+    elif analysed:
+        done = "the other runs and the analyses that do not need them are done"
+    else:
+        done = "the other runs are done"
+    retry = (
+        f"; rerun `transferscope run --out {store.root}` to retry the failed runs" if runs else ""
+    )
+    err_console.print(
+        f"[red]{escape('; '.join(parts))}[/]; {done}{escape(retry)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _report(directory: Path, force: bool = True) -> Path:
@@ -404,17 +465,21 @@ def analyze_cmd(
     from transferscope.study.lock import StudyLock
     from transferscope.study.store import StudyStore
 
-    check_count("--jobs", jobs)
+    limits.check_count("--jobs", jobs)
     set_data_dir(data_dir)
     store = StudyStore(directory)
     store.read_plan()  # a clear error when DIR is not a study
     display = StudyDisplay(console, err_console, quiet=False, todo=0, parallel=False)
-    workers = jobs or store.read_config().jobs
+    cfg = store.read_config()
+    if jobs is None:
+        limits.check_count("jobs", cfg.jobs, where=f" (in {directory / 'study.yaml'})")
+    limits.check_count("num_threads", cfg.num_threads, where=f" (in {directory / 'study.yaml'})")
+    workers = jobs or cfg.jobs
     with StudyLock(directory), display.shown() as events:
         last = analyse(store, events, only=only or None, force=force, workers=workers)
     console.print(f"analyses in {store.analyses_dir.resolve()}")
     failed = [name for name, message in last.items() if message.startswith("failed")]
-    _say_failed_analyses(failed)
+    _say_failures(store, {}, failed)
     if failed:
         raise typer.Exit(1)
 

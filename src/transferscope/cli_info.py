@@ -135,6 +135,7 @@ def status_cmd(
     time, and whether the final metric is at chance level; then runs on disk the plan no longer
     uses."""
     from transferscope import runfiles
+    from transferscope.study import layout
     from transferscope.study.store import StudyStore
 
     store = StudyStore(directory)
@@ -166,6 +167,10 @@ def status_cmd(
         shown = state
         if state == "damaged":
             details.append(f"damaged {run.id}: {store.damage(run.id, checksums=verify)}")
+        elif state == "failed":
+            why = layout.run_status(store.run_dir(run.id)).problem
+            log = store.run_dir(run.id) / layout.RUN_LOG
+            details.append(f"failed {run.id}: {why} (its log: {log})")
         elif summary:
             chance = runfiles.chance_of(store.run_dir(run.id), summary)
             if chance is not None and chance["at_chance"]:
@@ -179,9 +184,9 @@ def status_cmd(
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for line in details:
         console.print(line, highlight=False, soft_wrap=True)
-    if counts.get("damaged"):
+    if counts.get("damaged") or counts.get("failed"):
         console.print(
-            f"damaged runs are trained again by `transferscope run --out {directory}`",
+            f"damaged and failed runs are trained again by `transferscope run --out {directory}`",
             highlight=False,
         )
     planned = {r.id for r in plan.runs}

@@ -17,11 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from transferscope.study.layout import DONE, FAILED, PREDICTIONS, TEST_OUTPUTS, TEST_TARGETS
+from transferscope.study.layout import (
+    DONE,
+    FAILED,
+    PREDICTIONS,
+    RUN_LOG,
+    TEST_OUTPUTS,
+    TEST_TARGETS,
+)
 
-# Not results of the run: the markers themselves, and the resume state, which is deleted right
-# after DONE is written.
-_NOT_LISTED = frozenset({DONE, FAILED, "resume.safetensors"})
+# Not results of the run: the markers themselves, the resume state, which is deleted right after
+# DONE is written, and the log, which a later attempt may append to.
+_NOT_LISTED = frozenset({DONE, FAILED, RUN_LOG, "resume.safetensors"})
+
+# Left out of an analysis's stamp of a run: the resume state and the log change while a run
+# trains, not its results.
+_NOT_STAMPED = frozenset({RUN_LOG, "resume.safetensors"})
 
 Manifest = dict[str, dict[str, Any]]
 
@@ -107,7 +118,7 @@ def fingerprint(run_dir: str | Path) -> dict[str, list[int]]:
     run_dir = Path(run_dir)
     out = {}
     for p in sorted(run_dir.rglob("*")):
-        if p.is_file() and not p.name.endswith(".tmp") and p.name != "resume.safetensors":
+        if p.is_file() and not p.name.endswith(".tmp") and p.name not in _NOT_STAMPED:
             st = p.stat()
             out[p.relative_to(run_dir).as_posix()] = [st.st_size, st.st_mtime_ns]
     return out

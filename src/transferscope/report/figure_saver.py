@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from transferscope import limits
+from transferscope.processes import end_with_parent
 from transferscope.report import figures as F
 
 MAX_WORKERS = 4
@@ -36,6 +38,7 @@ class FigureSaver:
     does)."""
 
     def __init__(self, workers: int | None = None) -> None:
+        limits.check_count("report.workers", workers, minimum=0)
         self.workers = min(MAX_WORKERS, os.cpu_count() or 1) if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
         self._pending: list[Future] = []
@@ -43,7 +46,10 @@ class FigureSaver:
     def __enter__(self) -> FigureSaver:
         if self.workers > 1:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn")
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=end_with_parent,  # no orphans when the command is killed
+                initargs=(os.getpid(),),
             )
         return self
 

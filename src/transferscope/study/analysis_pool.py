@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from transferscope.errors import TransferscopeWarning
+from transferscope.processes import end_with_parent
 from transferscope.study.analyze import Job, ProgressFn, TickFn, compute_job, is_last_message
 from transferscope.study.executors import DataCache
 from transferscope.study.store import StudyStore
@@ -32,10 +33,11 @@ _CACHE: DataCache | None = None
 _LINES: dict[tuple[Any, ...], Any] = {}
 
 
-def _init_worker(threads: int, messages: Any) -> None:
+def _init_worker(threads: int, messages: Any, parent: int) -> None:
     global _QUEUE, _CACHE
     import torch
 
+    end_with_parent(parent)  # a killed `transferscope run` or `analyze` leaves no orphans
     torch.set_num_threads(threads)
     # The data's warnings were shown once, when the study was planned; not again per worker.
     warnings.simplefilter("ignore", TransferscopeWarning)
@@ -100,7 +102,7 @@ def compute_in_pool(
         min(workers, len(order)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(per_worker, messages),
+        initargs=(per_worker, messages, os.getpid()),
     ) as pool:
         pending: dict[Future, Job] = {pool.submit(_compute_in_worker, root, j): j for j in order}
         try:

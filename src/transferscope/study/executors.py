@@ -1,18 +1,20 @@
 """Executing a study's plan: build each run's model and data, train it, mark it done.
 
 The local executor runs the plan in order in this process; finished runs (``DONE``) are skipped,
-partial ones resume from their last resume point. A run that fails (e.g. diverges) gets a
-``FAILED`` marker and the study goes on with the runs that do not depend on it.
+partial ones resume from their last resume point. A run that fails - it diverges, raises, a
+data-loader worker of it dies, or the worker process training it is killed - gets a ``FAILED``
+marker with its error and the last lines of its log (``train.log``, :mod:`.runlog`), and the study
+goes on with the runs that do not depend on it; a rerun tries it again. Only what would fail
+every run alike stops the study: an unreadable image (the data is wrong) and a full disk.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
+import traceback
 import warnings
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,11 @@ from transferscope.data import registry as data_registry
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.data.folder_common import BadImageError, drop_bad_images
 from transferscope.data.shuffle import shuffle_images
-from transferscope.errors import TransferscopeError, TransferscopeWarning
+from transferscope.errors import DiskFullError, TransferscopeError, TransferscopeWarning
 from transferscope.models import build_model, load_state, transfer
 from transferscope.models.weights import read_state
+from transferscope.processes import TaskRaised, WorkerDied, WorkerPool
+from transferscope.study import runlog
 from transferscope.study.events import StudyEvents, StudyOutcome, analyse
 from transferscope.study.layout import BAD_IMAGES
 from transferscope.study.plan import Plan, PlannedRun, RunSpec, ShuffleRef, build_plan
@@ -184,6 +188,7 @@ def execute_run(
         atomic.write_json(run_dir / BAD_IMAGES, {"count": len(bad), "skipped": bad})
     source_info = cache.get(cfg.source).info if spec.parent else None
     model = build_start_model(spec, splits.info, source_info, store)
+    log = runlog.log_path(run_dir)
     trainer = Trainer(
         spec=spec.train,
         task=splits.info.task,
@@ -192,6 +197,7 @@ def execute_run(
         run_dir=run_dir,
         transform=transform,
         on_step=(lambda s, t: progress(run.id, s, t)) if progress else None,
+        on_eval=(lambda row: runlog.append(log, runlog.eval_line(row))) if writer else None,
         keep_resume=True,
         channels_last=cfg.performance.channels_last,
         bf16=cfg.performance.bf16,
@@ -224,6 +230,10 @@ def execute_run(
     return summary
 
 
+FATAL = (BadImageError, DiskFullError)
+"""Errors that stop the study instead of failing one run: every run would fail alike."""
+
+
 def attempt_run(
     run: PlannedRun,
     cfg: StudyConfig,
@@ -232,16 +242,36 @@ def attempt_run(
     device: torch.device,
     progress: ProgressFn | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """:func:`execute_run`, with a run that fails in transferscope's terms (e.g. it diverged)
-    marked FAILED: returns (DONE summary, None) or (None, the error). A :class:`BadImageError`
-    propagates: the data is wrong, and the study stops rather than fail every run."""
+    """:func:`execute_run`, with a run that fails marked FAILED: returns (DONE summary, None) or
+    (None, the error, one line).
+
+    Any error of the run fails it alone - one of transferscope's (it diverged), or anything
+    else it raises (a data-loader worker that died, memory that ran out); its traceback goes to
+    the run's log and FAILED keeps the log's last lines. A :class:`BadImageError` or
+    :class:`DiskFullError` propagates: the study stops rather than fail every run.
+    """
+    log = runlog.log_path(store.run_dir(run.id))
+    runlog.append(log, f"run {run.id} starts: process {os.getpid()}, device {device}")
     try:
         return execute_run(run, cfg, store, cache, device, progress), None
-    except BadImageError:
+    except FATAL as e:
+        runlog.append(log, f"stopped: {e}")
         raise
     except TransferscopeError as e:
-        store.mark_failed(run.id, str(e))
-        return None, str(e)
+        error = str(e)
+    except Exception as e:
+        runlog.append(log, traceback.format_exc())
+        error = " ".join(f"{type(e).__name__}: {e}".split())
+    fail_run(store, run.id, error)
+    return None, error
+
+
+def fail_run(store: StudyStore, run_id: str, error: str) -> None:
+    """Mark ``run_id`` FAILED with ``error`` and the last lines of its log (the error is the
+    log's last line)."""
+    log = runlog.log_path(store.run_dir(run_id))
+    runlog.append(log, f"failed: {error}")
+    store.mark_failed(run_id, error, runlog.tail(log))
 
 
 def _chance(info: DataInfo, final: Evaluation) -> ChanceCheck:
@@ -331,14 +361,12 @@ class LocalExecutor:
         waiting = [r for r in plan.runs if r.id not in outcome]
         total, started = len(waiting), 0
         failed: set[str] = set()
-        running: dict[Future, PlannedRun] = {}
-        context = multiprocessing.get_context("spawn")
+        running: dict[str, PlannedRun] = {}
+        fatal: BaseException | None = None
         root = str(self.store.root.resolve())
-        with ProcessPoolExecutor(
-            self.jobs,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(self._threads_per_job(),),
+        # A pool that knows which worker trains which run: a worker that dies fails its run alone.
+        with WorkerPool(
+            self.jobs, initializer=_init_worker, initargs=(self._threads_per_job(),)
         ) as pool:
             while waiting or running:
                 for run in list(waiting):
@@ -354,24 +382,43 @@ class LocalExecutor:
                         if self.events.run_start:
                             self.events.run_start(run, started, total)
                         started += 1
-                        running[pool.submit(_train_in_worker, root, run.id)] = run
+                        pool.submit(run.id, _train_in_worker, root, run.id)
+                        running[run.id] = run
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    run = running.pop(future)
-                    summary, error, fatal = future.result()
-                    if fatal:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise BadImageError(error)
+                for run_id, result in pool.wait():
+                    run = running.pop(str(run_id))
+                    summary, error, stop = self._worker_outcome(run, result)
+                    if stop is not None:
+                        # Stop: start nothing more, let the runs in training finish, then raise.
+                        fatal = fatal or stop
+                        waiting.clear()
+                        continue
                     outcome[run.id] = "done" if error is None else f"failed: {error}"
                     if error is not None:
                         failed.add(run.id)
                     if self.events.run_end:
                         self.events.run_end(run, summary, error)
+        if fatal is not None:
+            raise fatal
         for run in waiting:  # dependencies that can never finish (not in this plan)
             outcome[run.id] = "failed: a run it depends on is not done"
         return outcome
+
+    def _worker_outcome(
+        self, run: PlannedRun, result: Any
+    ) -> tuple[dict[str, Any] | None, str | None, BaseException | None]:
+        """(DONE summary, error, error that stops the study) from what a worker gave back."""
+        if isinstance(result, WorkerDied | TaskRaised):
+            if isinstance(result, WorkerDied):
+                error = result.describe()
+            else:  # raised outside the run's own handling (e.g. reading the study's files)
+                runlog.append(runlog.log_path(self.store.run_dir(run.id)), result.traceback)
+                error = " ".join(result.error.split())
+            fail_run(self.store, run.id, error)
+            return None, error, None
+        summary, error, stop = result
+        return summary, error, stop
 
 
 _WORKER_CACHE: DataCache | None = None
@@ -385,14 +432,18 @@ def _init_worker(threads: int) -> None:
     _WORKER_CACHE = DataCache()
 
 
-def _train_in_worker(study_dir: str, run_id: str) -> tuple[dict[str, Any] | None, str | None, bool]:
-    """One run in a worker process: (DONE summary, error message, whether the error is fatal)."""
+def _train_in_worker(
+    study_dir: str, run_id: str
+) -> tuple[dict[str, Any] | None, str | None, TransferscopeError | None]:
+    """One run in a worker process: (DONE summary, error, error that stops the study). What the
+    process prints meanwhile goes to the run's log."""
     assert _WORKER_CACHE is not None
     store = StudyStore(Path(study_dir))
     cfg = store.read_config()
     run = store.read_plan().by_id()[run_id]
-    try:
-        summary, error = attempt_run(run, cfg, store, _WORKER_CACHE, pick_device(cfg.device))
-    except BadImageError as e:
-        return None, str(e), True
-    return summary, error, False
+    with runlog.output_to(runlog.log_path(store.run_dir(run_id))):
+        try:
+            summary, error = attempt_run(run, cfg, store, _WORKER_CACHE, pick_device(cfg.device))
+        except FATAL as e:
+            return None, str(e), e
+    return summary, error, None

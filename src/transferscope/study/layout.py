@@ -10,7 +10,8 @@ STUDY/runs/<id>/checkpoints/             final.safetensors, epoch-<k>.safetensor
 STUDY/runs/<id>/predictions/             test_outputs.npy, test_targets.npy (final model)
 STUDY/runs/<id>/bad_images.json          unreadable images left out (--skip-bad-images)
 STUDY/runs/<id>/DONE                     written last: summary, every file's size and SHA-256
-STUDY/runs/<id>/FAILED                   why the run stopped
+STUDY/runs/<id>/FAILED                   why the run stopped, and the last lines of its log
+STUDY/runs/<id>/train.log                what each attempt at the run did and printed
 STUDY/analyses/<name>.json               one result per analysis (transferscope.analyses)
 STUDY/analyses/mistakes/<target>.npz     example images of the mistakes cells
 STUDY/report/index.html, figures/        the report; .inputs.json stamps what it was built from
@@ -40,6 +41,7 @@ TEST_TARGETS = "test_targets.npy"
 BAD_IMAGES = "bad_images.json"
 DONE = "DONE"
 FAILED = "FAILED"
+RUN_LOG = "train.log"
 ANALYSES = "analyses"
 MISTAKE_EXAMPLES = "mistakes"
 REPORT = "report"

@@ -7,9 +7,12 @@ so a lock left by a killed command is simply taken over; the file's contents (pi
 start time) only serve to tell a second command who is in the way.
 
 The lock belongs to the top-level command: the local executor's worker processes and Ray's tasks
-neither take it nor inherit it (Python opens files non-inheritable, and workers are spawned).
-Where the file system refuses ``flock``, a lock whose pid is no longer alive on this host is taken
-over and any other is respected.
+neither take it nor inherit it (Python opens files non-inheritable, and workers are spawned), and
+they end with the command (:func:`transferscope.processes.end_with_parent`). A command that finds
+the lock left by one that died (killed, crashed) takes it over at once and says so. Should
+processes that a dead holder started still hold it, the command waits a few seconds for them to
+end, then names the dead holder and how to find them. Where the file system refuses ``flock``, a
+lock whose pid is no longer alive on this host is taken over and any other is respected.
 """
 
 from __future__ import annotations
@@ -22,16 +25,21 @@ import shlex
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.study.layout import LOCK
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: pid-based locking only
     fcntl = None  # type: ignore[assignment]
+
+ORPHAN_WAIT_S = 5.0
+"""How long a command waits for the processes of a dead holder to let go of the lock (workers
+without ``PR_SET_PDEATHSIG`` notice their parent's death within a second)."""
 
 
 def command_line() -> str:
@@ -94,10 +102,28 @@ class StudyLock:
         return (json.dumps(holder) + "\n").encode()
 
     def _busy(self) -> TransferscopeError:
+        holder = _holder(self.path)
+        if holder and not _alive_here(holder):
+            return TransferscopeError(
+                f"study directory {self.root} is locked by processes that "
+                f"{_describe(holder)} started: that command is no longer running, but they "
+                f"still are; stop them (`fuser -v {self.path}` lists them), then rerun"
+            )
         return TransferscopeError(
-            f"study directory {self.root} is in use by {_describe(_holder(self.path))}; wait "
+            f"study directory {self.root} is in use by {_describe(holder)}; wait "
             "for that command to finish (or stop it), then rerun"
         )
+
+    def _say_taken_over(self, holder: dict[str, Any]) -> None:
+        """A record left in the file means its writer never released the lock: it died."""
+        if holder and holder.get("pid") != os.getpid():
+            warnings.warn(
+                f"took over the lock of {self.root} from {_describe(holder)}, which is no longer "
+                "running (it was killed or crashed); finished work is kept and partial runs "
+                "resume",
+                TransferscopeWarning,
+                stacklevel=3,
+            )
 
     def _open(self) -> int:
         try:
@@ -110,6 +136,7 @@ class StudyLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise a :class:`TransferscopeError` naming the holder."""
+        deadline = time.monotonic() + ORPHAN_WAIT_S
         while True:
             fd = self._open()
             try:
@@ -118,6 +145,12 @@ class StudyLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                holder = _holder(self.path)
+                if holder and not _alive_here(holder) and time.monotonic() < deadline:
+                    # Held, but not by the process that took it: by processes it started, which
+                    # end soon after it.
+                    time.sleep(0.2)
+                    continue
                 raise self._busy() from None
             except OSError:
                 # No flock here (some network or FUSE file systems): trust the recorded pid.
@@ -133,9 +166,17 @@ class StudyLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self._record(), 0)
+        self._say_taken_over(_holder(self.path))
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._record(), 0)
+        except OSError as e:
+            self.release()
+            raise TransferscopeError(
+                f"cannot write the lock file {self.path}: {e.strerror or e}; free disk space "
+                "or make the study directory writable, then rerun"
+            ) from None
 
     def release(self) -> None:
         """Remove the lock file and let go (removing first: see the inode check in acquire)."""

@@ -142,8 +142,13 @@ class StudyStore:
             failed.unlink()
         atomic.write_json(folder / runfiles.DONE, {**summary, "files": runfiles.manifest(folder)})
 
-    def mark_failed(self, run_id: str, message: str) -> None:
-        atomic.write_json(self.run_dir(run_id) / runfiles.FAILED, {"error": message})
+    def mark_failed(self, run_id: str, message: str, log: list[str] | None = None) -> None:
+        """Write FAILED: the error (one line) and the last lines of the run's log."""
+        doc: dict[str, Any] = {"error": message}
+        if log is not None:
+            doc["log"] = log
+            doc["log_file"] = layout.RUN_LOG
+        atomic.write_json(self.run_dir(run_id) / runfiles.FAILED, doc)
 
     def is_done(self, run_id: str) -> bool:
         """Whether the run has a DONE marker (whole or not: see :meth:`damage`)."""
