@@ -109,6 +109,7 @@ def _measure(ctx: StudyContext, opts: AlignmentOptions, a: PlannedRun, b: Planne
     f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink; pairs "
     "holding a run at chance level are left out.",
     guards_chance=True,
+    short="RI-T barriers shrink after alignment",
 )
 def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
     linear, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.linear)

@@ -121,6 +121,7 @@ def _measure(
     f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error; "
     "pairs holding a run at chance level are left out.",
     guards_chance=True,
+    short="a trained curve joins two RI-T models",
 )
 def C10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
     curves, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.curve)

@@ -256,6 +256,7 @@ def _compute(ctx: StudyContext, opts: CriticalityOptions) -> CriticalityResult:
     "(the head left out); P and the P-T run must have learned (the valleys of a model that "
     "learned nothing say nothing about what was transferred).",
     guards_chance=True,
+    short="higher modules more critical",
 )
 def C7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
     from transferscope.analyses.distance import trend_decide

@@ -439,6 +439,7 @@ def _better_and_faster(
     "well: the gain comes from the fine-tuning recipe or the start, not from what "
     "pre-training learned.",
     guards_chance=True,
+    short="P-T better and faster than RI-T",
 )
 def C1(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     paper = _better_and_faster(target, e.final_test, e.pt, e.rit, e.threshold, "RI-T")
@@ -470,6 +471,7 @@ def smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
     "evaluation than RI-T at every shuffle seed (more than one evaluation earlier when each "
     "side is a single run: one evaluation is within seed noise); P must have learned.",
     guards_chance=True,
+    short="shuffling shrinks P-T's edge, not its speed",
 )
 def C2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     base: Gap = next((s for s in e.shuffles if s.shuffle is None), e)

@@ -243,6 +243,7 @@ def trend_decide(trend: Any, modules: int) -> rules.Decide:
     "the same depth trend; P must have learned.",
     meaning=rules.PAIRS_MEANING,
     guards_chance=True,
+    short="P-T pairs closer in weights, more so deeper",
 )
 def C5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
     from transferscope.analysis.statistics import spearman_trend

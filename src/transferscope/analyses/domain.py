@@ -288,6 +288,7 @@ def _trend(
     "are in its features).",
     across=True,
     guards_chance=True,
+    short="closer targets gain more from P",
 )
 def C11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
     pts, left_out = points(result, data)

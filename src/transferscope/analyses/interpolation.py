@@ -231,6 +231,7 @@ def _barrier_result(
     "recipe alone put P-T models in one basin here: their flat path cannot be credited to "
     "pre-training.",
     guards_chance=True,
+    short="no barrier between P-T, barriers between RI-T",
 )
 def C6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
     pt, dead_pt = learned_barriers(e.pairs, "P-T/P-T", e.examples, data)

@@ -182,6 +182,7 @@ def _write_examples(ctx: StudyContext, pt: PlannedRun, cells: Any, tasks: int) -
     controlled=rules.CONTROLLED_PAIRS_RULE,
     meaning=rules.PAIRS_MEANING,
     guards_chance=True,
+    short="P-T pairs make fewer uncommon mistakes",
 )
 def C3(e: MistakesEntry, target: str, data: StudyData) -> TargetResult:
     measured = [rules.plain(p) for p in e.pairs if isinstance(p, MistakePair)]

@@ -205,6 +205,7 @@ def _ok(e: SimilarityEntry, name: str | None = None) -> list[SimilarityPair]:
     controlled=rules.CONTROLLED_PAIRS_RULE,
     meaning=rules.PAIRS_MEANING,
     guards_chance=True,
+    short="P-T pairs more alike in features (CKA)",
 )
 def C4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
     layers: list[str] = []

@@ -302,6 +302,7 @@ def _as_good(t: Comparison, tol: float) -> bool:
     meaning="an early checkpoint matches the final P, but the untrained init does as well: the "
     "trajectory here does not show when pre-training starts to help.",
     guards_chance=True,
+    short="an early checkpoint transfers as well",
 )
 def C8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
     points = [p for p in e.points if finite(p.k)]

@@ -81,6 +81,8 @@ class Claim:
     """The judge itself voids what needs a run that learned (naming the runs it needs,
     :func:`transferscope.report.rules.voided`). Otherwise the findings table makes the verdict
     inconclusive whenever any run the entry names is at chance level."""
+    short: str = ""
+    """A few words for the verdict grid (the claim itself by default)."""
 
     def __post_init__(self) -> None:
         if self.order is None:
@@ -98,6 +100,7 @@ def claim(
     order: float | None = None,
     across: bool = False,
     guards_chance: bool = False,
+    short: str = "",
 ) -> Callable[[Judge], Claim]:
     """Decorator: the judge function below it becomes the :class:`Claim` ``id``, so that the
     claim and its rule in words stand next to the code that decides it::
@@ -111,7 +114,9 @@ def claim(
     """
 
     def make(judge: Judge) -> Claim:
-        return Claim(id, claim, rule, judge, order, across, controlled, meaning, guards_chance)
+        return Claim(
+            id, claim, rule, judge, order, across, controlled, meaning, guards_chance, short
+        )
 
     return make
 

@@ -103,6 +103,7 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
             _per_target(data, unit, claim),
             claim.controlled,
             claim.meaning,
+            claim.short,
         )
         for unit, claim in claims
     ]

@@ -51,9 +51,10 @@ FIGURES_DIR = layout.FIGURES
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
   margin: 0; color: #1b1b1b; background: #fff; line-height: 1.45; }
-header { background: #f4f6f8; border-bottom: 1px solid #dde2e6; padding: 1.2rem 2rem; }
-header h1 { margin: 0 0 .3rem 0; font-size: 1.5rem; }
-nav a { margin-right: .9rem; color: #0060a0; text-decoration: none; font-size: .92rem; }
+header { background: #f4f6f8; border-bottom: 1px solid #dde2e6; padding: .7rem 2rem; }
+header h1 { margin: 0 0 .2rem 0; font-size: 1.35rem; }
+header p { margin: .2rem 0; }
+nav a { margin-right: .7rem; color: #0060a0; text-decoration: none; font-size: .82rem; }
 main { padding: 0 2rem 3rem 2rem; max-width: 1200px; }
 h2 { border-bottom: 2px solid #0072B2; padding-bottom: .2rem; margin-top: 2.2rem; }
 h3 { margin-top: 1.4rem; }
@@ -75,7 +76,8 @@ figcaption { font-size: .8rem; color: #555; }
 .nocontrol { color: #888; }
 #verdict-grid { font-size: .8rem; margin-top: .4rem; }
 #verdict-grid th, #verdict-grid td { padding: .12rem .35rem; text-align: center; }
-#verdict-grid th.claim { text-align: left; font-weight: normal; background: #fff; max-width: 24rem; }
+#verdict-grid th.claim { text-align: left; font-weight: normal; background: #fff; }
+section#findings h2 { margin-top: 1rem; }
 #verdict-grid th.sub { font-weight: normal; font-size: .72rem; color: #444; }
 #verdict-grid td.across { color: #888; font-style: italic; }
 .decide { font-size: .82rem; color: #6b5300; }
@@ -290,8 +292,10 @@ def verdict_grid_html(findings: list[Finding], targets: Sequence[str]) -> str:
                 f"<td>{_word(paper)}</td><td>{_word(controlled if f.controlled_rule else None)}</td>"
             )
         cells.append(f"<td>{_word(f.paper)}</td><td>{_word(f.controlled)}</td>")
-        title = f'<a href="#claim-{esc(f.id)}">{esc(f.id)}</a> {esc(f.claim)}'
-        rows.append(f'<tr><th class="claim">{title}</th>{"".join(cells)}</tr>')
+        title = f'<a href="#claim-{esc(f.id)}">{esc(f.id)}</a> {esc(f.short or f.claim)}'
+        rows.append(
+            f'<tr><th class="claim" title="{esc(f.claim)}">{title}</th>{"".join(cells)}</tr>'
+        )
     return (
         '<table id="verdict-grid"><thead>'
         f"<tr>{head1}</tr><tr>{head2}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -447,11 +451,10 @@ def render_html(
         f'<section id="{sid}"><h2>{esc(title)}</h2>{bodies.get(sid, "")}</section>'
         for sid, title in order
     )
-    verdicts = ", ".join(
-        f"{f.id} {f.paper}" + (f" / {f.controlled}" if f.controlled is not None else "")
-        for f in findings
+    held = [f.id for f in findings if f.verdict == HOLDS]
+    verdicts = f"{len(held)} of {len(findings)} claims hold" + (
+        f" ({', '.join(held)})" if held else ""
     )
-    verdicts = f"(paper / controlled) {verdicts}"
     if data.negative_control:
         verdicts = f"negative control (P untrained): {verdicts}"
     return (

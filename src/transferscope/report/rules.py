@@ -207,6 +207,8 @@ class Finding:
     meaning: str = ""
     """What it means for this study when the paper's comparison holds and the controlled one
     does not (one sentence, shown with the finding then)."""
+    short: str = ""
+    """A few words for the verdict grid."""
 
     @property
     def paper(self) -> Verdict:
