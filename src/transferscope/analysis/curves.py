@@ -81,7 +81,7 @@ def common_threshold(
     if not 0 < fraction <= 1:
         raise TransferscopeError(f"fraction must be in (0, 1], got {fraction}")
     values = [float(f) for f in finals if _finite(f)]
-    if floor is not None and any(v > floor for v in values):
+    if floor is not None:
         values = [v for v in values if v > floor]
     if not values or min(values) <= chance:
         return None
