@@ -10,7 +10,6 @@ permutations of one basin.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -44,7 +43,7 @@ from transferscope.report.rules import (
     fmt,
     learned_barriers,
     mean,
-    voided,
+    without_learned_pairs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,14 +114,7 @@ def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
     linear, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.linear)
     aligned, _ = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.aligned)
     if not linear or not aligned:
-        result = TargetResult(target, UNMEASURED, "no aligned RI-T/RI-T pair")
-        if dead:
-            return voided(
-                replace(result, measured="no RI-T/RI-T pair that learned"),
-                dead,
-                "a barrier between models at chance level means nothing",
-            )
-        return result
+        return without_learned_pairs(target, "aligned RI-T/RI-T", dead)
     lin, ali = mean(v for v, _ in linear), mean(v for v, _ in aligned)
     assert lin is not None and ali is not None
     noise = math.hypot(max(n for _, n in linear), max(n for _, n in aligned))

@@ -11,7 +11,6 @@ line separates.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
@@ -36,7 +35,6 @@ from transferscope.analysis.connectivity import curve_summary, evaluate_curve, f
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     INCONCLUSIVE,
-    UNMEASURED,
     TargetResult,
     barrier_decide,
     barrier_verdict,
@@ -44,7 +42,7 @@ from transferscope.report.rules import (
     fmt,
     learned_barriers,
     mean,
-    voided,
+    without_learned_pairs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,14 +125,7 @@ def C10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
     curves, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.curve)
     linear = path_barriers(e.pairs, "RI-T/RI-T", lambda p: p.linear)
     if not curves:
-        result = TargetResult(target, UNMEASURED, "no RI-T/RI-T curve")
-        if dead:
-            return voided(
-                replace(result, measured="no RI-T/RI-T curve between models that learned"),
-                dead,
-                "a path between models at chance level is flat at chance and means nothing",
-            )
-        return result
+        return without_learned_pairs(target, "RI-T/RI-T curve", dead)
     worst = max(v for v, _ in curves)
     text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
     pt_rit = path_barriers(e.pairs, "P-T/RI-T", lambda p: p.curve)

@@ -33,7 +33,6 @@ from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     INCONCLUSIVE,
-    UNMEASURED,
     TargetResult,
     barrier_decide,
     barrier_verdict,
@@ -42,7 +41,7 @@ from transferscope.report.rules import (
     fmt,
     learned_barriers,
     p_guard,
-    voided,
+    without_learned_pairs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,18 +195,7 @@ def _barrier_result(
     ``missing`` names a group left empty (not measured, or voided when its pairs held runs at
     chance level: ``dead``)."""
     if missing:
-        result = TargetResult(target, UNMEASURED, f"{missing} barrier missing")
-        if dead:
-            result = voided(
-                replace(
-                    result,
-                    verdict=INCONCLUSIVE,
-                    measured=f"{missing} left without a pair that learned",
-                ),
-                dead,
-                "a barrier between models at chance level is flat at chance and means nothing",
-            )
-        return result
+        return without_learned_pairs(target, missing, dead)
     verdict = barrier_verdict(flat=flat, walls=walls)
     decide = (
         decide_text([barrier_decide([*flat, *walls], examples)]) if verdict == INCONCLUSIVE else ""

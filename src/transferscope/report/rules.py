@@ -702,6 +702,18 @@ def barrier_decide(
     return Decide(where, examples=n)
 
 
+def without_learned_pairs(target: str, missing: str, dead: Sequence[RunRow]) -> TargetResult:
+    """A barrier rule's result when ``missing`` (a pair kind) has no pair to read: not measured,
+    or, when its pairs held runs at chance level (``dead``), inconclusive naming them."""
+    if not dead:
+        return TargetResult(target, UNMEASURED, f"{missing} barrier missing")
+    return voided(
+        TargetResult(target, INCONCLUSIVE, f"{missing} left without a pair that learned"),
+        dead,
+        "a path between models at chance level is flat at chance and means nothing",
+    )
+
+
 def learned_barriers(
     pairs: Sequence[Any],
     name: str,
@@ -773,4 +785,5 @@ __all__ = [
     "seeds_decide",
     "spearman",
     "voided",
+    "without_learned_pairs",
 ]
