@@ -45,6 +45,22 @@ def test_common_threshold_sits_between_chance_and_the_lower_final():
         common_threshold(0.1, [0.9], 0.0)
 
 
+def test_a_side_at_chance_does_not_set_the_bar():
+    """A side within the chance band learned nothing: the bar comes from the side that did, and
+    the side at chance is "not reached" (slower), never compared on a bar at chance."""
+    # Without the band, RI-T's 0.12 would put the bar at 0.118, which both cross at once.
+    assert common_threshold(0.1, [0.75, 0.12], 0.9) == pytest.approx(0.118)
+    assert common_threshold(0.1, [0.75, 0.12], 0.9, floor=0.135) == pytest.approx(0.685)
+    assert common_threshold(0.1, [0.13, 0.12], 0.9, floor=0.135) is None  # no side learned
+    pt = [[{"epoch": e, "step": e, "metric": m} for e, m in enumerate([0.1, 0.7, 0.75])]]
+    rit = [[{"epoch": e, "step": e, "metric": m} for e, m in enumerate([0.1, 0.13, 0.12])]]
+    from transferscope.analysis.curves import compare_curves
+
+    out = compare_curves(pt, rit, 0.1, 0.9, floor=0.135)
+    assert out["P-T"]["epochs_to_threshold"] == [1.0]
+    assert out["RI-T"]["reached"] == [False]
+
+
 def test_a_run_that_barely_learns_is_not_fast():
     """Against its own final metric a run that stays near chance 'converges' at once; against a
     common bar it never gets there (or gets there last)."""

@@ -352,23 +352,26 @@ def _interval(estimate: float, se: float) -> dict[str, Any]:
 
 
 def _curves_entry(
-    target: str, drop: float, lost: float, beats: int = 1, se: float | None = 0.2
+    target: str, gain: float, lost: float, beats: int = 1, se: float | None = 0.2
 ) -> dict[str, Any]:
-    """A target's curves entry: relative drop ``drop`` unshuffled, ``drop - lost`` at b1, both
-    with standard error ``se`` (None: no interval stored, as before curves version 3)."""
+    """A target's curves entry: headroom gain ``gain`` hundredths unshuffled (P-T 0.9, RI-T set
+    to give it), ``gain - lost`` at b1, both with standard error ``se`` hundredths (None: no
+    interval stored)."""
+    g, lost_, se_ = gain / 100, lost / 100, None if se is None else se / 100
+    rit = (0.9 - g) / (1 - g)  # (0.9 - rit) / (1 - rit) = g
     runs = {"P-T": [f"PT-{target}"], "RI-T": [f"RIT-{target}"]}
-    test = cmp(1, lost) if se is None else _interval(lost, se)
-    small = {**shuffled(test, [1], [3]), "relative_drop": drop - lost, "runs": runs}
+    test = cmp(1, lost_) if se_ is None else _interval(lost_, se_)
+    small = {**shuffled(cmp(1, 1.0), [1], [3]), "gain_test": test, "runs": runs}
     entry = curves(
         cmp(beats, 0.05, p=1e-4 if beats else 0.5),
         [1],
         [3],
-        shuffles=[{**unshuffled(drop), "runs": runs}, small],
+        shuffles=[{**unshuffled(gain), "runs": runs}, small],
     )
-    entry.update(gap(side(0.9, [1]), side(0.85, [3]), 0.8, drop), runs=runs)
-    entry["speed_gap_epochs"] = drop / 2
-    if se is not None:
-        entry["drop_interval"] = _interval(drop, se)
+    entry.update(gap(side(0.9, [1]), side(rit, [3]), 0.8, gain), runs=runs)
+    entry["speed_gap_epochs"] = gain / 2
+    if se_ is not None:
+        entry["gain_interval"] = _interval(g, se_)
     return entry
 
 
@@ -386,7 +389,7 @@ def _study(
     docs["domain"] = registry.get("domain").Result.model_validate(domain)
     targets = {t: _curves_entry(t, *drops[t], beats=beats, se=se) for t in drops}
     docs["curves"] = registry.get("curves").Result.model_validate(
-        {"analysis": "curves", "version": 3, "status": "ok", "targets": targets}
+        {"analysis": "curves", "version": 4, "status": "ok", "targets": targets}
     )
     rows = [run_row("P-0", "P", chance=p_at_chance)]
     for t in distances:
@@ -411,7 +414,7 @@ def test_c11_holds_when_benefit_and_shuffle_loss_fall_with_distance() -> None:
     assert [t.target for t in found.per_target] == [ACROSS_TARGETS]
     row = found.per_target[0]
     assert "a 1 < b 2 < c 5 < d 9" in row.measured and "ρ = -1.00" in row.measured
-    assert "8 ± 0.2%" in row.measured
+    assert "headroom gain 0.08 ± 0.002" in row.measured
     assert "sign over 2000 redraws" in row.statistic and "other sign in 0" in row.statistic
     # Ranked by the measure the result names: MMD gives the same order here.
     assert c11(_study(NEAR_TO_FAR, drops, measure="mmd")).verdict == HOLDS

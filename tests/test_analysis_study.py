@@ -102,6 +102,34 @@ def test_study_steps_write_every_analysis(study):
     # its bootstrap interval: C11's noise.
     drop = curves["drop_interval"]
     assert drop["low"] <= drop["estimate"] <= drop["high"] and "bootstrap" in drop["method"]
+    # C11's measure, the headroom gain, from the same outputs (an independent computation).
+    store, plan, _ = study
+    accuracy = {}
+    for kind in ("P-T", "RI-T"):
+        runs = [
+            r for r in plan.select(kind=kind, target="digits", shuffle=None) if not r.same_init_as
+        ]
+        accuracy[kind] = np.mean(
+            [
+                (
+                    np.load(store.root / "runs" / r.id / "predictions" / "test_outputs.npy").argmax(
+                        1
+                    )
+                    == np.load(store.root / "runs" / r.id / "predictions" / "test_targets.npy")
+                ).mean()
+                for r in runs
+            ]
+        )
+    gain = (accuracy["P-T"] - accuracy["RI-T"]) / (1 - accuracy["RI-T"])
+    assert curves["gain_interval"]["estimate"] == pytest.approx(gain)
+    assert curves["gain_interval"]["n"] == N_TEST
+    # The chance band on 20 test examples of 10 classes: 0.1 + 2.576 sqrt(0.09 / 20).
+    assert curves["chance_band"] == pytest.approx(0.1 + 2.576 * math.sqrt(0.09 / 20), rel=1e-3)
+    # The control: P-T against the fine-tunes of P's untrained init (both seeds).
+    control = curves["control"]
+    assert control["status"] == "ok" and len(control["runs"]["P@0-T"]) == 2
+    assert control["P@0-T"]["epochs_to_threshold"] == [1.0, 1.0]
+    assert control["final_test"]["status"] == "ok" and control["final_test"]["n"] == N_TEST
     assert [g["shuffle"] for g in curves["shuffles"]] == [None]  # b4's RI-T is not done
     assert pending.id in docs["curves"]["runs_missing"]
 

@@ -163,8 +163,10 @@ def test_interpolation_criticality_trajectory_steps(study) -> None:
     # One bar for every point: 0.1 + 0.9 (0.93 - 0.1) = 0.847 (chance 1/10).
     assert traj["threshold"] == pytest.approx(0.847)
     assert early["epochs_to_threshold"] == 3.0 and final["epochs_to_threshold"] == 1.0
-    assert [p["early"] for p in traj["points"]] == [True, True, False]
+    # k = 0 is the untrained init (the control), not an early checkpoint of pre-training.
+    assert [p["early"] for p in traj["points"]] == [False, True, False]
     assert early["barrier_metric"] is not None and early["barrier_loss"] >= 0
     assert len(final["runs"]) == 2
-    # No saved predictions in this fake study: the paired test says why it is missing.
+    # No saved predictions in this fake study: the paired tests say why they are missing.
     assert early["vs_final"]["status"] == "skipped"
+    assert early["vs_start"]["status"] == "skipped" and control.get("vs_start") is None

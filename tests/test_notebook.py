@@ -136,8 +136,16 @@ def test_findings_table_matches_the_report(root: Path) -> None:
     assert len(table) == sum(len(f.per_target) for f in findings)
     for f in findings:
         rows = table[table.claim == f.id]
-        assert set(rows.overall) == {f.verdict}
-        assert dict(zip(rows.target, rows.verdict, strict=True)) == f.targets
+        assert set(rows.paper_overall) == {f.paper}
+        assert dict(zip(rows.target, rows.paper, strict=True)) == f.targets
+        if f.controlled_rule is None:
+            assert rows.controlled.isna().all() and rows.controlled_overall.isna().all()
+        else:
+            assert set(rows.controlled_overall) == {f.controlled}
+            expected = {t.target: t.controlled.verdict for t in f.per_target if t.controlled}
+            assert {
+                k: v for k, v in zip(rows.target, rows.controlled, strict=True) if k in expected
+            } == expected
 
 
 def test_not_measured_names_every_skip_with_its_reason(root: Path, tmp_path: Path) -> None:

@@ -232,3 +232,32 @@ def test_negative_control_plans_an_untrained_p():
     assert ks == {0.0}
     assert all(r.spec.parent == p.id for r in plan.select(kind="P-T"))
     assert p.id not in {r.id for r in build_plan(micro(), infos_for(cfg)).runs}
+
+
+def test_more_seeds_add_runs_and_keep_the_old_ones():
+    """A study grown from two seeds to three keeps every run of the two-seed plan (same ids and
+    roles) and adds the new seed's P-T and RI-T, a same-init RI-T and a control fine-tune for
+    it, so that every pair kind (the controlled verdicts' baselines included) grows with the
+    seeds; the i-th shuffle seed trains with the i-th study seed."""
+    two = micro().model_copy(
+        update={"shuffles": micro().shuffles.model_copy(update={"seeds": [0, 1]})}
+    )
+    three = two.model_copy(update={"seeds": [0, 1, 2]})
+    small, large = build_plan(two, infos_for(two)), build_plan(three, infos_for(three))
+    before = {r.id: r for r in small.runs}
+    after = {r.id: r for r in large.runs}
+    assert set(before) <= set(after)
+    assert all(after[i].model_dump() == r.model_dump() for i, r in before.items())
+    added = [after[i] for i in after if i not in before]
+    t = "digits"
+    kinds = sorted((r.spec.kind, r.seed, bool(r.same_init_as)) for r in added if r.target == t)
+    assert kinds == [("P-T", 2, False), ("P@k-T", 2, False), ("RI-T", 2, False), ("RI-T", 2, True)]
+    same = [r for r in large.select(kind="RI-T", target=t) if r.same_init_as]
+    first = large.by_id()[same[0].same_init_as]
+    assert {r.same_init_as for r in same} == {first.id}
+    assert {r.spec.init_seed for r in same} == {first.seed}
+    control = [r for r in large.select(kind="P@k-T", target=t) if r.checkpoint == 0]
+    assert sorted(r.seed for r in control) == [0, 1, 2]
+    # Shuffled replicates: permutation i with study seed i (independent runs, not one seed).
+    shuffled = {(r.shuffle_seed, r.seed) for r in small.select(kind="P-T", target=t, shuffle="b7")}
+    assert shuffled == {(0, 0), (1, 1)}

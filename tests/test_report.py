@@ -758,9 +758,9 @@ def test_verdicts_on_the_hand_made_study(full: tuple[Path, Path]) -> None:
     findings = {f.id: f for f in evaluate_findings(load_study(full[0]))}
     assert [f for f in findings] == [f"C{i}" for i in range(1, 12)]
     # C11 ranks targets: two are too few for a rank correlation.
-    assert findings["C11"].verdict == UNMEASURED
+    assert findings["C11"].paper == UNMEASURED
     for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10"):
-        assert findings[claim].verdict == HOLDS, (claim, findings[claim].measured)
+        assert findings[claim].paper == HOLDS, (claim, findings[claim].measured)
     # Only digits has interpolation results: the other target is not measured there.
     assert [t.verdict for t in findings["C6"].per_target] == [HOLDS, UNMEASURED]
     assert [t.verdict for t in findings["C7"].per_target] == [HOLDS, UNMEASURED]
@@ -783,7 +783,7 @@ def test_partial_study_says_not_run(partial: tuple[Path, Path]) -> None:
     assert page.finding_rows == 11
     for src in page.images:
         assert (index.parent / src).is_file()
-    findings = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    findings = {f.id: f.paper for f in evaluate_findings(load_study(root))}
     assert findings["C4"] == findings["C6"] == findings["C7"] == findings["C8"] == UNMEASURED
     assert findings["C9"] == findings["C10"] == UNMEASURED
     assert findings["C1"] == HOLDS
@@ -809,7 +809,9 @@ def test_report_reads_only_the_study(partial: tuple[Path, Path]) -> None:
 def test_markdown_summary(full: tuple[Path, Path]) -> None:
     text = markdown_summary(full[0])
     rows = [line for line in text.splitlines() if re.match(r"\| C\d+ \|", line)]
-    assert len(rows) == 11
+    assert len(rows) == 22  # the verdict grid, then the findings table: a row per claim each
+    header = next(line for line in text.splitlines() if line.startswith("| claim | statement"))
+    assert "| paper | controlled |" in header
     assert "**holds**" in text
     assert "interpolation: ok" in text
 
@@ -827,7 +829,7 @@ def test_broken_analysis_file_does_not_break_the_report(tmp_path: Path) -> None:
     _write(root / "analyses" / "curves.json", "{not json")
     text = build_report(root).read_text()
     assert "could not be read" in text
-    assert {f.verdict for f in evaluate_findings(load_study(root))} == {UNMEASURED}
+    assert {f.paper for f in evaluate_findings(load_study(root))} == {UNMEASURED}
 
 
 def test_failing_claims(tmp_path: Path) -> None:
@@ -850,7 +852,7 @@ def test_failing_claims(tmp_path: Path) -> None:
     for p in traj["targets"]["digits"]["points"][:2]:
         p["vs_final"] = comparison(-1, -0.3, low=-0.35, high=-0.25)
     _write(a / "trajectory.json", traj)
-    verdicts = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    verdicts = {f.id: f.paper for f in evaluate_findings(load_study(root))}
     assert verdicts["C1"] == verdicts["C6"] == verdicts["C7"] == verdicts["C8"] == FAILS
     assert verdicts["C3"] == HOLDS
 
@@ -882,7 +884,7 @@ def test_a_document_missing_a_field_names_file_and_field(
     # The report still builds: the section says why, the claim is not measured.
     assert missing in build_report(root, formats=("png",)).read_text()
     found = {f.id: f for f in evaluate_findings(load_study(root))}[claim]
-    assert found.verdict == UNMEASURED
+    assert found.paper == UNMEASURED
 
 
 def test_spearman_and_depth_order() -> None:
@@ -934,19 +936,19 @@ def test_basin_claims_fail_and_go_unmeasured_honestly(tmp_path: Path) -> None:
     connected = json.loads((a / "connectivity.json").read_text())
     connected["targets"]["digits"]["pairs"][0]["curve"]["barrier_metric"] = 0.2
     _write(a / "connectivity.json", connected)
-    verdicts = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    verdicts = {f.id: f.paper for f in evaluate_findings(load_study(root))}
     assert verdicts["C9"] == verdicts["C10"] == FAILS
     # Within the noise of 1000 test examples: neither shrinks nor flat, inconclusive.
     rit["aligned"]["barrier_metric"] = 0.39
     _write(a / "alignment.json", aligned)
     connected["targets"]["digits"]["pairs"][0]["curve"]["barrier_metric"] = 0.02
     _write(a / "connectivity.json", connected)
-    verdicts = {f.id: f.verdict for f in evaluate_findings(load_study(root))}
+    verdicts = {f.id: f.paper for f in evaluate_findings(load_study(root))}
     assert verdicts["C9"] == verdicts["C10"] == INCONCLUSIVE
     rit["linear"]["barrier_metric"] = BARRIER_TOLERANCE / 2  # no barrier to shrink
     _write(a / "alignment.json", aligned)
     c9 = next(f for f in evaluate_findings(load_study(root)) if f.id == "C9")
-    assert c9.verdict == UNMEASURED and "no linear barrier to shrink" in c9.measured
+    assert c9.paper == UNMEASURED and "no linear barrier to shrink" in c9.measured
 
 
 def test_an_unchanged_study_is_not_redrawn(partial: tuple[Path, Path], tmp_path: Path) -> None:

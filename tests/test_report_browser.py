@@ -39,7 +39,10 @@ window.addEventListener("load", function () {
     loaded: imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
     broken: imgs.filter(function (i) { return !(i.naturalWidth > 0); }).map(function (i) { return i.src; }),
     errors: window.__errors,
-    findings: document.querySelectorAll("#findings-table tbody tr").length
+    findings: document.querySelectorAll("#findings-table tbody tr").length,
+    gridRows: document.querySelectorAll("#verdict-grid tbody tr").length,
+    gridBottom: document.getElementById("verdict-grid").getBoundingClientRect().bottom,
+    gridRight: document.getElementById("verdict-grid").getBoundingClientRect().right
   };
   var pre = document.createElement("pre");
   pre.id = "ts-check";
@@ -96,7 +99,13 @@ def test_report_renders_offline_with_all_figures(
     check_page = report.with_name("_browser_check.html")
     check_page.write_text(text.replace("<head>", "<head>" + CHECK, 1))
     profile = tmp_path_factory.mktemp("profile")
-    proc = _chromium(profile, "--virtual-time-budget=10000", "--dump-dom", check_page.as_uri())
+    proc = _chromium(
+        profile,
+        "--window-size=1280,720",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        check_page.as_uri(),
+    )
     match = re.search(r'<pre id="ts-check">(.*?)</pre>', proc.stdout, re.S)
     assert match, f"no check result; stderr:\n{proc.stderr[-2000:]}"
     result = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
@@ -106,6 +115,9 @@ def test_report_renders_offline_with_all_figures(
     assert result["loaded"] == expected
     assert result["errors"] == []
     assert result["findings"] == sum(len(u.claims) for u in registry.units())
+    # The verdict grid, a row per claim, fits the first screen of a 1280 x 720 window.
+    assert result["gridRows"] == result["findings"]
+    assert result["gridBottom"] <= 720 and result["gridRight"] <= 1280, result
     assert _console_errors(proc.stderr) == []
 
 

@@ -1,9 +1,11 @@
 """Rank correlations of the noise models: against scipy, against their definitions, and how a
-measured order survives (or not) the noise of each measurement."""
+measured order survives (or not) the noise of each measurement; the power calculations that say
+what would decide an inconclusive verdict, against the normal formulas."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -87,3 +89,47 @@ def test_exact_permutation_p_of_spearman_trend_counts_orderings() -> None:
     rhos = [stats.spearmanr(range(4), p).statistic for p in itertools.permutations(values)]
     expected = np.mean([r >= rho - 1e-12 for r in rhos])
     assert spearman_trend(values).p_value == pytest.approx(expected)
+
+
+def test_power_of_more_seeds_matches_the_noncentral_t() -> None:
+    """seeds_to_decide against an independent formulation: the power of a two-sided
+    two-sample t-test with groups of n is P(|T| > t_crit) for T noncentral t with 2n - 2
+    degrees of freedom and noncentrality d sqrt(n / 2) (scipy), and the answer is the first n
+    whose power reaches 0.8."""
+    from scipy.stats import nct, t
+
+    from transferscope.analysis.statistics import seeds_to_decide
+
+    def power(d: float, n: int) -> float:
+        df, nc = 2 * n - 2, d * math.sqrt(n / 2)
+        crit = t.ppf(0.975, df)
+        return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+
+    for d in (0.8, 1.0, 1.5, 3.0):
+        n = seeds_to_decide(d, 1.0, lambda s: (s, s))
+        assert n is not None and power(d, n) >= 0.8 > power(d, n - 1), (d, n)
+        # The effect's sign and its units do not matter, only its size against the spread.
+        assert seeds_to_decide(-2 * d, 2.0, lambda s: (s, s)) == n
+    # A fixed baseline of one value caps the power: a small effect is never decided.
+    assert seeds_to_decide(1.0, 1.0, lambda s: (s, 1)) is None
+    assert seeds_to_decide(4.0, 1.0, lambda s: (s, 1)) is not None
+    assert seeds_to_decide(0.0, 1.0, lambda s: (s, s)) is None
+
+
+def test_examples_to_decide_matches_the_normal_formula() -> None:
+    from scipy.stats import norm
+
+    from transferscope.analysis.statistics import examples_for_sign_test, examples_to_decide
+
+    for effect, sd in ((0.02, 0.3), (0.05, 0.5), (0.1, 0.45)):
+        formula = ((norm.ppf(0.975) + norm.ppf(0.8)) * sd / effect) ** 2
+        assert examples_to_decide(effect, sd) == math.ceil(formula - 1e-9)
+        one_sided = ((norm.ppf(0.95) + norm.ppf(0.8)) * sd / effect) ** 2
+        assert examples_to_decide(effect, sd, one_sided=True) == math.ceil(one_sided - 1e-9)
+        # The sign of the effect does not matter, only its size against the spread.
+        assert examples_to_decide(-effect, sd) == examples_to_decide(effect, sd)
+    # The sign test: Cohen's h of the win share against 1/2, scaled by the disagreement rate.
+    h = 2 * math.asin(math.sqrt(0.6)) - 2 * math.asin(math.sqrt(0.5))
+    disagreements = ((norm.ppf(0.975) + norm.ppf(0.8)) / h) ** 2
+    assert examples_for_sign_test(60, 40, 1000) == math.ceil(disagreements * 1000 / 100 - 1e-9)
+    assert examples_for_sign_test(50, 50, 1000) is None

@@ -365,6 +365,43 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
     assert "lr: 0.05" in (out / "study.yaml").read_text()
 
 
+@pytest.mark.slow
+def test_a_study_grows_by_seeds_and_targets_without_force(tmp_path: Path) -> None:
+    """More seeds (``--seeds`` or the config) or another target grow a study: the finished runs
+    are kept by id, only the new ones train. Anything else still needs --force."""
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(STUDY_YAML)
+    out = tmp_path / "study"
+    result = invoke("run", str(config_file), "--out", str(out), "--threads", "1", "--no-analyses")
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/DONE")}
+    assert len(done) == 3
+    result = invoke("run", "--out", str(out), "--seeds", "0,1", "--threads", "1", "--no-analyses")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    # The second seed's P-T and RI-T and the two control fine-tunes of P's untrained init.
+    assert "growing the study" in said and "seeds 0 → 0,1" in said
+    assert "7 runs, 4 to train" in said
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/DONE")}
+    assert len(after) == 7 and all(after[run] == t for run, t in done.items())
+    assert "seeds:\n- 0\n- 1" in (out / "study.yaml").read_text()
+    # Another target in the config file: grows too (planned here, not trained).
+    grown = STUDY_YAML.replace("[0]", "[0, 1]").replace(
+        "targets: [{name: digits, options: {image_size: 8}}]",
+        "targets: [{name: digits, options: {image_size: 8}}, "
+        "{name: digits, id: second, options: {image_size: 8}}]",
+    )
+    config_file.write_text(grown)
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "targets + second" in " ".join(result.stdout.split())
+    # Seeds in another order change the roles of finished runs: another study, --force needed.
+    result = invoke("run", "--out", str(out), "--seeds", "1,0", "--plan-only")
+    assert result.returncode == 2 and "differs in seeds" in " ".join(result.stderr.split())
+    result = invoke("run", "--out", str(out), "--seeds", "0,x")
+    assert result.returncode == 2 and "--seeds '0,x'" in result.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # one command per study directory
 

@@ -151,11 +151,18 @@ def run_cmd(
     force: bool = typer.Option(
         False, "--force", help="run a config that differs from the study already in --out"
     ),
+    seeds: str = typer.Option(
+        None,
+        "--seeds",
+        help="the seeds, comma-separated (e.g. 0,1,2): on an existing study, more seeds grow it "
+        "(only the new runs train)",
+    ),
 ) -> None:
     """Run (or resume) a study: plan, train every run not yet done, analyse, say where it is.
 
     On a directory that already holds a study, no config resumes it with its own (study.yaml); a
-    config that differs from it is refused unless --force.
+    config that only adds seeds, targets or shuffle seeds grows it (only the new runs train); a
+    config that differs otherwise is refused unless --force.
     """
     from transferscope.study.lock import StudyLock
     from transferscope.study.store import StudyStore
@@ -174,7 +181,7 @@ def run_cmd(
     store = StudyStore(root)
     store.create()
     with StudyLock(root):
-        cfg = _study_config(store, given, force)
+        cfg = _study_config(store, given, force, _parse_seeds(seeds))
         updates: dict[str, Any] = {"output": root}
         if device is not None:
             updates["device"] = device
@@ -198,23 +205,55 @@ def run_cmd(
         )
 
 
-def _study_config(
-    store: Any, given: config_mod.StudyConfig | None, force: bool
-) -> config_mod.StudyConfig:
-    """The config to run: the given one, or the study's own when none is given.
+def _parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as a list (None when not given)."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TransferscopeError(
+            f"--seeds {text!r}: give comma-separated integers, e.g. --seeds 0,1,2"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise TransferscopeError(
+            f"--seeds {text!r}: give one or more distinct integers, e.g. --seeds 0,1,2"
+        )
+    return seeds
 
-    A given config that differs from the study's is refused (naming the keys) unless ``force``.
+
+def _with_seeds(cfg: config_mod.StudyConfig, seeds: list[int]) -> config_mod.StudyConfig:
+    """``cfg`` with ``seeds``, validated as the config's own seeds are."""
+    return config_mod.StudyConfig.model_validate({**cfg.model_dump(mode="json"), "seeds": seeds})
+
+
+def _study_config(
+    store: Any,
+    given: config_mod.StudyConfig | None,
+    force: bool,
+    seeds: list[int] | None = None,
+) -> config_mod.StudyConfig:
+    """The config to run: the given one, or the study's own when none is given, with ``seeds``
+    (``--seeds``) in place of its seeds.
+
+    A config that only grows the study (more seeds, targets, shuffle seeds) is run there; one
+    that differs otherwise is refused (naming the keys) unless ``force``.
     """
+    if given is not None and seeds is not None:
+        given = _with_seeds(given, seeds)
     if not store.is_study():
-        return given or config_mod.load_preset("mini")
+        cfg = given or config_mod.load_preset("mini")
+        return _with_seeds(cfg, seeds) if seeds is not None else cfg
     if given is None:
         cfg = store.read_config()
-        console.print(
-            f"resuming the study in {store.root} with its own config (study.yaml)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return cfg
+        if seeds is None:
+            console.print(
+                f"resuming the study in {store.root} with its own config (study.yaml)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return cfg
+        given = _with_seeds(cfg, seeds)
     try:
         old = store.read_config()
     except TransferscopeError:
@@ -223,6 +262,15 @@ def _study_config(
         return given
     changes = config_mod.study_changes(old, given)
     if not changes:
+        return given
+    growth = config_mod.study_growth(old, given)
+    if growth:
+        console.print(
+            f"growing the study in {store.root}: {escape('; '.join(growth))}; finished runs are "
+            "kept, the new ones train, and the analyses that read them are computed again",
+            highlight=False,
+            soft_wrap=True,
+        )
         return given
     shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
     if not force:

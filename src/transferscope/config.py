@@ -110,12 +110,14 @@ class StudyConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
     pretrain_seed: int = 0
     same_init_pair: bool = Field(
-        default=True, description="also train an RI-T pair from one shared random init (§3)"
+        default=True,
+        description="also train, for each seed after the first, an RI-T from the first RI-T's "
+        "random init: pairs that share an init (§3)",
     )
     control_pair: bool = Field(
         default=True,
-        description="also fine-tune two seeds from P's untrained init (P@0-T/P@0-T): the pair "
-        "that shares a start and the fine-tuning recipe but no pre-training",
+        description="also fine-tune every seed from P's untrained init (P@0-T): pairs that share "
+        "a start and the fine-tuning recipe but no pre-training (the controlled verdicts)",
     )
     head_init: Literal["random", "zero"] = Field(
         default="random",
@@ -368,6 +370,41 @@ def study_changes(old: StudyConfig, new: StudyConfig) -> list[str]:
         return data
 
     return changed_keys(plain(old), plain(new))
+
+
+def study_growth(old: StudyConfig, new: StudyConfig) -> list[str] | None:
+    """What ``new`` adds to ``old`` when it only grows the study: more seeds (the old ones
+    first, in their order), more targets (every old one kept as it was) or more shuffle seeds.
+    Every run of ``old`` then keeps its id and role, so only the new runs train. None when
+    ``new`` changes anything else (or removes something); [] when nothing differs."""
+    grown: list[str] = []
+    for key, before, after in (
+        ("seeds", old.seeds, new.seeds),
+        ("shuffles.seeds", old.shuffles.seeds, new.shuffles.seeds),
+    ):
+        if after[: len(before)] != before:
+            return None
+        if len(after) > len(before):
+            grown.append(f"{key} {_ints(before)} → {_ints(after)}")
+    old_targets = [t.model_dump(mode="json") for t in old.targets]
+    new_targets = [t.model_dump(mode="json") for t in new.targets]
+    if any(t not in new_targets for t in old_targets):
+        return None
+    added = [t.label for t in new.targets if t.model_dump(mode="json") not in old_targets]
+    if added:
+        grown.append(f"targets + {', '.join(added)}")
+    same = new.model_copy(
+        update={
+            "seeds": old.seeds,
+            "targets": old.targets,
+            "shuffles": new.shuffles.model_copy(update={"seeds": old.shuffles.seeds}),
+        }
+    )
+    return grown if not study_changes(old, same) else None
+
+
+def _ints(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
 
 
 # Sources that stream image files from disk: the only ones that can hold an unreadable image.

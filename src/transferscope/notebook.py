@@ -255,22 +255,41 @@ class Study:
 
     @property
     def findings(self) -> pd.DataFrame:
-        """One row per claim and target: the verdict there, the numbers and the statistic;
-        ``overall`` is the claim's verdict over every target (as in the findings table)."""
-        rows = [
-            {
-                "claim": f.id,
-                "text": f.claim,
-                "overall": f.verdict,
-                "target": t.target,
-                "verdict": t.verdict,
-                "measured": t.measured,
-                "statistic": t.statistic,
-            }
-            for f in self.claims
-            for t in f.per_target
-        ]
-        columns = ["claim", "text", "overall", "target", "verdict", "measured", "statistic"]
+        """One row per claim and target: the *paper* verdict there (the comparison as the paper
+        made it) and the *controlled* one (is pre-training the cause?; None for a claim
+        without a control), each with its numbers, statistic and what would decide it when
+        inconclusive; ``paper_overall`` and ``controlled_overall`` are the claim's verdicts over
+        every target (as in the findings table), ``voided_by`` the runs at chance level that
+        voided a verdict."""
+        rows = []
+        for f in self.claims:
+            for t in f.per_target:
+                c = t.controlled
+                rows.append(
+                    {
+                        "claim": f.id,
+                        "text": f.claim,
+                        "target": t.target,
+                        "paper": t.verdict,
+                        "controlled": None
+                        if f.controlled_rule is None
+                        else (c.verdict if c is not None else "not measured"),
+                        "paper_overall": f.paper,
+                        "controlled_overall": f.controlled,
+                        "measured": t.measured,
+                        "statistic": t.statistic,
+                        "decide": t.decide,
+                        "controlled_measured": c.measured if c is not None else None,
+                        "controlled_statistic": c.statistic if c is not None else None,
+                        "controlled_decide": c.decide if c is not None else None,
+                        "voided_by": sorted({*t.voided_by, *(c.voided_by if c else ())}),
+                    }
+                )
+        columns = [
+            "claim", "text", "target", "paper", "controlled", "paper_overall",
+            "controlled_overall", "measured", "statistic", "decide", "controlled_measured",
+            "controlled_statistic", "controlled_decide", "voided_by",
+        ]  # fmt: skip
         return _frame(rows, columns)
 
     @property

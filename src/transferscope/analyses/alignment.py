@@ -22,7 +22,6 @@ from transferscope.analyses.paths import (
     PathsEntry,
     PathsResult,
     SkippedPair,
-    barriers,
     measure_pairs,
     pair_paths,
     path_barriers,
@@ -36,11 +35,15 @@ from transferscope.analysis.interpolation import interpolate
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
+    Decide,
     TargetResult,
-    _barrier_state,
+    barrier_state,
     combine,
+    decide_text,
     fmt,
+    learned_barriers,
     mean,
+    without_learned_pairs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,13 +105,16 @@ def _measure(ctx: StudyContext, opts: AlignmentOptions, a: PlannedRun, b: Planne
     "the mean RI-T/RI-T barrier (metric) on the straight line after permuting B's units to "
     "match A (weight matching) is below the plain barrier by more than twice the "
     "standard error of the difference and "
-    f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink.",
+    f"{BARRIER_TOLERANCE:g}; not measured when there is no plain barrier to shrink; pairs "
+    "holding a run at chance level are left out.",
+    guards_chance=True,
+    short="RI-T barriers shrink after alignment",
 )
 def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
-    linear = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.linear)
-    aligned = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.aligned)
+    linear, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.linear)
+    aligned, _ = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.aligned)
     if not linear or not aligned:
-        return TargetResult(target, UNMEASURED, "no aligned RI-T/RI-T pair")
+        return without_learned_pairs(target, "aligned RI-T/RI-T", dead)
     lin, ali = mean(v for v, _ in linear), mean(v for v, _ in aligned)
     assert lin is not None and ali is not None
     noise = math.hypot(max(n for _, n in linear), max(n for _, n in aligned))
@@ -119,11 +125,26 @@ def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
         if a is not None and b is not None:
             text += f"; {other} {fmt(a)} → {fmt(b)}"
     stat = f"shrinks by more than 2 s.e. of the difference ({fmt(noise, 2)})"
-    if _barrier_state(lin, max(n for _, n in linear)) <= 0:
+    if barrier_state(lin, max(n for _, n in linear)) <= 0:
         return TargetResult(target, UNMEASURED, text + " (no linear barrier to shrink)", stat)
     change = lin - ali
     direction = 1 if change > max(noise, BARRIER_TOLERANCE) else (-1 if change < -noise else 0)
-    return TargetResult(target, combine(direction), text, stat)
+    decide = ""
+    if direction == 0:
+        from transferscope.analysis.statistics import examples_to_decide
+
+        # noise = 2 s.e. of the difference: the per-example spread is noise / 2 × sqrt(n).
+        sd = noise / 2 * math.sqrt(e.examples) if e.examples else 0.0
+        n = examples_to_decide(change, sd) if sd > 0 else None
+        where = f"shrinks by {fmt(change)} ± {fmt(noise / 2, 2)}"
+        decide = decide_text(
+            [
+                Decide(where, examples=n)
+                if n is not None
+                else Decide(where, never="more test examples would not decide it")
+            ]
+        )
+    return TargetResult(target, combine(direction), text, stat, decide=decide)
 
 
 @register

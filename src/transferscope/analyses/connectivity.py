@@ -23,7 +23,6 @@ from transferscope.analyses.paths import (
     PathsEntry,
     PathsResult,
     SkippedPair,
-    barriers,
     measure_pairs,
     pair_paths,
     path_barriers,
@@ -35,11 +34,15 @@ from transferscope.analyses.unit import TargetSize, claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
-    UNMEASURED,
+    INCONCLUSIVE,
     TargetResult,
+    barrier_decide,
     barrier_verdict,
+    decide_text,
     fmt,
+    learned_barriers,
     mean,
+    without_learned_pairs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,23 +116,28 @@ def _measure(
     "C10",
     "Beyond the paper: a non-linear low-loss path joins two RI-T models (Garipov et al. 2018).",
     f"every RI-T/RI-T trained quadratic Bezier curve has a barrier (metric) ≤ {BARRIER_TOLERANCE:g}; "
-    f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error.",
+    f"does not hold when one exceeds {BARRIER_TOLERANCE:g} by more than twice its standard error; "
+    "pairs holding a run at chance level are left out.",
+    guards_chance=True,
+    short="a trained curve joins two RI-T models",
 )
 def C10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
-    curves = barriers(e.pairs, "RI-T/RI-T", e.examples, lambda p: p.curve)
+    curves, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.curve)
     linear = path_barriers(e.pairs, "RI-T/RI-T", lambda p: p.linear)
     if not curves:
-        return TargetResult(target, UNMEASURED, "no RI-T/RI-T curve")
+        return without_learned_pairs(target, "RI-T/RI-T curve", dead)
     worst = max(v for v, _ in curves)
     text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
     pt_rit = path_barriers(e.pairs, "P-T/RI-T", lambda p: p.curve)
     if pt_rit:
         text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
+    verdict = barrier_verdict(flat=curves)
     return TargetResult(
         target,
-        barrier_verdict(flat=curves),
+        verdict,
         text,
         f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
+        decide=decide_text([barrier_decide(curves, e.examples)]) if verdict == INCONCLUSIVE else "",
     )
 
 

@@ -9,6 +9,7 @@ straight lines already measured between the analyses of one call.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,14 +116,14 @@ class StudyContext:
         first = self.cfg.seeds[0]
         return [r for r in self.runs(kind="P@k-T", target=target, shuffle=None) if r.seed == first]
 
-    def control_pair(self, target: str) -> tuple[PlannedRun, PlannedRun] | None:
-        """The two P@0-T runs of the first two seeds (fine-tunes from P's untrained init)."""
+    def control_pairs(self, target: str) -> list[tuple[PlannedRun, PlannedRun]]:
+        """Every two P@0-T runs of the study's seeds (fine-tunes from P's untrained init)."""
         runs = [
             r for r in self.runs(kind="P@k-T", target=target, shuffle=None) if r.checkpoint == 0
         ]
-        seeds = self.cfg.seeds[:2]
-        by_seed = {r.seed: r for r in runs if r.seed in seeds}
-        return (by_seed[seeds[0]], by_seed[seeds[1]]) if len(by_seed) == 2 else None
+        by_seed = {r.seed: r for r in runs if r.seed in self.cfg.seeds}
+        ordered = [by_seed[s] for s in self.cfg.seeds if s in by_seed]
+        return list(itertools.combinations(ordered, 2))
 
     def p_run(self) -> PlannedRun | None:
         """The pre-training run (None when P came from a file or torchvision)."""

@@ -30,7 +30,18 @@ from transferscope.errors import TransferscopeError
 from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
 from transferscope.options import GRANULARITY_HELP, AnalysisOptions, Granularity
-from transferscope.report.rules import UNMEASURED, TargetResult, combine, finite, fmt
+from transferscope.report.rules import (
+    INCONCLUSIVE,
+    UNMEASURED,
+    TargetResult,
+    at_chance,
+    combine,
+    decide_text,
+    finite,
+    fmt,
+    p_guard,
+    voided,
+)
 from transferscope.training import checkpoints as ckpt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -242,9 +253,13 @@ def _compute(ctx: StudyContext, opts: CriticalityOptions) -> CriticalityResult:
     "Higher modules are more critical than lower ones.",
     "Spearman ρ between module depth (input → output) and P-T's module criticality μ "
     "is positive with one-sided permutation p < 0.05, over the modules with a finite μ "
-    "(the head left out).",
+    "(the head left out); P and the P-T run must have learned (the valleys of a model that "
+    "learned nothing say nothing about what was transferred).",
+    guards_chance=True,
+    short="higher modules more critical",
 )
 def C7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
+    from transferscope.analyses.distance import trend_decide
     from transferscope.analysis.statistics import spearman_trend
 
     pt = e.pt
@@ -260,9 +275,20 @@ def C7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
     text = f"{rho} over {len(finite_modules)} modules (head left out)"
     if left_out:
         text += f"; {len(left_out)} without a finite μ left out: {', '.join(left_out)}"
-    return TargetResult(
-        target, combine(trend.direction), text, f"{trend.method}, p = {fmt(trend.p_value, 2)}"
+    verdict = combine(trend.direction)
+    result = TargetResult(
+        target,
+        verdict,
+        text,
+        f"{trend.method}, p = {fmt(trend.p_value, 2)}",
+        decide=decide_text([trend_decide(trend, len(finite_modules))])
+        if verdict == INCONCLUSIVE
+        else "",
     )
+    dead = at_chance(data, [pt.run])
+    if dead and verdict != UNMEASURED:
+        result = voided(result, dead, "the valleys of a model that learned nothing mean nothing")
+    return p_guard(data, result)
 
 
 # ----------------------------------------------------------------------------------------------

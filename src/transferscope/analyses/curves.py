@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -99,6 +99,22 @@ class ShuffleGap(Gap):
     pixel: bool
     drop_test: entry(Comparison) | None = None
     """drop(unshuffled) − drop(shuffled), points of percent, paired bootstrap."""
+    gain_test: entry(Comparison) | None = None
+    """gain(unshuffled) − gain(shuffled) of the headroom gain
+    (:func:`~transferscope.analysis.curves.headroom_gain`), paired bootstrap."""
+
+
+class ControlGap(Model):
+    """P-T against the control P@0-T (fine-tunes of P's untrained init with P-T's recipe): what
+    pre-training adds beyond a start and a recipe (the controlled comparison of C1)."""
+
+    status: Literal["ok"] = "ok"
+    pt: Side = Field(alias="P-T")
+    control: Side = Field(alias="P@0-T")
+    threshold: float | None
+    final_test: entry(Comparison)
+    """P-T − P@0-T final test metric on the same examples."""
+    runs: dict[Literal["P-T", "P@0-T"], list[str]]
 
 
 class CurvesEntry(Gap, TargetEntry):
@@ -109,6 +125,14 @@ class CurvesEntry(Gap, TargetEntry):
     """P-T − RI-T final test metric on the same examples."""
     drop_interval: entry(Comparison) | None = None
     """The relative drop (percent) with a paired bootstrap interval over test examples."""
+    gain_interval: entry(Comparison) | None = None
+    """The headroom gain (A(P-T) − A(RI-T)) / (1 − A(RI-T)) with a paired bootstrap interval:
+    the measure C11 ranks targets by, the same for accuracy and mean AUC."""
+    chance_band: float | None = None
+    """The top of the chance band on the target's test set (chance plus 2.576 standard errors):
+    a side that ends below it does not set the speed bar."""
+    control: entry(ControlGap) | None = None
+    """P-T against P@0-T; None when the plan has no P@0-T run."""
     shuffles: list[ShuffleGap]
 
 
@@ -138,11 +162,24 @@ def _relative_drop(pt: np.ndarray, rit: np.ndarray) -> np.ndarray:
         return 100.0 * (pt - rit) / pt
 
 
+def _headroom_gain(pt: np.ndarray, rit: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample where RI-T is perfect: NaN
+        return (pt - rit) / (1.0 - rit)
+
+
+MEASURES = {"drop": _relative_drop, "gain": _headroom_gain}
+
+
 def _drop_bootstrap(
-    ctx: StudyContext, task: str, groups: list[list[PlannedRun]], method: str
+    ctx: StudyContext,
+    task: str,
+    groups: list[list[PlannedRun]],
+    method: str,
+    measure: str = "drop",
 ) -> dict[str, Any]:
-    """A paired bootstrap over test examples of the relative drop of (P-T, RI-T) run groups:
-    of one pair of groups, or the first pair's minus the second's.
+    """A paired bootstrap over test examples of the relative drop (or ``measure`` "gain", the
+    headroom gain) of (P-T, RI-T) run groups: of one pair of groups, or the first pair's minus
+    the second's.
 
     Shuffled test images are the same examples in the same order (a fixed re-arrangement of each
     image's pixels), so every group is resampled with the same weights.
@@ -156,11 +193,13 @@ def _drop_bootstrap(
     def side(i: int, w: np.ndarray) -> np.ndarray:
         return np.mean([f(w) for f in metrics[i]], axis=0)
 
+    of = MEASURES[measure]
+
     def statistic(w: np.ndarray) -> np.ndarray:
-        value = _relative_drop(side(0, w), side(1, w))
+        value = of(side(0, w), side(1, w))
         if len(groups) == 4:
             with np.errstate(invalid="ignore"):
-                value = value - _relative_drop(side(2, w), side(3, w))
+                value = value - of(side(2, w), side(3, w))
         return value
 
     result = stats.bootstrap_interval(statistic, len(y), seed=0, method=method)
@@ -186,9 +225,52 @@ def _drop_test(
 def _drop_interval(
     ctx: StudyContext, task: str, pts: list[PlannedRun], rits: list[PlannedRun]
 ) -> dict[str, Any]:
-    """The unshuffled relative drop 100·(A(P-T) − A(RI-T))/A(P-T) with its bootstrap interval:
-    the test-set noise claim C11 ranks targets against."""
+    """The unshuffled relative drop 100·(A(P-T) − A(RI-T))/A(P-T) with its bootstrap interval."""
     return _drop_bootstrap(ctx, task, [pts, rits], "relative drop (%)")
+
+
+def _gain_interval(
+    ctx: StudyContext, task: str, pts: list[PlannedRun], rits: list[PlannedRun]
+) -> dict[str, Any]:
+    """The headroom gain (A(P-T) − A(RI-T))/(1 − A(RI-T)) with its bootstrap interval: the
+    test-set noise claim C11 ranks targets against."""
+    return _drop_bootstrap(ctx, task, [pts, rits], "headroom gain", measure="gain")
+
+
+def _chance_floor(ctx: StudyContext, task: str, outputs: int, pts: list[PlannedRun]) -> float:
+    """The top of the chance band on the target's test set (as a run's chance-level flag)."""
+    from transferscope.training.metrics import chance_level
+
+    _, y = ctx.outputs(pts[:1])
+    positives = [int(p) for p in np.asarray(y).sum(0)] if task == "multilabel" else None
+    chance = curves_lib.chance_metric(task, outputs)
+    check = chance_level(task, outputs, len(y), chance, positives=positives)  # type: ignore[arg-type]
+    return check.chance + check.band
+
+
+def _control(
+    ctx: StudyContext,
+    task: str,
+    pts: list[PlannedRun],
+    controls: list[PlannedRun],
+    chance: float,
+    fraction: float,
+    floor: float | None,
+) -> dict[str, Any]:
+    """P-T against the P@0-T runs: speed to a common bar and the final metric on the same
+    test examples."""
+    gap = curves_lib.compare_curves(
+        ctx.metrics_rows(pts), ctx.metrics_rows(controls), chance, fraction,
+        with_curves=False, floor=floor,
+    )  # fmt: skip
+    return {
+        "status": "ok",
+        "P-T": gap["P-T"],
+        "P@0-T": gap["RI-T"],
+        "threshold": gap["threshold"],
+        "final_test": guarded(_final_test, ctx, task, pts, controls),
+        "runs": {"P-T": [r.id for r in pts], "P@0-T": [r.id for r in controls]},
+    }
 
 
 def _target(ctx: StudyContext, spec: Any, fraction: float) -> dict[str, Any]:
@@ -202,11 +284,26 @@ def _target(ctx: StudyContext, spec: Any, fraction: float) -> dict[str, Any]:
         return skipped("no finished P-T or no finished RI-T run")
     info = ctx.cache.get(spec).info
     chance = curves_lib.chance_metric(info.task, info.num_outputs)
-    out = curves_lib.compare_curves(ctx.metrics_rows(pts), ctx.metrics_rows(rits), chance, fraction)
+    try:
+        floor: float | None = _chance_floor(ctx, info.task, info.num_outputs, pts)
+    except TransferscopeError:
+        floor = None
+    out = curves_lib.compare_curves(
+        ctx.metrics_rows(pts), ctx.metrics_rows(rits), chance, fraction, floor=floor
+    )
+    out["chance_band"] = floor
     out["runs"] = {"P-T": [r.id for r in pts], "RI-T": [r.id for r in rits]}
     out["metric_name"] = ctx.metric_name(pts[0])
     out["final_test"] = guarded(_final_test, ctx, info.task, pts, rits)
     out["drop_interval"] = guarded(_drop_interval, ctx, info.task, pts, rits)
+    out["gain_interval"] = guarded(_gain_interval, ctx, info.task, pts, rits)
+    controls = [
+        r
+        for r in ctx.runs(kind="P@k-T", target=target, shuffle=None)
+        if r.checkpoint == 0 and ctx.done(r)
+    ]
+    if controls:
+        out["control"] = guarded(_control, ctx, info.task, pts, controls, chance, fraction, floor)
     by_shuffle: dict[str | None, tuple[list, list]] = {}
     shuffle_runs: dict[str | None, tuple[list[PlannedRun], list[PlannedRun]]] = {}
     labels = sorted({r.shuffle for r in ctx.plan.select(target=target) if r.shuffle})
@@ -221,12 +318,16 @@ def _target(ctx: StudyContext, spec: Any, fraction: float) -> dict[str, Any]:
             continue
         by_shuffle[label] = (ctx.metrics_rows(s_pt), ctx.metrics_rows(s_rit))
         shuffle_runs[label] = (s_pt, s_rit)
-    gaps = curves_lib.shuffle_gaps(by_shuffle, chance, fraction)
+    gaps = curves_lib.shuffle_gaps(by_shuffle, chance, fraction, floor=floor)
     for gap in gaps:
         s_pt, s_rit = shuffle_runs[gap["shuffle"]]
         gap["runs"] = {"P-T": [r.id for r in s_pt], "RI-T": [r.id for r in s_rit]}
         if gap["shuffle"] is not None:
             gap["drop_test"] = guarded(_drop_test, ctx, info.task, (pts, rits), (s_pt, s_rit))
+            gap["gain_test"] = guarded(
+                _drop_bootstrap, ctx, info.task, [pts, rits, s_pt, s_rit],
+                "headroom gain unshuffled − shuffled", "gain",
+            )  # fmt: skip
     out["shuffles"] = gaps
     return {"status": "ok", **out}
 
@@ -251,6 +352,27 @@ def _speed_direction(pt: Side, rit: Side, margin: float = 0.0) -> tuple[int, str
     return 0, text
 
 
+def _speed_decide(pt: Side, other: Side, name: str) -> rules.Decide:
+    """What would separate two sides' epochs to the bar: the seeds per side at which a t-test
+    on them detects the observed gap against their spread across seeds."""
+    from transferscope.analysis.statistics import pooled_sd, seeds_to_decide
+
+    a = [float(e) for e in pt.epochs_to_threshold if e is not None]
+    b = [float(e) for e in other.epochs_to_threshold if e is not None]
+    if not a or not b:
+        return rules.Decide(f"speed vs {name}", never="a side never reaches the bar")
+    gap = float(np.mean(b) - np.mean(a))
+    sd, _ = pooled_sd([a, b])
+    where = f"speed vs {name}: {fmt(gap, 2)} epochs apart"
+    if not sd:
+        return rules.Decide(f"{where}, no spread across seeds yet", seeds=max(len(a), len(b)) + 1)
+    where += f" ± {fmt(sd, 2)} across seeds"
+    seeds = seeds_to_decide(gap, sd, lambda s: (s, s), min_seeds=max(len(a), 2))
+    if seeds is None:
+        return rules.Decide(where, never="more seeds would not decide it")
+    return rules.Decide(where, seeds=seeds)
+
+
 def _evaluation_step(e: CurvesEntry) -> float:
     """Epochs between two evaluations of the unshuffled runs (1 when unknown)."""
     epochs = sorted(
@@ -264,34 +386,72 @@ def _list(xs: Sequence[float]) -> str:
     return ", ".join("not reached" if math.isinf(x) else fmt(x, 2) for x in xs)
 
 
+def _better_and_faster(
+    target: str,
+    final_test: Any,
+    pt: Side,
+    other: Side,
+    threshold: float | None,
+    name: str,
+) -> TargetResult:
+    """P-T against ``other`` (RI-T, or the control P@0-T): the final metric on the same test
+    examples beyond noise, and every seed at the common bar sooner. A side at chance is data:
+    the bar comes from the side that learned, and a side that never reaches it is slower."""
+    m_pt, m_other = pt.final_metric_mean, other.final_metric_mean
+    if not (finite(m_pt) and finite(m_other)):
+        return TargetResult(target, UNMEASURED, f"final metrics of P-T or {name} missing")
+    better, test = rules.comparison(final_test)
+    if better is None:
+        return TargetResult(target, UNMEASURED, f"final test vs {name} {test}")
+    if not finite(threshold):
+        faster, speeds = 0, "no side learned: no speed bar above chance"
+    else:
+        faster, speeds = _speed_direction(pt, other)
+    text = f"final {fmt(m_pt)} vs {name} {fmt(m_other)}; to {fmt(threshold)}: {speeds}"
+    verdict = combine(better, faster)
+    decide: list[Any] = []
+    if verdict == INCONCLUSIVE:
+        if better == 0:
+            decide.append(rules.comparison_decide(final_test, f"final vs {name}"))
+        if faster == 0 and finite(threshold):
+            decide.append(_speed_decide(pt, other, name))
+    return TargetResult(
+        target,
+        verdict,
+        text,
+        f"final: {test}; speed: ranges over seeds",
+        decide=rules.decide_text(decide),
+    )
+
+
 @claim(
     "C1",
     "P-T reaches a better final metric than RI-T and gets there faster.",
     "P-T's final test metric beats RI-T's beyond test-set noise (sign test on the "
     "examples the two disagree on, McNemar's test; paired bootstrap for mean AUC), and "
-    "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance)) "
-    "at an earlier evaluation than every RI-T seed.",
+    "every P-T seed reaches the common threshold (chance + 0.9 × (lower final − chance), "
+    "from the sides above the chance band) at an earlier evaluation than every RI-T seed; a "
+    "run that never reaches it is slower. A run at chance level is data, not noise.",
+    controlled="the same test against P@0-T (fine-tunes of P's untrained init with P-T's "
+    "recipe) instead of RI-T: what pre-training adds beyond a start and a recipe; P must have "
+    "learned.",
+    meaning="P-T beats RI-T, but a fine-tune of P's untrained init with P-T's recipe does as "
+    "well: the gain comes from the fine-tuning recipe or the start, not from what "
+    "pre-training learned.",
+    guards_chance=True,
+    short="P-T better and faster than RI-T",
 )
 def C1(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
-    m_pt, m_rit = e.pt.final_metric_mean, e.rit.final_metric_mean
-    if not (finite(m_pt) and finite(m_rit)):
-        return TargetResult(target, UNMEASURED, "final metrics missing")
-    better, test = rules.comparison(e.final_test)
-    if not finite(e.threshold):
-        return TargetResult(
-            target,
-            INCONCLUSIVE,
-            f"final {fmt(m_pt)} vs {fmt(m_rit)}; a side ends at chance: no speed threshold",
-            test,
+    paper = _better_and_faster(target, e.final_test, e.pt, e.rit, e.threshold, "RI-T")
+    c = e.control
+    if isinstance(c, ControlGap):
+        controlled = rules.p_guard(
+            data, _better_and_faster(target, c.final_test, c.pt, c.control, c.threshold, "P@0-T")
         )
-    faster, speeds = _speed_direction(e.pt, e.rit)
-    text = (
-        f"final {fmt(m_pt)} vs {fmt(m_rit)}; to {fmt(e.threshold)}: {speeds}; "
-        f"area between curves {fmt(e.area_between)}"
-    )
-    return TargetResult(
-        target, combine(better, faster), text, f"final: {test}; speed: ranges over seeds"
-    )
+    else:
+        why = getattr(c, "reason", None) or "the plan has no P@0-T run (control_pair)"
+        controlled = TargetResult(target, UNMEASURED, f"no control: {why}")
+    return replace(paper, controlled=controlled)
 
 
 def smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
@@ -308,8 +468,10 @@ def smallest_shuffle(e: CurvesEntry) -> ShuffleGap | None:
     "the relative drop 100·(A(P-T) − A(RI-T))/A(P-T) at the smallest block (pixel "
     "shuffle if no block) is smaller than unshuffled, beyond a paired bootstrap 95% "
     "interval, and at that block P-T reaches the common threshold at an earlier "
-    "evaluation than RI-T (more than one evaluation earlier when each side is a single "
-    "run: one evaluation is within seed noise).",
+    "evaluation than RI-T at every shuffle seed (more than one evaluation earlier when each "
+    "side is a single run: one evaluation is within seed noise); P must have learned.",
+    guards_chance=True,
+    short="shuffling shrinks P-T's edge, not its speed",
 )
 def C2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     base: Gap = next((s for s in e.shuffles if s.shuffle is None), e)
@@ -326,14 +488,26 @@ def C2(e: CurvesEntry, target: str, data: StudyData) -> TargetResult:
     single = min(small.pt.runs, small.rit.runs) < 2
     margin = _evaluation_step(e) if single else 0.0
     if not finite(small.threshold):
-        faster, speeds = 0, "a side ends at chance: no speed threshold"
+        faster, speeds = 0, "no side learned: no speed bar"
     else:
         faster, speeds = _speed_direction(small.pt, small.rit, margin)
     text = f"drop {fmt(d0)}% unshuffled vs {fmt(d1)}% at {label}; speed at {label}: {speeds}"
     resolution = "more than one evaluation apart (one run per side)" if single else "ranges apart"
-    return TargetResult(
-        target, combine(shrinks, faster), text, f"drop: {test}; speed: {resolution}"
+    verdict = combine(shrinks, faster)
+    decide: list[Any] = []
+    if verdict == INCONCLUSIVE:
+        if shrinks == 0:
+            decide.append(rules.comparison_decide(small.drop_test, "drop shrinking"))
+        if faster == 0 and finite(small.threshold):
+            decide.append(_speed_decide(small.pt, small.rit, f"RI-T at {label}"))
+    result = TargetResult(
+        target,
+        verdict,
+        text,
+        f"drop: {test}; speed: {resolution}",
+        decide=rules.decide_text(decide),
     )
+    return rules.p_guard(data, result)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,7 +584,7 @@ def shuffle_bars(e: CurvesEntry, title: str) -> Figure | None:
 
 
 @register
-class Curves(Analysis, name="curves", version=3, section=sections.FEATURE_REUSE):
+class Curves(Analysis, name="curves", version=4, section=sections.FEATURE_REUSE):
     """Learning curves, speed to a common threshold, block and pixel shuffling (§3.1)."""
 
     claims = (C1, C2)

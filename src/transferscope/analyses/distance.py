@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -33,13 +33,13 @@ from transferscope.options import GRANULARITY_HELP, AnalysisOptions, Granularity
 from transferscope.report import rules
 from transferscope.report.rules import (
     DISTANCE_FLOOR,
+    INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
     combine,
     finite,
     fmt,
 )
-from transferscope.report.rules import SAME_INIT_RULE as SAME
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -219,42 +219,67 @@ def criticality_modules(data: StudyData, target: str) -> list[str] | None:
     return list(modules) if isinstance(modules, list) else None
 
 
+def trend_decide(trend: Any, modules: int) -> rules.Decide:
+    """What would decide a depth trend left undecided: not seeds, since the modules ranked are
+    the model's."""
+    rho = f"ρ {trend.estimate:+.2f}" if finite(trend.estimate) else "no order"
+    return rules.Decide(
+        f"depth trend {rho} over the model's {modules} modules (one-sided p "
+        f"{fmt(trend.p_value, 2)}; finer modules, `modules: layers`, give more to rank)",
+        never="more seeds would not decide it",
+    )
+
+
 @claim(
     "C5",
     "P-T models are closer to each other in parameter space, and their distance to P grows "
     "with depth.",
-    f"whole-network distance of P-T/P-T pairs is below that of RI-T/RI-T pairs {SAME} "
-    f"(beyond the pair spread and {DISTANCE_FLOOR:.0%}), and the size-normalised change "
-    "‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, one-sided "
-    "permutation p < 0.05; head and Fixup scalars left out).",
+    "whole-network distance of P-T/P-T pairs is below that of RI-T/RI-T pairs from "
+    f"independent inits (beyond the pair spread and {DISTANCE_FLOOR:.0%}), and the "
+    "size-normalised change ‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, "
+    "one-sided permutation p < 0.05; head and Fixup scalars left out).",
+    controlled="the distance part against the same-init RI-T/RI-T pair and the control pair "
+    "P@0-T/P@0-T (two fine-tunes from P's untrained init), both beaten by the same margin, and "
+    "the same depth trend; P must have learned.",
+    meaning=rules.PAIRS_MEANING,
+    guards_chance=True,
+    short="P-T pairs closer in weights, more so deeper",
 )
 def C5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
     from transferscope.analysis.statistics import spearman_trend
 
-    closer, text, stat = rules._group_rule(
-        e, lambda p: p["total"], -1, "pairs", relative_floor=DISTANCE_FLOOR
-    )
     per = _mean_per_module(_ok(e, "P-T/P"))
     units = e.depth_units or criticality_modules(data, target)
     order = [m for m in rules.depth_order(per, units) if not units or m in units]
-    if closer is None:
-        return TargetResult(target, UNMEASURED, "missing: " + text)
-    if len(order) < 3:
+    trend = spearman_trend([per[m] for m in order]) if len(order) >= 3 else None
+
+    def judged(baselines: Sequence[str]) -> TargetResult:
+        closer = rules.group_rule(
+            e, lambda p: p["total"], -1, "pairs", baselines, data,
+            seeds=data.seeds, relative_floor=DISTANCE_FLOOR,
+        )  # fmt: skip
+        if closer.direction is None:
+            return TargetResult(target, UNMEASURED, "missing: " + closer.text)
+        if trend is None:
+            return TargetResult(
+                target, UNMEASURED, "P-T/P size-normalised distances for 3+ modules missing"
+            )
+        rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "no change"
+        verdict = combine(closer.direction, trend.direction)
+        decide = list(closer.decide) if closer.direction == 0 else []
+        if trend.direction == 0:
+            decide.append(trend_decide(trend, len(order)))
         return TargetResult(
-            target, UNMEASURED, "P-T/P size-normalised distances for 3+ modules missing"
+            target,
+            verdict,
+            f"whole network {closer.text}; P-T/P relative change ‖Δ‖/‖θ_P‖ vs depth "
+            f"{rho} over {len(order)} modules",
+            f"{closer.statistic}; depth: {trend.method}, p = {fmt(trend.p_value, 2)}",
+            decide=rules.decide_text(decide) if verdict == INCONCLUSIVE else "",
         )
-    trend = spearman_trend([per[m] for m in order])
-    rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "no change"
-    measured = (
-        f"whole network {text}; P-T/P relative change ‖Δ‖/‖θ_P‖ vs depth "
-        f"{rho} over {len(order)} modules"
-    )
-    return TargetResult(
-        target,
-        combine(closer, trend.direction),
-        measured,
-        f"{stat}; depth: {trend.method}, p = {fmt(trend.p_value, 2)}",
-    )
+
+    paper = judged(rules.PAPER_BASELINES)
+    return replace(paper, controlled=rules.p_guard(data, judged(rules.CONTROL_BASELINES)))
 
 
 # ----------------------------------------------------------------------------------------------

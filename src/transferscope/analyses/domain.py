@@ -24,8 +24,17 @@ from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
 from transferscope.analyses.unit import Analysis, ReportSection, TargetSize, claim
 from transferscope.analysis import domain as domain_lib
+from transferscope.analysis.curves import headroom_gain
 from transferscope.options import AnalysisOptions
-from transferscope.report.rules import INCONCLUSIVE, UNMEASURED, TargetResult, combine, finite, fmt
+from transferscope.report.rules import (
+    INCONCLUSIVE,
+    UNMEASURED,
+    TargetResult,
+    combine,
+    finite,
+    fmt,
+    p_guard,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -171,11 +180,13 @@ class Point:
     target: str
     distance: float
     benefit: float
-    """Relative drop 100·(A(P-T) − A(RI-T))/A(P-T), unshuffled (percent)."""
+    """Headroom gain (A(P-T) − A(RI-T)) / (1 − A(RI-T)), unshuffled: the share of RI-T's
+    distance to a perfect score that P-T closes, the same for accuracy and mean AUC
+    (:func:`~transferscope.analysis.curves.headroom_gain`)."""
     benefit_se: float | None
     """Its standard error from the paired bootstrap over the target's test examples."""
     lost: float | None
-    """Relative drop unshuffled minus at the smallest block (pixel shuffle if no block)."""
+    """Headroom gain unshuffled minus at the smallest block (pixel shuffle if no block)."""
     lost_se: float | None
     lost_at: str | None
     speed_gap: float | None
@@ -206,19 +217,22 @@ def points(result: DomainResult, data: StudyData) -> tuple[list[Point], list[str
         if not finite(distance):
             left_out.append(f"{target} (no distance)")
             continue
-        if not isinstance(c, CurvesEntry) or not finite(c.relative_drop):
+        if not isinstance(c, CurvesEntry):
             left_out.append(f"{target} (no curves result)")
             continue
-        base = next((s for s in c.shuffles if s.shuffle is None), None)
-        drop = base.relative_drop if base is not None else c.relative_drop
+        gain = headroom_gain(c.pt.final_metric_mean, c.rit.final_metric_mean)  # type: ignore[arg-type]
+        if not finite(gain):
+            left_out.append(f"{target} (no headroom gain: a final metric missing or RI-T perfect)")
+            continue
         small = smallest_shuffle(c)
         lost, lost_se = None, None
-        if small is not None and finite(small.relative_drop) and finite(drop):
-            test = small.drop_test
+        if small is not None:
+            test = small.gain_test
             if getattr(test, "status", None) == "ok" and finite(getattr(test, "estimate", None)):
                 lost, lost_se = float(test.estimate), _se(test)  # type: ignore[union-attr]
             else:
-                lost = float(drop - small.relative_drop)
+                shuffled = headroom_gain(small.pt.final_metric_mean, small.rit.final_metric_mean)  # type: ignore[arg-type]
+                lost = float(gain - shuffled) if finite(shuffled) else None
         runs = [*c.runs["P-T"], *c.runs["RI-T"]]
         if small is not None:
             runs += [*small.runs.get("P-T", []), *small.runs.get("RI-T", [])]
@@ -227,8 +241,8 @@ def points(result: DomainResult, data: StudyData) -> tuple[list[Point], list[str
             Point(
                 target,
                 float(distance),  # type: ignore[arg-type]
-                float(drop),
-                _se(c.drop_interval),
+                float(gain),
+                _se(c.gain_interval),
                 lost,
                 lost_se,
                 None if small is None else shuffle_label(small),
@@ -264,12 +278,17 @@ def _trend(
     "RI-T and the more of that gain block shuffling removes.",
     "across at least 3 targets ordered by the Fréchet distance between P's penultimate features "
     "on source and target test images (equal-size seeded subsets; targets closer than the "
-    "source's own sampling floor share a rank), both the relative drop 100·(A(P-T) − "
-    "A(RI-T))/A(P-T) and its loss at the smallest block (pixel shuffle if no block) fall as the "
+    "source's own sampling floor share a rank), both the headroom gain (A(P-T) − A(RI-T)) / "
+    "(1 − A(RI-T)), the share of RI-T's distance to a perfect score P-T closes (one measure "
+    "for accuracy and mean AUC alike), and its loss at the smallest block (pixel shuffle if "
+    "no block) fall as the "
     "distance grows: Spearman ρ < 0 in at least 95% of 2,000 redraws of every target's value "
     "within its test-set noise (paired bootstrap), and P-T beats RI-T beyond test-set noise on "
-    "at least one target. ρ > 0 as surely: does not hold.",
+    "at least one target. ρ > 0 as surely: does not hold. P must have learned (the distances "
+    "are in its features).",
     across=True,
+    guards_chance=True,
+    short="closer targets gain more from P",
 )
 def C11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
     pts, left_out = points(result, data)
@@ -291,17 +310,17 @@ def C11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
         float(tie),  # type: ignore[arg-type]
     )
     text = (
-        f"{measure}: {order}; relative drop "
-        f"{', '.join(_with_se(p.benefit, p.benefit_se) + '%' for p in pts)} ({benefit_rho})"
+        f"{measure}: {order}; headroom gain "
+        f"{', '.join(_with_se(p.benefit, p.benefit_se) for p in pts)} ({benefit_rho})"
     )
-    stats = [f"drop: {benefit_stat}"]
+    stats = [f"gain: {benefit_stat}"]
     lost_dir: int | None = None
     if all(p.lost is not None for p in pts):
         lost = [float(p.lost) for p in pts]  # type: ignore[arg-type]
         lost_dir, lost_rho, lost_stat = _trend(pts, lost, [p.lost_se for p in pts], float(tie))  # type: ignore[arg-type]
         text += (
             f"; lost to shuffling {', '.join(_with_se(p.lost, p.lost_se) for p in pts)} "
-            f"points ({lost_rho})"
+            f"({lost_rho})"
         )
         stats.append(f"shuffle loss: {lost_stat}")
     else:
@@ -315,8 +334,15 @@ def C11(result: DomainResult, target: str, data: StudyData) -> TargetResult:
     if verdict != UNMEASURED and not any(p.beats_rit == 1 for p in pts):
         verdict = INCONCLUSIVE
         text += "; P-T beats RI-T beyond test-set noise on no target: no benefit to rank"
-    result_ = TargetResult(target, verdict, text + missing, "; ".join(stats))
-    return data.guard_chance(result_, {"runs": [r for p in pts for r in p.runs]})
+    decide = ""
+    if verdict == INCONCLUSIVE:
+        decide = (
+            f"the order of {len(pts)} targets is within their test-set noise: more test "
+            "examples per target narrow each value's noise, and more targets give more ranks; "
+            "more seeds would not decide it"
+        )
+    result_ = TargetResult(target, verdict, text + missing, "; ".join(stats), decide=decide)
+    return p_guard(data, result_)
 
 
 def _with_se(value: float | None, se: float | None) -> str:
@@ -328,7 +354,7 @@ def _with_se(value: float | None, se: float | None) -> str:
 
 
 def benefit_figure(pts: list[Point], measure: str) -> Figure | None:
-    """Relative drop and the part lost to shuffling against the distance, one point a target."""
+    """Headroom gain and the part lost to shuffling against the distance, one point a target."""
     from transferscope.report import figures as F
 
     if not pts:
@@ -336,8 +362,8 @@ def benefit_figure(pts: list[Point], measure: str) -> Figure | None:
     fig, axes = F.subplots(1, 2, figsize=(8.0, 3.0))
     x = [p.distance for p in pts]
     panels = (
-        (axes[0], [p.benefit for p in pts], "relative drop 100·(P-T − RI-T)/P-T (%)", "benefit"),
-        (axes[1], [p.lost for p in pts], "drop lost to shuffling (points of %)", "feature reuse"),
+        (axes[0], [p.benefit for p in pts], "headroom gain (P-T − RI-T)/(1 − RI-T)", "benefit"),
+        (axes[1], [p.lost for p in pts], "gain lost to shuffling", "feature reuse"),
     )
     for ax, ys, ylabel, title in panels:
         for p, xi, yi in zip(pts, x, ys, strict=True):
@@ -397,7 +423,7 @@ def shuffle_figure(result: DomainResult, data: StudyData, pts: list[Point]) -> F
 
 
 @register
-class Domain(Analysis, name="domain", version=1, section=SECTION):
+class Domain(Analysis, name="domain", version=2, section=SECTION):
     """Source-target distance in P's penultimate features, and C11 across targets."""
 
     claims = (C11,)
@@ -452,8 +478,8 @@ class Domain(Analysis, name="domain", version=1, section=SECTION):
                 "Fréchet distance",
                 "MMD² (RBF)",
                 "examples per domain",
-                "relative drop (%)",
-                "lost to shuffling (points)",
+                "headroom gain",
+                "gain lost to shuffling",
                 "note",
             ),
             rows,

@@ -10,8 +10,8 @@ each trajectory checkpoint P@k and the first P-T, measured on the target's test 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -23,7 +23,6 @@ from transferscope.analyses.paths import (
     PathOptions,
     PathsEntry,
     PathsResult,
-    barriers,
     path_examples,
     paths_entry,
 )
@@ -33,11 +32,16 @@ from transferscope.analyses.unit import Analysis, TargetSize, claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
-    UNMEASURED,
+    INCONCLUSIVE,
     TargetResult,
+    barrier_decide,
     barrier_verdict,
+    decide_text,
     finite,
     fmt,
+    learned_barriers,
+    p_guard,
+    without_learned_pairs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from transferscope.report.findings import StudyData
     from transferscope.report.page import Page
+    from transferscope.report.study_data import RunRow
     from transferscope.study.plan import PlannedRun
 
 
@@ -176,36 +181,72 @@ def _measure(ctx: StudyContext, path: _Path, opts: InterpolationOptions) -> Path
 # claims
 
 
+def _barrier_result(
+    target: str,
+    flat: list[tuple[float, float]],
+    walls: list[tuple[float, float]],
+    text: str,
+    statistic: str,
+    examples: int | None,
+    dead: list[RunRow],
+    missing: str,
+) -> TargetResult:
+    """A barrier rule's result: ``flat`` pairs must be flat and ``walls`` pairs show a barrier;
+    ``missing`` names a group left empty (not measured, or voided when its pairs held runs at
+    chance level: ``dead``)."""
+    if missing:
+        return without_learned_pairs(target, missing, dead)
+    verdict = barrier_verdict(flat=flat, walls=walls)
+    decide = (
+        decide_text([barrier_decide([*flat, *walls], examples)]) if verdict == INCONCLUSIVE else ""
+    )
+    return TargetResult(target, verdict, text, statistic, decide=decide)
+
+
 @claim(
     "C6",
     "No performance barrier between P-T models; a barrier between RI-T models, even from the "
     "same random init.",
     f"every P-T/P-T barrier (metric) ≤ {BARRIER_TOLERANCE:g}, and every RI-T/RI-T barrier, the "
     f"same-init pair's included, > {BARRIER_TOLERANCE:g} plus twice its binomial standard error "
-    f"({BARRIER_TOLERANCE:g} = one point of accuracy/AUC).",
+    f"({BARRIER_TOLERANCE:g} = one point of accuracy/AUC); pairs holding a run at chance level "
+    "are left out.",
+    controlled=f"every P-T/P-T barrier ≤ {BARRIER_TOLERANCE:g} while the control pair "
+    f"P@0-T/P@0-T (two fine-tunes of P's untrained init with P-T's recipe) has a barrier > "
+    f"{BARRIER_TOLERANCE:g} plus twice its standard error: the shared basin needs "
+    "pre-training, not just a shared start; P must have learned.",
+    meaning="two fine-tunes of P's untrained init share a basin as well, so a shared start and "
+    "recipe alone put P-T models in one basin here: their flat path cannot be credited to "
+    "pre-training.",
+    guards_chance=True,
+    short="no barrier between P-T, barriers between RI-T",
 )
 def C6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
-    pt = barriers(e.pairs, "P-T/P-T", e.examples)
-    rit = barriers(e.pairs, "RI-T/RI-T", e.examples)
-    same = barriers(e.pairs, "RI-T/RI-T same init", e.examples)
-    if not pt or not rit:
-        return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T barrier missing")
-    text = f"P-T/P-T max {fmt(max(v for v, _ in pt))}, RI-T/RI-T min {fmt(min(v for v, _ in rit))}"
-    text += f", same init {fmt(min(v for v, _ in same))}" if same else ", same init not measured"
-    control = barriers(e.pairs, CONTROL_PAIR, e.examples)
-    if control:
-        # Context, not part of the rule: a pair that shares P-T's start and recipe without
-        # pre-training; flat here means P-T's flatness need not come from pre-training.
-        text += f"; control pair {CONTROL_PAIR} {fmt(max(v for v, _ in control))}"
-    noise = max(n for _, n in pt + rit + same)
-    return TargetResult(
-        target,
-        # P-T/P-T must be flat, every RI-T pair must show a barrier.
-        barrier_verdict(flat=pt, walls=rit + same),
-        text,
-        f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e. "
-        f"(binomial at the worst point, up to {fmt(noise, 2)})",
+    pt, dead_pt = learned_barriers(e.pairs, "P-T/P-T", e.examples, data)
+    rit, dead_rit = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data)
+    same, dead_same = learned_barriers(e.pairs, "RI-T/RI-T same init", e.examples, data)
+    control, dead_control = learned_barriers(e.pairs, CONTROL_PAIR, e.examples, data)
+    statistic = f"flat: ≤ {BARRIER_TOLERANCE:g}; barrier: > {BARRIER_TOLERANCE:g} + 2 s.e."
+
+    def worst(values: list[tuple[float, float]], of: Any = max) -> str:
+        return fmt(of(v for v, _ in values)) if values else "not measured"
+
+    noise = max((n for _, n in pt + rit + same + control), default=0.0)
+    noise_text = f"{statistic} (binomial at the worst point, up to {fmt(noise, 2)})"
+    paper_text = (
+        f"P-T/P-T max {worst(pt)}, RI-T/RI-T min {worst(rit, min)}, same init {worst(same, min)}"
     )
+    missing = ", ".join(n for n, v in (("P-T/P-T", pt), ("RI-T/RI-T", rit)) if not v)
+    paper = _barrier_result(
+        target, pt, rit + same, paper_text, noise_text, e.examples,
+        dead_pt + dead_rit + dead_same, missing,
+    )  # fmt: skip
+    control_text = f"P-T/P-T max {worst(pt)}, control pair {CONTROL_PAIR} min {worst(control, min)}"
+    missing = ", ".join(n for n, v in (("P-T/P-T", pt), (CONTROL_PAIR, control)) if not v)
+    controlled = _barrier_result(
+        target, pt, control, control_text, noise_text, e.examples, dead_pt + dead_control, missing
+    )
+    return replace(paper, controlled=p_guard(data, controlled))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,8 +30,7 @@ from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
 from transferscope.report import rules
-from transferscope.report.rules import SAME_INIT_RULE as SAME
-from transferscope.report.rules import UNMEASURED, TargetResult, combine, fmt
+from transferscope.report.rules import TargetResult, fmt
 from transferscope.study import layout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,22 +175,32 @@ def _write_examples(ctx: StudyContext, pt: PlannedRun, cells: Any, tasks: int) -
 @claim(
     "C3",
     "Two P-T models make fewer uncommon mistakes than two RI-T models.",
-    "the fraction of uncommon mistakes (exactly one model wrong) of P-T/P-T pairs is "
-    f"below that of RI-T/RI-T pairs {SAME}, each by more than the pair spread and twice "
-    "the binomial error, ranges not overlapping.",
+    "the fraction of uncommon mistakes (exactly one model wrong) of P-T/P-T pairs is below "
+    "that of RI-T/RI-T pairs from independent inits, by more than the pair spread and twice "
+    "the binomial error, ranges not overlapping; pairs holding a run at chance level are left "
+    "out (its mistakes are guesses).",
+    controlled=rules.CONTROLLED_PAIRS_RULE,
+    meaning=rules.PAIRS_MEANING,
+    guards_chance=True,
+    short="P-T pairs make fewer uncommon mistakes",
 )
 def C3(e: MistakesEntry, target: str, data: StudyData) -> TargetResult:
     measured = [rules.plain(p) for p in e.pairs if isinstance(p, MistakePair)]
-    direction, text, stat = rules._group_rule(
-        e,
-        lambda p: p["fractions"]["uncommon"],
-        -1,
-        "pairs",
-        floor=rules._fraction_floor(measured),
+    floor = rules.fraction_floor(measured)
+
+    def outcome(baselines: Sequence[str]) -> rules.GroupOutcome:
+        return rules.group_rule(
+            e, lambda p: p["fractions"]["uncommon"], -1, "pairs", baselines, data,
+            needs_learned=True, seeds=data.seeds, floor=floor,
+        )  # fmt: skip
+
+    return rules.pairs_claim(
+        target,
+        data,
+        outcome,
+        "uncommon mistakes ",
+        "the mistakes of a model that learned nothing are guesses",
     )
-    if direction is None:
-        return TargetResult(target, UNMEASURED, text)
-    return TargetResult(target, combine(direction), f"uncommon mistakes {text}", stat)
 
 
 # ----------------------------------------------------------------------------------------------

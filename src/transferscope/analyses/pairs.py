@@ -70,9 +70,7 @@ def study_pairs(
         for r in ctx.runs(kind="RI-T", target=target, shuffle=None):
             if r.same_init_as and r.same_init_as in by_id:
                 out.append((SAME_INIT, by_id[r.same_init_as], r))
-        controls = ctx.control_pair(target)
-        if controls:
-            out.append((CONTROL_PAIR, *controls))
+        out += [(CONTROL_PAIR, a, b) for a, b in ctx.control_pairs(target)]
     return out
 
 

@@ -69,6 +69,11 @@ class Comparison(Model):
     high: float | None = None
     p_value: float | None = None
     method: str = ""
+    n: int | None = None
+    """The test examples a paired comparison was measured on."""
+    wins: int | None = None
+    """Sign test: examples A gets right and B wrong (averaged over seeds)."""
+    losses: int | None = None
 
 
 class AnalysisResult(Model):

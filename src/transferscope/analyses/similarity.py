@@ -9,6 +9,8 @@ in :mod:`transferscope.analysis.similarity`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -26,8 +28,14 @@ from transferscope.config import DataSpec
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
 from transferscope.report import rules
-from transferscope.report.rules import CKA_FLOOR, UNMEASURED, TargetResult, combine, finite, fmt
-from transferscope.report.rules import SAME_INIT_RULE as SAME
+from transferscope.report.rules import (
+    CKA_FLOOR,
+    INCONCLUSIVE,
+    UNMEASURED,
+    TargetResult,
+    finite,
+    fmt,
+)
 from transferscope.training.loaders import iterate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -190,9 +198,14 @@ def _ok(e: SimilarityEntry, name: str | None = None) -> list[SimilarityPair]:
 @claim(
     "C4",
     "P-T models are more similar to each other in feature space than RI-T models.",
-    "linear CKA of P-T/P-T pairs exceeds that of RI-T/RI-T pairs "
-    f"{SAME} at every layer, each by more than the pair spread and {CKA_FLOOR:g}, "
-    "ranges not overlapping.",
+    "linear CKA of P-T/P-T pairs exceeds that of RI-T/RI-T pairs from independent inits at "
+    f"every layer, each by more than the pair spread and {CKA_FLOOR:g}, ranges not "
+    "overlapping; pairs holding a run at chance level are left out (the features of a model "
+    "that learned nothing mean nothing).",
+    controlled=rules.CONTROLLED_PAIRS_RULE,
+    meaning=rules.PAIRS_MEANING,
+    guards_chance=True,
+    short="P-T pairs more alike in features (CKA)",
 )
 def C4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
     layers: list[str] = []
@@ -200,21 +213,44 @@ def C4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
         layers += [n for n in p.cka if n not in layers]
     if not layers:
         return TargetResult(target, UNMEASURED, "P-T/P-T or RI-T/RI-T pair missing")
-    directions, parts, stats = [], [], []
-    for layer in layers:
-        d, text, stat = rules._group_rule(
-            e, lambda p, n=layer: p["cka"].get(n), +1, "pairs", floor=CKA_FLOOR
+    # CKA cannot exceed 1: a layer where every pair, the least alike included, is within the
+    # floor of 1 (e.g. the first convolution of one-channel images) cannot tell pairs apart.
+    saturated = [n for n in layers if _saturated(e, n)]
+    if len(saturated) == len(layers):
+        return TargetResult(
+            target,
+            INCONCLUSIVE,
+            f"every pair's CKA is within {CKA_FLOOR:g} of 1 at every layer",
+            decide="no layer can tell the pairs apart: more seeds would not decide it",
         )
-        if d is None:
-            continue
-        directions.append(d)
-        parts.append(f"{layer} {text}")
-        stats.append(stat)
-    if not directions:
-        return TargetResult(target, UNMEASURED, "no layer measured for both pair kinds")
-    return TargetResult(
-        target, combine(rules._direction_of(directions)), "; ".join(parts), f"per layer: {stats[0]}"
+    layers = [n for n in layers if n not in saturated]
+
+    def layer(name: str, baselines: Sequence[str]) -> rules.GroupOutcome:
+        return rules.group_rule(
+            e, lambda p: p["cka"].get(name), +1, "pairs", baselines, data,
+            needs_learned=True, seeds=data.seeds, floor=CKA_FLOOR,
+        )  # fmt: skip
+
+    def outcome(baselines: Sequence[str]) -> rules.GroupOutcome:
+        return rules.combine_outcomes([(name, layer(name, baselines)) for name in layers])
+
+    result = rules.pairs_claim(
+        target, data, outcome, why="CKA with a model that learned nothing means nothing"
     )
+    if not saturated:
+        return result
+    note = f"; left out (every pair within {CKA_FLOOR:g} of CKA 1): {', '.join(saturated)}"
+    controlled = result.controlled
+    if controlled is not None:
+        controlled = replace(controlled, measured=controlled.measured + note)
+    return replace(result, measured=result.measured + note, controlled=controlled)
+
+
+def _saturated(e: SimilarityEntry, layer: str) -> bool:
+    """Whether every measured pair's CKA at ``layer`` is within the floor of 1."""
+    values = [p.cka.get(layer) for p in _ok(e)]
+    values = [v for v in values if finite(v)]
+    return bool(values) and min(values) >= 1 - CKA_FLOOR  # type: ignore[type-var]
 
 
 # ----------------------------------------------------------------------------------------------

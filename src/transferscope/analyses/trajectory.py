@@ -12,7 +12,7 @@ are fractions, losses nats.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ from transferscope.analysis import statistics as stats
 from transferscope.analysis.trajectory import trajectory_point
 from transferscope.errors import TransferscopeError
 from transferscope.options import SpeedOptions
+from transferscope.report import rules
 from transferscope.report.rules import (
     CHECKPOINT_TOLERANCE,
     FAILS,
@@ -37,9 +38,12 @@ from transferscope.report.rules import (
     INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
+    at_chance,
     finite,
     fmt,
     mean,
+    p_guard,
+    voided,
 )
 from transferscope.training.metrics import metric_name
 
@@ -81,9 +85,13 @@ class Point(Model):
     """Mean over seeds of the barrier to P-T of the same seed; None when not measured."""
     barrier_loss: float | None
     early: bool
-    """k ≤ early_fraction × the final pre-training epoch."""
+    """0 < k ≤ early_fraction × the final pre-training epoch (k = 0 is P's untrained init: the
+    control, not a checkpoint of pre-training)."""
     vs_final: entry(Comparison) | None = None
     """P@k-T − P-T final metric on the same test examples (paired bootstrap over examples)."""
+    vs_start: entry(Comparison) | None = None
+    """P@k-T − P@0-T (the fine-tune of P's untrained init) on the same test examples, same
+    seeds (paired bootstrap): what pre-training up to k adds; early points only."""
     barrier_partners: list[str] | None = None
     """The P-T runs the barriers were measured to."""
     reference: Literal["P-T"] | None = None
@@ -121,10 +129,14 @@ def _final_k(ctx: StudyContext) -> float | None:
 
 
 def _versus_final(
-    ctx: StudyContext, task: str, matched: list[tuple[PlannedRun, PlannedRun]]
+    ctx: StudyContext,
+    task: str,
+    matched: list[tuple[PlannedRun, PlannedRun]],
+    other: str = "P-T",
 ) -> dict[str, Any]:
-    """Final metric of P@k-T minus that of P-T (same seeds), with a paired bootstrap interval
-    over the test examples; the estimate is the mean over the matched seeds."""
+    """Final metric of P@k-T minus that of its partner (``other``: P-T, or P@0-T) of the same
+    seed, with a paired bootstrap interval over the test examples; the estimate is the mean over
+    the matched seeds."""
     early, y_early = ctx.outputs([r for r, _ in matched])
     final, y = ctx.outputs([p for _, p in matched])
     if not np.array_equal(y_early, y):
@@ -136,7 +148,7 @@ def _versus_final(
         return np.mean([f(w) for f in fa], axis=0) - np.mean([f(w) for f in fb], axis=0)
 
     result = stats.bootstrap_interval(
-        difference, len(y), seed=0, method=f"P@k-T − P-T, {len(matched)} seed(s) matched"
+        difference, len(y), seed=0, method=f"P@k-T − {other}, {len(matched)} seed(s) matched"
     )
     return {"status": "ok", **asdict(result)}
 
@@ -149,9 +161,12 @@ def _point(
     threshold: float | None,
     task: str,
     opts: TrajectoryOptions,
+    starts: list[PlannedRun] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """Mean final metric and speed of the P@k-T runs; against the P-T run of the same seed, the
-    difference of final metrics on the same test examples (paired bootstrap) and the barrier."""
+    difference of final metrics on the same test examples (paired bootstrap) and the barrier;
+    against the P@0-T run of the same seed (``starts``, finished), the difference of final
+    metrics."""
     summary = trajectory_point(ctx.metrics_rows(runs), threshold)
     point: dict[str, Any] = {
         "k": k,
@@ -165,6 +180,9 @@ def _point(
     matched = [(r, p) for r in runs for p in pts if p.seed == r.seed and ctx.done(p)]
     if matched:
         point["vs_final"] = guarded(_versus_final, ctx, task, matched)
+    at_start = [(r, c) for r in runs for c in starts if c.seed == r.seed] if k > 0 else []
+    if at_start:
+        point["vs_start"] = guarded(_versus_final, ctx, task, at_start, "P@0-T")
     if not opts.barrier:
         return point
     barriers: list[tuple[float, float]] = []
@@ -210,11 +228,12 @@ def _target(ctx: StudyContext, spec: Any, opts: TrajectoryOptions, tick: Any) ->
         else None
     )
     points = []
+    starts = [r for r in by_k.get(0.0, []) if ctx.done(r)]
     for i, k in enumerate(sorted(by_k)):
         tick(i, len(by_k), f"checkpoint k = {k:g}")
         done = [r for r in by_k[k] if ctx.done(r)]
         if done:
-            points.append(_point(ctx, k, done, pts, threshold, info.task, opts))
+            points.append(_point(ctx, k, done, pts, threshold, info.task, opts, starts))
     if done_pts and final_k is not None:
         ref = trajectory_point(ctx.metrics_rows(done_pts), threshold)
         points.append(
@@ -233,7 +252,7 @@ def _target(ctx: StudyContext, spec: Any, opts: TrajectoryOptions, tick: Any) ->
     if not points:
         return skipped("no finished P@k-T or P-T run")
     for point in points:
-        point["early"] = final_k is not None and point["k"] <= opts.early_fraction * final_k
+        point["early"] = final_k is not None and 0 < point["k"] <= opts.early_fraction * final_k
     return {
         "status": "ok",
         "metric_name": metric_name(info.task),
@@ -261,13 +280,29 @@ def final_pt_metric(e: TrajectoryEntry) -> float | None:
     return mean(p.final_metric for p in points if p.k == e.final_k)
 
 
+def _worse_than(t: Comparison, tol: float) -> bool:
+    return finite(t.high) and t.high < -tol  # type: ignore[operator]
+
+
+def _as_good(t: Comparison, tol: float) -> bool:
+    return finite(t.low) and t.low >= -tol  # type: ignore[operator]
+
+
 @claim(
     "C8",
     "An early pre-training checkpoint transfers as well as the final one.",
-    "some early checkpoint (k at most half of pre-training, trajectory.early_fraction) "
-    f"gives a P@k-T final metric no worse than P-T's of the same seed by more than {CHECKPOINT_TOLERANCE:g} "
-    "(lower bound of the paired bootstrap 95% interval ≥ −"
-    f"{CHECKPOINT_TOLERANCE:g}); does not hold when every early k is worse beyond it.",
+    "some early checkpoint (0 < k ≤ half of pre-training, trajectory.early_fraction; k = 0 "
+    "is the untrained init) gives a P@k-T final metric no worse than P-T's of the same seed by "
+    f"more than {CHECKPOINT_TOLERANCE:g} (lower bound of the paired bootstrap 95% interval ≥ "
+    f"−{CHECKPOINT_TOLERANCE:g}); does not hold when every early k is worse beyond it. P and "
+    "the final P-T must have learned (a P that learned nothing has no trajectory to compare).",
+    controlled="and that checkpoint's P@k-T beats P@0-T (a fine-tune of P's untrained init "
+    "with the same recipe and seed) beyond test-set noise (paired bootstrap): the early "
+    "checkpoint transfers something pre-training learned, not only the start and recipe.",
+    meaning="an early checkpoint matches the final P, but the untrained init does as well: the "
+    "trajectory here does not show when pre-training starts to help.",
+    guards_chance=True,
+    short="an early checkpoint transfers as well",
 )
 def C8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
     points = [p for p in e.points if finite(p.k)]
@@ -275,30 +310,79 @@ def C8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
     tested = [(p, p.vs_final) for p in early if isinstance(p.vs_final, Comparison)]
     if not tested:
         return TargetResult(
-            target, UNMEASURED, "no early checkpoint (k ≤ half of pre-training) with a P-T"
+            target,
+            UNMEASURED,
+            "no early checkpoint (0 < k ≤ half of pre-training) with a P-T to compare",
+            decide="trajectory.checkpoints: add one between a quarter and half of pre-training",
         )
     tol = CHECKPOINT_TOLERANCE
-    good = [p for p, t in tested if finite(t.low) and t.low >= -tol]  # type: ignore[operator]
-    worse = [p for p, t in tested if finite(t.high) and t.high < -tol]  # type: ignore[operator]
+    good = [p for p, t in tested if _as_good(t, tol)]
+    worse = [p for p, t in tested if _worse_than(t, tol)]
     final = final_pt_metric(e)
     if good:
         best, verdict = good[0], HOLDS
     elif len(worse) == len(tested):
         best, verdict = max(early, key=lambda p: p.final_metric or -1), FAILS
     else:
-        best, verdict = tested[0][0], INCONCLUSIVE
+        undecided = [p for p, t in tested if not _worse_than(t, tol)]
+        best, verdict = undecided[0], INCONCLUSIVE
     t = best.vs_final if isinstance(best.vs_final, Comparison) else None
     estimate, low, high = (t.estimate, t.low, t.high) if t is not None else (None, None, None)
+    which = "earliest early k" if verdict != FAILS else "best early k"
     text = (
-        f"final P-T {fmt(final)}; earliest early k = {fmt(best.k)} gives "
+        f"final P-T {fmt(final)}; {which} = {fmt(best.k)} gives "
         f"{fmt(best.final_metric)} (Δ {fmt(estimate)} [{fmt(low)}, {fmt(high)}])"
     )
-    return TargetResult(
+    decide = (
+        rules.decide_text([rules.comparison_decide(t, f"k = {fmt(best.k)} vs P-T", offset=tol)])
+        if verdict == INCONCLUSIVE
+        else ""
+    )
+    paper = TargetResult(
         target,
         verdict,
         text,
         f"paired bootstrap of P@k-T − P-T (same seeds); within {tol:g}: lower bound ≥ −{tol:g}",
+        decide=decide,
     )
+    reference = [p for p in points if p.reference == "P-T"]
+    dead = at_chance(data, [r for p in reference for r in p.runs])
+    if dead:
+        paper = voided(paper, dead, "the final P-T learned nothing: there is no transfer to match")
+    paper = p_guard(data, paper)
+    return replace(paper, controlled=_c8_controlled(target, paper, good, data))
+
+
+def _c8_controlled(
+    target: str, paper: TargetResult, good: list[Point], data: StudyData
+) -> TargetResult:
+    """C8's controlled verdict: an early checkpoint as good as the final P that also beats the
+    fine-tune of P's untrained init."""
+    compared = [(p, p.vs_start) for p in good if isinstance(p.vs_start, Comparison)]
+    if paper.verdict != HOLDS:
+        result = replace(paper, statistic=f"as the paper's part: {paper.statistic}")
+        return p_guard(data, result) if result.verdict != UNMEASURED else result
+    if not compared:
+        return TargetResult(target, UNMEASURED, "no P@0-T run of the same seed to compare with")
+    beats = [p for p, t in compared if t.direction > 0]
+    below = [p for p, t in compared if t.direction < 0]
+    p, t = (
+        next((pt for pt in compared if pt[0] in beats), None)
+        or next((pt for pt in compared if pt[0] in below), None)
+        or compared[0]
+    )
+    verdict = HOLDS if beats else (FAILS if len(below) == len(compared) else INCONCLUSIVE)
+    _, test = rules.comparison(t)
+    result = TargetResult(
+        target,
+        verdict,
+        f"k = {fmt(p.k)} (as good as the final P-T) vs P@0-T: {test}",
+        "paired bootstrap of P@k-T − P@0-T (same seeds)",
+        decide=rules.decide_text([rules.comparison_decide(t, f"k = {fmt(p.k)} vs P@0-T")])
+        if verdict == INCONCLUSIVE
+        else "",
+    )
+    return p_guard(data, result)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,7 +480,7 @@ def _render(page: Page, target: str, e: TrajectoryEntry) -> str:
 
 
 @register
-class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJECTORY):
+class Trajectory(Analysis, name="trajectory", version=3, section=sections.TRAJECTORY):
     """Fine-tuning from checkpoints of the pre-training trajectory (§3.5)."""
 
     claims = (C8,)

@@ -52,9 +52,10 @@ class Claim:
     """One claim a unit decides.
 
     ``judge(entry, target, data)`` turns the unit's result for one target (an ``ok`` entry of
-    its result model) into a :class:`~transferscope.report.findings.TargetResult`; the findings
-    table applies it to every target, marks targets without a result "not measured", and makes a
-    verdict that leans on a run at chance level inconclusive.
+    its result model) into a :class:`~transferscope.report.findings.TargetResult` (the paper's
+    comparison, and with a ``controlled`` rule the controlled verdict as its ``controlled``);
+    the findings table applies it to every target and marks targets without a result "not
+    measured".
 
     A claim about how results vary *between* targets (``across=True``) is judged once:
     ``judge(result, "across targets", data)`` gets the unit's whole result and returns one
@@ -70,6 +71,18 @@ class Claim:
     so that C2 comes before C10."""
     across: bool = False
     """Judge the whole result once, across targets, instead of once per target."""
+    controlled: str | None = None
+    """The rule of the claim's controlled verdict (is pre-training the cause?), which the judge
+    returns as its result's ``controlled``; None for a claim without a control."""
+    meaning: str = ""
+    """One sentence: what it means for a study when the paper's comparison holds and the
+    controlled one does not."""
+    guards_chance: bool = False
+    """The judge itself voids what needs a run that learned (naming the runs it needs,
+    :func:`transferscope.report.rules.voided`). Otherwise the findings table makes the verdict
+    inconclusive whenever any run the entry names is at chance level."""
+    short: str = ""
+    """A few words for the verdict grid (the claim itself by default)."""
 
     def __post_init__(self) -> None:
         if self.order is None:
@@ -78,7 +91,16 @@ class Claim:
 
 
 def claim(
-    id: str, claim: str, rule: str, *, order: float | None = None, across: bool = False
+    id: str,
+    claim: str,
+    rule: str,
+    *,
+    controlled: str | None = None,
+    meaning: str = "",
+    order: float | None = None,
+    across: bool = False,
+    guards_chance: bool = False,
+    short: str = "",
 ) -> Callable[[Judge], Claim]:
     """Decorator: the judge function below it becomes the :class:`Claim` ``id``, so that the
     claim and its rule in words stand next to the code that decides it::
@@ -92,7 +114,9 @@ def claim(
     """
 
     def make(judge: Judge) -> Claim:
-        return Claim(id, claim, rule, judge, order, across)
+        return Claim(
+            id, claim, rule, judge, order, across, controlled, meaning, guards_chance, short
+        )
 
     return make
 

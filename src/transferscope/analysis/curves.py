@@ -59,7 +59,9 @@ def final_metric(run: Run, split: str = "test") -> float:
     return float(rows[-1]["metric"]) if rows else float("nan")
 
 
-def common_threshold(chance: float, finals: Sequence[float], fraction: float) -> float | None:
+def common_threshold(
+    chance: float, finals: Sequence[float], fraction: float, floor: float | None = None
+) -> float | None:
     """``chance + fraction × (min(finals) − chance)``: a bar every compared side can clear.
 
     Args:
@@ -67,14 +69,20 @@ def common_threshold(chance: float, finals: Sequence[float], fraction: float) ->
         finals: the final metric of each side compared (e.g. the mean over P-T's seeds and over
             RI-T's).
         fraction: in (0, 1]; 0.9 puts the bar 90% of the way from chance to the lower final.
+        floor: the top of the chance band (chance plus the test set's noise): a side that ends
+            at or below it learned nothing measurable, so the bar comes from the sides that did,
+            and such a side is "not reached" unless it clears that bar (Neyshabur et al. 2020
+            compare speed among models that learn; a model that never does is slower).
 
     Returns:
-        The threshold, or None when a side ends at or below chance (no bar above chance that it
-        reaches: speed cannot be compared).
+        The threshold, or None when no side ends above chance (and the floor): there is no bar
+        above chance that a side reaches, so speed cannot be compared.
     """
     if not 0 < fraction <= 1:
         raise TransferscopeError(f"fraction must be in (0, 1], got {fraction}")
     values = [float(f) for f in finals if _finite(f)]
+    if floor is not None:
+        values = [v for v in values if v > floor]
     if not values or min(values) <= chance:
         return None
     return chance + fraction * (min(values) - chance)
@@ -134,6 +142,26 @@ def relative_drop(metric_pt: float, metric_rit: float) -> float:
     return 100.0 * (metric_pt - metric_rit) / metric_pt
 
 
+def headroom_gain(metric_pt: float, metric_rit: float) -> float:
+    """The share of RI-T's distance to a perfect score that P-T closes:
+    (A(P-T) − A(RI-T)) / (1 − A(RI-T)), for metrics in [0, 1] with 1 perfect.
+
+    Unlike the relative drop it means the same for accuracy and mean AUC: rescaling a metric so
+    that chance is 0 and perfect is 1, (A − c) / (1 − c), leaves it unchanged whatever c is, so
+    targets scored by accuracy over 10 classes and by mean AUC (chance 0.5) can be ranked on
+    it. 1: P-T perfect; 0: no gain; negative: P-T worse. NaN when RI-T is perfect.
+
+    >>> round(headroom_gain(0.95, 0.9), 6)
+    0.5
+    >>> c = 0.5  # the same models on a scale where chance is 0
+    >>> round(headroom_gain((0.95 - c) / (1 - c), (0.9 - c) / (1 - c)), 6)
+    0.5
+    """
+    if not (_finite(metric_pt) and _finite(metric_rit)) or metric_rit >= 1:
+        return float("nan")
+    return (metric_pt - metric_rit) / (1.0 - metric_rit)
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(finite)) if finite else None
@@ -189,6 +217,7 @@ def compare_curves(
     fraction: float = DEFAULT_FRACTION,
     split: str = "test",
     with_curves: bool = True,
+    floor: float | None = None,
 ) -> dict[str, Any]:
     """P-T against RI-T on one target (Neyshabur et al. 2020, §3.1: P-T is better and faster).
 
@@ -200,6 +229,8 @@ def compare_curves(
             final metrics (:func:`common_threshold`).
         split: which rows to read.
         with_curves: include the per-epoch mean / spread curves.
+        floor: the top of the chance band (:func:`common_threshold`): a side at chance level
+            does not set the bar.
 
     Returns:
         ``{"P-T": side, "RI-T": side, "threshold": float | None, "chance": float,
@@ -213,7 +244,7 @@ def compare_curves(
     """
     pt_finals = [final_metric(r, split) for r in pt_runs]
     rit_finals = [final_metric(r, split) for r in rit_runs]
-    threshold = common_threshold(chance, [_mean(pt_finals), _mean(rit_finals)], fraction)
+    threshold = common_threshold(chance, [_mean(pt_finals), _mean(rit_finals)], fraction, floor)
     pt = _side(pt_runs, threshold, split, with_curves)
     rit = _side(rit_runs, threshold, split, with_curves)
 
@@ -270,13 +301,15 @@ def shuffle_gaps(
     chance: float,
     fraction: float = DEFAULT_FRACTION,
     split: str = "test",
+    floor: float | None = None,
 ) -> list[dict[str, Any]]:
     """Relative drop and speed gap per block size / pixel shuffle (Neyshabur et al. 2020, §3.1).
 
     Args:
         by_shuffle: shuffle label ('b7', 'pixel', or None for the unshuffled data) ->
             (P-T runs, RI-T runs), each a list of metrics-row lists.
-        chance, fraction: the common threshold of each comparison (see :func:`compare_curves`).
+        chance, fraction, floor: the common threshold of each comparison (see
+            :func:`compare_curves`).
 
     Returns:
         One entry per shuffle, unshuffled first, then block sizes from large to small, pixel last:
@@ -291,7 +324,11 @@ def shuffle_gaps(
             "block_size": shuffle_block_size(label),
             "pixel": label == "pixel",
         }
-        entry.update(compare_curves(pt_runs, rit_runs, chance, fraction, split, with_curves=False))
+        entry.update(
+            compare_curves(
+                pt_runs, rit_runs, chance, fraction, split, with_curves=False, floor=floor
+            )
+        )
         out.append(entry)
     return out
 
@@ -303,6 +340,7 @@ __all__ = [
     "common_threshold",
     "compare_curves",
     "final_metric",
+    "headroom_gain",
     "metric_rows",
     "relative_drop",
     "shuffle_block_size",

@@ -19,6 +19,15 @@ rule can say *holds*, *does not hold* or *inconclusive* and show the statistic i
   permutation p-value for small numbers of modules.
 - :func:`noisy_spearman`: Spearman's ρ across a few measured items (targets), its sign tested
   against each item's measurement noise.
+
+What would decide an undecided comparison (statsmodels' power functions, at :data:`POWER`):
+
+- :func:`seeds_to_decide`: the seeds at which a two-sample t-test of two groups of pairwise
+  measures (their sizes a function of the seeds) detects an effect against the measured spread;
+- :func:`examples_to_decide`: the test examples at which a one-sample z-test detects an effect
+  against a per-example standard deviation (barriers, bootstrap intervals);
+- :func:`examples_for_sign_test`: the test examples at which the sign test on disagreements
+  detects the observed balance of wins and losses.
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ class Comparison:
         low, high: a 95% interval of ``estimate`` when the method gives one.
         p_value: the test's p-value when it gives one.
         method: the statistic in words, for the findings table.
+        n: the test examples a paired comparison was measured on.
+        wins, losses: the sign test's examples where A (B) is right and the other side wrong.
     """
 
     direction: int
@@ -64,6 +75,9 @@ class Comparison:
     high: float | None = None
     p_value: float | None = None
     method: str = ""
+    n: int | None = None
+    wins: int | None = None
+    losses: int | None = None
 
     def describe(self, digits: int = 3) -> str:
         """``estimate [low, high], p = ...; method`` in a compact form."""
@@ -115,6 +129,9 @@ def paired_correctness(correct_a: np.ndarray, correct_b: np.ndarray) -> Comparis
         p_value=p,
         method=f"sign test (McNemar) on {wins + losses} of {a.shape[1]} test examples "
         f"where the sides disagree: {wins} vs {losses}",
+        n=int(a.shape[1]),
+        wins=wins,
+        losses=losses,
     )
 
 
@@ -166,12 +183,14 @@ def bootstrap_interval(
     all_values = np.concatenate(values)
     all_values = all_values[np.isfinite(all_values)]
     if len(all_values) < samples // 2:
-        return Comparison(0, estimate, method=f"{method}; bootstrap undefined" if method else "")
+        return Comparison(
+            0, estimate, method=f"{method}; bootstrap undefined" if method else "", n=n
+        )
     low, high = (float(x) for x in np.quantile(all_values, [ALPHA / 2, 1 - ALPHA / 2]))
     direction = 1 if low > 0 else (-1 if high < 0 else 0)
     words = f"paired bootstrap over {n} test examples, {samples} resamples"
     return Comparison(
-        direction, estimate, low, high, method=f"{method}; {words}" if method else words
+        direction, estimate, low, high, method=f"{method}; {words}" if method else words, n=n
     )
 
 
@@ -273,7 +292,7 @@ def compare_final_metrics(
     )
 
 
-def _pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
+def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
     """Pooled standard deviation over the groups with at least two values, and its d.o.f."""
     ss, dof = 0.0, 0
     for g in groups:
@@ -310,7 +329,7 @@ def compare_groups(
         raise TransferscopeError("compare_groups needs at least one finite value on each side")
     ma, mb = float(np.mean(xa)), float(np.mean(xb))
     diff = ma - mb
-    s, dof = _pooled_sd([xa, xb, *spread_from])
+    s, dof = pooled_sd([xa, xb, *spread_from])
     margin = max(floor, relative_floor * max(abs(ma), abs(mb)))
     if s is not None:
         t = float(_scipy_stats().t.ppf(1 - ALPHA / 2, dof))
@@ -458,6 +477,129 @@ def noisy_spearman(
     return Comparison(direction, rho, low, high, p_value=1.0 - same, method=method)
 
 
+POWER = 0.8  # the power at which an undecided comparison is said to become decisive
+MAX_SEEDS = 64  # beyond this many seeds "more seeds" is no plan: the effect is within the noise
+
+
+def _power() -> ModuleType:
+    """statsmodels.stats.power, imported on first use (it imports scipy.stats and takes ~1 s);
+    only an inconclusive verdict needs it."""
+    from statsmodels.stats import power
+
+    return power
+
+
+def seeds_to_decide(
+    effect: float,
+    spread: float,
+    group_sizes: Callable[[int], tuple[int, int]],
+    *,
+    min_seeds: int = 2,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    max_seeds: int = MAX_SEEDS,
+) -> int | None:
+    """The fewest seeds at which a two-sided two-sample t-test of two groups detects ``effect``.
+
+    Args:
+        effect: the observed difference of group means (any sign), in the measure's units.
+        spread: the measured standard deviation of one value (e.g. the pair-to-pair spread of
+            CKA), > 0.
+        group_sizes: seeds -> (values in group A, values in group B) the study would then have,
+            e.g. ``lambda s: (s * (s - 1) // 2, 1)`` for all P-T/P-T pairs against the one
+            control pair.
+        min_seeds: the first number of seeds tried.
+
+    Returns:
+        The smallest number of seeds from ``min_seeds`` up to ``max_seeds`` whose power
+        (statsmodels ``TTestIndPower``, effect size ``|effect| / spread``) reaches ``power``;
+        None when none does (the effect is within the noise for any practical study).
+
+    >>> seeds_to_decide(0.1, 0.05, lambda s: (s, s))
+    6
+    >>> seeds_to_decide(0.001, 0.05, lambda s: (s, s)) is None
+    True
+    """
+    if not (math.isfinite(effect) and math.isfinite(spread)) or spread <= 0 or effect == 0:
+        return None
+    test = _power().TTestIndPower()
+    d = abs(effect) / spread
+    for seeds in range(min_seeds, max_seeds + 1):
+        na, nb = group_sizes(seeds)
+        if na < 2 or nb < 1:
+            continue
+        if test.power(effect_size=d, nobs1=na, alpha=alpha, ratio=nb / na) >= power:
+            return seeds
+    return None
+
+
+def examples_to_decide(
+    effect: float,
+    sd: float,
+    *,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    one_sided: bool = False,
+) -> int | None:
+    """The test examples at which a z-test detects ``effect`` against a per-example spread.
+
+    Args:
+        effect: the observed effect, in the metric's units (e.g. a barrier minus its tolerance).
+        sd: the standard deviation of one example's contribution (e.g. sqrt(m (1 − m)) of a
+            proportion, or a bootstrap standard error × sqrt(n)), > 0.
+        one_sided: test in the effect's direction only (a barrier above its tolerance).
+
+    Returns:
+        statsmodels ``NormalIndPower`` (one sample: ``ratio=0``) solved for the number of
+        examples at effect size ``|effect| / sd``, rounded up; None when the effect is 0 or not
+        finite.
+
+    >>> examples_to_decide(0.05, 0.5)
+    785
+    """
+    if not (math.isfinite(effect) and math.isfinite(sd)) or sd <= 0 or effect == 0:
+        return None
+    n = (
+        _power()
+        .NormalIndPower()
+        .solve_power(
+            effect_size=abs(effect) / sd,
+            alpha=alpha,
+            power=power,
+            ratio=0,
+            alternative="larger" if one_sided else "two-sided",
+        )
+    )
+    return math.ceil(float(np.asarray(n).item()))
+
+
+def examples_for_sign_test(
+    wins: int, losses: int, examples: int, *, alpha: float = ALPHA, power: float = POWER
+) -> int | None:
+    """The test examples at which the sign test of :func:`paired_correctness` detects the
+    observed balance of wins and losses.
+
+    The examples where the sides disagree are a share ``(wins + losses) / examples`` of the test
+    set; among them A wins a share ``wins / (wins + losses)``. statsmodels' ``NormalIndPower``
+    (one sample) solves for the disagreements at which a test of that share against 1/2
+    (Cohen's h, ``proportion_effectsize``) reaches ``power``; the test set must hold that many
+    disagreements. None when the sides never disagree or win equally often.
+
+    >>> examples_for_sign_test(30, 20, 500)
+    1936
+    """
+    disagree = wins + losses
+    if disagree == 0 or wins == losses or examples < 1:
+        return None
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    h = float(proportion_effectsize(wins / disagree, 0.5))
+    needed = (
+        _power().NormalIndPower().solve_power(effect_size=abs(h), alpha=alpha, power=power, ratio=0)
+    )
+    return math.ceil(float(np.asarray(needed).item()) * examples / disagree)
+
+
 def binomial_se(metric: float, n: int) -> float:
     """Standard error of a proportion-like metric (accuracy, and as an approximation AUC) on n
     test examples: sqrt(m (1 - m) / n)."""
@@ -476,10 +618,14 @@ __all__ = [
     "cluster_ranks",
     "compare_final_metrics",
     "compare_groups",
+    "examples_for_sign_test",
+    "examples_to_decide",
     "mean_auc",
     "metric_under_weights",
     "noisy_spearman",
     "paired_correctness",
+    "pooled_sd",
+    "seeds_to_decide",
     "sign_test",
     "spearman_trend",
     "weighted_auc",

@@ -1,20 +1,22 @@
 """The findings table: every claim of every registered analysis unit, judged per target.
 
-Each claim of Neyshabur et al. (2020) (C1-C8), and the follow-up claims C9-C11 beyond the paper,
-is declared by the analysis unit that measures it (:class:`transferscope.analyses.unit.Claim`).
+Each claim of Neyshabur et al. (2020) (C1-C8), and the follow-up claims C9-C11 beyond it, is
+declared by the analysis unit that measures it (:class:`transferscope.analyses.unit.Claim`).
 :func:`evaluate_findings` applies each claim's judge to every target's result and returns one
-:class:`Finding` per claim: the numbers measured, a verdict (:mod:`.rules`) and the rule that
-produced it, in words a reader can check, with the statistic that decided.
+:class:`Finding` per claim: the numbers measured, the verdicts (:mod:`.rules`) and the rules that
+produced them, in words a reader can check, with the statistic that decided.
 
-Rules that say "P-T models are alike" compare P-T pairs not only with independent RI-T pairs but
-also with the RI-T pair that shares one random init and with the control pair: two P-T runs
-share P's weights as their start, and a shared start alone must not make such a claim hold. Over
+A claim has two verdicts where a control changes the question: *paper*, the comparison as the
+paper made it, and *controlled*, whether pre-training is the cause (against fine-tunes of P's
+untrained init and, for the "P-T models are alike" claims, the same-init RI-T pair). Over
 targets: a claim does not hold if it fails on one target, holds if it holds on every target
 measured, and is inconclusive otherwise. A claim about how targets differ (C11: the benefit
 against the distance from the source) is judged once over all of them, in one row.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from transferscope.analyses import registry
 from transferscope.analyses.results import Skipped
@@ -25,6 +27,7 @@ from transferscope.report.rules import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
+    NO_CONTROL,
     UNMEASURED,
     Finding,
     TargetResult,
@@ -42,20 +45,25 @@ ACROSS_TARGETS = "across targets"
 """The 'target' of a claim judged once over every target (``Claim.across``)."""
 
 
+def _judge(data: StudyData, claim: Claim, entry: Any, target: str) -> TargetResult:
+    """``claim``'s judge on one entry; a claim that does not guard itself is made inconclusive
+    when the entry names a run at chance level."""
+    result = claim.judge(entry, target, data)
+    return result if claim.guards_chance else data.guard_chance(result, entry)
+
+
 def _across_targets(data: StudyData, unit: Analysis, claim: Claim) -> TargetResult:
-    """``claim`` judged once on ``unit``'s whole result; inconclusive when the result names a
-    run at chance level."""
+    """``claim`` judged once on ``unit``'s whole result."""
     reason = data.not_run_reason(unit.name)
     result = data.result(unit.name)
     if reason is not None or result is None:
         return TargetResult(ACROSS_TARGETS, UNMEASURED, f"{unit.name} not run")
-    return data.guard_chance(claim.judge(result, ACROSS_TARGETS, data), result)
+    return _judge(data, claim, result, ACROSS_TARGETS)
 
 
 def _per_target(data: StudyData, unit: Analysis, claim: Claim) -> list[TargetResult]:
     """Apply ``claim`` to each target's entry of ``unit``'s result (or say why it is not
-    measured); a verdict that leans on a run at chance level becomes inconclusive. A claim
-    across targets gives one result for all of them."""
+    measured). A claim across targets gives one result for all of them."""
     if claim.across:
         return [_across_targets(data, unit, claim)]
     out = []
@@ -77,7 +85,7 @@ def _per_target(data: StudyData, unit: Analysis, claim: Claim) -> list[TargetRes
                 TargetResult(target, UNMEASURED, f"{unit.name} skipped ({why or 'no entry'})")
             )
             continue
-        out.append(data.guard_chance(claim.judge(entry, target, data), entry))
+        out.append(_judge(data, claim, entry, target))
     return out
 
 
@@ -93,6 +101,9 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
             claim.rule,
             unit.section.id,
             _per_target(data, unit, claim),
+            claim.controlled,
+            claim.meaning,
+            claim.short,
         )
         for unit, claim in claims
     ]
@@ -116,6 +127,7 @@ __all__ = [
     "FAILS",
     "HOLDS",
     "INCONCLUSIVE",
+    "NO_CONTROL",
     "UNMEASURED",
     "Finding",
     "RunRow",

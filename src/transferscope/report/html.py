@@ -29,11 +29,15 @@ from transferscope.errors import TransferscopeError
 from transferscope.report import figures as F
 from transferscope.report.figure_saver import FigureSaver
 from transferscope.report.findings import (
+    ACROSS_TARGETS,
     FAILS,
     HOLDS,
     INCONCLUSIVE,
+    NO_CONTROL,
+    UNMEASURED,
     Finding,
     StudyData,
+    TargetResult,
     evaluate_findings,
     finite,
     fmt,
@@ -47,9 +51,10 @@ FIGURES_DIR = layout.FIGURES
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
   margin: 0; color: #1b1b1b; background: #fff; line-height: 1.45; }
-header { background: #f4f6f8; border-bottom: 1px solid #dde2e6; padding: 1.2rem 2rem; }
-header h1 { margin: 0 0 .3rem 0; font-size: 1.5rem; }
-nav a { margin-right: .9rem; color: #0060a0; text-decoration: none; font-size: .92rem; }
+header { background: #f4f6f8; border-bottom: 1px solid #dde2e6; padding: .7rem 2rem; }
+header h1 { margin: 0 0 .2rem 0; font-size: 1.35rem; }
+header p { margin: .2rem 0; }
+nav a { margin-right: .7rem; color: #0060a0; text-decoration: none; font-size: .82rem; }
 main { padding: 0 2rem 3rem 2rem; max-width: 1200px; }
 h2 { border-bottom: 2px solid #0072B2; padding-bottom: .2rem; margin-top: 2.2rem; }
 h3 { margin-top: 1.4rem; }
@@ -68,6 +73,16 @@ figcaption { font-size: .8rem; color: #555; }
 .fails { background: #fde8e1; color: #8a2a08; font-weight: 600; }
 .inconclusive { background: #fff4cc; color: #6b5300; font-weight: 600; }
 .unmeasured { background: #eeeeee; color: #555; font-weight: 600; }
+.nocontrol { color: #888; }
+#verdict-grid { font-size: .8rem; margin-top: .4rem; }
+#verdict-grid th, #verdict-grid td { padding: .12rem .35rem; text-align: center; }
+#verdict-grid th.claim { text-align: left; font-weight: normal; background: #fff; }
+section#findings h2 { margin-top: 1rem; }
+#verdict-grid th.sub { font-weight: normal; font-size: .72rem; color: #444; }
+#verdict-grid td.across { color: #888; font-style: italic; }
+.decide { font-size: .82rem; color: #6b5300; }
+.meaning { font-size: .85rem; color: #8a2a08; margin: .3rem 0 0 0; }
+details summary { cursor: pointer; color: #0060a0; }
 .control { background: #fde8e1; border-left: 4px solid #b00020; padding: .6rem .9rem; }
 .method { font-size: .85rem; color: #333; background: #f7f9fb; border-left: 3px solid #0072B2;
   padding: .4rem .8rem; }
@@ -223,60 +238,178 @@ class _Page(Page):
         )
 
     def findings(self, findings: list[Finding]) -> str:
-        return findings_table_html(findings, self.data.negative_control)
+        return verdict_grid_html(findings, self.data.targets) + findings_table_html(
+            findings, self.data.negative_control
+        )
 
 
 VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
+# One word per verdict in the grid (the findings table below spells them out).
+GRID_WORD = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive", UNMEASURED: "n/m"}
+
+
+def _word(verdict: str | None) -> str:
+    """A verdict as one coloured word of the grid ('—' for a claim without a control)."""
+    if verdict is None:
+        return f'<span class="nocontrol">{esc(NO_CONTROL)}</span>'
+    cls = VERDICT_CLASS.get(verdict, "unmeasured")
+    return (
+        f'<span class="{cls}" title="{esc(verdict)}">{esc(GRID_WORD.get(verdict, verdict))}</span>'
+    )
+
+
+def _target_verdicts(f: Finding, target: str) -> tuple[str | None, str | None]:
+    """(paper, controlled) verdicts of ``f`` on ``target`` (None: no such cell)."""
+    for t in f.per_target:
+        if t.target == target:
+            controlled = None
+            if f.controlled_rule is not None:
+                controlled = t.controlled.verdict if t.controlled else UNMEASURED
+            return t.verdict, controlled
+    return None, None
+
+
+def verdict_grid_html(findings: list[Finding], targets: Sequence[str]) -> str:
+    """The verdict grid: a row per claim, a column pair (paper, controlled) per target and
+    overall, each cell one coloured word. A claim judged across targets fills the overall pair."""
+    head1 = '<th rowspan="2">claim</th>' + "".join(
+        f'<th colspan="2">{esc(t)}</th>' for t in [*targets, "overall"]
+    )
+    head2 = '<th class="sub">paper</th><th class="sub">controlled</th>' * (len(targets) + 1)
+    rows = []
+    for f in findings:
+        cells = []
+        across = [t.target for t in f.per_target] == [ACROSS_TARGETS]
+        for target in targets:
+            if across:
+                cells.append('<td class="across" colspan="2">across targets</td>')
+                continue
+            paper, controlled = _target_verdicts(f, target)
+            if paper is None:
+                cells.append('<td colspan="2">-</td>')
+                continue
+            cells.append(
+                f"<td>{_word(paper)}</td><td>{_word(controlled if f.controlled_rule else None)}</td>"
+            )
+        cells.append(f"<td>{_word(f.paper)}</td><td>{_word(f.controlled)}</td>")
+        title = f'<a href="#claim-{esc(f.id)}">{esc(f.id)}</a> {esc(f.short or f.claim)}'
+        rows.append(
+            f'<tr><th class="claim" title="{esc(f.claim)}">{title}</th>{"".join(cells)}</tr>'
+        )
+    return (
+        '<table id="verdict-grid"><thead>'
+        f"<tr>{head1}</tr><tr>{head2}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _cell_html(t: TargetResult) -> str:
+    """One verdict of one target in the findings table: the word, the numbers, the statistic,
+    what would decide it, and which run voided it."""
+    cls = VERDICT_CLASS.get(t.verdict, "unmeasured")
+    out = f'<span class="{cls}">{esc(t.verdict)}</span>: {esc(t.measured)}'
+    if t.statistic:
+        out += f'<br><span class="small">{esc(t.statistic)}</span>'
+    if t.decide and t.verdict in (INCONCLUSIVE, UNMEASURED):
+        out += f'<br><span class="decide">would decide it: {esc(t.decide)}</span>'
+    return out
 
 
 def findings_table_html(findings: list[Finding], control: bool = False) -> str:
-    """The findings table: claim, verdict, the numbers and statistic per target, the rule."""
+    """The findings table: claim, both verdicts, the numbers and statistic per target, the
+    rules, and for a claim whose paper comparison holds where the controlled one does not, the
+    sentence saying what that means for the study."""
     rows = []
     for f in findings:
-        cls = VERDICT_CLASS.get(f.verdict, "unmeasured")
-        measured = (
-            "<br>".join(
-                f"<strong>{esc(t.target)}</strong> "
-                f'<span class="{VERDICT_CLASS.get(t.verdict, "unmeasured")}">{esc(t.verdict)}'
-                f"</span>: {esc(t.measured)}"
-                + (f'<br><span class="small">{esc(t.statistic)}</span>' if t.statistic else "")
-                for t in f.per_target
-            )
-            or "no target"
-        )
+        parts = []
+        for t in f.per_target:
+            part = f"<strong>{esc(t.target)}</strong> paper {_cell_html(t)}"
+            if f.controlled_rule is not None:
+                c = t.controlled or TargetResult(t.target, UNMEASURED, "no controlled result")
+                part += f"<br>controlled {_cell_html(c)}"
+            parts.append(part)
+        measured = "<br><br>".join(parts) or "no target"
+        rule = f"paper: {esc(f.rule)}"
+        if f.controlled_rule is not None:
+            rule += f"<br>controlled: {esc(f.controlled_rule)}"
+        controlled = f.controlled
         rows.append(
             (
-                _Raw(f'<a href="#{esc(f.section)}">{esc(f.id)}</a>'),
-                f.claim,
-                _Raw(f'<span class="{cls}">{esc(f.verdict)}</span>'),
-                _Raw(measured),
-                f.rule,
+                _Raw(f'<a id="claim-{esc(f.id)}" href="#{esc(f.section)}">{esc(f.id)}</a>'),
+                _Raw(
+                    esc(f.claim)
+                    + (f'<p class="meaning">{esc(f.explanation)}</p>' if f.explanation else "")
+                ),
+                _Raw(
+                    f'<span class="{VERDICT_CLASS.get(f.paper, "unmeasured")}">{esc(f.paper)}</span>'
+                ),
+                _Raw(
+                    f'<span class="{VERDICT_CLASS.get(controlled, "unmeasured")}">'
+                    f"{esc(controlled)}</span>"
+                    if controlled is not None
+                    else esc(NO_CONTROL)
+                ),
+                _Raw(f"<details><summary>numbers and statistics</summary>{measured}</details>"),
+                _Raw(f"<details><summary>rules</summary>{rule}</details>"),
             )
         )
-    header = ("claim", "statement (Neyshabur et al. 2020)", "verdict", "per target", "rule")
+    header = (
+        "claim",
+        "statement (Neyshabur et al. 2020)",
+        "paper",
+        "controlled",
+        "per target",
+        "rule",
+    )
     banner = ""
     if control:
-        held = [f.id for f in findings if f.verdict == HOLDS]
+        held = [
+            f.id
+            for f in findings
+            if f.controlled == HOLDS or (f.controlled is None and f.paper == HOLDS)
+        ]
+        paper_held = [f.id for f in findings if f.controlled is not None and f.paper == HOLDS]
         banner = (
             '<p class="control"><strong>Negative control.</strong> P here is an untrained network: '
-            "nothing was pre-trained, so no claim about what pre-training transfers should hold. "
+            "nothing was pre-trained, so no controlled verdict (is pre-training the cause?) should "
+            "hold. "
             + (
                 f"<strong>{esc(', '.join(held))} hold(s) anyway: a rule that holds on the control "
                 "measures something other than pre-training.</strong>"
                 if held
-                else "No claim holds: every rule failed or could not decide, as it should."
+                else "None holds, as it should."
+            )
+            + (
+                f" The paper's comparison holds for {esc(', '.join(paper_held))}: on this study "
+                "it cannot tell pre-training from a shared start and recipe."
+                if paper_held
+                else ""
             )
             + "</p>"
         )
+    explained = [f.explanation for f in findings if f.explanation]
+    meaning = (
+        "<p><strong>Where the paper's comparison holds and the controlled one does not:</strong></p><ul>"
+        + "".join(f"<li>{esc(text)}</li>" for text in explained)
+        + "</ul>"
+        if explained
+        else ""
+    )
     return (
         banner
-        + "<p>A claim <em>holds</em> when its effect is there beyond the noise on every target "
-        "where it could be measured, <em>does not hold</em> when the opposite effect is there "
-        "beyond the noise on some target, is <em>inconclusive</em> when the difference is "
-        "within the noise (seeds, test-set sampling) or a compared run sits at chance, and is "
-        "<em>not measured</em> when no target had the results it needs. Each target shows the "
-        "statistic that decided. Metrics are fractions (accuracy or mean AUC).</p>"
-        + _table(header, rows, table_id="findings-table")
+        + meaning
+        + "<p>Each claim has two verdicts where a control changes the question. <em>Paper</em>: "
+        "the comparison as Neyshabur et al. (2020) made it (C1: P-T against RI-T; C3-C5: P-T "
+        "pairs against RI-T pairs from independent inits; C6: P-T pairs flat, RI-T pairs with "
+        "a barrier). <em>Controlled</em> (beyond the paper): is pre-training the cause? The same "
+        "measure against fine-tunes of P's untrained init with P-T's recipe (P@0-T) and, for "
+        "C3-C5, the RI-T pair from one shared init; it needs a P that learned. A claim "
+        "<em>holds</em> when its effect is there beyond the noise on every target where it "
+        "could be measured, <em>does not hold</em> when the opposite effect is there beyond "
+        "the noise on some target, is <em>inconclusive</em> when the difference is within the "
+        "noise (seeds, test-set sampling) or a run the measure needs to have learned sits at "
+        "chance (the cell names it), and is <em>not measured</em> (n/m) when no target had "
+        "the results it needs. An inconclusive cell says what would decide it. Metrics are "
+        "fractions (accuracy or mean AUC).</p>" + _table(header, rows, table_id="findings-table")
     )
 
 
@@ -318,7 +451,10 @@ def render_html(
         f'<section id="{sid}"><h2>{esc(title)}</h2>{bodies.get(sid, "")}</section>'
         for sid, title in order
     )
-    verdicts = ", ".join(f"{f.id} {f.verdict}" for f in findings)
+    held = [f.id for f in findings if f.verdict == HOLDS]
+    verdicts = f"{len(held)} of {len(findings)} claims hold" + (
+        f" ({', '.join(held)})" if held else ""
+    )
     if data.negative_control:
         verdicts = f"negative control (P untrained): {verdicts}"
     return (

@@ -21,7 +21,7 @@ from transferscope import runfiles
 from transferscope.analyses import registry
 from transferscope.analyses.results import AnalysisResult, ResultMismatch, load_result
 from transferscope.errors import TransferscopeError
-from transferscope.report.rules import INCONCLUSIVE, UNMEASURED, TargetResult
+from transferscope.report.rules import UNMEASURED, TargetResult, voided
 from transferscope.study import layout
 
 
@@ -92,27 +92,30 @@ class StudyData:
         return None
 
     @property
+    def seeds(self) -> int:
+        """How many seeds the study trains each kind of run with (2 when not known)."""
+        seeds = self.config.get("seeds")
+        return len(seeds) if isinstance(seeds, list) and seeds else 2
+
+    @property
     def negative_control(self) -> bool:
         """Whether the study is a negative control (P untrained): no claim should hold."""
         return bool(self.config.get("negative_control"))
 
     def guard_chance(self, result: TargetResult, entry: Any) -> TargetResult:
-        """``result``, made inconclusive when a run it compares finished at chance level: a
-        model that learned nothing makes any comparison with it meaningless."""
+        """``result``, made inconclusive when any run ``entry`` names finished at chance level:
+        the guard of a claim that does not name the runs its measure needs
+        (``Claim.guards_chance`` False, e.g. a plug-in unit's); the built-in claims void only
+        what needs a run that learned (:func:`transferscope.report.rules.voided`)."""
         if result.verdict == UNMEASURED:
             return result
-        at_chance = {r.id for r in self.runs if r.chance_level}
         if isinstance(entry, BaseModel):
             entry = entry.model_dump(by_alias=True)
-        used = _run_ids(entry) & at_chance
-        if not used:
+        used = _run_ids(entry)
+        dead = [r for r in self.runs if r.chance_level and r.id in used]
+        if not dead:
             return result
-        return TargetResult(
-            result.target,
-            INCONCLUSIVE,
-            f"{result.measured}; at chance level: {', '.join(sorted(used))}",
-            result.statistic,
-        )
+        return voided(result, dead, "the claim compares it")
 
     def target_entry(self, name: str, target: str) -> Any:
         """One target's entry of an 'ok' analysis result (a model, or a dict for a unit whose

@@ -1,13 +1,13 @@
 """From a :class:`StudyConfig` to the list of training runs of a study (Neyshabur et al. 2020, §3.1-§3.5).
 
 - P: pre-training on the source, keeping the trajectory checkpoints (or an external P);
-- for each target and seed: P-T and RI-T, plus one RI-T that shares the first RI-T's random init
-  (the same-init barrier of §3);
-- for each block size / pixel shuffle and shuffle seed: P-T and RI-T on shuffled target data
-  (none for a block as large as the image, nor for a pixel shuffle of one-channel images when
+- for each target and seed: P-T and RI-T, and for each seed after the first an RI-T that shares
+  the first RI-T's random init (the same-init barrier of §3);
+- for each block size / pixel shuffle and shuffle seed: P-T and RI-T on shuffled target data,
+  the i-th shuffle seed trained with the i-th study seed (none for a block as large as the image, nor for a pixel shuffle of one-channel images when
   block size 1 is planned: both would repeat another run exactly);
 - for each trajectory checkpoint k: P@k-T;
-- the control pair: P@0-T for the first two seeds (fine-tunes from P's untrained init).
+- the control pairs: P@0-T for every seed (fine-tunes from P's untrained init).
 
 A run's id is ``<kind>-<target>-<hash>``: the hash is over the run's resolved config with every
 field left at its default omitted, so a new option added later does not change the ids of runs
@@ -221,30 +221,41 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
     if cfg.shuffles.pixel:
         shuffles += [ShuffleRef(kind="pixel", seed=s) for s in cfg.shuffles.seeds]
     first_seed = cfg.seeds[0]
+
+    def shuffle_run_seed(sh: ShuffleRef) -> int:
+        """The training seed of a shuffled replicate: the i-th shuffle seed trains with the i-th
+        study seed (cycling), so replicates differ in data order and head as well as in the
+        permutation, as independent seeds do; the first one keeps the first seed."""
+        i = cfg.shuffles.seeds.index(sh.seed)
+        return cfg.seeds[i % len(cfg.seeds)]
+
     for target in cfg.targets:
         rits = []
         for seed in cfg.seeds:
             add(pt(target, seed), seed=seed)
             rits.append(add(rit(target, seed), seed=seed))
-        if cfg.same_init_pair and len(cfg.seeds) > 1:
-            # Same init as the first RI-T, different data order and mixup draws (Neyshabur et al. 2020, §3.3).
-            second = cfg.seeds[1]
-            add(rit(target, second, init_seed=first_seed), seed=second, same_init_as=rits[0].id)
+        if cfg.same_init_pair:
+            # Same init as the first RI-T, different data order and mixup draws (Neyshabur et al.
+            # 2020, §3.3): one run per further seed, so that more seeds give more same-init pairs.
+            for seed in cfg.seeds[1:]:
+                add(rit(target, seed, init_seed=first_seed), seed=seed, same_init_as=rits[0].id)
         c, h, w = infos[target.label].image_shape
         for sh in shuffles:
             if sh.kind == "block" and sh.block_size == h == w:
                 continue  # block = image: no shuffle, the unshuffled runs are this point
             if sh.kind == "pixel" and c == 1 and 1 in cfg.shuffles.block_sizes:
                 continue  # one channel: a pixel shuffle is the block-1 shuffle, same permutation
-            roles = {"seed": first_seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
-            add(pt(target, first_seed, shuffle=sh), **roles)
-            add(rit(target, first_seed, shuffle=sh), **roles)
+            seed = shuffle_run_seed(sh)
+            roles = {"seed": seed, "shuffle": sh.label, "shuffle_seed": sh.seed}
+            add(pt(target, seed, shuffle=sh), **roles)
+            add(rit(target, seed, shuffle=sh), **roles)
         for k in trajectory:
             add(pt(target, first_seed, k=k), seed=first_seed, checkpoint=k)
         if cfg.control_pair and p_id is not None and len(cfg.seeds) > 1:
-            # Two fine-tunes from P's untrained init: a shared start and P-T's recipe without
-            # pre-training, the baseline "P-T models are alike" must beat.
-            for seed in cfg.seeds[:2]:
+            # Fine-tunes from P's untrained init, one per seed: a shared start and P-T's recipe
+            # without pre-training, the baseline "P-T models are alike" must beat (each two of
+            # them a control pair, so that more seeds give more pairs).
+            for seed in cfg.seeds:
                 if not (seed == first_seed and 0 in trajectory):
                     add(pt(target, seed, k=0.0), seed=seed, checkpoint=0.0)
     ids = [r.id for r in runs]
