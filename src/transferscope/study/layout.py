@@ -50,12 +50,39 @@ REPORT_INPUTS = ".inputs.json"
 RunState = Literal["done", "partial", "failed", "pending", "damaged"]
 
 
+def child(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` for a ``name`` that is one file name: no separator, not '.' or '..',
+    at most 255 bytes. Names reach here from plan.json and configs (run ids, target ids); the
+    config refuses any other id up front (:mod:`transferscope.names`), and this keeps every read
+    and write inside the study directory even when plan.json was edited by hand."""
+    from transferscope.errors import TransferscopeError
+
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or len(name.encode("utf-8", "surrogateescape")) > 255
+    ):
+        raise TransferscopeError(
+            f"{what} {name!r} is not a file name inside {folder}: ids are names (letters, "
+            "digits, '-', '_', '.'), never paths; check the config's ids and plan.json"
+        )
+    return Path(folder) / name
+
+
 def run_dir(root: Path, run_id: str) -> Path:
-    return Path(root) / RUNS / run_id
+    return child(Path(root) / RUNS, run_id, "run id")
 
 
 def analysis_path(root: Path, name: str) -> Path:
-    return Path(root) / ANALYSES / f"{name}.json"
+    return child(Path(root) / ANALYSES, f"{name}.json", "analysis")
+
+
+def mistake_examples_path(root: Path, target: str) -> Path:
+    """``analyses/mistakes/<target>.npz``: the example images of one target's mistakes cells."""
+    return child(Path(root) / ANALYSES / MISTAKE_EXAMPLES, f"{target}.npz", "target id")
 
 
 def report_dir(root: Path) -> Path:
@@ -106,6 +133,8 @@ __all__ = [name for name in dir() if name.isupper()] + [
     "RunState",
     "RunStatus",
     "analysis_path",
+    "child",
+    "mistake_examples_path",
     "report_dir",
     "run_dir",
     "run_status",
