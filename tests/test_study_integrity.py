@@ -4,6 +4,7 @@ and two commands never work on one directory at once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -346,6 +347,11 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
     # The same config again, with other execution settings: no change, no question.
     result = invoke("run", str(config_file), "--out", str(out), "--plan-only", "--jobs", "2")
     assert result.returncode == 0, result.stderr
+    # study.yaml now says jobs: 2, and plan.json the SHA-256 of that study.yaml; the runs are
+    # the same.
+    assert "jobs: 2" in (out / "study.yaml").read_text()
+    assert json.loads((out / "plan.json").read_text())["runs"] == json.loads(plan_json)["runs"]
+    plan_json = (out / "plan.json").read_text()
     # Another config: refused, naming the keys; nothing rewritten.
     config_file.write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05").replace("[0]", "[0, 1]"))
     result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
@@ -363,6 +369,55 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
     # P, two P-T, two RI-T and the control pair's two P@0-T.
     assert "going on (--force)" in said and "7 runs" in said
     assert "lr: 0.05" in (out / "study.yaml").read_text()
+
+
+def test_a_damaged_or_missing_study_yaml_is_never_trusted(tmp_path: Path) -> None:
+    """study.yaml cut short (still valid YAML, defaults where its end was), or deleted: `run`,
+    `analyze` and `--plan-only` stop with one line naming the file and the fix, and write
+    nothing; the study's own config file with --force is the way on."""
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(STUDY_YAML)
+    out = tmp_path / "study"
+    assert invoke("run", str(config_file), "--out", str(out), "--plan-only").returncode == 0
+    study_yaml, plan_json = out / "study.yaml", out / "plan.json"
+    whole, plan = study_yaml.read_bytes(), plan_json.read_bytes()
+    assert json.loads(plan)["study_yaml_sha256"] == hashlib.sha256(whole).hexdigest()
+    mismatch = f"{study_yaml} does not match plan.json: it was edited, cut short or replaced"
+    fix = f"`transferscope run CONFIG --out {out} --force`"
+    lines = whole.decode().splitlines(keepends=True)
+    for damaged in (whole[:200], "".join(lines[: len(lines) // 2]).encode()):
+        study_yaml.write_bytes(damaged)
+        for args in (
+            ("run", "--out", str(out)),
+            ("run", "--out", str(out), "--plan-only"),
+            ("run", str(config_file).replace("tiny", "other"), "--out", str(out)),
+            ("analyze", str(out), "--only", "curves"),
+        ):
+            if "other" in args[1]:
+                (tmp_path / "other.yaml").write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05"))
+            result = invoke(*args)
+            error = " ".join(result.stderr.split())
+            assert result.returncode == 2, (args, result.stdout, result.stderr)
+            assert mismatch in error and fix in error and "Traceback" not in result.stderr, error
+        assert plan_json.read_bytes() == plan and study_yaml.read_bytes() == damaged
+        assert not (out / "analyses").exists()
+    # Missing: never a new default study over the old one's plan and runs.
+    study_yaml.unlink()
+    for args in (("run", "--out", str(out)), ("run", "--out", str(out), "--plan-only")):
+        result = invoke(*args)
+        error = " ".join(result.stderr.split())
+        assert result.returncode == 2 and f"{study_yaml} is missing" in error and fix in error
+        assert plan_json.read_bytes() == plan and not study_yaml.exists()
+    # The fix: the study's config with --force writes both again, and they match.
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only", "--force")
+    assert result.returncode == 0, result.stderr
+    assert study_yaml.read_bytes() == whole and plan_json.read_bytes() == plan
+    # Killed between the two writes: study.yaml is new, plan.json not yet. The same config given
+    # again is what study.yaml says, and goes on without --force.
+    study_yaml.write_text(whole.decode().replace("jobs: 1", "jobs: 2"))
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    assert study_yaml.read_bytes() == whole and plan_json.read_bytes() == plan
 
 
 # --------------------------------------------------------------------------------------------

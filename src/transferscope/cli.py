@@ -88,7 +88,8 @@ def check_count(option: str, value: int | None) -> None:
 
 
 def resolve_config(target: str | None, preset: str | None) -> config_mod.StudyConfig:
-    """A config from a YAML file, a preset name, or the default preset (mini)."""
+    """A config from a YAML file, a preset name, or the default preset (mini); a file's data
+    source and model options are checked here (:func:`transferscope.config.load`)."""
     if target and preset:
         raise TransferscopeError("give either a config file or --preset, not both")
     if target:
@@ -183,8 +184,12 @@ def _study_config(
     """The config to run: the given one, or the study's own when none is given.
 
     A given config that differs from the study's is refused (naming the keys) unless ``force``.
+    A directory that holds runs but no readable study.yaml matching its plan is never given a new
+    default study: without a config and ``force`` it is an error naming the file and the fix.
     """
     if not store.is_study():
+        if store.holds_runs() and not (given is not None and force):
+            raise store.missing_config_error()
         return given or config_mod.load_preset("mini")
     if given is None:
         cfg = store.read_config()
@@ -196,10 +201,17 @@ def _study_config(
         return cfg
     try:
         old = store.read_config()
-    except TransferscopeError:
-        if not force:
-            raise
-        return given
+    except TransferscopeError as damaged:
+        # study.yaml does not match its plan (or does not read). The config given is taken when
+        # it is what study.yaml says (a run killed between writing study.yaml and plan.json), or
+        # with --force; anything else stops before a file is written.
+        try:
+            same = not config_mod.study_changes(store.read_config(verify=False), given)
+        except TransferscopeError:
+            same = False
+        if same or force:
+            return given
+        raise damaged from None
     changes = config_mod.study_changes(old, given)
     if not changes:
         return given

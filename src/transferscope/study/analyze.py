@@ -75,7 +75,10 @@ def _options(cfg: StudyConfig, name: str) -> dict[str, Any]:
 
 def _plan_digest(plan: Plan) -> str:
     """Which runs the study has and their roles: an analysis is redone when this changes."""
-    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()
+    # Without the stamp of study.yaml: a change of how the study runs (--jobs) rewrites study.yaml
+    # and is no reason to redo an analysis.
+    text = plan.model_dump_json(exclude={"study_yaml_sha256"})
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:

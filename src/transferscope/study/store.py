@@ -17,6 +17,8 @@ recorded (:mod:`transferscope.runfiles`); ``transferscope run`` retrains damaged
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,26 @@ from transferscope.training import checkpoints as ckpt
 RunState = layout.RunState
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def config_mismatch(root: Path, config_bytes: bytes) -> str | None:
+    """How study.yaml (``config_bytes``) fails to match the SHA-256 plan.json recorded for it,
+    or None: it matches, or plan.json records none (written before plans did, or unreadable:
+    reading the plan says so)."""
+    try:
+        recorded = json.loads((Path(root) / layout.PLAN).read_bytes()).get("study_yaml_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, str) or recorded == _sha256(config_bytes):
+        return None
+    return (
+        f"does not match {layout.PLAN}: it was edited, cut short or replaced after the study was "
+        f"planned ({len(config_bytes)} bytes whose SHA-256 is not the one {layout.PLAN} recorded)"
+    )
+
+
 @dataclass(frozen=True)
 class StudyStore:
     """Paths and small reads/writes of one study directory."""
@@ -50,7 +72,7 @@ class StudyStore:
         return self.root / layout.ANALYSES
 
     def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / run_id
+        return layout.run_dir(self.root, run_id)
 
     # ------------------------------------------------------------- study files
     def create(self) -> None:
@@ -77,13 +99,31 @@ class StudyStore:
         return count
 
     def write_study(self, cfg: StudyConfig, plan: Plan) -> None:
+        """Write study.yaml, then plan.json stamped with study.yaml's SHA-256 (the two are read
+        only together: :meth:`read_config` refuses a study.yaml that no longer matches)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(self.root / layout.STUDY_CONFIG, to_yaml(cfg))
-        atomic.write_json(self.root / layout.PLAN, plan.model_dump(mode="json"))
+        text = to_yaml(cfg)
+        atomic.write_text(self.root / layout.STUDY_CONFIG, text)
+        stamped = plan.model_copy(update={"study_yaml_sha256": _sha256(text.encode())})
+        atomic.write_json(self.root / layout.PLAN, stamped.model_dump(mode="json"))
 
     def is_study(self) -> bool:
         """Whether the directory holds a study (its resolved config)."""
         return (self.root / layout.STUDY_CONFIG).is_file()
+
+    def holds_runs(self) -> bool:
+        """Whether the directory holds a plan or run directories: the work of a study, whether
+        or not its study.yaml is still there."""
+        return (self.root / layout.PLAN).is_file() or bool(self.runs_on_disk())
+
+    def missing_config_error(self) -> TransferscopeError:
+        """The error for a directory that holds runs but no study.yaml to say what they are."""
+        path = self.root / layout.STUDY_CONFIG
+        return TransferscopeError(
+            f"{self.root} holds a study's runs but {path} is missing, and with it the config "
+            f"they were trained with; restore it, or rerun with the study's config file: "
+            f"`transferscope run CONFIG --out {self.root} --force` (nothing was written)"
+        )
 
     def _study_file(self, name: str) -> Path:
         """The study file ``name``; its absence means this is not a study directory."""
@@ -107,16 +147,31 @@ class StudyStore:
                 "write it again from study.yaml"
             ) from None
 
-    def read_config(self) -> StudyConfig:
-        """The study's resolved config (study.yaml); a damaged file is one clear error."""
+    def read_config(self, verify: bool = True) -> StudyConfig:
+        """The study's resolved config (study.yaml); a damaged file is one clear error.
+
+        ``verify``: also refuse a study.yaml whose SHA-256 is not the one plan.json recorded when
+        both were written (a file edited, cut short or replaced since: a truncated study.yaml can
+        still be valid YAML, with defaults where its end was).
+        """
         from transferscope.config import from_dict, read_yaml
 
+        if not self.is_study() and self.holds_runs():
+            raise self.missing_config_error()
         path = self._study_file(layout.STUDY_CONFIG)
         try:
-            text = path.read_text()
+            data = path.read_bytes()
+            text = data.decode()
         except (OSError, UnicodeDecodeError) as e:
             raise TransferscopeError(f"cannot read {path}: {e}") from None
-        hint = "; restore it, or rerun `transferscope run CONFIG --out DIR --force` with the study's config file"
+        hint = (
+            f"; restore it, or rerun `transferscope run CONFIG --out {self.root} --force` with "
+            "the study's config file"
+        )
+        if verify:
+            problem = config_mismatch(self.root, data)
+            if problem is not None:
+                raise TransferscopeError(f"{path} {problem}{hint}")
         try:
             return from_dict(read_yaml(text, str(path)), str(path))
         except TransferscopeError as e:
