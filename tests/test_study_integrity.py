@@ -551,9 +551,10 @@ def image_folder_study(tmp_path: Path, finetune: str | None = None) -> tuple[Pat
 
 @pytest.mark.slow
 def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
-    """A run's id does not hash its data: an image folder that lost files since the study was
-    trained plans the same ids. The runs tested on the old split are trained again, and the
-    runs whose data did not change (P, on digits) are kept."""
+    """A run's id does not hash its data: an image folder that lost files, gained (mislabelled)
+    training images, or had a test image replaced in place under its name plans the same ids.
+    Each time the runs that read the changed split are trained again and `run` says which split
+    changed; the runs whose data did not change (P, on digits) are kept."""
     root, config_file = image_folder_study(tmp_path)
     out = tmp_path / "study"
     args = ("run", str(config_file), "--out", str(out), "--quiet", "--no-analyses")
@@ -563,21 +564,38 @@ def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
     p = plan.select(kind="P")[0]
     targets = [r.id for r in plan.runs if r.spec.kind != "P"]
     p_done = (store.run_dir(p.id) / "DONE").read_bytes()
+    data = store.summary(targets[0])["data"]  # type: ignore[index]
+    assert data["label"] == "imagefolder" and data["train"]["files"] is True
+    assert (data["train"]["examples"], data["test"]["examples"]) == (12, 6)
     result = invoke(*args, "--plan-only")  # the same data: nothing changed, nothing to train
     assert "data changed" not in result.stdout and "0 to train" in result.stdout
+
+    def rerun(why: str) -> None:
+        result = invoke(*args, "--threads", "1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        said = " ".join(result.stdout.split())
+        for run_id in targets:
+            assert f"data changed for run {run_id}: {why}; it is trained again" in said, said
+        assert f"{len(targets)} to train" in said and p.id not in said
+        assert (store.run_dir(p.id) / "DONE").read_bytes() == p_done
+
     # Two of class c's six images removed: its test share drops from 2 images to 1.
     for name in ("c_004.jpg", "c_005.jpg"):
         (root / "c" / name).unlink()
-    result = invoke(*args, "--threads", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    said = " ".join(result.stdout.split())
-    for run_id in targets:
-        assert f"data changed for run {run_id}: its 6 test examples are not the 5 in" in said
-    assert f"{len(targets)} to train" in said and p.id not in said
-    assert (store.run_dir(p.id) / "DONE").read_bytes() == p_done
+    rerun(
+        "the training split of 'imagefolder' changed since it was read (12 examples then, 11 now)"
+    )
     for run_id in targets:
         saved = np.load(store.run_dir(run_id) / "predictions" / "test_targets.npy")
         assert saved.tolist() == [0, 0, 1, 1, 2]
+    # A test image replaced in place, same name, same class: the split's size and labels hold.
+    test_paths = DataCache().get(plan.select(kind="P-T")[0].spec.data).test.paths
+    image = Path(test_paths[0])
+    image.write_bytes((root / "b" / "b_000.jpg").read_bytes())
+    rerun(
+        "the test split of 'imagefolder' changed since it was read (the same 5 examples, but "
+        "other files, file sizes, times or labels)"
+    )
 
 
 @pytest.mark.slow

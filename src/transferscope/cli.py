@@ -268,7 +268,7 @@ def _run_study(
             highlight=False,
             soft_wrap=True,
         )
-    for run_id, problem in retrain_changed(store, plan, cache.get):
+    for run_id, problem in retrain_changed(store, plan, cache.get, cache.digest):
         console.print(
             f"[yellow]data changed[/] for run {run_id}: {escape(problem)}; it is trained again",
             highlight=False,

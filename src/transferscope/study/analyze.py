@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from transferscope import atomic, runfiles
 from transferscope.analyses import registry
 from transferscope.analyses.context import StudyContext
@@ -38,8 +36,8 @@ from transferscope.analyses.results import (
 )
 from transferscope.analyses.unit import Analysis, TargetSize
 from transferscope.analysis.interpolation import InterpolationResult
-from transferscope.analysis.sampling import dataset_targets
 from transferscope.config import StudyConfig, changed_keys
+from transferscope.data.digest import DIGEST_VERSION
 from transferscope.errors import DamagedRunError, TransferscopeError
 from transferscope.study import estimate, layout
 from transferscope.study.executors import DataCache
@@ -94,32 +92,30 @@ def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:
 
 
 def _data_inputs(cfg: StudyConfig, cache: DataCache) -> dict[str, str]:
-    """Per data label of the study, a digest of its splits: sizes, targets and (for file datasets)
-    the file paths. A run's id does not cover its data, and an analysis reads the data too (the
-    domain analysis reads nothing else of a target): a split that changed redoes it."""
+    """Per data label of the study, a digest of its training and test splits (sizes, targets, and
+    each image file's path, size and time: :meth:`DataCache.digest`, the digest a run's DONE
+    records). A run's id does not cover its data, and an analysis reads the data too (the domain
+    analysis reads nothing else of a target): a split that changed redoes it."""
     out = {}
     for spec in [cfg.source, *cfg.targets]:
         try:
-            splits = cache.get(spec)
+            splits = cache.digest(spec)
         except TransferscopeError:  # not on this machine (e.g. an external P's source)
             out[spec.label] = "unavailable"
             continue
-        digest = hashlib.sha256()
-        for part in (splits.train, splits.test):
-            digest.update(f"{len(part)};".encode())
-            targets = dataset_targets(part)
-            if targets is not None:
-                digest.update(str(targets.dtype).encode() + np.ascontiguousarray(targets).tobytes())
-            paths = getattr(part, "paths", None)
-            if paths is not None:
-                digest.update("\n".join(map(str, paths)).encode())
-        out[spec.label] = digest.hexdigest()[:16]
+        text = json.dumps(splits, sort_keys=True)
+        out[spec.label] = f"v{DIGEST_VERSION}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     return out
 
 
 def _changed_data(recorded: Any, now: dict[str, str]) -> str | None:
     if not isinstance(recorded, dict):
         return "it was computed before analyses recorded their data"
+    if any(
+        d != "unavailable" and not str(d).startswith(f"v{DIGEST_VERSION}:")
+        for d in recorded.values()
+    ):
+        return "it was computed before analyses recorded the sizes and times of image files"
     changed = [label for label, d in now.items() if recorded.get(label) != d]
     if changed:
         return f"the data of {', '.join(repr(c) for c in changed)} changed (its splits differ)"

@@ -24,6 +24,7 @@ from transferscope import atomic
 from transferscope.config import StudyConfig
 from transferscope.data import registry as data_registry
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
+from transferscope.data.digest import splits_digest
 from transferscope.data.folder_common import BadImageError, drop_bad_images
 from transferscope.data.shuffle import shuffle_images
 from transferscope.errors import TransferscopeError, TransferscopeWarning
@@ -48,6 +49,7 @@ class DataCache:
     _splits: dict[str, Splits] = field(default_factory=dict)
     _shuffled: dict[tuple[str, str, int], Splits] = field(default_factory=dict)
     _skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    _digests: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def get(self, spec: Any) -> Splits:
         key = spec.model_dump_json()
@@ -57,6 +59,14 @@ class DataCache:
                 splits, self._skipped[key] = drop_bad_images(splits)
             self._splits[key] = splits
         return self._splits[key]
+
+    def digest(self, spec: Any) -> dict[str, dict[str, Any]]:
+        """The digest of ``spec``'s training and test splits as loaded here (sizes, targets,
+        and each image file's path, size and time: :mod:`transferscope.data.digest`)."""
+        key = spec.model_dump_json()
+        if key not in self._digests:
+            self._digests[key] = splits_digest(self.get(spec))
+        return self._digests[key]
 
     def bad_images(self, spec: Any) -> list[dict[str, str]]:
         """The image files :meth:`get` left out of ``spec``'s splits: [{split, path, error}]."""
@@ -179,6 +189,7 @@ def execute_run(
     splits, transform = (
         cache.shuffled(spec.data, spec.shuffle) if spec.shuffle else (cache.get(spec.data), None)
     )
+    data_read = cache.digest(spec.data)  # before training: the data this run reads
     bad = cache.bad_images(spec.data)
     if bad and writer:
         atomic.write_json(run_dir / BAD_IMAGES, {"count": len(bad), "skipped": bad})
@@ -215,6 +226,7 @@ def execute_run(
         "device": str(device),
         "versions": _versions(),
         "chance": _chance(splits.info, result.final).to_dict(),
+        "data": {"label": spec.data.label, **data_read},
     }
     if distributed is not None:
         summary["processes"] = distributed.world
