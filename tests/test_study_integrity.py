@@ -626,3 +626,37 @@ def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None
         assert trained.returncode == 0, trained.stdout + trained.stderr
     weights = [StudyStore(d).weights_path(pt.id).read_bytes() for d in (whole, alone)]
     assert weights[0] == weights[1]
+
+
+@pytest.mark.slow
+def test_analyses_of_an_augmented_image_folder_recompute_byte_identical(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """The issue's case: criticality's μ and the curve's control offset came out different on
+    every `analyze --force` of one study: the analyses read the augmented training split, and
+    its crops and flips were drawn from whatever state torch's generator was in. Two recomputes
+    write the same bytes, with the files' provenance (`inputs`) included."""
+    _, config_file = image_folder_study(tmp_path)
+    with config_file.open("a") as f:  # the two analyses that read the training split, small
+        f.write(
+            "analyses:\n"
+            "  criticality: {num_alphas: 3, num_sigmas: 3, noise_samples: 1, heatmap_alphas: 2,"
+            " heatmap_sigmas: 2, heatmap_noise_samples: 1}\n"
+            "  connectivity: {epochs: 2, num_points: 3}\n"
+        )
+    out = tmp_path / "study"
+    args = ("--quiet", "--no-analyses", "--threads", "1")
+    result = invoke("run", str(config_file), "--out", str(out), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "augment: true" in (out / "study.yaml").read_text()
+    written = []
+    for _ in range(2):
+        only = ("--only", "criticality", "--only", "connectivity")
+        result = invoke("analyze", str(out), "--force", *only)
+        assert result.returncode == 0, result.stdout + result.stderr
+        written.append({p.name: p.read_bytes() for p in (out / "analyses").glob("*.json")})
+    assert set(written[0]) == {"criticality.json", "connectivity.json"}
+    for name, data in written[0].items():
+        doc = json.loads(data)
+        assert doc["status"] == "ok" and doc["computed_because"] == "--force", name
+        assert written[1][name] == data, name

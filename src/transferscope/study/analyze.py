@@ -20,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from transferscope import atomic, runfiles
 from transferscope.analyses import registry
@@ -43,7 +46,7 @@ from transferscope.study import estimate, layout
 from transferscope.study.executors import DataCache
 from transferscope.study.plan import Plan
 from transferscope.study.store import StudyStore
-from transferscope.training.loaders import CPU_FORWARD_ROWS
+from transferscope.training.loaders import CPU_FORWARD_ROWS, seeded
 from transferscope.training.trainer import pick_device
 
 ProgressFn = Callable[[str, str], None]
@@ -69,6 +72,12 @@ def __getattr__(name: str) -> Any:
 
 def _options(cfg: StudyConfig, name: str) -> dict[str, Any]:
     return cfg.analyses.of(name).model_dump(mode="json")
+
+
+def analysis_seed(cfg: StudyConfig, name: str) -> int:
+    """The seed of torch's global generator while the analysis ``name`` computes: a function of
+    the study's first seed and the name, the same in every process and call."""
+    return int(np.random.default_rng([cfg.seeds[0], zlib.crc32(name.encode())]).integers(2**62))
 
 
 def _plan_digest(plan: Plan) -> str:
@@ -382,7 +391,10 @@ def _compute(
     path = layout.analysis_path(store.root, name)
     options = _options(cfg, name)
     try:
-        result = unit.compute(ctx, cfg.analyses.of(name))
+        # Whatever an analysis draws from torch's global generator derives from the study's
+        # first seed and the analysis's name: `analyze --force` twice writes the same file.
+        with seeded(analysis_seed(cfg, name)):
+            result = unit.compute(ctx, cfg.analyses.of(name))
     except DamagedRunError:
         raise  # every analysis reading that run would be wrong: stop, say which file
     except Exception as e:  # one analysis's failure must not stop the others

@@ -76,6 +76,20 @@ def sample_seeds(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.from_numpy(rng.integers(0, 2**62, n, dtype=np.int64))
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block torch's global generator starts from ``seed`` (whatever draws from it:
+    dropout, stochastic depth, a library's own sampling); the caller's state is restored."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) % 2**63)
+        yield
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of torch's global generator for training step ``step`` of a run with ``seed``."""
+    return int(np.random.default_rng([int(seed), int(step), 0x57E9]).integers(0, 2**62))
+
+
 class SeededItems(Dataset):
     """``dataset`` indexed by (index, seed): item ``index`` fetched with torch's global generator
     seeded from ``seed`` (the caller's generator state is restored afterwards)."""
@@ -138,16 +152,22 @@ def iterate(
     transform: BatchTransform | None = None,
     num_workers: int | None = None,
     seeds: torch.Tensor | None = None,
+    seed: int = 0,
     decode: str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, targets)`` batches on ``device`` following ``order`` (default: 0..N-1).
 
     ``transform`` is applied to each image batch on the device (e.g. a block shuffle). ``seeds``
     (same length as ``order``): a streamed dataset fetches ``order[i]`` with torch's generator
-    seeded from ``seeds[i]`` (see :class:`SeededItems`); in-memory data draws nothing.
+    seeded from ``seeds[i]`` (see :class:`SeededItems`); without them, from
+    ``sample_seeds(len(order), seed, 0)``. Every random draw of a streamed dataset (an augmented
+    training split read by an analysis) is so a function of the order and the seed, never of
+    torch's global generator or of which loader worker fetched it; in-memory data draws nothing.
     ``decode``: where image files are decoded (None: the current :func:`decode_policy`).
     """
     device = torch.device(device)
+    if seeds is None and not isinstance(dataset, TensorImageDataset):
+        seeds = sample_seeds(len(order) if order is not None else len(dataset), seed, 0)  # type: ignore[arg-type]
     if decodes_on_device(dataset, device, decode):
         from transferscope.training.gpu_pipeline import DevicePipeline
 
@@ -180,12 +200,12 @@ def iterate(
             yield (transform(x) if transform else x), y
         return
     workers = default_workers() if num_workers is None else num_workers
-    sampler: list[Any] | None = order.tolist() if order is not None else None
-    if seeds is not None:
-        if sampler is None or len(seeds) != len(sampler):
-            raise ValueError("seeds need an order of the same length")
-        dataset = SeededItems(dataset)
-        sampler = list(zip(sampler, seeds.tolist(), strict=True))
+    indices = order.tolist() if order is not None else list(range(len(dataset)))  # type: ignore[arg-type]
+    assert seeds is not None
+    if len(seeds) != len(indices):
+        raise ValueError("seeds need an order of the same length")
+    dataset = SeededItems(dataset)
+    sampler: list[Any] = list(zip(indices, seeds.tolist(), strict=True))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

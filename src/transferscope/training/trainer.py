@@ -40,6 +40,7 @@ from transferscope.training.loaders import (
     epoch_order,
     iterate,
     sample_seeds,
+    step_seed,
 )
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
 from transferscope.training.schedule import lr_at
@@ -94,11 +95,6 @@ def _points_to_steps(points: list[float], steps_per_epoch: int, total: int) -> d
         if 0 <= step <= total:
             out[step] = p
     return out
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Seed of torch's global generator for training step ``step`` of a run with ``seed``."""
-    return int(np.random.default_rng([int(seed), int(step), 0x57E9]).integers(0, 2**62))
 
 
 @dataclass
