@@ -564,6 +564,7 @@ def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
     p = plan.select(kind="P")[0]
     targets = [r.id for r in plan.runs if r.spec.kind != "P"]
     p_done = (store.run_dir(p.id) / "DONE").read_bytes()
+    assert store.summary(targets[0])["threads"] == 1  # type: ignore[index]
     data = store.summary(targets[0])["data"]  # type: ignore[index]
     assert data["label"] == "imagefolder" and data["train"]["files"] is True
     assert (data["train"]["examples"], data["test"]["examples"]) == (12, 6)

@@ -224,6 +224,7 @@ def execute_run(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
         "wall_seconds_this_session": time.time() - started,
         "device": str(device),
+        "threads": result.threads,
         "versions": _versions(),
         "chance": _chance(splits.info, result.final).to_dict(),
         "data": {"label": spec.data.label, **data_read},
