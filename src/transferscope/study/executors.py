@@ -37,7 +37,7 @@ from transferscope.study.store import StudyStore
 from transferscope.study.twins import find_twin, reuse_twin
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed
-from transferscope.training.loaders import BatchTransform
+from transferscope.training.loaders import BatchTransform, set_default_workers
 from transferscope.training.metrics import ChanceCheck, Evaluation, chance_level
 from transferscope.training.trainer import Trainer, pick_device
 
@@ -339,6 +339,12 @@ class LocalExecutor:
     def _threads_per_job(self) -> int:
         return self.cfg.num_threads or max(1, (os.cpu_count() or 1) // self.jobs)
 
+    def _loader_workers_per_job(self) -> int:
+        """Loader workers of each run side by side: its share of the cores but one (none with
+        one core each: the run's process decodes its images itself, which on a 2-core machine
+        beats two runs each feeding a loader worker)."""
+        return max(0, min(8, (os.cpu_count() or 1) // self.jobs - 1))
+
     def _run_parallel(self, plan: Plan) -> dict[str, str]:
         outcome = {r.id: "skipped" for r in plan.runs if self.store.is_done(r.id)}
         waiting = [r for r in plan.runs if r.id not in outcome]
@@ -351,7 +357,7 @@ class LocalExecutor:
             self.jobs,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self._threads_per_job(),),
+            initargs=(self._threads_per_job(), self._loader_workers_per_job()),
         ) as pool:
             while waiting or running:
                 for run in list(waiting):
@@ -390,9 +396,10 @@ class LocalExecutor:
 _WORKER_CACHE: DataCache | None = None
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, loader_workers: int | None = None) -> None:
     global _WORKER_CACHE
     torch.set_num_threads(threads)
+    set_default_workers(loader_workers)
     # The data's warnings were shown once, when the study was planned; not again per worker.
     warnings.simplefilter("ignore", TransferscopeWarning)
     _WORKER_CACHE = DataCache()

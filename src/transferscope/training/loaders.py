@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -139,8 +140,105 @@ def forward_in_chunks(
     return torch.cat([fn(x[start : start + rows]) for start in range(0, len(x), rows)])
 
 
+_DEFAULT_WORKERS: int | None = None
+
+
 def default_workers() -> int:
+    """Loader worker processes for a streamed dataset: the cores but one, at most 8, or what
+    :func:`set_default_workers` said for this process."""
+    if _DEFAULT_WORKERS is not None:
+        return _DEFAULT_WORKERS
     return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def set_default_workers(workers: int | None) -> None:
+    """Loader workers of :func:`iterate` in this process when the caller names none (None: the
+    cores but one). A process that trains one of several runs side by side has its share of the
+    cores: with one core or less, images are decoded in the process itself."""
+    global _DEFAULT_WORKERS
+    _DEFAULT_WORKERS = workers
+
+
+class _Order:
+    """The sampler of a kept DataLoader: the (index, seed) pairs of the pass about to start."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class _Kept:
+    dataset: Dataset  # held, so that its id() names it while the loader lives
+    order: _Order
+    loader: DataLoader
+    busy: bool = False
+
+
+_KEPT: ContextVar[dict[tuple[Any, ...], _Kept] | None] = ContextVar(
+    "transferscope_kept_loaders", default=None
+)
+
+
+@contextmanager
+def kept_loaders() -> Iterator[None]:
+    """Within the block, :func:`iterate` keeps one ``DataLoader`` with persistent workers per
+    streamed dataset and batch size, instead of starting its workers for every pass (each epoch,
+    each evaluation). Starting them costs a fork, or, in a process started with ``spawn`` (the
+    local executor's workers), a fresh interpreter that imports torch: seconds per pass. The
+    workers stop when the block ends. What a pass yields is the same either way."""
+    token = _KEPT.set({})
+    try:
+        yield
+    finally:
+        kept = _KEPT.get() or {}
+        _KEPT.reset(token)
+        for entry in kept.values():
+            iterator = getattr(entry.loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+        kept.clear()
+
+
+def _loader(
+    dataset: Dataset, sampler: list[Any], batch_size: int, workers: int, pin: bool
+) -> tuple[DataLoader, _Kept | None]:
+    """A DataLoader over ``sampler``: the one kept for ``dataset`` (:func:`kept_loaders`) when
+    there is one and no pass over it is under way, else a new one for this pass."""
+    kept = _KEPT.get()
+    if kept is not None and workers > 0:
+        key = (id(dataset), batch_size, workers, pin)
+        entry = kept.get(key)
+        if entry is None:
+            order = _Order()
+            loader = DataLoader(
+                SeededItems(dataset),
+                batch_size=batch_size,
+                sampler=order,
+                shuffle=False,
+                num_workers=workers,
+                pin_memory=pin,
+                persistent_workers=True,
+            )
+            entry = kept[key] = _Kept(dataset, order, loader)
+        if not entry.busy:
+            entry.order.items = sampler
+            return entry.loader, entry
+    loader = DataLoader(
+        SeededItems(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+    )
+    return loader, None
 
 
 def iterate(
@@ -204,17 +302,10 @@ def iterate(
     assert seeds is not None
     if len(seeds) != len(indices):
         raise ValueError("seeds need an order of the same length")
-    dataset = SeededItems(dataset)
     sampler: list[Any] = list(zip(indices, seeds.tolist(), strict=True))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    loader, kept = _loader(dataset, sampler, batch_size, workers, device.type == "cuda")
+    if kept is not None:
+        kept.busy = True
     try:
         for x, y in loader:
             x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
@@ -224,6 +315,11 @@ def iterate(
             raise
         # A worker's error comes back with its traceback in the message: keep the one line.
         raise type(e)(_worker_message(str(e))) from None
+    finally:
+        # Also when the pass is left early (the last epoch's batches are not asked past its
+        # last step): the next pass resets the kept loader's workers.
+        if kept is not None:
+            kept.busy = False
 
 
 def _worker_message(text: str) -> str:

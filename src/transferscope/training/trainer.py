@@ -41,6 +41,7 @@ from transferscope.training.loaders import (
     decode_policy,
     epoch_order,
     iterate,
+    kept_loaders,
     sample_seeds,
     step_seed,
 )
@@ -228,6 +229,7 @@ class Trainer:
             torch.random.fork_rng(devices=cuda),
             decode_policy(self.decode),
             self._threads_it_started_with(),
+            kept_loaders(),
         ):
             return self._fit(model, train, test)
 
