@@ -8,7 +8,8 @@ processes). The two are timed in turns, ``REPEATS`` times, into fresh directorie
 the median ``--jobs 1`` seconds over the median ``--jobs 2`` seconds (above 1: two runs side by
 side are faster). Before loader workers were kept across epochs and each worker process decoded
 its own images, each epoch and evaluation of a run in a worker process started a loader worker
-that imported torch again: ``--jobs 2`` took 4x as long on this study (2 cores).
+that imported torch again: ``--jobs 2`` took 3.4x as long as ``--jobs 1`` on this study (218 s
+against 64 s, 2 shared cores).
 
 ``train_s`` are the runs' own training seconds (their DONE), summed: what is left is starting
 processes and loading data.

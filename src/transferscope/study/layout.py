@@ -2,14 +2,15 @@
 
 ```
 STUDY/study.yaml                         the resolved config
-STUDY/plan.json                          every planned run and its roles
+STUDY/plan.json                          every planned run and its roles; study.yaml's SHA-256
 STUDY/LOCK                               who is running a command on the study
 STUDY/runs/<id>/run.yaml                 the run's resolved config (its id hashes it)
 STUDY/runs/<id>/metrics.jsonl            one row per evaluation
 STUDY/runs/<id>/checkpoints/             final.safetensors, epoch-<k>.safetensors, resume
 STUDY/runs/<id>/predictions/             test_outputs.npy, test_targets.npy (final model)
 STUDY/runs/<id>/bad_images.json          unreadable images left out (--skip-bad-images)
-STUDY/runs/<id>/DONE                     written last: summary, every file's size and SHA-256
+STUDY/runs/<id>/DONE                     written last: summary, data digest, torch threads,
+                                         every file's size and SHA-256
 STUDY/runs/<id>/FAILED                   why the run stopped
 STUDY/analyses/<name>.json               one result per analysis (transferscope.analyses)
 STUDY/analyses/mistakes/<target>.npz     example images of the mistakes cells
