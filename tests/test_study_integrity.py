@@ -373,8 +373,8 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
 
 def test_a_damaged_or_missing_study_yaml_is_never_trusted(tmp_path: Path) -> None:
     """study.yaml cut short (still valid YAML, defaults where its end was), or deleted: `run`,
-    `analyze` and `--plan-only` stop with one line naming the file and the fix, and write
-    nothing; the study's own config file with --force is the way on."""
+    `analyze`, `report` and `--plan-only` stop with one line naming the file and the fix, and
+    write nothing; the study's own config file with --force is the way on."""
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(STUDY_YAML)
     out = tmp_path / "study"
@@ -392,6 +392,7 @@ def test_a_damaged_or_missing_study_yaml_is_never_trusted(tmp_path: Path) -> Non
             ("run", "--out", str(out), "--plan-only"),
             ("run", str(config_file).replace("tiny", "other"), "--out", str(out)),
             ("analyze", str(out), "--only", "curves"),
+            ("report", str(out)),
         ):
             if "other" in args[1]:
                 (tmp_path / "other.yaml").write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05"))
@@ -400,7 +401,7 @@ def test_a_damaged_or_missing_study_yaml_is_never_trusted(tmp_path: Path) -> Non
             assert result.returncode == 2, (args, result.stdout, result.stderr)
             assert mismatch in error and fix in error and "Traceback" not in result.stderr, error
         assert plan_json.read_bytes() == plan and study_yaml.read_bytes() == damaged
-        assert not (out / "analyses").exists()
+        assert not (out / "analyses").exists() and not (out / "report").exists()
     # Missing: never a new default study over the old one's plan and runs.
     study_yaml.unlink()
     for args in (("run", "--out", str(out)), ("run", "--out", str(out), "--plan-only")):

@@ -23,6 +23,7 @@ takes the names from here; :func:`run_status` is the one definition of a run's s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,26 @@ def report_dir(root: Path) -> Path:
     return Path(root) / REPORT
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def config_mismatch(root: Path, config_bytes: bytes) -> str | None:
+    """How study.yaml (``config_bytes``) fails to match the SHA-256 plan.json recorded for it
+    when both were written, or None: it matches, or plan.json records none (written before
+    plans did, or unreadable: reading the plan says so)."""
+    try:
+        recorded = json.loads((Path(root) / PLAN).read_bytes()).get("study_yaml_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, str) or recorded == sha256(config_bytes):
+        return None
+    return (
+        f"does not match {PLAN}: it was edited, cut short or replaced after the study was "
+        f"planned ({len(config_bytes)} bytes whose SHA-256 is not the one {PLAN} recorded)"
+    )
+
+
 @dataclass(frozen=True)
 class RunStatus:
     """A run's state on disk, with its DONE summary (done) or what went wrong (failed, damaged)."""
@@ -135,8 +156,10 @@ __all__ = [name for name in dir() if name.isupper()] + [
     "RunStatus",
     "analysis_path",
     "child",
+    "config_mismatch",
     "mistake_examples_path",
     "report_dir",
     "run_dir",
     "run_status",
+    "sha256",
 ]

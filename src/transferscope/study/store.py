@@ -17,8 +17,6 @@ recorded (:mod:`transferscope.runfiles`); ``transferscope run`` retrains damaged
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,26 +33,6 @@ from transferscope.study.plan import Plan, PlannedRun
 from transferscope.training import checkpoints as ckpt
 
 RunState = layout.RunState
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def config_mismatch(root: Path, config_bytes: bytes) -> str | None:
-    """How study.yaml (``config_bytes``) fails to match the SHA-256 plan.json recorded for it,
-    or None: it matches, or plan.json records none (written before plans did, or unreadable:
-    reading the plan says so)."""
-    try:
-        recorded = json.loads((Path(root) / layout.PLAN).read_bytes()).get("study_yaml_sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(recorded, str) or recorded == _sha256(config_bytes):
-        return None
-    return (
-        f"does not match {layout.PLAN}: it was edited, cut short or replaced after the study was "
-        f"planned ({len(config_bytes)} bytes whose SHA-256 is not the one {layout.PLAN} recorded)"
-    )
 
 
 @dataclass(frozen=True)
@@ -104,7 +82,7 @@ class StudyStore:
         self.root.mkdir(parents=True, exist_ok=True)
         text = to_yaml(cfg)
         atomic.write_text(self.root / layout.STUDY_CONFIG, text)
-        stamped = plan.model_copy(update={"study_yaml_sha256": _sha256(text.encode())})
+        stamped = plan.model_copy(update={"study_yaml_sha256": layout.sha256(text.encode())})
         atomic.write_json(self.root / layout.PLAN, stamped.model_dump(mode="json"))
 
     def is_study(self) -> bool:
@@ -169,7 +147,7 @@ class StudyStore:
             "the study's config file"
         )
         if verify:
-            problem = config_mismatch(self.root, data)
+            problem = layout.config_mismatch(self.root, data)
             if problem is not None:
                 raise TransferscopeError(f"{path} {problem}{hint}")
         try:
