@@ -33,7 +33,7 @@ venv: $(VENV)/.installed-dev
 #   chromium               the headless browser of the report's test
 # The test modules with tests that need Fashion-MNIST (tests/test_makefile.py keeps this current).
 FASHION_TESTS := test_analysis_domain.py test_architectures.py test_data_memory.py test_faults.py test_gpu_paths.py test_negative_control.py \
-  test_ray_executor.py test_study.py test_train_run.py
+  test_plan.py test_ray_executor.py test_study.py test_train_run.py
 define have_fashion
   { [ -n "$$TRANSFERSCOPE_DATA" ] || [ -d $(FASHION_DEB) ]; }
 endef

@@ -193,9 +193,15 @@ def test_bad_image_stops_then_skip_and_a_diverging_run_is_marked_failed(tmp_path
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"image_size": "big"}, "option image_size should be a valid integer (int), got 'big'"),
+        (
+            {"image_size": "big"},
+            "option image_size should be a valid integer (positive int), got 'big'",
+        ),
         ({"channels": "1"}, "option channels should be a valid integer (int), got '1'"),
-        ({"image_size": 28.7}, "option image_size should be a valid integer (int), got 28.7"),
+        (
+            {"image_size": 28.7},
+            "option image_size should be a valid integer (positive int), got 28.7",
+        ),
         ({"augment": "no"}, "option augment should be a valid boolean (bool), got 'no'"),
         ({"test_fraction": "0.2"}, "option test_fraction should be a valid number"),
     ],

@@ -345,3 +345,48 @@ def test_torchvision_errors(tmp_path: Path) -> None:
     msg = str(err.value)
     assert str(tmp_path / "nothing") in msg and "never downloads" in msg
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_split_digest_sees_added_replaced_and_relabelled_examples(tmp_path: Path) -> None:
+    """What a run's DONE records of its data (transferscope.data.digest): two mislabelled images
+    added to train/ change the training split only; a test image replaced in place under its
+    name changes the test split only (its size or time differs); in-memory data is compared by
+    sizes and targets."""
+    import os
+
+    from transferscope.data.digest import split_digest, splits_digest, what_changed
+
+    root = tmp_path / "tree"
+    make_imagefolder(root / "train", {"a": 3, "b": 3})
+    make_imagefolder(root / "test", {"a": 2, "b": 2}, seed=50)
+    build = lambda: imagefolder.build(root, seed=0, image_size=8)  # noqa: E731
+    before = splits_digest(build())
+    assert splits_digest(build()) == before  # read again: the same
+    assert what_changed("t", before, splits_digest(build())) is None
+    for i in (10, 11):  # two more "a" images that are b's
+        (root / "train" / "a" / f"a_{i:03d}.jpg").write_bytes(
+            (root / "train" / "b" / "b_000.jpg").read_bytes()
+        )
+    added = splits_digest(build())
+    assert added["test"] == before["test"] and added["train"] != before["train"]
+    assert what_changed("t", before, added) == (
+        "the training split of 't' changed since it was read (6 examples then, 8 now)"
+    )
+    test_image = root / "test" / "a" / "a_000.jpg"
+    stat = test_image.stat()
+    test_image.write_bytes((root / "test" / "b" / "b_000.jpg").read_bytes())
+    os.utime(test_image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    replaced = splits_digest(build())
+    assert replaced["train"] == added["train"] and replaced["test"] != added["test"]
+    assert what_changed("t", added, replaced) == (
+        "the test split of 't' changed since it was read (the same 4 examples, but other "
+        "files, file sizes, times or labels)"
+    )
+    memory = TensorImageDataset(torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 0, 1]))
+    relabelled = TensorImageDataset(memory.images, torch.tensor([0, 1, 1, 1]))
+    digest = {"train": split_digest(memory), "test": split_digest(memory)}
+    now = {"train": split_digest(relabelled), "test": split_digest(memory)}
+    assert what_changed("m", digest, now) == (
+        "the training split of 'm' changed since it was read (the same 4 examples, but other "
+        "labels)"
+    )

@@ -1,10 +1,17 @@
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from transferscope import config
 from transferscope.data.base import DataInfo
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.study.plan import RunSpec, build_plan
+from transferscope.study.store import StudyStore
+
+from conftest import requires_fashion
+from study_checks import invoke
 
 
 def info(side=28, task="multiclass", outputs=10):
@@ -261,3 +268,55 @@ def test_more_seeds_add_runs_and_keep_the_old_ones():
     # Shuffled replicates: permutation i with study seed i (independent runs, not one seed).
     shuffled = {(r.shuffle_seed, r.seed) for r in small.select(kind="P-T", target=t, shuffle="b7")}
     assert shuffled == {(0, 0), (1, 1)}
+
+
+def test_own_weights_with_a_preset_that_has_trajectory_points(tmp_path):
+    """P given as model.pretrained has no trajectory: the preset's P@k-T runs would all start
+    from the same file and share ids ("two planned runs share an id"); they are left out, and a
+    warning says so and what would keep them."""
+    weights = tmp_path / "p.safetensors"
+    for name in ("mini", "micro"):
+        cfg = config.load_preset(name, model={"pretrained": str(weights)})
+        assert cfg.model.options == config.load_preset(name).model.options  # same model: merged
+        with pytest.warns(TransferscopeWarning) as caught:
+            plan = build_plan(cfg, infos_for(cfg))
+        message = str(caught[0].message)
+        points = ", ".join(f"{k:g}" for k in cfg.trajectory.checkpoints)
+        assert f"trajectory.checkpoints [{points}] are left out" in message, message
+        assert "pretrained.checkpoints" in message
+        assert not plan.select(kind="P") and not plan.select(kind="P@k-T")
+        assert len({r.id for r in plan.runs}) == len(plan.runs)
+        assert {str(r.spec.model.pretrained) for r in plan.select(kind="P-T")} == {str(weights)}
+
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+@requires_fashion
+def test_readme_own_weights_example(tmp_path, monkeypatch):
+    """The README's "your own pre-trained weights" config, as written there (a ViT's weights over
+    the mini preset), plans: the preset's Fixup options are not merged into the ViT's, the
+    trajectory runs are left out with a warning, and grayscale targets take the RGB weights."""
+    import safetensors.torch
+    import timm
+
+    text = README.read_text()
+    start = text.index("Your own pre-trained weights are P")
+    block = text[
+        text.index("```yaml\n", start) + 8 : text.index("```", text.index("```yaml", start) + 7)
+    ]
+    data = yaml.safe_load(block)
+    assert data["preset"] == "mini" and data["model"]["pretrained"] == "my-vit.safetensors"
+    monkeypatch.chdir(tmp_path)
+    vit = timm.create_model(data["model"]["name"].removeprefix("timm:"), **data["model"]["options"])
+    safetensors.torch.save_file(vit.state_dict(), "my-vit.safetensors")
+    Path("study.yaml").write_text(block)
+    result = invoke("run", "study.yaml", "--out", "study", "--plan-only")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "P@k-T runs at trajectory.checkpoints [0, 1, 2] are left out" in said
+    # 3 targets x (2 P-T + 3 RI-T + 2 shuffle seeds x 2): no P, no P@k-T, no control pair.
+    assert "study mini in study: 27 runs, 27 to train" in said
+    plan = StudyStore(tmp_path / "study").read_plan()
+    assert {r.spec.model.options["embed_dim"] for r in plan.runs} == {32}
+    assert all("widths" not in r.spec.model.options for r in plan.runs)

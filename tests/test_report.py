@@ -575,7 +575,6 @@ def _connectivity_entry() -> dict[str, Any]:
             "curve": _path(curve),
             "train_loss": [0.5, 0.2],
             "control_offset": 3.0,
-            "seconds": 1.5,
         }
         for pair, runs, seeds, linear, _, curve in BASIN_PAIRS
         if curve is not None

@@ -96,3 +96,36 @@ def test_fit_leaves_the_callers_generator_alone(splits, one_thread):
     state = torch.get_rng_state()
     Trainer(SPEC, "multiclass", seed=5, num_workers=0).fit(model, splits.train, splits.test)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_fit_starts_its_loader_workers_once(splits, one_thread):
+    """Within kept_loaders() (every fit) a streamed split's loader workers start once and serve
+    every pass: in a process started with spawn (the local executor's workers, --jobs 2) each
+    start imported torch again, seconds per epoch and per evaluation. The batches are those of a
+    loader started for each pass, also after a pass left early."""
+    from transferscope.training import loaders
+
+    n = len(splits.train)
+
+    def one_pass(epoch: int, stop: int | None = None) -> list[torch.Tensor]:
+        order, seeds = loaders.epoch_order(n, 5, epoch), loaders.sample_seeds(n, 5, epoch)
+        batches = loaders.iterate(splits.train, 4, order=order, seeds=seeds, num_workers=2)
+        return [x for i, (x, _) in enumerate(batches) if stop is None or i < stop]
+
+    fresh_loaders = [one_pass(epoch) for epoch in range(3)]
+    with loaders.kept_loaders():
+        pids = []
+        kept = []
+        for epoch in range(3):
+            kept.append(one_pass(epoch))
+            (entry,) = loaders._KEPT.get().values()  # type: ignore[union-attr]
+            pids.append([w.pid for w in entry.loader._iterator._workers])
+        early = loaders.iterate(splits.train, 4, order=loaders.epoch_order(n, 5, 9), num_workers=2)
+        next(early)
+        del early  # left after one batch
+        kept.append(one_pass(2))
+        workers = entry.loader._iterator._workers
+    assert pids[0] == pids[1] == pids[2] and len(pids[0]) == 2
+    assert not any(w.is_alive() for w in workers)  # stopped when the block ended
+    for a, b in zip([*fresh_loaders, fresh_loaders[2]], kept, strict=True):
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

@@ -4,6 +4,7 @@ and two commands never work on one directory at once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -346,6 +347,11 @@ def test_run_without_a_config_resumes_the_studys_own(tmp_path: Path) -> None:
     # The same config again, with other execution settings: no change, no question.
     result = invoke("run", str(config_file), "--out", str(out), "--plan-only", "--jobs", "2")
     assert result.returncode == 0, result.stderr
+    # study.yaml now says jobs: 2, and plan.json the SHA-256 of that study.yaml; the runs are
+    # the same.
+    assert "jobs: 2" in (out / "study.yaml").read_text()
+    assert json.loads((out / "plan.json").read_text())["runs"] == json.loads(plan_json)["runs"]
+    plan_json = (out / "plan.json").read_text()
     # Another config: refused, naming the keys; nothing rewritten.
     config_file.write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05").replace("[0]", "[0, 1]"))
     result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
@@ -400,6 +406,56 @@ def test_a_study_grows_by_seeds_and_targets_without_force(tmp_path: Path) -> Non
     assert result.returncode == 2 and "differs in seeds" in " ".join(result.stderr.split())
     result = invoke("run", "--out", str(out), "--seeds", "0,x")
     assert result.returncode == 2 and "--seeds '0,x'" in result.stderr
+
+
+def test_a_damaged_or_missing_study_yaml_is_never_trusted(tmp_path: Path) -> None:
+    """study.yaml cut short (still valid YAML, defaults where its end was), or deleted: `run`,
+    `analyze`, `report` and `--plan-only` stop with one line naming the file and the fix, and
+    write nothing; the study's own config file with --force is the way on."""
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(STUDY_YAML)
+    out = tmp_path / "study"
+    assert invoke("run", str(config_file), "--out", str(out), "--plan-only").returncode == 0
+    study_yaml, plan_json = out / "study.yaml", out / "plan.json"
+    whole, plan = study_yaml.read_bytes(), plan_json.read_bytes()
+    assert json.loads(plan)["study_yaml_sha256"] == hashlib.sha256(whole).hexdigest()
+    mismatch = f"{study_yaml} does not match plan.json: it was edited, cut short or replaced"
+    fix = f"`transferscope run CONFIG --out {out} --force`"
+    lines = whole.decode().splitlines(keepends=True)
+    for damaged in (whole[:200], "".join(lines[: len(lines) // 2]).encode()):
+        study_yaml.write_bytes(damaged)
+        for args in (
+            ("run", "--out", str(out)),
+            ("run", "--out", str(out), "--plan-only"),
+            ("run", str(config_file).replace("tiny", "other"), "--out", str(out)),
+            ("analyze", str(out), "--only", "curves"),
+            ("report", str(out)),
+        ):
+            if "other" in args[1]:
+                (tmp_path / "other.yaml").write_text(STUDY_YAML.replace("lr: 0.02", "lr: 0.05"))
+            result = invoke(*args)
+            error = " ".join(result.stderr.split())
+            assert result.returncode == 2, (args, result.stdout, result.stderr)
+            assert mismatch in error and fix in error and "Traceback" not in result.stderr, error
+        assert plan_json.read_bytes() == plan and study_yaml.read_bytes() == damaged
+        assert not (out / "analyses").exists() and not (out / "report").exists()
+    # Missing: never a new default study over the old one's plan and runs.
+    study_yaml.unlink()
+    for args in (("run", "--out", str(out)), ("run", "--out", str(out), "--plan-only")):
+        result = invoke(*args)
+        error = " ".join(result.stderr.split())
+        assert result.returncode == 2 and f"{study_yaml} is missing" in error and fix in error
+        assert plan_json.read_bytes() == plan and not study_yaml.exists()
+    # The fix: the study's config with --force writes both again, and they match.
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only", "--force")
+    assert result.returncode == 0, result.stderr
+    assert study_yaml.read_bytes() == whole and plan_json.read_bytes() == plan
+    # Killed between the two writes: study.yaml is new, plan.json not yet. The same config given
+    # again is what study.yaml says, and goes on without --force.
+    study_yaml.write_text(whole.decode().replace("jobs: 1", "jobs: 2"))
+    result = invoke("run", str(config_file), "--out", str(out), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    assert study_yaml.read_bytes() == whole and plan_json.read_bytes() == plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,9 +688,10 @@ def image_folder_study(tmp_path: Path, finetune: str | None = None) -> tuple[Pat
 
 @pytest.mark.slow
 def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
-    """A run's id does not hash its data: an image folder that lost files since the study was
-    trained plans the same ids. The runs tested on the old split are trained again, and the
-    runs whose data did not change (P, on digits) are kept."""
+    """A run's id does not hash its data: an image folder that lost files, gained (mislabelled)
+    training images, or had a test image replaced in place under its name plans the same ids.
+    Each time the runs that read the changed split are trained again and `run` says which split
+    changed; the runs whose data did not change (P, on digits) are kept."""
     root, config_file = image_folder_study(tmp_path)
     out = tmp_path / "study"
     args = ("run", str(config_file), "--out", str(out), "--quiet", "--no-analyses")
@@ -644,21 +701,39 @@ def test_runs_whose_data_changed_are_trained_again(tmp_path: Path) -> None:
     p = plan.select(kind="P")[0]
     targets = [r.id for r in plan.runs if r.spec.kind != "P"]
     p_done = (store.run_dir(p.id) / "DONE").read_bytes()
+    assert store.summary(targets[0])["threads"] == 1  # type: ignore[index]
+    data = store.summary(targets[0])["data"]  # type: ignore[index]
+    assert data["label"] == "imagefolder" and data["train"]["files"] is True
+    assert (data["train"]["examples"], data["test"]["examples"]) == (12, 6)
     result = invoke(*args, "--plan-only")  # the same data: nothing changed, nothing to train
     assert "data changed" not in result.stdout and "0 to train" in result.stdout
+
+    def rerun(why: str) -> None:
+        result = invoke(*args, "--threads", "1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        said = " ".join(result.stdout.split())
+        for run_id in targets:
+            assert f"data changed for run {run_id}: {why}; it is trained again" in said, said
+        assert f"{len(targets)} to train" in said and p.id not in said
+        assert (store.run_dir(p.id) / "DONE").read_bytes() == p_done
+
     # Two of class c's six images removed: its test share drops from 2 images to 1.
     for name in ("c_004.jpg", "c_005.jpg"):
         (root / "c" / name).unlink()
-    result = invoke(*args, "--threads", "1")
-    assert result.returncode == 0, result.stdout + result.stderr
-    said = " ".join(result.stdout.split())
-    for run_id in targets:
-        assert f"data changed for run {run_id}: its 6 test examples are not the 5 in" in said
-    assert f"{len(targets)} to train" in said and p.id not in said
-    assert (store.run_dir(p.id) / "DONE").read_bytes() == p_done
+    rerun(
+        "the training split of 'imagefolder' changed since it was read (12 examples then, 11 now)"
+    )
     for run_id in targets:
         saved = np.load(store.run_dir(run_id) / "predictions" / "test_targets.npy")
         assert saved.tolist() == [0, 0, 1, 1, 2]
+    # A test image replaced in place, same name, same class: the split's size and labels hold.
+    test_paths = DataCache().get(plan.select(kind="P-T")[0].spec.data).test.paths
+    image = Path(test_paths[0])
+    image.write_bytes((root / "b" / "b_000.jpg").read_bytes())
+    rerun(
+        "the test split of 'imagefolder' changed since it was read (the same 5 examples, but "
+        "other files, file sizes, times or labels)"
+    )
 
 
 @pytest.mark.slow
@@ -689,3 +764,37 @@ def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None
         assert trained.returncode == 0, trained.stdout + trained.stderr
     weights = [StudyStore(d).weights_path(pt.id).read_bytes() for d in (whole, alone)]
     assert weights[0] == weights[1]
+
+
+@pytest.mark.slow
+def test_analyses_of_an_augmented_image_folder_recompute_byte_identical(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """The issue's case: criticality's μ and the curve's control offset came out different on
+    every `analyze --force` of one study: the analyses read the augmented training split, and
+    its crops and flips were drawn from whatever state torch's generator was in. Two recomputes
+    write the same bytes, with the files' provenance (`inputs`) included."""
+    _, config_file = image_folder_study(tmp_path)
+    with config_file.open("a") as f:  # the two analyses that read the training split, small
+        f.write(
+            "analyses:\n"
+            "  criticality: {num_alphas: 3, num_sigmas: 3, noise_samples: 1, heatmap_alphas: 2,"
+            " heatmap_sigmas: 2, heatmap_noise_samples: 1}\n"
+            "  connectivity: {epochs: 2, num_points: 3}\n"
+        )
+    out = tmp_path / "study"
+    args = ("--quiet", "--no-analyses", "--threads", "1")
+    result = invoke("run", str(config_file), "--out", str(out), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "augment: true" in (out / "study.yaml").read_text()
+    written = []
+    for _ in range(2):
+        only = ("--only", "criticality", "--only", "connectivity")
+        result = invoke("analyze", str(out), "--force", *only)
+        assert result.returncode == 0, result.stdout + result.stderr
+        written.append({p.name: p.read_bytes() for p in (out / "analyses").glob("*.json")})
+    assert set(written[0]) == {"criticality.json", "connectivity.json"}
+    for name, data in written[0].items():
+        doc = json.loads(data)
+        assert doc["status"] == "ok" and doc["computed_because"] == "--force", name
+        assert written[1][name] == data, name

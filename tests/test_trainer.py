@@ -136,6 +136,52 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, stop_at):
     assert not (run_dir / "checkpoints" / ckpt.RESUME).exists()
 
 
+@pytest.fixture
+def threads():
+    """Set torch's thread count for one test, then restore it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_a_run_resumes_with_the_thread_count_it_started_with(tmp_path, threads):
+    """On the CPU a run's weights depend on torch's thread count (measured on this model: the
+    head's weight gradient, a product summed over the batch, rounds otherwise with 1 and 2
+    threads). A run started with 2 threads and resumed in a process that has 1 (another --jobs)
+    trains on with 2 and says so: the weights are those of an uninterrupted 2-thread run, never
+    a mix of the two."""
+    from transferscope.errors import TransferscopeWarning
+
+    train, test = toy_data()
+    threads(2)
+    reference = fresh()
+    ref = Trainer(SPEC, "multiclass", seed=1).fit(reference, train, test)
+    assert ref.threads == 2
+    threads(1)
+    one = fresh()
+    assert Trainer(SPEC, "multiclass", seed=1).fit(one, train, test).threads == 1
+    if torch.equal(one.fc.weight, reference.fc.weight):
+        pytest.skip("1 and 2 threads give the same weights on this machine: nothing to tell apart")
+
+    def boom(step, total):
+        if step == 9:
+            raise Interrupt
+
+    run_dir = tmp_path / "run"
+    threads(2)
+    with pytest.raises(Interrupt):
+        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
+            fresh(), train, test
+        )
+    threads(1)
+    resumed = fresh()
+    with pytest.warns(TransferscopeWarning, match="resumes with the 2 torch threads it started"):
+        out = Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
+    assert out.threads == 2 and torch.get_num_threads() == 1  # this process's count is back
+    for k, v in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
 def test_multilabel_reports_per_task_auc():
     train, test = toy_data(n=200, multilabel=True)
     spec = TrainSpec(epochs=5, batch_size=16, lr=0.1)

@@ -107,7 +107,8 @@ def check_machine(cfg: config_mod.StudyConfig, threads_given: bool, jobs_given: 
 
 
 def resolve_config(target: str | None, preset: str | None) -> config_mod.StudyConfig:
-    """A config from a YAML file, a preset name, or the default preset (mini)."""
+    """A config from a YAML file, a preset name, or the default preset (mini); a file's data
+    source and model options are checked here (:func:`transferscope.config.load`)."""
     if target and preset:
         raise TransferscopeError("give either a config file or --preset, not both")
     if target:
@@ -238,10 +239,14 @@ def _study_config(
 
     A config that only grows the study (more seeds, targets, shuffle seeds) is run there; one
     that differs otherwise is refused (naming the keys) unless ``force``.
+    A directory that holds runs but no readable study.yaml matching its plan is never given a new
+    default study: without a config and ``force`` it is an error naming the file and the fix.
     """
     if given is not None and seeds is not None:
         given = _with_seeds(given, seeds)
     if not store.is_study():
+        if store.holds_runs() and not (given is not None and force):
+            raise store.missing_config_error()
         cfg = given or config_mod.load_preset("mini")
         return _with_seeds(cfg, seeds) if seeds is not None else cfg
     if given is None:
@@ -256,10 +261,17 @@ def _study_config(
         given = _with_seeds(cfg, seeds)
     try:
         old = store.read_config()
-    except TransferscopeError:
-        if not force:
-            raise
-        return given
+    except TransferscopeError as damaged:
+        # study.yaml does not match its plan (or does not read). The config given is taken when
+        # it is what study.yaml says (a run killed between writing study.yaml and plan.json), or
+        # with --force; anything else stops before a file is written.
+        try:
+            same = not config_mod.study_changes(store.read_config(verify=False), given)
+        except TransferscopeError:
+            same = False
+        if same or force:
+            return given
+        raise damaged from None
     changes = config_mod.study_changes(old, given)
     if not changes:
         return given
@@ -325,7 +337,7 @@ def _run_study(
             highlight=False,
             soft_wrap=True,
         )
-    for run_id, problem in retrain_changed(store, plan, cache.get):
+    for run_id, problem in retrain_changed(store, plan, cache.get, cache.digest):
         console.print(
             f"[yellow]data changed[/] for run {run_id}: {escape(problem)}; it is trained again",
             highlight=False,

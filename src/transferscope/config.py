@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from transferscope.errors import TransferscopeError, did_you_mean
-from transferscope.options import AnalysisOptions, Section
+from transferscope.options import AnalysisOptions, Section, Seed
 from transferscope.specs import (
     DataSpec,
     ModelSpec,
@@ -107,8 +107,8 @@ class StudyConfig(Section):
     pretrain: TrainSpec = Field(default_factory=TrainSpec)
     finetune: TrainSpec = Field(default_factory=TrainSpec)
     randinit: TrainSpec = Field(default_factory=TrainSpec)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
-    pretrain_seed: int = 0
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1], min_length=1)
+    pretrain_seed: Seed = 0
     same_init_pair: bool = Field(
         default=True,
         description="also train, for each seed after the first, an RI-T from the first RI-T's "
@@ -196,6 +196,12 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: repr, cut to 80 characters (a 300-character id)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def explain(
     error: ValidationError,
     origin: str,
@@ -222,8 +228,9 @@ def explain(
             lines.append(f"unknown key '{key}' in {where}{hint}")
         else:
             value = err.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"{_format_loc(loc)}: {err['msg']}{shown}")
+            shown = "" if isinstance(value, dict) else f" (got {_shown(value)})"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{_format_loc(loc)}: {message}{shown}")
     return TransferscopeError((f"{origin}: " if origin else "") + "; ".join(lines))
 
 
@@ -287,10 +294,63 @@ def preset_dict(name: str) -> dict[str, Any]:
     return read_yaml(text, f"preset '{name}'")
 
 
-def load(path: str | Path) -> StudyConfig:
-    """Read a study config from a YAML file.
+# Sections that name what they configure (a data source, an architecture): their options, root
+# and id belong to that choice. A config that names another one replaces the preset's section
+# instead of merging into it: the preset's Fixup widths are no options of a ViT.
+NAMED_SECTIONS = ("source", "model")
 
-    A file may start from a preset with ``preset: NAME`` and override any key of it.
+
+def merge_preset(preset: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` over ``preset``: mappings merged key by key, except a ``source`` or ``model``
+    section that names another source or model than the preset's, which replaces it whole."""
+    out = _merge(preset, data)
+    for key in NAMED_SECTIONS:
+        if _renames(preset.get(key), data.get(key)):
+            out[key] = data[key]
+    return out
+
+
+def _renames(preset_section: Any, section: Any) -> bool:
+    return (
+        isinstance(section, dict)
+        and isinstance(preset_section, dict)
+        and "name" in section
+        and section["name"] != preset_section.get("name")
+    )
+
+
+def option_origins(
+    preset_name: str, preset: dict[str, Any], data: dict[str, Any], file: str
+) -> dict[str, str]:
+    """Where the options of ``source``, ``model`` and ``targets`` came from when ``data`` (read
+    from ``file``) starts from ``preset``: said with an error about those options."""
+    where = f"preset '{preset_name}'"
+    out = {}
+    for key in NAMED_SECTIONS:
+        mine = data.get(key) if isinstance(data.get(key), dict) else {}
+        theirs = preset.get(key) if isinstance(preset.get(key), dict) else {}
+        own = dict(mine.get("options") or {})
+        inherited = {} if _renames(theirs, mine) else dict(theirs.get("options") or {})
+        kept = sorted(k for k in inherited if k not in own)
+        if own and kept:
+            out[key] = (
+                f"{key}.options: {', '.join(kept)} from {where}, {', '.join(sorted(own))} "
+                f"from {file}"
+            )
+        elif kept:
+            out[key] = f"{key}.options from {where}"
+        elif own:
+            out[key] = f"{key}.options from {file}"
+    out["targets"] = f"targets from {file if 'targets' in data else where}"
+    return out
+
+
+def load(path: str | Path) -> StudyConfig:
+    """Read a study config from a YAML file, and check the names it refers to.
+
+    A file may start from a preset with ``preset: NAME`` and override any key of it (see
+    :func:`merge_preset`). An option a data source or the model does not take is an error
+    naming where the option came from: the preset or the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -300,14 +360,24 @@ def load(path: str | Path) -> StudyConfig:
     data = read_yaml(path.read_text(), str(path))
     if not isinstance(data, dict):
         raise TransferscopeError(f"{path}: expected a mapping at the top level")
+    origins: dict[str, str] = {}
     if "preset" in data:
-        data = _merge(preset_dict(str(data.pop("preset"))), data)
-    return from_dict(data, str(path))
+        name = str(data.pop("preset"))
+        preset = preset_dict(name)
+        origins = option_origins(name, preset, data, str(path))
+        data = merge_preset(preset, data)
+    cfg = from_dict(data, str(path))
+    try:
+        check_references(cfg, origins)
+    except TransferscopeError as e:
+        raise TransferscopeError(f"{path}: {e}") from None
+    return cfg
 
 
 def load_preset(name: str, **overrides: Any) -> StudyConfig:
-    """A shipped preset, optionally with top-level keys replaced (e.g. ``output=...``)."""
-    data = _merge(preset_dict(name), overrides)
+    """A shipped preset, optionally with top-level keys replaced (e.g. ``output=...``), merged
+    as a file's keys are (:func:`merge_preset`)."""
+    data = merge_preset(preset_dict(name), overrides)
     return from_dict(data, f"preset '{name}'")
 
 
@@ -427,21 +497,30 @@ def with_skip_bad_images(cfg: StudyConfig) -> StudyConfig:
     )
 
 
-def check_references(cfg: StudyConfig) -> None:
-    """Check the names a config refers to: data sources, their options, the model and its options.
+def check_references(cfg: StudyConfig, origins: dict[str, str] | None = None) -> None:
+    """Check the names a config refers to: data sources, their options (names, types, positive
+    sizes, seeds in range), the model and its options.
 
-    Raises a :class:`TransferscopeError` naming the key and the nearest valid name.
+    Raises a :class:`TransferscopeError` naming the key and the nearest valid name, and, from
+    ``origins`` (:func:`option_origins`), where the section's options came from.
     """
     from transferscope.data import registry as data_registry
     from transferscope.models import registry as model_registry
 
-    specs = [("source", cfg.source)] + [(f"targets[{i}]", t) for i, t in enumerate(cfg.targets)]
-    for where, spec in specs:
+    origins = origins or {}
+
+    def said(section: str) -> str:
+        return f" ({origins[section]})" if section in origins else ""
+
+    specs = [("source", "source", cfg.source)] + [
+        (f"targets[{i}]", "targets", t) for i, t in enumerate(cfg.targets)
+    ]
+    for where, section, spec in specs:
         try:
             data_registry.check_options(spec.name, spec.options)
         except TransferscopeError as e:
-            raise TransferscopeError(f"{where}: {e}") from None
+            raise TransferscopeError(f"{where}: {e}{said(section)}") from None
     try:
         model_registry.check_model_options(cfg.model.name, cfg.model.options)
     except TransferscopeError as e:
-        raise TransferscopeError(f"model: {e}") from None
+        raise TransferscopeError(f"model: {e}{said('model')}") from None

@@ -6,9 +6,22 @@ without importing the whole study config (which in turn collects the units' opti
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+SEED_MAX = 2**32 - 1
+"""Largest seed a config takes: numpy's and every library's seed range (0..2^32-1)."""
+
+
+def _seed_in_range(value: int) -> int:
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"a seed is an integer from 0 to {SEED_MAX} (2^32 - 1)")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(_seed_in_range)]
+"""A seed of a config: an integer in 0..2^32-1, checked when the config is read."""
 
 
 class Section(BaseModel):
@@ -54,4 +67,13 @@ GRANULARITY_HELP = (
 )
 
 
-__all__ = ["GRANULARITY_HELP", "AnalysisOptions", "Granularity", "Section", "SpeedOptions"]
+__all__ = [
+    "GRANULARITY_HELP",
+    "SEED_MAX",
+    "AnalysisOptions",
+    "Granularity",
+    "PositiveInt",
+    "Section",
+    "Seed",
+    "SpeedOptions",
+]

@@ -8,18 +8,20 @@ study.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from transferscope.options import Section
+from transferscope.names import RULE, name_problem
+from transferscope.options import Section, Seed
 
 
 def _non_negative_sorted(v: list[float]) -> list[float]:
-    """Epoch points: none negative, sorted, each once."""
-    if any(x < 0 for x in v):
-        raise ValueError(f"must not be negative, got {v}")
+    """Epoch points: none negative or infinite, sorted, each once."""
+    if any(not math.isfinite(x) or x < 0 for x in v):
+        raise ValueError("epochs must be finite and not negative")
     return sorted(set(v))
 
 
@@ -39,6 +41,27 @@ class DataSpec(Section):
         description="leave unreadable image files out (listed in each run's bad_images.json) "
         "instead of stopping; part of the run id, since the runs then see other data",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_name(cls, v: str | None) -> str | None:
+        problem = None if v is None else name_problem(v)
+        if problem is not None:
+            raise ValueError(
+                f"not a name: {problem}; an id names run directories and files, so it holds {RULE}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _label_is_a_name(self) -> DataSpec:
+        if self.id is None:
+            problem = name_problem(self.label)
+            if problem is not None:
+                raise ValueError(
+                    f"the id {self.label!r} made from name and options.domain is not a name "
+                    f"({problem}); give this data source an 'id' of {RULE}"
+                )
+        return self
 
     @property
     def label(self) -> str:
@@ -111,13 +134,28 @@ class PretrainedSpec(Section):
         description="trajectory point (e.g. '0', '0.5', '90') -> weights file; the largest is P",
     )
 
+    @field_validator("checkpoints")
+    @classmethod
+    def _points_are_epochs(cls, v: dict[str, Path]) -> dict[str, Path]:
+        for key in v:
+            try:
+                point = float(key)
+            except ValueError:
+                point = float("nan")
+            if not math.isfinite(point) or point < 0:
+                raise ValueError(
+                    f"key {key!r} is not a trajectory point: each key is the epoch of its file "
+                    "(a number >= 0, e.g. '0', '0.5', '90')"
+                )
+        return v
+
 
 class ShuffleSpec(Section):
     """Block and pixel shuffles of the target data (Neyshabur et al. 2020, §3.1)."""
 
     block_sizes: list[int] = Field(default_factory=list)
     pixel: bool = False
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
 
     @field_validator("block_sizes")
     @classmethod

@@ -10,6 +10,7 @@ straight lines already measured between the analyses of one call.
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from transferscope.study.executors import DataCache, build_start_model
 from transferscope.study.plan import Plan, PlannedRun
 from transferscope.study.store import StudyStore
 from transferscope.training import checkpoints as ckpt
-from transferscope.training.loaders import epoch_order
+from transferscope.training.loaders import epoch_order, seeded
 from transferscope.training.trainer import PREDICTIONS, pick_device, read_metrics
 
 Weights = tuple[str, str]
@@ -237,20 +238,24 @@ class StudyContext:
         if body_only:
             state_a = with_head(state_a, state_b, model)
         splits = self.cache.get(model_run.spec.data)
-        self.lines[key] = interpolate(
-            model,
-            state_a,
-            state_b,
-            subset(splits.test, max_examples),
-            num_points,
-            task=splits.info.task,
-            train_data=splits.train,
-            # None: recalibrate exactly when the model has BatchNorm statistics.
-            recalibrate_batchnorm=None if recalibrate else False,
-            device=self.device,
-            batch_size=model_run.spec.train.eval_batch_size,
-            recalibration_examples=recalibration_examples,
-        )
+        # A line is shared by the analyses that measure it (and computed by whichever comes
+        # first, here or in a pool worker): what it draws depends on the line alone.
+        seed = zlib.crc32(repr((model_run.id, a, b, *key[5:])).encode())
+        with seeded(seed):
+            self.lines[key] = interpolate(
+                model,
+                state_a,
+                state_b,
+                subset(splits.test, max_examples),
+                num_points,
+                task=splits.info.task,
+                train_data=splits.train,
+                # None: recalibrate exactly when the model has BatchNorm statistics.
+                recalibrate_batchnorm=None if recalibrate else False,
+                device=self.device,
+                batch_size=model_run.spec.train.eval_batch_size,
+                recalibration_examples=recalibration_examples,
+            )
         return self.lines[key]
 
     def final_line(self, a: PlannedRun, b: PlannedRun, opts: Any) -> InterpolationResult:

@@ -25,7 +25,7 @@ from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
 from transferscope.analyses.unit import Analysis, ReportSection, TargetSize, claim
 from transferscope.analysis import domain as domain_lib
 from transferscope.analysis.curves import headroom_gain
-from transferscope.options import AnalysisOptions
+from transferscope.options import AnalysisOptions, Seed
 from transferscope.report.rules import (
     INCONCLUSIVE,
     UNMEASURED,
@@ -58,7 +58,7 @@ class DomainOptions(AnalysisOptions):
         "split's if smaller",
     )
     measure: Measure = Field(default="frechet", description="the distance claim C11 ranks by")
-    subset_seed: int = Field(default=0, description="seed of the test subsets")
+    subset_seed: Seed = Field(default=0, description="seed of the test subsets")
     batch_size: int = Field(default=256, ge=1, description="examples per forward pass")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +27,7 @@ from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, e
 from transferscope.analyses.unit import Analysis, claim
 from transferscope.analysis.mistakes import compare_mistakes
 from transferscope.errors import TransferscopeError
+from transferscope.names import name_problem
 from transferscope.options import AnalysisOptions
 from transferscope.report import rules
 from transferscope.report.rules import TargetResult, fmt
@@ -49,8 +49,6 @@ MISTAKE_CELLS = {
     "pt_wrong_rit_right": "P-T wrong, RI-T right",
     "rit_wrong_pt_right": "RI-T wrong, P-T right",
 }
-# A target label that can name a file as is (others have no saved images to look for).
-_SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class MistakesOptions(AnalysisOptions):
@@ -164,8 +162,7 @@ def _write_examples(ctx: StudyContext, pt: PlannedRun, cells: Any, tasks: int) -
         arrays[f"{cell}_indices"] = examples.astype(np.int64)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    folder = ctx.store.analyses_dir / layout.MISTAKE_EXAMPLES
-    atomic.write_bytes(folder / f"{pt.target}.npz", buffer.getvalue())
+    atomic.write_bytes(layout.mistake_examples_path(ctx.store.root, pt.target), buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,8 +255,8 @@ def mistake_examples(page: Page, target: str, e: MistakesEntry) -> str:
     from transferscope.report.page import esc, not_run, table
 
     path = None
-    if _SAFE_LABEL.fullmatch(target):
-        path = page.data.root / layout.ANALYSES / layout.MISTAKE_EXAMPLES / f"{target}.npz"
+    if name_problem(target) is None:  # a study written before ids were checked may hold others
+        path = layout.mistake_examples_path(page.data.root, target)
     out = []
     if path is not None and path.is_file():
         try:

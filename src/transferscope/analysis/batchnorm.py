@@ -22,7 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 
 from transferscope.errors import TransferscopeError
-from transferscope.training.loaders import BatchTransform, epoch_order, iterate
+from transferscope.training.loaders import BatchTransform, epoch_order, iterate, seeded
 
 RECALIBRATION_EXAMPLES = 2000
 
@@ -96,7 +96,9 @@ def recalibrate_batchnorm(
         if isinstance(m, _BatchNorm) and m.track_running_stats:
             m.reset_running_stats()
     order = train_subset(data, max_examples)
-    with torch.no_grad(), CumulativeBatchNorm(model):
+    # Train mode: whatever the model draws (dropout) comes from a fixed seed, as the augmentation
+    # of a streamed training split does (iterate's default seeds).
+    with torch.no_grad(), CumulativeBatchNorm(model), seeded(0):
         for x, _ in iterate(data, batch_size, order=order, device=device, transform=transform):
             model(x)
     model.train(was_training)
@@ -122,7 +124,7 @@ def recalibrated_statistics(
     reset_stats(stats, bn_keys)
     was_training = model.training
     model.train()
-    with CumulativeBatchNorm(model):
+    with CumulativeBatchNorm(model), seeded(0):
         for x, _ in batches:
             functional_call(model, {**state, **stats}, (x,))
     model.train(was_training)

@@ -39,7 +39,7 @@ from transferscope.analysis.interpolation import (
 )
 from transferscope.data.base import Task
 from transferscope.errors import TransferscopeError
-from transferscope.training.loaders import epoch_order, iterate
+from transferscope.training.loaders import epoch_order, iterate, sample_seeds, step_seed
 from transferscope.training.metrics import loss_fn
 
 
@@ -118,7 +118,10 @@ def fit_curve(
         epochs: passes over the (subset of the) training data; 0 leaves the straight line.
         batch_size, lr, momentum, weight_decay: SGD on θ_M; a cosine schedule over all steps.
         max_examples: train on a fixed random subset of this many examples.
-        seed: the batch order and the t drawn for each batch.
+        seed: every random draw of the fit: the batch order, each streamed image's augmentation,
+            the t drawn for each batch and torch's global generator at each step (dropout,
+            stochastic depth), so the same inputs give the same curve (the caller's generator
+            state is restored).
         device: where to train.
 
     Returns:
@@ -145,23 +148,28 @@ def fit_curve(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     g = torch.Generator().manual_seed(seed)
     losses = []
-    for epoch in range(epochs):
-        order = epoch_order(n, seed, epoch)
-        if subset is not None:
-            order = subset[order]
-        total, count = 0.0, 0
-        for x, y in iterate(data, batch_size, order=order, device=device):
-            t = float(torch.rand((), generator=g))
-            state = bezier_state(a, control, b, t)
-            out = functional_call(work, {**state, **scratch}, (x,))
-            loss = loss_fn(task, out, y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        losses.append(total / max(count, 1))
+    step = 0
+    with torch.random.fork_rng(devices=[]):
+        for epoch in range(epochs):
+            order = epoch_order(n, seed, epoch)
+            if subset is not None:
+                order = subset[order]
+            draws = sample_seeds(len(order), seed, epoch)
+            total, count = 0.0, 0
+            for x, y in iterate(data, batch_size, order=order, device=device, seeds=draws):
+                torch.manual_seed(step_seed(seed, step))
+                step += 1
+                t = float(torch.rand((), generator=g))
+                state = bezier_state(a, control, b, t)
+                out = functional_call(work, {**state, **scratch}, (x,))
+                loss = loss_fn(task, out, y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(y)
+                count += len(y)
+            losses.append(total / max(count, 1))
     return BezierCurve(a, {k: v.detach() for k, v in control.items()}, b, losses)
 
 

@@ -56,6 +56,7 @@ from transferscope.training.loaders import (
     channels_last_batches,
     forward_in_chunks,
     iterate,
+    seeded,
 )
 from transferscope.training.metrics import loss_fn, metric_name, score
 
@@ -335,7 +336,7 @@ def evaluate_path(
             reset_stats(s, bn_keys)
         order = train_subset(train_data, recalibration_examples)
         model.train()
-        with CumulativeBatchNorm(model):
+        with CumulativeBatchNorm(model), seeded(0):  # dropout in train mode: fixed draws
             for x, _ in iterate(
                 train_data, batch_size, order=order, device=device, transform=transform
             ):

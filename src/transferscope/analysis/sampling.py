@@ -8,24 +8,9 @@ share of the split, seeded, so that every pair of models is compared on the same
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import torch
 
-
-def dataset_targets(data: Any) -> np.ndarray | None:
-    """The targets of a dataset without loading its images: ``data.targets`` (tensor, array or
-    list) when it has one, through ``torch.utils.data.Subset`` too; None otherwise."""
-    if isinstance(data, torch.utils.data.Subset):
-        inner = dataset_targets(data.dataset)
-        return None if inner is None else inner[np.asarray(data.indices)]
-    targets = getattr(data, "targets", None)
-    if targets is None:
-        return None
-    if isinstance(targets, torch.Tensor):
-        return targets.detach().cpu().numpy()
-    return np.asarray(targets)
+from transferscope.data.base import dataset_targets
 
 
 def stratified_indices(

@@ -9,8 +9,9 @@ shape (C, H, W) and ``target`` an int64 class index (multiclass) or a float32 0/
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -100,3 +101,17 @@ def normalize(
     m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
     return (images - m) / s
+
+
+def dataset_targets(data: Any) -> np.ndarray | None:
+    """The targets of a dataset without loading its images: ``data.targets`` (tensor, array or
+    list) when it has one, through ``torch.utils.data.Subset`` too; None otherwise."""
+    if isinstance(data, torch.utils.data.Subset):
+        inner = dataset_targets(data.dataset)
+        return None if inner is None else inner[np.asarray(data.indices)]
+    targets = getattr(data, "targets", None)
+    if targets is None:
+        return None
+    if isinstance(targets, torch.Tensor):
+        return targets.detach().cpu().numpy()
+    return np.asarray(targets)

@@ -36,6 +36,7 @@ from transferscope.data.folder_common import (
 )
 from transferscope.data.registry import register
 from transferscope.errors import TransferscopeError, did_you_mean
+from transferscope.options import PositiveInt, Seed
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -221,11 +222,11 @@ def build(
     root: Path | None,
     seed: int,
     frontal_only: bool = False,
-    image_size: int = 224,
+    image_size: PositiveInt = 224,
     augment: bool = True,
-    train_size: int = 50000,
-    test_size: int = 50000,
-    split_seed: int = 1234,
+    train_size: PositiveInt = 50000,
+    test_size: PositiveInt = 50000,
+    split_seed: Seed = 1234,
 ) -> Splits:
     """Build the paper's CheXpert train/test/dev splits.
 

@@ -17,6 +17,7 @@ from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.data.registry import register
 from transferscope.data.subsets import stratified_split
 from transferscope.errors import TransferscopeError
+from transferscope.options import PositiveInt
 
 
 @register(
@@ -27,7 +28,7 @@ def build(
     root: Path | None,
     seed: int,
     test_fraction: float = 0.3,
-    image_size: int = 28,
+    image_size: PositiveInt = 28,
 ) -> Splits:
     """Digits: about 1,258 train / 539 test images (1, image_size, image_size), 10 classes.
 

@@ -29,6 +29,7 @@ from transferscope.data.folder_common import (
 )
 from transferscope.data.registry import register
 from transferscope.errors import TransferscopeError, did_you_mean
+from transferscope.options import PositiveInt, Seed
 
 LAYOUT = (
     "ROOT/<domain>/<class>/<file>.jpg plus ROOT/<domain>_train.txt and ROOT/<domain>_test.txt "
@@ -111,9 +112,9 @@ def build(
     root: Path | None,
     seed: int,
     domain: str = "real",
-    image_size: int = 224,
-    subsample: int | None = 50000,
-    subsample_seed: int = 2020,
+    image_size: PositiveInt = 224,
+    subsample: PositiveInt | None = 50000,
+    subsample_seed: Seed = 2020,
     augment: bool = True,
 ) -> Splits:
     """Build the official train/test splits of one DomainNet domain.

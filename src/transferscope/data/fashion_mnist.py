@@ -19,6 +19,7 @@ from transferscope.data.base import DataInfo, Splits, TensorImageDataset, normal
 from transferscope.data.registry import register
 from transferscope.data.subsets import random_subset
 from transferscope.errors import TransferscopeError
+from transferscope.options import PositiveInt
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -157,8 +158,8 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 def build(
     root: Path | None,
     seed: int,
-    train_size: int | None = None,
-    test_size: int | None = None,
+    train_size: PositiveInt | None = None,
+    test_size: PositiveInt | None = None,
 ) -> Splits:
     """Fashion-MNIST: 60,000 train and 10,000 test 28x28 grayscale images, 10 classes.
 

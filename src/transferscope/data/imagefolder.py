@@ -33,6 +33,7 @@ from transferscope.data.folder_common import (
 from transferscope.data.registry import register
 from transferscope.data.subsets import stratified_split
 from transferscope.errors import TransferscopeError, TransferscopeWarning
+from transferscope.options import PositiveInt
 
 LAYOUT = "ROOT/<class>/<image>, or ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 _DEV_DIRS = ("val", "valid")
@@ -122,7 +123,7 @@ def _labels_tensor(labels: list[int] | np.ndarray) -> torch.Tensor:
 def build(
     root: Path | None,
     seed: int,
-    image_size: int = 224,
+    image_size: PositiveInt = 224,
     channels: int = 3,
     test_fraction: float = 0.2,
     augment: bool = True,

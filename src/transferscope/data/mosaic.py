@@ -18,6 +18,7 @@ from transferscope.data import fashion_mnist
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.data.registry import register
 from transferscope.errors import TransferscopeError
+from transferscope.options import PositiveInt
 
 DEFAULT_CLASSES = (0, 1, 7, 8, 9)  # T-shirt/top, Trouser, Sneaker, Bag, Ankle boot
 
@@ -49,8 +50,8 @@ def make_mosaics(
 def build(
     root: Path | None,
     seed: int,
-    train_size: int = 4000,
-    test_size: int = 2000,
+    train_size: PositiveInt = 4000,
+    test_size: PositiveInt = 2000,
     classes: tuple[int, ...] | list[int] = DEFAULT_CLASSES,
 ) -> Splits:
     """Multi-label mosaics (1, 28, 28); ``root`` is where Fashion-MNIST is (see fashion_mnist)."""

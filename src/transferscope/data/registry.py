@@ -105,7 +105,7 @@ def _options_model(builder: Builder, fixed: tuple[str, ...]) -> type[BaseModel]:
     Strict: YAML already gives numbers and booleans their types, so a string where a number or a
     boolean belongs ('1', 'no') is a mistake to report, not a value to guess at.
     """
-    hints = typing.get_type_hints(builder)
+    hints = typing.get_type_hints(builder, include_extras=True)
     fields: dict[str, Any] = {}
     for param in inspect.signature(builder).parameters.values():
         if param.name in ("root", "seed", *fixed) or param.kind is param.VAR_KEYWORD:
@@ -132,9 +132,16 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         err = e.errors()[0]
         key = str(err["loc"][0])
         where = ".".join(str(x) for x in err["loc"])
-        expected = inspect.signature(resolve(name)[0]).parameters[key].annotation
+        expected = str(inspect.signature(resolve(name)[0]).parameters[key].annotation)
+        expected = expected.replace("PositiveInt", "positive int")
         value = err.get("input")
-        wanted = str(err["msg"]).removeprefix("Input should be ")
+        message = str(err["msg"])
+        if message.startswith("Value error, "):  # the type's own rule (a seed's range)
+            raise TransferscopeError(
+                f"data source '{name}': option {where}: {message.removeprefix('Value error, ')}, "
+                f"got {value!r}"
+            ) from None
+        wanted = message.removeprefix("Input should be ")
         hint = (
             f"; in YAML a quoted value is text: write {key}: {value} without quotes"
             if isinstance(value, str) and _unquoted_is_not_text(value)

@@ -17,6 +17,7 @@ from transferscope.data import fashion_mnist
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.data.registry import register
 from transferscope.errors import TransferscopeError
+from transferscope.options import PositiveInt
 
 
 @register(
@@ -26,8 +27,8 @@ from transferscope.errors import TransferscopeError
 def build(
     root: Path | None,
     seed: int,
-    train_size: int = 2000,
-    test_size: int = 1000,
+    train_size: PositiveInt = 2000,
+    test_size: PositiveInt = 1000,
     quarter_turns: int = 1,
 ) -> Splits:
     """Rotated items (1, 28, 28), 10 classes; ``root`` is where Fashion-MNIST is."""

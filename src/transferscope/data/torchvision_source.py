@@ -28,6 +28,7 @@ from transferscope.data.base import DataInfo, Splits, TensorImageDataset, normal
 from transferscope.data.folder_common import normalization
 from transferscope.data.registry import register
 from transferscope.errors import TransferscopeError, unknown_name
+from transferscope.options import PositiveInt
 
 MAX_IN_MEMORY_IMAGES = 200_000
 MAX_IN_MEMORY_SIDE = 64
@@ -265,7 +266,7 @@ def build(
     root: Path | None,
     seed: int,
     name: str,
-    image_size: int | None = None,
+    image_size: PositiveInt | None = None,
     channels: int | None = None,
 ) -> Splits:
     """Build train/test splits of ``torchvision.datasets.<name>`` from data already on disk.

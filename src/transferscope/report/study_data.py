@@ -179,6 +179,12 @@ def load_study(root: Path) -> StudyData:
     rewrite = f"rerun `transferscope run --out {root}` to write it again"
     config_path = root / layout.STUDY_CONFIG
     config_text = config_path.read_text(errors="replace") if config_path.is_file() else ""
+    mismatch = layout.config_mismatch(root, config_path.read_bytes()) if config_text else None
+    if mismatch is not None:
+        raise TransferscopeError(
+            f"{config_path} {mismatch}; restore it, or rerun `transferscope run CONFIG --out "
+            f"{root} --force` with the study's config file"
+        )
     try:
         config = yaml.safe_load(config_text) or {}
     except yaml.YAMLError as e:

@@ -33,12 +33,19 @@ _CACHE: DataCache | None = None
 _LINES: dict[tuple[Any, ...], Any] = {}
 
 
-def _init_worker(threads: int, messages: Any, parent: int) -> None:
+def _init_worker(
+    threads: int, messages: Any, parent: int, loader_workers: int | None = None
+) -> None:
     global _QUEUE, _CACHE
     import torch
 
+    from transferscope.training.loaders import set_default_workers
+
     end_with_parent(parent)  # a killed `transferscope run` or `analyze` leaves no orphans
     torch.set_num_threads(threads)
+    # Image files of a streamed split: decoded by loader workers from this worker's share of the
+    # cores (none with one core: a spawned loader worker imports torch, seconds per pass).
+    set_default_workers(loader_workers)
     # The data's warnings were shown once, when the study was planned; not again per worker.
     warnings.simplefilter("ignore", TransferscopeWarning)
     _QUEUE, _CACHE = messages, DataCache()
@@ -102,7 +109,12 @@ def compute_in_pool(
         min(workers, len(order)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(per_worker, messages, os.getpid()),
+        initargs=(
+            per_worker,
+            messages,
+            os.getpid(),
+            max(0, min(8, (os.cpu_count() or 1) // workers - 1)),
+        ),
     ) as pool:
         pending: dict[Future, Job] = {pool.submit(_compute_in_worker, root, j): j for j in order}
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,14 @@ from transferscope.analyses.results import (
 )
 from transferscope.analyses.unit import Analysis, TargetSize
 from transferscope.analysis.interpolation import InterpolationResult
-from transferscope.analysis.sampling import dataset_targets
 from transferscope.config import StudyConfig, changed_keys
+from transferscope.data.digest import DIGEST_VERSION
 from transferscope.errors import DamagedRunError, TransferscopeError
 from transferscope.study import estimate, layout
 from transferscope.study.executors import DataCache
 from transferscope.study.plan import Plan
 from transferscope.study.store import StudyStore
-from transferscope.training.loaders import CPU_FORWARD_ROWS
+from transferscope.training.loaders import CPU_FORWARD_ROWS, seeded
 from transferscope.training.trainer import pick_device
 
 ProgressFn = Callable[[str, str], None]
@@ -73,9 +74,18 @@ def _options(cfg: StudyConfig, name: str) -> dict[str, Any]:
     return cfg.analyses.of(name).model_dump(mode="json")
 
 
+def analysis_seed(cfg: StudyConfig, name: str) -> int:
+    """The seed of torch's global generator while the analysis ``name`` computes: a function of
+    the study's first seed and the name, the same in every process and call."""
+    return int(np.random.default_rng([cfg.seeds[0], zlib.crc32(name.encode())]).integers(2**62))
+
+
 def _plan_digest(plan: Plan) -> str:
     """Which runs the study has and their roles: an analysis is redone when this changes."""
-    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()
+    # Without the stamp of study.yaml: a change of how the study runs (--jobs) rewrites study.yaml
+    # and is no reason to redo an analysis.
+    text = plan.model_dump_json(exclude={"study_yaml_sha256"})
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:
@@ -91,32 +101,30 @@ def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:
 
 
 def _data_inputs(cfg: StudyConfig, cache: DataCache) -> dict[str, str]:
-    """Per data label of the study, a digest of its splits: sizes, targets and (for file datasets)
-    the file paths. A run's id does not cover its data, and an analysis reads the data too (the
-    domain analysis reads nothing else of a target): a split that changed redoes it."""
+    """Per data label of the study, a digest of its training and test splits (sizes, targets, and
+    each image file's path, size and time: :meth:`DataCache.digest`, the digest a run's DONE
+    records). A run's id does not cover its data, and an analysis reads the data too (the domain
+    analysis reads nothing else of a target): a split that changed redoes it."""
     out = {}
     for spec in [cfg.source, *cfg.targets]:
         try:
-            splits = cache.get(spec)
+            splits = cache.digest(spec)
         except TransferscopeError:  # not on this machine (e.g. an external P's source)
             out[spec.label] = "unavailable"
             continue
-        digest = hashlib.sha256()
-        for part in (splits.train, splits.test):
-            digest.update(f"{len(part)};".encode())
-            targets = dataset_targets(part)
-            if targets is not None:
-                digest.update(str(targets.dtype).encode() + np.ascontiguousarray(targets).tobytes())
-            paths = getattr(part, "paths", None)
-            if paths is not None:
-                digest.update("\n".join(map(str, paths)).encode())
-        out[spec.label] = digest.hexdigest()[:16]
+        text = json.dumps(splits, sort_keys=True)
+        out[spec.label] = f"v{DIGEST_VERSION}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     return out
 
 
 def _changed_data(recorded: Any, now: dict[str, str]) -> str | None:
     if not isinstance(recorded, dict):
         return "it was computed before analyses recorded their data"
+    if any(
+        d != "unavailable" and not str(d).startswith(f"v{DIGEST_VERSION}:")
+        for d in recorded.values()
+    ):
+        return "it was computed before analyses recorded the sizes and times of image files"
     changed = [label for label, d in now.items() if recorded.get(label) != d]
     if changed:
         return f"the data of {', '.join(repr(c) for c in changed)} changed (its splits differ)"
@@ -383,7 +391,10 @@ def _compute(
     path = layout.analysis_path(store.root, name)
     options = _options(cfg, name)
     try:
-        result = unit.compute(ctx, cfg.analyses.of(name))
+        # Whatever an analysis draws from torch's global generator derives from the study's
+        # first seed and the analysis's name: `analyze --force` twice writes the same file.
+        with seeded(analysis_seed(cfg, name)):
+            result = unit.compute(ctx, cfg.analyses.of(name))
     except DamagedRunError:
         raise  # every analysis reading that run would be wrong: stop, say which file
     except Exception as e:  # one analysis's failure must not stop the others

@@ -1,25 +1,31 @@
 """Finished runs whose data has changed since they were trained: found, then trained again.
 
-A run's id hashes its config, not its data: an image folder that gained or lost files, or a data
-source whose split changed between transferscope releases (digits' did), gives the same ids as
-before. Every run saves the targets of the test split it was evaluated on
-(``predictions/test_targets.npy``). A finished run whose saved targets differ from its data's test
-split today was trained and tested on other examples: reused, its test metric would describe
-other data, and an analysis that forwards it on today's test split could read examples it was
-trained on. Such a run is trained again, and so is every run that starts from it (the P-T runs
-of a P that changed).
+A run's id hashes its config, not its data: an image folder that gained, lost or replaced files,
+or a data source whose split changed between transferscope releases (digits' did), gives the same
+ids as before. Every run records in its ``DONE`` the digest of the training and test splits it
+read (:mod:`transferscope.data.digest`: sizes, targets, and each image file's path, size and
+modification time). A finished run whose splits differ today was trained or tested on other
+examples: reused, its test metric would describe other data, and the analyses, which read today's
+data, would compare it with runs that saw another. Such a run is trained again, and so is every
+run that starts from it (the P-T runs of a P that changed).
+
+A run finished before runs recorded their data is compared by the targets of the test split it
+saved (``predictions/test_targets.npy``).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from transferscope.analysis.sampling import dataset_targets
+from transferscope import runfiles
+from transferscope.data.base import dataset_targets
+from transferscope.data.digest import what_changed
 from transferscope.study.layout import PREDICTIONS, TEST_TARGETS
-from transferscope.study.plan import Plan
+from transferscope.study.plan import Plan, PlannedRun
 from transferscope.study.store import StudyStore
 
 
@@ -34,31 +40,45 @@ def _same(saved: np.ndarray, now: np.ndarray) -> bool:
     return bool(np.array_equal(saved, now))
 
 
-def changed_runs(store: StudyStore, plan: Plan, load: Any) -> list[tuple[str, str]]:
-    """(run id, why) for each finished run of ``plan`` tested on other examples than its data's
-    test split has now, then each finished run that depends on one of those.
+def _by_test_targets(store: StudyStore, run: PlannedRun, load: Any) -> str | None:
+    """A run without a recorded data digest: do its saved test targets match the split now?"""
+    try:
+        saved = np.load(store.run_dir(run.id) / PREDICTIONS / TEST_TARGETS, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # left to StudyStore.damage, which reports missing and corrupt files
+    now = dataset_targets(load(run.spec.data).test)
+    if now is None or _same(saved, now):
+        return None
+    return (
+        f"its {len(saved)} test examples are not the {len(now)} in the test split of "
+        f"'{run.spec.data.label}' now (the data changed since it was trained)"
+    )
 
-    ``load`` maps a data spec to its splits (``DataCache().get``). A run whose saved targets cannot
-    be read is left to :meth:`StudyStore.damage`, which reports missing and corrupt files.
+
+def changed_runs(
+    store: StudyStore,
+    plan: Plan,
+    load: Any,
+    digest: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
+) -> list[tuple[str, str]]:
+    """(run id, why) for each finished run of ``plan`` whose training or test split is not the
+    one it read, then each finished run that depends on one of those.
+
+    ``load`` maps a data spec to its splits and ``digest`` to their digest (``DataCache().get``
+    and ``.digest``); without ``digest`` only the test targets are compared.
     """
     out: list[tuple[str, str]] = []
     for run in plan.runs:
         if not store.is_done(run.id):
             continue
-        try:
-            saved = np.load(store.run_dir(run.id) / PREDICTIONS / TEST_TARGETS, allow_pickle=False)
-        except (OSError, ValueError):
-            continue
-        now = dataset_targets(load(run.spec.data).test)
-        if now is None or _same(saved, now):
-            continue
-        out.append(
-            (
-                run.id,
-                f"its {len(saved)} test examples are not the {len(now)} in the test split of "
-                f"'{run.spec.data.label}' now (the data changed since it was trained)",
-            )
-        )
+        summary, _ = runfiles.read_done(store.run_dir(run.id))
+        recorded = (summary or {}).get("data")
+        if digest is not None and isinstance(recorded, dict):
+            why = what_changed(run.spec.data.label, recorded, digest(run.spec.data))
+        else:
+            why = _by_test_targets(store, run, load)
+        if why is not None:
+            out.append((run.id, why))
     changed = {run_id for run_id, _ in out}
     grew = True
     while grew:  # runs that start from a changed run, and runs that start from those
@@ -72,9 +92,14 @@ def changed_runs(store: StudyStore, plan: Plan, load: Any) -> list[tuple[str, st
     return out
 
 
-def retrain_changed(store: StudyStore, plan: Plan, load: Any) -> list[tuple[str, str]]:
+def retrain_changed(
+    store: StudyStore,
+    plan: Plan,
+    load: Any,
+    digest: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
+) -> list[tuple[str, str]]:
     """Remove the runs :func:`changed_runs` finds, so they train again; returns them."""
-    found = changed_runs(store, plan, load)
+    found = changed_runs(store, plan, load, digest)
     for run_id, _ in found:
         shutil.rmtree(store.run_dir(run_id))
     return found

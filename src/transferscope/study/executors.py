@@ -26,6 +26,7 @@ from transferscope import atomic
 from transferscope.config import StudyConfig
 from transferscope.data import registry as data_registry
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
+from transferscope.data.digest import splits_digest
 from transferscope.data.folder_common import BadImageError, drop_bad_images
 from transferscope.data.shuffle import shuffle_images
 from transferscope.errors import DiskFullError, TransferscopeError, TransferscopeWarning
@@ -40,7 +41,7 @@ from transferscope.study.store import StudyStore
 from transferscope.study.twins import find_twin, reuse_twin
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.distributed import Distributed
-from transferscope.training.loaders import BatchTransform
+from transferscope.training.loaders import BatchTransform, set_default_workers
 from transferscope.training.metrics import ChanceCheck, Evaluation, chance_level
 from transferscope.training.trainer import Trainer, pick_device
 
@@ -52,6 +53,7 @@ class DataCache:
     _splits: dict[str, Splits] = field(default_factory=dict)
     _shuffled: dict[tuple[str, str, int], Splits] = field(default_factory=dict)
     _skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    _digests: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def get(self, spec: Any) -> Splits:
         key = spec.model_dump_json()
@@ -61,6 +63,14 @@ class DataCache:
                 splits, self._skipped[key] = drop_bad_images(splits)
             self._splits[key] = splits
         return self._splits[key]
+
+    def digest(self, spec: Any) -> dict[str, dict[str, Any]]:
+        """The digest of ``spec``'s training and test splits as loaded here (sizes, targets,
+        and each image file's path, size and time: :mod:`transferscope.data.digest`)."""
+        key = spec.model_dump_json()
+        if key not in self._digests:
+            self._digests[key] = splits_digest(self.get(spec))
+        return self._digests[key]
 
     def bad_images(self, spec: Any) -> list[dict[str, str]]:
         """The image files :meth:`get` left out of ``spec``'s splits: [{split, path, error}]."""
@@ -183,6 +193,7 @@ def execute_run(
     splits, transform = (
         cache.shuffled(spec.data, spec.shuffle) if spec.shuffle else (cache.get(spec.data), None)
     )
+    data_read = cache.digest(spec.data)  # before training: the data this run reads
     bad = cache.bad_images(spec.data)
     if bad and writer:
         atomic.write_json(run_dir / BAD_IMAGES, {"count": len(bad), "skipped": bad})
@@ -219,8 +230,10 @@ def execute_run(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
         "wall_seconds_this_session": time.time() - started,
         "device": str(device),
+        "threads": result.threads,
         "versions": _versions(),
         "chance": _chance(splits.info, result.final).to_dict(),
+        "data": {"label": spec.data.label, **data_read},
     }
     if distributed is not None:
         summary["processes"] = distributed.world
@@ -356,6 +369,12 @@ class LocalExecutor:
     def _threads_per_job(self) -> int:
         return self.cfg.num_threads or max(1, (os.cpu_count() or 1) // self.jobs)
 
+    def _loader_workers_per_job(self) -> int:
+        """Loader workers of each run side by side: its share of the cores but one (none with
+        one core each: the run's process decodes its images itself, which on a 2-core machine
+        beats two runs each feeding a loader worker)."""
+        return max(0, min(8, (os.cpu_count() or 1) // self.jobs - 1))
+
     def _run_parallel(self, plan: Plan) -> dict[str, str]:
         outcome = {r.id: "skipped" for r in plan.runs if self.store.is_done(r.id)}
         waiting = [r for r in plan.runs if r.id not in outcome]
@@ -366,7 +385,9 @@ class LocalExecutor:
         root = str(self.store.root.resolve())
         # A pool that knows which worker trains which run: a worker that dies fails its run alone.
         with WorkerPool(
-            self.jobs, initializer=_init_worker, initargs=(self._threads_per_job(),)
+            self.jobs,
+            initializer=_init_worker,
+            initargs=(self._threads_per_job(), self._loader_workers_per_job()),
         ) as pool:
             while waiting or running:
                 for run in list(waiting):
@@ -424,9 +445,10 @@ class LocalExecutor:
 _WORKER_CACHE: DataCache | None = None
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, loader_workers: int | None = None) -> None:
     global _WORKER_CACHE
     torch.set_num_threads(threads)
+    set_default_workers(loader_workers)
     # The data's warnings were shown once, when the study was planned; not again per worker.
     warnings.simplefilter("ignore", TransferscopeWarning)
     _WORKER_CACHE = DataCache()

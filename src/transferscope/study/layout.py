@@ -2,14 +2,15 @@
 
 ```
 STUDY/study.yaml                         the resolved config
-STUDY/plan.json                          every planned run and its roles
+STUDY/plan.json                          every planned run and its roles; study.yaml's SHA-256
 STUDY/LOCK                               who is running a command on the study
 STUDY/runs/<id>/run.yaml                 the run's resolved config (its id hashes it)
 STUDY/runs/<id>/metrics.jsonl            one row per evaluation
 STUDY/runs/<id>/checkpoints/             final.safetensors, epoch-<k>.safetensors, resume
 STUDY/runs/<id>/predictions/             test_outputs.npy, test_targets.npy (final model)
 STUDY/runs/<id>/bad_images.json          unreadable images left out (--skip-bad-images)
-STUDY/runs/<id>/DONE                     written last: summary, every file's size and SHA-256
+STUDY/runs/<id>/DONE                     written last: summary, data digest, torch threads,
+                                         every file's size and SHA-256
 STUDY/runs/<id>/FAILED                   why the run stopped, and the last lines of its log
 STUDY/runs/<id>/train.log                what each attempt at the run did and printed
 STUDY/analyses/<name>.json               one result per analysis (transferscope.analyses)
@@ -23,6 +24,7 @@ takes the names from here; :func:`run_status` is the one definition of a run's s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +54,63 @@ REPORT_INPUTS = ".inputs.json"
 RunState = Literal["done", "partial", "failed", "pending", "damaged"]
 
 
+def child(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` for a ``name`` that is one file name: no separator, not '.' or '..',
+    at most 255 bytes. Names reach here from plan.json and configs (run ids, target ids); the
+    config refuses any other id up front (:mod:`transferscope.names`), and this keeps every read
+    and write inside the study directory even when plan.json was edited by hand."""
+    from transferscope.errors import TransferscopeError
+
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or len(name.encode("utf-8", "surrogateescape")) > 255
+    ):
+        raise TransferscopeError(
+            f"{what} {name!r} is not a file name inside {folder}: ids are names (letters, "
+            "digits, '-', '_', '.'), never paths; check the config's ids and plan.json"
+        )
+    return Path(folder) / name
+
+
 def run_dir(root: Path, run_id: str) -> Path:
-    return Path(root) / RUNS / run_id
+    return child(Path(root) / RUNS, run_id, "run id")
 
 
 def analysis_path(root: Path, name: str) -> Path:
-    return Path(root) / ANALYSES / f"{name}.json"
+    return child(Path(root) / ANALYSES, f"{name}.json", "analysis")
+
+
+def mistake_examples_path(root: Path, target: str) -> Path:
+    """``analyses/mistakes/<target>.npz``: the example images of one target's mistakes cells."""
+    return child(Path(root) / ANALYSES / MISTAKE_EXAMPLES, f"{target}.npz", "target id")
 
 
 def report_dir(root: Path) -> Path:
     return Path(root) / REPORT
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def config_mismatch(root: Path, config_bytes: bytes) -> str | None:
+    """How study.yaml (``config_bytes``) fails to match the SHA-256 plan.json recorded for it
+    when both were written, or None: it matches, or plan.json records none (written before
+    plans did, or unreadable: reading the plan says so)."""
+    try:
+        recorded = json.loads((Path(root) / PLAN).read_bytes()).get("study_yaml_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, str) or recorded == sha256(config_bytes):
+        return None
+    return (
+        f"does not match {PLAN}: it was edited, cut short or replaced after the study was "
+        f"planned ({len(config_bytes)} bytes whose SHA-256 is not the one {PLAN} recorded)"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +157,11 @@ __all__ = [name for name in dir() if name.isupper()] + [
     "RunState",
     "RunStatus",
     "analysis_path",
+    "child",
+    "config_mismatch",
+    "mistake_examples_path",
     "report_dir",
     "run_dir",
     "run_status",
+    "sha256",
 ]

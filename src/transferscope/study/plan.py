@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -25,9 +26,12 @@ from pydantic import Field
 
 from transferscope.config import DataSpec, ModelSpec, Section, StudyConfig, TrainSpec
 from transferscope.data.base import DataInfo
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
+from transferscope.names import MAX_LENGTH
 
 Kind = Literal["P", "P-T", "RI-T", "P@k-T"]
+# A run id is '<kind>-<target id>-<hash>': one file name (run directories are named by it).
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _SLUG = {"P": "P", "P-T": "PT", "RI-T": "RIT", "P@k-T": "PkT"}
 
 
@@ -73,7 +77,7 @@ class RunSpec(Section):
 class PlannedRun(Section):
     """A run plus the roles the analyses look it up by."""
 
-    id: str
+    id: str = Field(pattern=RUN_ID_PATTERN, max_length=MAX_LENGTH + 16)
     spec: RunSpec
     target: str = Field(description="target label, or the source label for P")
     seed: int
@@ -86,6 +90,11 @@ class PlannedRun(Section):
 
 class Plan(Section):
     runs: list[PlannedRun]
+    study_yaml_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the study.yaml written with this plan: a study.yaml that no "
+        "longer matches (edited, truncated, replaced) is refused instead of trusted",
+    )
 
     def by_id(self) -> dict[str, PlannedRun]:
         return {r.id: r for r in self.runs}
@@ -140,6 +149,18 @@ def build_plan(cfg: StudyConfig, infos: dict[str, DataInfo]) -> Plan:
     control = cfg.negative_control
     external = not control and cfg.pretrained is not None and bool(cfg.pretrained.checkpoints)
     trajectory = [] if control else cfg.trajectory.checkpoints
+    if trajectory and not external and cfg.model.pretrained is not None:
+        # P is a weights file (or ImageNet weights): it has no trajectory here to start from.
+        warnings.warn(
+            f"P comes from model.pretrained ({cfg.model.pretrained}), which has no pre-training "
+            f"trajectory: the P@k-T runs at trajectory.checkpoints "
+            f"[{', '.join(f'{k:g}' for k in trajectory)}] are left out (give "
+            "pretrained.checkpoints: {k: weights file} to fine-tune from points of P's own "
+            "trajectory, or trajectory.checkpoints: [] to say none)",
+            TransferscopeWarning,
+            stacklevel=1,  # one place: said once per process, not by each caller that plans
+        )
+        trajectory = []
     p_id: str | None = None
     if control or (not external and cfg.model.pretrained is None):
         points = sorted({*cfg.pretrain.checkpoint_points, *trajectory})

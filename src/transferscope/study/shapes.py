@@ -2,7 +2,9 @@
 
 P-T feeds each target's images to P's network, so every target must have as many channels as P
 was trained on: an RGB image folder as the target of a grayscale source used to train P and then
-stop the study with a PyTorch traceback. And the model must accept every image size it will see.
+stop the study with a PyTorch traceback. (P given as ``model.pretrained`` is the exception: its
+stem is fitted to each target's channels when it is loaded, see
+:func:`transferscope.models.weights.adapt_stem`.) And the model must accept every image size it will see.
 :func:`check_shapes` finds both at plan time, naming the target, the two shapes and the option that
 fixes it. Nothing is adapted silently: a conversion the user did not ask for would change what the
 study measures.
@@ -51,9 +53,10 @@ def p_channels(cfg: StudyConfig, infos: dict[str, DataInfo]) -> tuple[int, str] 
     if cfg.pretrained is not None and cfg.pretrained.checkpoints:
         path = Path(max(cfg.pretrained.checkpoints.items(), key=lambda kv: float(kv[0]))[1])
     elif model.pretrained is not None:
-        if str(model.pretrained).lower().startswith("imagenet"):
-            return 3, f"P ({model.name} with ImageNet weights)"
-        path = Path(model.pretrained).expanduser()
+        # model.pretrained (a weights file, ImageNet) is loaded by build_model, which fits its
+        # stem to the target's channels (adapt_stem: RGB kernels summed for grayscale), as the
+        # README's "your own pre-trained weights" says: no channel count to hold targets to.
+        return None
     else:
         info = infos[cfg.source.label]
         return info.image_shape[0], f"P (pre-trained on '{cfg.source.label}', {_shape(info)})"

@@ -50,7 +50,7 @@ class StudyStore:
         return self.root / layout.ANALYSES
 
     def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / run_id
+        return layout.run_dir(self.root, run_id)
 
     # ------------------------------------------------------------- study files
     def create(self) -> None:
@@ -77,13 +77,31 @@ class StudyStore:
         return count
 
     def write_study(self, cfg: StudyConfig, plan: Plan) -> None:
+        """Write study.yaml, then plan.json stamped with study.yaml's SHA-256 (the two are read
+        only together: :meth:`read_config` refuses a study.yaml that no longer matches)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(self.root / layout.STUDY_CONFIG, to_yaml(cfg))
-        atomic.write_json(self.root / layout.PLAN, plan.model_dump(mode="json"))
+        text = to_yaml(cfg)
+        atomic.write_text(self.root / layout.STUDY_CONFIG, text)
+        stamped = plan.model_copy(update={"study_yaml_sha256": layout.sha256(text.encode())})
+        atomic.write_json(self.root / layout.PLAN, stamped.model_dump(mode="json"))
 
     def is_study(self) -> bool:
         """Whether the directory holds a study (its resolved config)."""
         return (self.root / layout.STUDY_CONFIG).is_file()
+
+    def holds_runs(self) -> bool:
+        """Whether the directory holds a plan or run directories: the work of a study, whether
+        or not its study.yaml is still there."""
+        return (self.root / layout.PLAN).is_file() or bool(self.runs_on_disk())
+
+    def missing_config_error(self) -> TransferscopeError:
+        """The error for a directory that holds runs but no study.yaml to say what they are."""
+        path = self.root / layout.STUDY_CONFIG
+        return TransferscopeError(
+            f"{self.root} holds a study's runs but {path} is missing, and with it the config "
+            f"they were trained with; restore it, or rerun with the study's config file: "
+            f"`transferscope run CONFIG --out {self.root} --force` (nothing was written)"
+        )
 
     def _study_file(self, name: str) -> Path:
         """The study file ``name``; its absence means this is not a study directory."""
@@ -107,16 +125,31 @@ class StudyStore:
                 "write it again from study.yaml"
             ) from None
 
-    def read_config(self) -> StudyConfig:
-        """The study's resolved config (study.yaml); a damaged file is one clear error."""
+    def read_config(self, verify: bool = True) -> StudyConfig:
+        """The study's resolved config (study.yaml); a damaged file is one clear error.
+
+        ``verify``: also refuse a study.yaml whose SHA-256 is not the one plan.json recorded when
+        both were written (a file edited, cut short or replaced since: a truncated study.yaml can
+        still be valid YAML, with defaults where its end was).
+        """
         from transferscope.config import from_dict, read_yaml
 
+        if not self.is_study() and self.holds_runs():
+            raise self.missing_config_error()
         path = self._study_file(layout.STUDY_CONFIG)
         try:
-            text = path.read_text()
+            data = path.read_bytes()
+            text = data.decode()
         except (OSError, UnicodeDecodeError) as e:
             raise TransferscopeError(f"cannot read {path}: {e}") from None
-        hint = "; restore it, or rerun `transferscope run CONFIG --out DIR --force` with the study's config file"
+        hint = (
+            f"; restore it, or rerun `transferscope run CONFIG --out {self.root} --force` with "
+            "the study's config file"
+        )
+        if verify:
+            problem = layout.config_mismatch(self.root, data)
+            if problem is not None:
+                raise TransferscopeError(f"{path} {problem}{hint}")
         try:
             return from_dict(read_yaml(text, str(path)), str(path))
         except TransferscopeError as e:

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -77,6 +78,20 @@ def sample_seeds(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.from_numpy(rng.integers(0, 2**62, n, dtype=np.int64))
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block torch's global generator starts from ``seed`` (whatever draws from it:
+    dropout, stochastic depth, a library's own sampling); the caller's state is restored."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) % 2**63)
+        yield
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of torch's global generator for training step ``step`` of a run with ``seed``."""
+    return int(np.random.default_rng([int(seed), int(step), 0x57E9]).integers(0, 2**62))
+
+
 class SeededItems(Dataset):
     """``dataset`` indexed by (index, seed): item ``index`` fetched with torch's global generator
     seeded from ``seed`` (the caller's generator state is restored afterwards)."""
@@ -126,8 +141,105 @@ def forward_in_chunks(
     return torch.cat([fn(x[start : start + rows]) for start in range(0, len(x), rows)])
 
 
+_DEFAULT_WORKERS: int | None = None
+
+
 def default_workers() -> int:
+    """Loader worker processes for a streamed dataset: the cores but one, at most 8, or what
+    :func:`set_default_workers` said for this process."""
+    if _DEFAULT_WORKERS is not None:
+        return _DEFAULT_WORKERS
     return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def set_default_workers(workers: int | None) -> None:
+    """Loader workers of :func:`iterate` in this process when the caller names none (None: the
+    cores but one). A process that trains one of several runs side by side has its share of the
+    cores: with one core or less, images are decoded in the process itself."""
+    global _DEFAULT_WORKERS
+    _DEFAULT_WORKERS = workers
+
+
+class _Order:
+    """The sampler of a kept DataLoader: the (index, seed) pairs of the pass about to start."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class _Kept:
+    dataset: Dataset  # held, so that its id() names it while the loader lives
+    order: _Order
+    loader: DataLoader
+    busy: bool = False
+
+
+_KEPT: ContextVar[dict[tuple[Any, ...], _Kept] | None] = ContextVar(
+    "transferscope_kept_loaders", default=None
+)
+
+
+@contextmanager
+def kept_loaders() -> Iterator[None]:
+    """Within the block, :func:`iterate` keeps one ``DataLoader`` with persistent workers per
+    streamed dataset and batch size, instead of starting its workers for every pass (each epoch,
+    each evaluation). Starting them costs a fork, or, in a process started with ``spawn`` (the
+    local executor's workers), a fresh interpreter that imports torch: seconds per pass. The
+    workers stop when the block ends. What a pass yields is the same either way."""
+    token = _KEPT.set({})
+    try:
+        yield
+    finally:
+        kept = _KEPT.get() or {}
+        _KEPT.reset(token)
+        for entry in kept.values():
+            iterator = getattr(entry.loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+        kept.clear()
+
+
+def _loader(
+    dataset: Dataset, sampler: list[Any], batch_size: int, workers: int, pin: bool
+) -> tuple[DataLoader, _Kept | None]:
+    """A DataLoader over ``sampler``: the one kept for ``dataset`` (:func:`kept_loaders`) when
+    there is one and no pass over it is under way, else a new one for this pass."""
+    kept = _KEPT.get()
+    if kept is not None and workers > 0:
+        key = (id(dataset), batch_size, workers, pin)
+        entry = kept.get(key)
+        if entry is None:
+            order = _Order()
+            loader = DataLoader(
+                SeededItems(dataset),
+                batch_size=batch_size,
+                sampler=order,
+                shuffle=False,
+                num_workers=workers,
+                pin_memory=pin,
+                persistent_workers=True,
+            )
+            entry = kept[key] = _Kept(dataset, order, loader)
+        if not entry.busy:
+            entry.order.items = sampler
+            return entry.loader, entry
+    loader = DataLoader(
+        SeededItems(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+    )
+    return loader, None
 
 
 def iterate(
@@ -139,19 +251,25 @@ def iterate(
     transform: BatchTransform | None = None,
     num_workers: int | None = None,
     seeds: torch.Tensor | None = None,
+    seed: int = 0,
     decode: str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, targets)`` batches on ``device`` following ``order`` (default: 0..N-1).
 
     ``transform`` is applied to each image batch on the device (e.g. a block shuffle). ``seeds``
     (same length as ``order``): a streamed dataset fetches ``order[i]`` with torch's generator
-    seeded from ``seeds[i]`` (see :class:`SeededItems`); in-memory data draws nothing.
+    seeded from ``seeds[i]`` (see :class:`SeededItems`); without them, from
+    ``sample_seeds(len(order), seed, 0)``. Every random draw of a streamed dataset (an augmented
+    training split read by an analysis) is so a function of the order and the seed, never of
+    torch's global generator or of which loader worker fetched it; in-memory data draws nothing.
     ``decode``: where image files are decoded (None: the current :func:`decode_policy`).
     ``num_workers``: data-loader processes (default :func:`default_workers`), at most
     :func:`transferscope.limits.limit`.
     """
     limits.check_count("num_workers", num_workers, minimum=0, where=" (data-loader workers)")
     device = torch.device(device)
+    if seeds is None and not isinstance(dataset, TensorImageDataset):
+        seeds = sample_seeds(len(order) if order is not None else len(dataset), seed, 0)  # type: ignore[arg-type]
     if decodes_on_device(dataset, device, decode):
         from transferscope.training.gpu_pipeline import DevicePipeline
 
@@ -184,21 +302,14 @@ def iterate(
             yield (transform(x) if transform else x), y
         return
     workers = default_workers() if num_workers is None else num_workers
-    sampler: list[Any] | None = order.tolist() if order is not None else None
-    if seeds is not None:
-        if sampler is None or len(seeds) != len(sampler):
-            raise ValueError("seeds need an order of the same length")
-        dataset = SeededItems(dataset)
-        sampler = list(zip(sampler, seeds.tolist(), strict=True))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    indices = order.tolist() if order is not None else list(range(len(dataset)))  # type: ignore[arg-type]
+    assert seeds is not None
+    if len(seeds) != len(indices):
+        raise ValueError("seeds need an order of the same length")
+    sampler: list[Any] = list(zip(indices, seeds.tolist(), strict=True))
+    loader, kept = _loader(dataset, sampler, batch_size, workers, device.type == "cuda")
+    if kept is not None:
+        kept.busy = True
     try:
         for x, y in loader:
             x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
@@ -208,6 +319,11 @@ def iterate(
             raise
         # A worker's error comes back with its traceback in the message: keep the one line.
         raise type(e)(_worker_message(str(e))) from None
+    finally:
+        # Also when the pass is left early (the last epoch's batches are not asked past its
+        # last step): the next pass resets the kept loader's workers.
+        if kept is not None:
+            kept.busy = False
 
 
 def _worker_message(text: str) -> str:

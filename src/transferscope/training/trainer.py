@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from torch.utils.data import Dataset
 from transferscope import atomic
 from transferscope.config import TrainSpec
 from transferscope.data.base import Task, TensorImageDataset
-from transferscope.errors import TransferscopeError
+from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.models import scalar_parameter_names
 from transferscope.study.layout import CHECKPOINTS, METRICS, PREDICTIONS, TEST_OUTPUTS, TEST_TARGETS
 from transferscope.training import checkpoints as ckpt
@@ -39,7 +41,9 @@ from transferscope.training.loaders import (
     decode_policy,
     epoch_order,
     iterate,
+    kept_loaders,
     sample_seeds,
+    step_seed,
 )
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
 from transferscope.training.schedule import lr_at
@@ -96,11 +100,6 @@ def _points_to_steps(points: list[float], steps_per_epoch: int, total: int) -> d
     return out
 
 
-def step_seed(seed: int, step: int) -> int:
-    """Seed of torch's global generator for training step ``step`` of a run with ``seed``."""
-    return int(np.random.default_rng([int(seed), int(step), 0x57E9]).integers(0, 2**62))
-
-
 @dataclass
 class FitResult:
     """What a finished fit produced."""
@@ -110,6 +109,8 @@ class FitResult:
     steps: int
     seconds: float
     checkpoints: dict[float, Path] = field(default_factory=dict)
+    threads: int = 1
+    """torch's intra-op threads the fit trained with (its weights depend on them on a CPU)."""
 
 
 @dataclass
@@ -216,11 +217,48 @@ class Trainer:
         image's augmentation, mixup, and torch's global generator reseeded at every step), so
         the same inputs give the same weights with any number of loader workers and across a
         resume. The caller's global generator state is restored afterwards.
+
+        On a CPU the weights also depend on torch's thread count (a matrix product summed over
+        the batch, e.g. the head's weight gradient, rounds differently when split over another
+        number of threads). The resume state records the count, and a fit resumed with another
+        count in this process trains with the recorded one: one run never mixes two.
         """
         index = self.device.index
         cuda = [torch.cuda.current_device() if index is None else index] if self._on_cuda() else []
-        with torch.random.fork_rng(devices=cuda), decode_policy(self.decode):
+        with (
+            torch.random.fork_rng(devices=cuda),
+            decode_policy(self.decode),
+            self._threads_it_started_with(),
+            kept_loaders(),
+        ):
             return self._fit(model, train, test)
+
+    @contextmanager
+    def _threads_it_started_with(self) -> Iterator[None]:
+        """torch's thread count set to the one the resume state recorded, if it differs."""
+        path = self._path(CHECKPOINTS, ckpt.RESUME)
+        recorded = None
+        if path is not None and path.is_file():
+            try:
+                recorded = json.loads(ckpt.read_metadata(path)["resume"]).get("threads")
+            except (OSError, KeyError, ValueError, AttributeError):
+                recorded = None  # loading the resume state says what is wrong with it
+        now = torch.get_num_threads()
+        if not isinstance(recorded, int) or recorded < 1 or recorded == now:
+            yield
+            return
+        warnings.warn(
+            f"run {path.parent.parent.name} resumes with the {recorded} torch threads it "  # type: ignore[union-attr]
+            f"started with, not this process's {now}: a run's weights depend on its thread "
+            "count on the CPU",
+            TransferscopeWarning,
+            stacklevel=3,
+        )
+        torch.set_num_threads(recorded)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(now)
 
     def _fit(self, model: nn.Module, train: Dataset, test: Dataset) -> FitResult:
         spec = self.spec
@@ -371,7 +409,7 @@ class Trainer:
             atomic.write_npy(self._path(PREDICTIONS, TEST_TARGETS), final_eval.targets.numpy())
             if not self.keep_resume:
                 self.discard_resume()
-        return FitResult(final_eval, rows, total, seconds, saved)
+        return FitResult(final_eval, rows, total, seconds, saved, torch.get_num_threads())
 
     def _train_step(
         self,
@@ -461,6 +499,7 @@ class Trainer:
             "elapsed": time.perf_counter() - start_time,
             "mix_rng": _jsonable(mix_rng.bit_generator.state),
             "train_losses": train_losses,
+            "threads": torch.get_num_threads(),
         }
         ckpt.save_resume(self._path(CHECKPOINTS, ckpt.RESUME), model.state_dict(), momentum, info)
 
