@@ -61,11 +61,11 @@ class CriticalityOptions(AnalysisOptions):
         description="smallest noise standard deviation; default max_sigma / 10^4 (vanishing "
         "noise, so μ is finite whenever the final model meets ε)",
     )
-    search: Literal["bisection", "pruned", "grid"] = Field(
-        default="bisection",
-        description="how μ is found: 'bisection' over σ per α (assumes feasibility monotone in "
-        "σ; ~2x fewer forward passes than 'pruned'), 'pruned' (exact: the grid's μ), 'grid' "
-        "(every cell)",
+    search: Literal["pruned", "bisection", "grid"] = Field(
+        default="pruned",
+        description="how μ is found: 'pruned' (exact: the grid's μ), 'bisection' over σ per α "
+        "(fewer forward passes when μ is large; assumes feasibility monotone in σ, else its μ "
+        "is larger than the grid's), 'grid' (every cell)",
     )
     # The heat maps evaluate every cell (no search): a coarse grid keeps them cheap.
     heatmap_alphas: int = Field(default=4, ge=2)
@@ -118,7 +118,7 @@ class KindCriticality(Model):
     sigma_grid: str
     forward_passes: int
     examples: int
-    search: Literal["bisection", "pruned", "grid"]
+    search: Literal["pruned", "bisection", "grid"]
     recalibrated_batchnorm: bool
     final_metric: float
     """Test metric of θ^F on the rewind subset."""

@@ -228,15 +228,14 @@ def render_entry(page: Page, target: str, e: CriticalityEntry) -> str:
 
 def _search_note(searches: set[str]) -> str:
     """How μ was found, said where the reader can judge it (bisection assumes monotonicity)."""
-    if searches == {"bisection"}:
-        return (
-            " μ is found by bisection over σ at each α, which assumes that a σ too large for ε "
-            "makes every larger σ too large; where a noise draw breaks that, μ can be higher than "
-            "the exhaustive grid's (search: pruned finds the grid's μ exactly)."
-        )
     if searches <= {"pruned", "grid"}:
         return " μ is the exhaustive grid's minimum."
-    return " μ is found by bisection for some runs, exactly for others (the option search)."
+    note = (
+        " μ is found by bisection over σ at each α (search: bisection), which assumes that a σ "
+        "too large for ε makes every larger σ too large; where a noise draw breaks that, μ is "
+        "higher than the exhaustive grid's (search: pruned finds the grid's μ exactly)."
+    )
+    return note if searches == {"bisection"} else note.replace(" μ is", " For some runs μ is", 1)
 
 
 __all__ = ["criticality_bars", "criticality_heatmaps", "render_entry", "rewind_bars"]
