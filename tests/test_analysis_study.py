@@ -79,14 +79,22 @@ def test_study_steps_write_every_analysis(study):
         cache=FakeData(),
     )
     assert set(paths) == {"curves", "mistakes", "similarity", "distance"}
-    # Before it starts, an analysis that runs models says how long it will take: 4 pairs x 2
-    # models x its 24 examples; one that reads files only says nothing.
-    said = [m for n, m in calls if n == "similarity"]
-    assert said[0].startswith("estimated: ~") and said[0].endswith(" s (192 forward passes)")
-    assert said[1:] == ["running", "done"]
-    assert [m for n, m in calls if n == "curves"] == ["running", "done"]
     docs = {name: json.loads(path.read_text()) for name, path in paths.items()}
     assert all(doc["status"] == "ok" for doc in docs.values())
+    # Before it starts, an analysis that runs models says how long it will take: 2 models x its
+    # 24 examples for every pair it then compares (the same pairs, counted from the plan); one
+    # that reads files only says nothing. Each records what it took beside the estimate.
+    pairs = len(docs["similarity"]["targets"]["digits"]["pairs"])
+    said = [m for n, m in calls if n == "similarity"]
+    assert pairs == 10
+    assert said[0].startswith("estimated: ~") and said[0].endswith(
+        f" s ({48 * pairs} forward passes)"
+    )
+    assert said[1:] == ["running", "done"]
+    assert [m for n, m in calls if n == "curves"] == ["running", "done"]
+    timing = docs["similarity"]["timing"]
+    assert timing["estimated_seconds"] > 0 and timing["seconds"] > 0 and timing["threads"] >= 1
+    assert docs["curves"]["timing"]["estimated_seconds"] is None
 
     curves = docs["curves"]["targets"]["digits"]
     assert curves["threshold"] == pytest.approx(0.73)

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
 from transferscope.analyses.context import StudyContext
+from transferscope.analyses.pairs import study_pairs
 from transferscope.analyses.paths import (
     Line,
     PathOptions,
@@ -27,11 +28,11 @@ from transferscope.analyses.paths import (
     measure_pairs,
     pair_paths,
     path_barriers,
-    path_examples,
+    path_work,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import entry
-from transferscope.analyses.unit import TargetSize, claim
+from transferscope.analyses.unit import TargetSize, Work, claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -141,11 +142,16 @@ class Connectivity(BasinUnit, name="connectivity", version=2):
     column = "curve time (s)"
     claims = (C10,)
 
-    def forward_passes(self, options: ConnectivityOptions, target: TargetSize) -> int:
-        # each pair's curve: its training (a step counts 3) and its points
-        o = options
-        fit = 3 * o.epochs * target.cap(o.max_train_examples, target.train)
-        return len(o.pairs) * (fit + o.num_points * path_examples(o, target))
+    def work(self, options: ConnectivityOptions, target: TargetSize) -> Work:
+        # Per pair of options.pairs the plan has (one each without a plan): the straight line,
+        # the curve's training steps and its points, on the model already built.
+        o, view = options, target.study
+        if view is None:
+            pairs = len(o.pairs)
+        else:
+            pairs = sum(name in o.pairs for name, _, _ in study_pairs(view, target.label))
+        fit = Work(train=o.epochs * target.cap(o.max_train_examples, target.train))
+        return path_work(o, target, 2 * pairs) + Work(models=-2 * pairs) + fit * pairs
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
         targets = measure_pairs(

@@ -24,12 +24,12 @@ from transferscope.analyses.paths import (
     PathsEntry,
     PathsResult,
     barriers,
-    path_examples,
+    path_work,
     paths_entry,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, entry
-from transferscope.analyses.unit import Analysis, TargetSize, claim
+from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -253,10 +253,16 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
 
     claims = (C6,)
 
-    def forward_passes(self, options: InterpolationOptions, target: TargetSize) -> int:
-        # 5 paths (P-T/P-T, RI-T/RI-T, P-T/RI-T, same-init RI-T, control pair) x points x (test
-        # examples + BatchNorm recalibration)
-        return 5 * options.num_points * path_examples(options, target)
+    def work(self, options: InterpolationOptions, target: TargetSize) -> Work:
+        # Every line of _paths: the pairs (with the same-init and control pairs), P/P-T per P-T
+        # run and P@k/P-T per trajectory point; without a plan, the five pairs of one seed pair.
+        view, label = target.study, target.label
+        if view is None:
+            return path_work(options, target, 5)
+        pts = view.independent("P-T", label)
+        ks = [r for r in view.trajectory_runs(label) if r.checkpoint is not None] if pts else []
+        lines = len(study_pairs(view, label, same_init=True)) + len(pts) + len(ks)
+        return path_work(options, target, lines)
 
     def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
         planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]

@@ -98,8 +98,56 @@ def claim(
 
 
 @dataclass(frozen=True)
+class Work:
+    """What an analysis spends its time on, in units the runner times on the machine it runs on
+    (:class:`~transferscope.study.estimate.AnalysisRates`): its estimate before it starts.
+
+    Counts, not seconds: a unit counts them from its options and the study's plan and sizes
+    (:meth:`Analysis.work`); the runner multiplies each by its measured seconds.
+    """
+
+    forwards: float = 0.0
+    """Examples sent through a model in eval mode (no gradient), at full cost: a forward that
+    replays the modules before the one probed counts only the fraction it computes."""
+    train: float = 0.0
+    """Examples through a training step (forward, backward, optimiser update)."""
+    multiply_adds: float = 0.0
+    """Float64 multiply-adds outside the model (CKA's Gram matrices and feature products)."""
+    models: float = 0.0
+    """Models built and weight files loaded into them."""
+    aucs: float = 0.0
+    """ROC AUCs computed over a multi-label target's test subset, one per label and evaluation
+    (an evaluation of a multi-class target, its accuracy, costs nothing beside the forwards)."""
+
+    def __add__(self, other: Work) -> Work:
+        return Work(
+            self.forwards + other.forwards,
+            self.train + other.train,
+            self.multiply_adds + other.multiply_adds,
+            self.models + other.models,
+            self.aucs + other.aucs,
+        )
+
+    def __mul__(self, k: float) -> Work:
+        return Work(
+            self.forwards * k,
+            self.train * k,
+            self.multiply_adds * k,
+            self.models * k,
+            self.aucs * k,
+        )
+
+    __rmul__ = __mul__
+
+    @property
+    def passes(self) -> int:
+        """Forward-pass equivalents (a training step counts 3): the size an estimate quotes."""
+        return round(self.forwards + 3 * self.train)
+
+
+@dataclass(frozen=True)
 class TargetSize:
-    """One target as a unit's cost estimate sees it (:meth:`Analysis.forward_passes`)."""
+    """One target as a unit's cost estimate sees it (:meth:`Analysis.work`)."""
 
     label: str
     train: int
@@ -111,6 +159,22 @@ class TargetSize:
     model: Any = None
     """The study's architecture for the target (any weights), when the estimate has one: for
     units whose work grows with the model's modules."""
+    image_shape: tuple[int, int, int] | None = None
+    """(C, H, W) of the target's images, the input ``model`` takes."""
+    study: Any = None
+    """The plan's runs by role (a :class:`~transferscope.analyses.context.StudyContext` that
+    answers from the plan alone, without reading files): the pairs and paths a unit will
+    measure, counted the way it picks them. None when the estimate has no plan."""
+    eval_batch: int = 256
+    """Examples per evaluation batch of the target's runs."""
+    labels: int = 0
+    """Labels of a multi-label target (each evaluation computes one AUC per label); 0 for a
+    multi-class one."""
+
+    def evaluations(self, n: float) -> Work:
+        """The metric of ``n`` evaluations of the test subset: one AUC per label each for a
+        multi-label target (nothing beyond the forwards for a multi-class one)."""
+        return Work(aucs=n * self.labels)
 
     @staticmethod
     def cap(n: int | None, total: int) -> int:
@@ -173,11 +237,23 @@ class Analysis:
         """
         raise NotImplementedError
 
+    def work(self, options: Any, target: TargetSize) -> Work:
+        """What the unit spends its time on for one target (:class:`Work`): its time estimate
+        before it starts and its share of ``transferscope estimate``. The default counts
+        :meth:`forward_passes` as full forwards; nothing, for a unit that reads files only."""
+        return Work(forwards=self.forward_passes(options, target))
+
     def forward_passes(self, options: Any, target: TargetSize) -> int:
         """Examples the unit sends through a model for one target (a forward pass each; a
-        training step counts 3): its time estimate before it starts and its share of
-        ``transferscope estimate``. 0, the default, for a unit that reads files only."""
+        training step counts 3), for a unit that counts no finer than that (:meth:`work`
+        counts each kind of work apart). 0, the default, for a unit that reads files only."""
         return 0
+
+    @classmethod
+    def estimates_work(cls) -> bool:
+        """Whether the unit says what it costs (it overrides :meth:`work` or
+        :meth:`forward_passes`); a unit that reads files only does not."""
+        return cls.work is not Analysis.work or cls.forward_passes is not Analysis.forward_passes
 
     def has_results(self, result: AnalysisResult) -> bool:
         """Whether ``result`` measured anything (else the JSON's status is 'skipped')."""
@@ -223,4 +299,4 @@ def _entry_ok(entry: TargetEntry) -> bool:
     return any(getattr(p, "status", None) == "ok" for p in pairs or [])
 
 
-__all__ = ["Analysis", "Claim", "ReportSection", "TargetSize", "claim"]
+__all__ = ["Analysis", "Claim", "ReportSection", "TargetSize", "Work", "claim"]

@@ -404,6 +404,21 @@ def _bisection(feasible: Any, alphas: list[float], sigmas: list[float], d2: floa
     return best
 
 
+def search_evaluations(search: str, num_alphas: int, num_sigmas: int, noise_samples: int) -> float:
+    """Noise-sample evaluations one module's search typically makes (for time estimates; the
+    count depends on where μ lies): the grid makes every one; the pruned search about the α = 0
+    row (every cell below μ, and each row's cells are cheap only when a sample alone exceeds the
+    limit); bisection about one α = 0 cell, a bisection at α = 1 and one or two cells per
+    other α. On the mini preset's study: pruned 23, bisection 19 per module, against 26 and 19
+    here."""
+    if search == "grid":
+        return float(num_alphas * num_sigmas * noise_samples)
+    if search == "bisection":
+        cells = 1 + math.ceil(math.log2(num_sigmas)) + (num_alphas - 2) / 2
+        return cells * noise_samples
+    return float(num_sigmas * noise_samples)
+
+
 SEARCHES: dict[str, Callable[[Any, list[float], list[float], float], Best]] = {
     "pruned": _pruned,
     "bisection": _bisection,
@@ -420,5 +435,6 @@ __all__ = [
     "default_modules",
     "module_criticality",
     "rewind_modules",
+    "search_evaluations",
     "sigma_grid",
 ]

@@ -5,9 +5,11 @@ and evaluates (epochs x training examples; one pass over the test split at every
 point). :func:`calibrate` times a few training steps and evaluation batches of each distinct
 (model, image shape, batch size) on the device it runs on, with synthetic tensors already on the
 device: it measures the model's compute, not the input pipeline (``bench/input_pipeline.py``
-measures that ratio). :func:`estimate` puts both together, adds the analyses' share from a count
-of their forward passes (approximate: the analyses' own estimates, shown as each starts, are
-finer), and :func:`format_estimate` prints it.
+measures that ratio). :func:`estimate` puts both together, adds the analyses' share from each
+unit's count of its work (:meth:`~transferscope.analyses.unit.Analysis.work`: forwards, training
+steps, CKA's products, model loads, AUCs) at those rates, and :func:`format_estimate` prints it.
+:func:`analysis_rates` times that work with the threads the analyses run with: the runner's
+estimate shown before each analysis starts.
 
 Data that is not on this machine (a preset's ``/data/...`` roots) is sized from the source's own
 options (``subsample``, ``train_size`` / ``test_size``) or from ``examples`` given by the caller
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 
 from transferscope.analyses import registry
-from transferscope.analyses.unit import TargetSize
+from transferscope.analyses.unit import TargetSize, Work
 from transferscope.config import DataSpec, StudyConfig, TrainSpec
 from transferscope.data.base import DataInfo
 from transferscope.errors import TransferscopeError
@@ -206,29 +208,115 @@ def calibrate(
     return Calibration(train_s, eval_s, batch, eval_batch)
 
 
-def forward_seconds(
+@dataclass(frozen=True)
+class AnalysisRates:
+    """Seconds per unit of an analysis's :class:`~transferscope.analyses.unit.Work` on this
+    machine, timed with the torch threads the analyses run with (:func:`analysis_rates`)."""
+
+    forward_s: float
+    """Per example of an eval-mode float32 forward pass at the evaluation batch size."""
+    train_s: float
+    """Per example of a training step (forward, backward, SGD update)."""
+    multiply_add_s: float
+    """Per float64 multiply-add of a large matrix product (CKA)."""
+    model_s: float
+    """Building the model and loading a weights file into it."""
+    auc_s: float
+    """One ROC AUC over a thousand examples (scikit-learn's, as the metric computes it)."""
+    threads: int
+    """The torch threads these were timed with."""
+
+    def seconds(self, work: Work) -> float:
+        """The seconds ``work`` takes at these rates."""
+        return (
+            work.forwards * self.forward_s
+            + work.train * self.train_s
+            + work.multiply_adds * self.multiply_add_s
+            + work.models * self.model_s
+            + work.aucs * self.auc_s
+        )
+
+
+def analysis_rates(
     model: torch.nn.Module,
     image_shape: tuple[int, int, int],
     device: torch.device,
     *,
-    batch: int = 64,
-    steps: int = 2,
-) -> float:
-    """Seconds per example of an eval-mode float32 forward pass of ``model`` (on ``device``)
-    on synthetic inputs, what the analyses run, after one warm-up.
-
-    On the CPU the batch starts at 8 (a 224-px ResNet-50 forward of 64 takes seconds there) and
-    grows 4x while a forward takes under 50 ms, up to ``batch``: a small model's time per
-    example at batch 8 is mostly per-call overhead that the analyses' large batches do not pay.
+    threads: int | None = None,
+    batch: int = 256,
+    train_batch: int = 64,
+    repeats: int = 3,
+) -> AnalysisRates:
+    """Time the work analyses are made of, with ``threads`` torch threads (default: this
+    process's; put back afterwards): what the analyses will run with, one thread each in worker
+    processes. Each rate is the median of ``repeats`` short timings (a shared machine's load
+    comes and goes); about a second for a small model on a CPU.
     """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        times = [
+            _rates_once(model, image_shape, device, batch, train_batch) for _ in range(repeats)
+        ]
+    finally:
+        torch.set_num_threads(before)
+    median = [sorted(t[i] for t in times)[len(times) // 2] for i in range(5)]
+    return AnalysisRates(*median, threads=threads or before)
+
+
+# Multiply-adds one timing should hold at most on a CPU (about a tenth of a second there): the
+# batch is as large as that allows, up to the analyses' own, since a small model's time per
+# example at a small batch is mostly per-call overhead. Chosen by the model's size rather than by
+# how long a first small batch took: on a loaded machine that first timing is slow for reasons
+# that have nothing to do with the model, and stopping there overstated the cost 10-50x.
+CPU_TIMING_MACS = 2e9
+
+
+def _rates_once(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    batch: int,
+    train_batch: int,
+) -> tuple[float, float, float, float, float]:
+    import copy
+
+    from transferscope.analyses.cost import facts
+    from transferscope.training.loaders import CPU_FORWARD_ROWS
+    from transferscope.training.metrics import per_task_auc
+
     if device.type == "cuda":
-        return _eval_seconds(model, image_shape, batch, device, steps, bf16=False)
-    size = min(batch, 8)
-    while True:
-        per_example = _eval_seconds(model, image_shape, size, device, steps, bf16=False)
-        if per_example * size >= 0.05 or size >= batch:
-            return per_example
-        size = min(4 * size, batch)
+        size, train_size = batch, train_batch
+    else:
+        macs = max(1, sum(m for _, m in facts(model, image_shape).macs))
+        fits = max(1, int(CPU_TIMING_MACS // macs))
+        size, train_size = min(batch, CPU_FORWARD_ROWS, fits), min(train_batch, max(1, fits // 3))
+    forward = _eval_seconds(model, image_shape, size, device, 1, bf16=False)
+    work = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(work.parameters(), lr=1e-6, momentum=0.9)
+    x = _inputs(train_size, image_shape, device)
+    y = torch.zeros(train_size, dtype=torch.long, device=device)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(work(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    train = _timed(step, 1, device) / train_size
+    a = torch.randn(512, 256, dtype=torch.float64, device=device)
+    c = torch.zeros(256, 256, dtype=torch.float64, device=device)
+    mad = _timed(lambda: c.addmm_(a.T, a), 2, device) / (512 * 256 * 256)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    started = time.perf_counter()
+    copy.deepcopy(model).load_state_dict(state)
+    loaded = time.perf_counter() - started
+    g = torch.Generator().manual_seed(0)
+    scores, labels = torch.rand(1000, 4, generator=g), torch.rand(1000, 4, generator=g) < 0.3
+    started = time.perf_counter()
+    per_task_auc(scores, labels.float())
+    return forward, train, mad, loaded, (time.perf_counter() - started) / 4
 
 
 def timing_model(
@@ -294,32 +382,41 @@ def target_sizes(
     sizes: dict[str, DataSize | tuple[int, int]],
     plan: Plan,
     model: torch.nn.Module | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> list[TargetSize]:
-    """Each target's sizes and trajectory runs (and ``model``, the study's architecture), as
-    the units' cost estimates read them."""
+    """Each target's sizes, its runs by role (from the plan) and ``model``, the study's
+    architecture, taking images of ``image_shape``: what the units' cost estimates read."""
+    from transferscope.analyses.context import StudyContext
+
+    view = StudyContext.of_plan(cfg, plan)
     out = []
     for target in cfg.targets:
         size = sizes[target.label]
         train, test = (size.train, size.test) if isinstance(size, DataSize) else size
-        ks = len(plan.select(kind="P@k-T", target=target.label))
-        out.append(TargetSize(target.label, train, test, ks, model))
+        shape = size.info.image_shape if isinstance(size, DataSize) else image_shape
+        runs = plan.select(target=target.label)
+        ks = sum(r.spec.kind == "P@k-T" for r in runs)
+        batch = next((r.spec.train.eval_batch_size for r in runs), 256)
+        info = size.info if isinstance(size, DataSize) else None
+        labels = info.num_outputs if info is not None and info.task == "multilabel" else 0
+        out.append(TargetSize(target.label, train, test, ks, model, shape, view, batch, labels))
     return out
 
 
-def analyses_forwards(
+def analyses_work(
     cfg: StudyConfig,
     sizes: dict[str, DataSize],
     plan: Plan,
     model: torch.nn.Module | None = None,
-) -> dict[str, int]:
-    """Forward passes (examples x passes) of each enabled analysis over all targets, from each
-    unit's own count (:meth:`~transferscope.analyses.unit.Analysis.forward_passes`)."""
+) -> dict[str, Work]:
+    """The work of each enabled analysis over all targets, from each unit's own count
+    (:meth:`~transferscope.analyses.unit.Analysis.work`)."""
     targets = target_sizes(cfg, sizes, plan, model)
     out = {}
     for unit in registry.units():
         options = cfg.analyses.of(unit.name)
         if options.enabled:
-            out[unit.name] = sum(unit.forward_passes(options, t) for t in targets)
+            out[unit.name] = sum((unit.work(options, t) for t in targets), Work())
     return out
 
 
@@ -382,9 +479,17 @@ def estimate(
     model = timing_model(
         cfg.model.name, first.image_shape, first.num_outputs, torch.device("cpu"), cfg.model.options
     )
-    forwards = analyses_forwards(cfg, sizes, plan, model)
+    work = analyses_work(cfg, sizes, plan, model)
+    forwards = {name: w.passes for name, w in work.items()}
     target_key = next(c.key for c in costs if c.kind in ("P-T", "RI-T", "P@k-T"))
-    analyses_hours = sum(forwards.values()) * measured[target_key].eval_s / 3600
+    cal = measured[target_key]
+    # The training and evaluation rates just measured on the device; CKA's float64 products
+    # and model loads timed here (a fraction of a second).
+    timed = analysis_rates(model.to(device), first.image_shape, device, repeats=1)
+    rates = AnalysisRates(
+        cal.eval_s, cal.train_s, timed.multiply_add_s, timed.model_s, timed.auc_s, 0
+    )
+    analyses_hours = sum(rates.seconds(w) for w in work.values()) / 3600
     calibration = {
         f"{k[0]}, {'x'.join(map(str, k[1]))} images, {k[2]} outputs, batch {k[3]}"
         + (f" timed at {cal.batch}" if cal.batch != k[3] else ""): {
