@@ -229,9 +229,15 @@ class AnalysisClock:
     second; at 224 px on a CPU a few)."""
 
     def __init__(
-        self, cfg: StudyConfig, plan: Plan, cache: DataCache, threads: int | None = None
+        self,
+        cfg: StudyConfig,
+        plan: Plan,
+        cache: DataCache,
+        threads: int | None = None,
+        workers: int = 1,
     ) -> None:
-        self.cfg, self.plan, self.cache, self.threads = cfg, plan, cache, threads
+        self.cfg, self.plan, self.cache = cfg, plan, cache
+        self.threads, self.workers = threads, workers
         self._targets: list[TargetSize] = []
         self.rates: estimate.AnalysisRates | None = None
 
@@ -273,7 +279,7 @@ class AnalysisClock:
         self._targets = estimate.target_sizes(self.cfg, sizes, self.plan, model, info.image_shape)
         batch = self._targets[0].eval_batch if self._targets else CPU_FORWARD_ROWS
         self.rates = estimate.analysis_rates(
-            model, info.image_shape, device, threads=self.threads, batch=batch
+            model, info.image_shape, device, threads=self.threads, workers=self.workers, batch=batch
         )
 
 
@@ -303,15 +309,16 @@ def plan_analyses(
     force: bool,
     cache: DataCache,
     threads: int | None = None,
+    workers: int = 1,
 ) -> tuple[list[Job], dict[str, Path]]:
     """(the analyses to compute, in registry order; name -> path of every result reused).
 
     Says 'disabled', 'cached' and 'recomputing: <why>' as it goes. Each job's work is counted
     here, and its rates timed once, before any analysis runs, with ``threads`` torch threads
-    (the analysis workers'; None: this process's).
+    (the analysis workers'; None: this process's) for ``workers`` analyses side by side.
     """
     units = registry.units() if only is None else [registry.get(n) for n in only]
-    clock = AnalysisClock(cfg, plan, cache, threads)
+    clock = AnalysisClock(cfg, plan, cache, threads, workers)
     jobs: list[Job] = []
     reused: dict[str, Path] = {}
     data = _data_inputs(cfg, cache)
@@ -395,7 +402,7 @@ def run_analyses(
     notify = progress or (lambda name, message: None)
     cfg, plan = store.read_config(), store.read_plan()
     threads = worker_threads(cfg, workers)
-    jobs, out = plan_analyses(store, cfg, plan, only, notify, force, cache, threads)
+    jobs, out = plan_analyses(store, cfg, plan, only, notify, force, cache, threads, workers)
     if workers > 1 and len(jobs) > 1:
         from transferscope.study.analysis_pool import compute_in_pool
 

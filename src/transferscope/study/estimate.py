@@ -19,6 +19,7 @@ options (``subsample``, ``train_size`` / ``test_size``) or from ``examples`` giv
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -225,6 +226,9 @@ class AnalysisRates:
     """One ROC AUC over a thousand examples (scikit-learn's, as the metric computes it)."""
     threads: int
     """The torch threads these were timed with."""
+    share: float = 1.0
+    """The share of a core each analysis was expected to get (:func:`core_share`); the rates
+    include it."""
 
     def seconds(self, work: Work) -> float:
         """The seconds ``work`` takes at these rates."""
@@ -243,26 +247,56 @@ def analysis_rates(
     device: torch.device,
     *,
     threads: int | None = None,
+    workers: int = 1,
     batch: int = 256,
     train_batch: int = 64,
     repeats: int = 3,
+    share: bool = True,
 ) -> AnalysisRates:
     """Time the work analyses are made of, with ``threads`` torch threads (default: this
-    process's; put back afterwards): what the analyses will run with, one thread each in worker
-    processes. Each rate is the median of ``repeats`` short timings (a shared machine's load
-    comes and goes); about a second for a small model on a CPU.
+    process's; put back afterwards): what the analyses will run with, one thread each in
+    ``workers`` worker processes. Each rate is the median of ``repeats`` short timings; about a
+    second for a small model on a CPU.
+
+    One thread on a CPU: the timings are CPU time, divided by the share of a core each of the
+    ``workers`` can expect (:func:`core_share`). A short wall-clock timing on a shared machine
+    gets a core more often than a long computation does (the scheduler favours a process that
+    has just slept), so wall-clock rates promised analyses 2-3x too fast there. With several
+    threads or on a GPU the timings are wall clock. ``share`` False leaves the core share out
+    (1.0): the cost on this machine when nothing else runs.
     """
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    one_core = device.type != "cuda" and torch.get_num_threads() == 1
+    clock = time.process_time if one_core else time.perf_counter
     try:
         times = [
-            _rates_once(model, image_shape, device, batch, train_batch) for _ in range(repeats)
+            _rates_once(model, image_shape, device, batch, train_batch, clock)
+            for _ in range(repeats)
         ]
+        expected = core_share(workers) if one_core and share else 1.0
     finally:
         torch.set_num_threads(before)
-    median = [sorted(t[i] for t in times)[len(times) // 2] for i in range(5)]
-    return AnalysisRates(*median, threads=threads or before)
+    median = [sorted(t[i] for t in times)[len(times) // 2] / expected for i in range(5)]
+    return AnalysisRates(*median, threads=threads or before, share=expected)
+
+
+def core_share(workers: int = 1, seconds: float = 0.3) -> float:
+    """The share of a core each of ``workers`` one-thread processes can expect now: this process
+    spins for ``seconds`` and takes the share it got as a measure of what else is running (more
+    robust than the load average, which counts processes that mostly wait), then adds the
+    workers. 1.0 on an idle machine with a core per worker."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    wall, cpu = time.perf_counter(), time.process_time()
+    x = 0
+    while time.perf_counter() - wall < seconds:
+        x += 1
+    got = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
+    # Sharing with n others on c cores gives c / (n + 1) of a core (all of one while n < c).
+    others = cores / got - 1 if got < 0.95 else 0.0
+    return min(1.0, cores / (others + max(workers, 1)))
 
 
 # Multiply-adds one timing should hold at most on a CPU (about a tenth of a second there): the
@@ -279,12 +313,12 @@ def _rates_once(
     device: torch.device,
     batch: int,
     train_batch: int,
+    clock: Callable[[], float],
 ) -> tuple[float, float, float, float, float]:
     import copy
 
     from transferscope.analyses.cost import facts
     from transferscope.training.loaders import CPU_FORWARD_ROWS
-    from transferscope.training.metrics import per_task_auc
 
     if device.type == "cuda":
         size, train_size = batch, train_batch
@@ -292,7 +326,7 @@ def _rates_once(
         macs = max(1, sum(m for _, m in facts(model, image_shape).macs))
         fits = max(1, int(CPU_TIMING_MACS // macs))
         size, train_size = min(batch, CPU_FORWARD_ROWS, fits), min(train_batch, max(1, fits // 3))
-    forward = _eval_seconds(model, image_shape, size, device, 1, bf16=False)
+    forward = _eval_seconds(model, image_shape, size, device, 1, bf16=False, clock=clock)
     work = copy.deepcopy(model).train()
     opt = torch.optim.SGD(work.parameters(), lr=1e-6, momentum=0.9)
     x = _inputs(train_size, image_shape, device)
@@ -304,19 +338,32 @@ def _rates_once(
         loss.backward()
         opt.step()
 
-    train = _timed(step, 1, device) / train_size
+    train = _timed(step, 1, device, clock) / train_size
+    return (forward, train, *side_rates(model, device, clock))
+
+
+def side_rates(
+    model: torch.nn.Module, device: torch.device, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, float, float]:
+    """Seconds per float64 multiply-add (CKA), per model loaded (a copy of ``model`` with a
+    state dict loaded into it), per AUC over 1,000 examples: the analyses' work beside the
+    model's forwards and steps (:class:`AnalysisRates`), by ``clock``."""
+    import copy
+
+    from transferscope.training.metrics import per_task_auc
+
     a = torch.randn(512, 256, dtype=torch.float64, device=device)
     c = torch.zeros(256, 256, dtype=torch.float64, device=device)
-    mad = _timed(lambda: c.addmm_(a.T, a), 2, device) / (512 * 256 * 256)
+    mad = _timed(lambda: c.addmm_(a.T, a), 2, device, clock) / (512 * 256 * 256)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    started = time.perf_counter()
+    started = clock()
     copy.deepcopy(model).load_state_dict(state)
-    loaded = time.perf_counter() - started
+    loaded = clock() - started
     g = torch.Generator().manual_seed(0)
     scores, labels = torch.rand(1000, 4, generator=g), torch.rand(1000, 4, generator=g) < 0.3
-    started = time.perf_counter()
+    started = clock()
     per_task_auc(scores, labels.float())
-    return forward, train, mad, loaded, (time.perf_counter() - started) / 4
+    return mad, loaded, (clock() - started) / 4
 
 
 def timing_model(
@@ -343,8 +390,14 @@ def _inputs(batch: int, image_shape: tuple[int, int, int], device: torch.device)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
-    """Mean seconds of ``fn`` over ``n`` calls after one warm-up (cuDNN autotuning, allocator)."""
+def _timed(
+    fn: Callable[[], None],
+    n: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Mean seconds of ``fn`` over ``n`` calls after one warm-up (cuDNN autotuning, allocator),
+    by ``clock`` (wall clock; ``time.process_time`` for this process's CPU time)."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -352,11 +405,11 @@ def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
 
     fn()
     sync()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         fn()
     sync()
-    return (time.perf_counter() - start) / n
+    return (clock() - start) / n
 
 
 def _eval_seconds(
@@ -366,6 +419,7 @@ def _eval_seconds(
     device: torch.device,
     steps: int,
     bf16: bool,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     x = _inputs(batch, image_shape, device)
     model.eval()
@@ -374,7 +428,7 @@ def _eval_seconds(
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             model(x)
 
-    return _timed(step, steps, device) / batch
+    return _timed(step, steps, device, clock) / batch
 
 
 def target_sizes(
@@ -429,6 +483,7 @@ def estimate(
     is_done: Callable[[str], bool] = lambda run_id: False,
     steps: int = 3,
     calibrate_fn: Callable[..., Calibration] = calibrate,
+    side_fn: Callable[..., tuple[float, float, float]] | None = None,
 ) -> Estimate:
     """Size and cost of ``cfg`` on ``device`` (see the module docstring).
 
@@ -483,12 +538,9 @@ def estimate(
     forwards = {name: w.passes for name, w in work.items()}
     target_key = next(c.key for c in costs if c.kind in ("P-T", "RI-T", "P@k-T"))
     cal = measured[target_key]
-    # The training and evaluation rates just measured on the device; CKA's float64 products
-    # and model loads timed here (a fraction of a second).
-    timed = analysis_rates(model.to(device), first.image_shape, device, repeats=1)
-    rates = AnalysisRates(
-        cal.eval_s, cal.train_s, timed.multiply_add_s, timed.model_s, timed.auc_s, 0
-    )
+    # The training and evaluation rates just measured on the device; CKA's float64 products,
+    # model loads and AUCs timed here (a fraction of a second).
+    rates = AnalysisRates(cal.eval_s, cal.train_s, *(side_fn or side_rates)(model, device), 0)
     analyses_hours = sum(rates.seconds(w) for w in work.values()) / 3600
     calibration = {
         f"{k[0]}, {'x'.join(map(str, k[1]))} images, {k[2]} outputs, batch {k[3]}"
