@@ -19,7 +19,6 @@ options (``subsample``, ``train_size`` / ``test_size``) or from ``examples`` giv
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -283,20 +282,32 @@ def analysis_rates(
 
 
 def core_share(workers: int = 1, seconds: float = 0.3) -> float:
-    """The share of a core each of ``workers`` one-thread processes can expect now: this process
-    spins for ``seconds`` and takes the share it got as a measure of what else is running (more
-    robust than the load average, which counts processes that mostly wait), then adds the
-    workers. 1.0 on an idle machine with a core per worker."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    """The share of a core each of ``workers`` one-thread processes can expect now: as many
+    threads as workers multiply matrices for ``seconds`` side by side (torch releases the
+    interpreter's lock while it computes, and runs each product on its calling thread at one
+    torch thread), and the CPU time they got is divided by the time they ran. 1.0 on an idle
+    machine with a core per worker. Measured side by side because a machine shared through
+    quotas gives several processes of one user no more than one (on a loaded 2-core machine:
+    0.65 of a core for one, 0.33 each for two), which neither the load average nor one spinning
+    process shows."""
+    import threading
+
+    workers = max(workers, 1)
+    stop = time.perf_counter() + seconds
+
+    def spin() -> None:
+        a = torch.randn(128, 128)
+        while time.perf_counter() < stop:
+            a @ a
+
+    threads = [threading.Thread(target=spin) for _ in range(workers)]
     wall, cpu = time.perf_counter(), time.process_time()
-    x = 0
-    while time.perf_counter() - wall < seconds:
-        x += 1
-    got = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
-    # Sharing with n others on c cores gives c / (n + 1) of a core (all of one while n < c).
-    others = cores / got - 1 if got < 0.95 else 0.0
-    return min(1.0, cores / (others + max(workers, 1)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9) / workers
+    return min(1.0, max(got, 1e-3))
 
 
 # Multiply-adds one timing should hold at most on a CPU (about a tenth of a second there): the
