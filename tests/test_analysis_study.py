@@ -236,3 +236,25 @@ def test_a_failing_analysis_is_recorded_and_the_others_still_run(study, monkeypa
         store, only=["similarity"], progress=lambda n, m: calls.append((n, m)), cache=FakeData()
     )
     assert ("similarity", "done") in calls
+
+
+def test_separate_calls_share_straight_lines_through_one_folder(study, one_thread):
+    """As the Ray executor's analysis tasks do: two calls given one folder of lines; the second
+    analysis reads the straight lines the first measured instead of measuring them again, and
+    the numbers are those it would have measured itself."""
+    from transferscope.analyses.lines import call_folder
+
+    store, _, _ = study
+    folder = call_folder(store.analyses_dir)
+    only = ["interpolation", "alignment"]
+    first = run_analyses(store, only=only[:1], force=True, cache=FakeData(), lines=folder)
+    second = run_analyses(store, only=only[1:], force=True, cache=FakeData(), lines=folder)
+    timing = json.loads(second["alignment"].read_text())["timing"]["lines"]
+    assert timing["measured"] == 0 and timing["reused"] > 0, timing
+    assert json.loads(first["interpolation"].read_text())["timing"]["lines"]["measured"] > 0
+    shared = json.loads(second["alignment"].read_text())["targets"]["digits"]["pairs"]
+    alone = run_analyses(store, only=only[1:], force=True, cache=FakeData())
+    own = json.loads(alone["alignment"].read_text())
+    assert own["timing"]["lines"]["measured"] == timing["reused"]
+    assert json.dumps(own["targets"]["digits"]["pairs"]) == json.dumps(shared)
+    assert folder.is_dir()  # a folder given is the caller's to remove

@@ -37,9 +37,9 @@ def fake_calibration(name, shape, outputs, batch, eval_batch, device, steps, bf1
     return est.Calibration(train, train / 10, batch, eval_batch)
 
 
-def fake_side_rates(model, device):
-    """1 ns per CKA multiply-add, 10 ms per model loaded, 5 ms per AUC."""
-    return 1e-9, 1e-2, 5e-3
+def fake_side_rates(model, image_shape, device):
+    """1 ns per CKA multiply-add, 10 ms per model loaded, 5 ms per AUC, 1 ms per model call."""
+    return 1e-9, 1e-2, 5e-3, 1e-3
 
 
 def test_counts_examples_and_hours_follow_the_plan(tmp_path):
@@ -85,10 +85,11 @@ def test_analysis_rates_time_the_work_with_the_threads_it_runs_with():
         model, (1, 8, 8), est.torch.device("cpu"), threads=1, repeats=1, share=False
     )
     assert alone.share == 1.0
-    work = est.Work(forwards=1000, train=10, multiply_adds=1e6, models=2, aucs=3)
+    assert 0 < rates.call_s < 5
+    work = est.Work(forwards=1000, train=10, multiply_adds=1e6, models=2, aucs=3, calls=4)
     expected = (
         1000 * rates.forward_s + 10 * rates.train_s + 1e6 * rates.multiply_add_s
-        + 2 * rates.model_s + 3 * rates.auc_s
+        + 2 * rates.model_s + 3 * rates.auc_s + 4 * rates.call_s
     )  # fmt: skip
     assert rates.seconds(work) == pytest.approx(expected)
     assert (work * 2).passes == 2 * work.passes == 2 * (1000 + 30)

@@ -150,7 +150,9 @@ class Connectivity(BasinUnit, name="connectivity", version=2):
             pairs = len(o.pairs)
         else:
             pairs = sum(name in o.pairs for name, _, _ in study_pairs(view, target.label))
-        fit = Work(train=o.epochs * target.cap(o.max_train_examples, target.train))
+        n = target.cap(o.max_train_examples, target.train)
+        # Each step builds the curve's state at its t and swaps it in.
+        fit = Work(train=o.epochs * n, calls=o.epochs * -(-n // o.batch_size))
         return path_work(o, target, 2 * pairs) + Work(models=-2 * pairs) + fit * pairs
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:

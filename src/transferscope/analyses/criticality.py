@@ -312,7 +312,9 @@ class Criticality(Analysis, name="criticality", version=2, section=sections.CRIT
         if batchnorm:  # statistics recomputed at each α searched
             forwards += len(fractions) * o.num_alphas * train
         scored = target.evaluations(len(fractions) * (heat + 1) + 1)
-        return (Work(forwards=forwards, models=2) + scored) * kinds
+        calls = probes * target.batches(train) + (heat + 1) * target.batches(test)
+        calls = len(fractions) * calls + target.batches(test) + target.batches(train)
+        return (Work(forwards=forwards, models=2, calls=calls) + scored) * kinds
 
     def compute(self, ctx: StudyContext, options: CriticalityOptions) -> CriticalityResult:
         return _compute(ctx, options)

@@ -63,8 +63,9 @@ def path_work(options: Any, target: TargetSize, paths: int) -> Work:
     every point's examples (:func:`path_examples`) and metric, and per path a model built with
     the two end points' weights loaded."""
     points = paths * options.num_points
-    work = Work(forwards=points * path_examples(options, target), models=2 * paths)
-    return work + target.evaluations(points)
+    examples = path_examples(options, target)
+    work = Work(forwards=points * examples, models=2 * paths)
+    return work + target.evaluations(points) + Work(calls=points * target.batches(examples))
 
 
 class Line(Model):

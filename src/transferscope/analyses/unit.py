@@ -118,6 +118,9 @@ class Work:
     aucs: float = 0.0
     """ROC AUCs computed over a multi-label target's test subset, one per label and evaluation
     (an evaluation of a multi-class target, its accuracy, costs nothing beside the forwards)."""
+    calls: float = 0.0
+    """Model calls on weights of their own (a point of a path, a perturbed module): building
+    the state and swapping it in, per batch; what a small model's evaluations mostly cost."""
 
     def __add__(self, other: Work) -> Work:
         return Work(
@@ -126,6 +129,7 @@ class Work:
             self.multiply_adds + other.multiply_adds,
             self.models + other.models,
             self.aucs + other.aucs,
+            self.calls + other.calls,
         )
 
     def __mul__(self, k: float) -> Work:
@@ -135,6 +139,7 @@ class Work:
             self.multiply_adds * k,
             self.models * k,
             self.aucs * k,
+            self.calls * k,
         )
 
     __rmul__ = __mul__
@@ -175,6 +180,10 @@ class TargetSize:
         """The metric of ``n`` evaluations of the test subset: one AUC per label each for a
         multi-label target (nothing beyond the forwards for a multi-class one)."""
         return Work(aucs=n * self.labels)
+
+    def batches(self, examples: int) -> int:
+        """Evaluation batches of ``examples`` examples."""
+        return -(-examples // max(self.eval_batch, 1))
 
     @staticmethod
     def cap(n: int | None, total: int) -> int:

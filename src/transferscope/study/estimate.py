@@ -223,6 +223,9 @@ class AnalysisRates:
     """Building the model and loading a weights file into it."""
     auc_s: float
     """One ROC AUC over a thousand examples (scikit-learn's, as the metric computes it)."""
+    call_s: float
+    """Building a state dict (one ``lerp`` per entry) and calling the model on it, beside the
+    examples' own cost."""
     threads: int
     """The torch threads these were timed with."""
     share: float = 1.0
@@ -237,6 +240,7 @@ class AnalysisRates:
             + work.multiply_adds * self.multiply_add_s
             + work.models * self.model_s
             + work.aucs * self.auc_s
+            + work.calls * self.call_s
         )
 
 
@@ -279,7 +283,7 @@ def analysis_rates(
         expected = core_share(workers) if one_core and share else 1.0
     finally:
         torch.set_num_threads(before)
-    median = [sorted(t[i] for t in times)[len(times) // 2] / expected for i in range(5)]
+    median = [sorted(t[i] for t in times)[len(times) // 2] / expected for i in range(6)]
     return AnalysisRates(*median, threads=threads or before, share=expected)
 
 
@@ -327,7 +331,7 @@ def _rates_once(
     batch: int,
     train_batch: int,
     clock: Callable[[], float],
-) -> tuple[float, float, float, float, float]:
+) -> tuple[float, float, float, float, float, float]:
     import copy
 
     from transferscope.analyses.cost import facts
@@ -352,15 +356,42 @@ def _rates_once(
         opt.step()
 
     train = _timed(step, 1, device, clock) / train_size
-    return (forward, train, *side_rates(model, device, clock))
+    return (forward, train, *side_rates(model, image_shape, device, clock))
+
+
+def _call_seconds(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    clock: Callable[[], float],
+) -> float:
+    """A model call on a state of its own (one example): lerp every entry, swap them in."""
+    from torch.func import functional_call
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x = _inputs(1, image_shape, device)
+    model.eval()
+
+    def call() -> None:
+        with torch.no_grad():
+            moved = {
+                k: torch.lerp(v, v, 0.5) if v.is_floating_point() else v for k, v in state.items()
+            }
+            functional_call(model, moved, (x,))
+
+    return _timed(call, 3, device, clock)
 
 
 def side_rates(
-    model: torch.nn.Module, device: torch.device, clock: Callable[[], float] = time.perf_counter
-) -> tuple[float, float, float]:
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float, float, float]:
     """Seconds per float64 multiply-add (CKA), per model loaded (a copy of ``model`` with a
-    state dict loaded into it), per AUC over 1,000 examples: the analyses' work beside the
-    model's forwards and steps (:class:`AnalysisRates`), by ``clock``."""
+    state dict loaded into it), per AUC over 1,000 examples and per model call on a state of its
+    own: the analyses' work beside the model's forwards and steps (:class:`AnalysisRates`), by
+    ``clock``."""
     import copy
 
     from transferscope.training.metrics import per_task_auc
@@ -377,7 +408,8 @@ def side_rates(
     per_task_auc(scores[:, :1], labels[:, :1].float())  # the first call imports scikit-learn
     started = clock()
     per_task_auc(scores, labels.float())
-    return mad, loaded, (clock() - started) / 4
+    auc = (clock() - started) / 4
+    return mad, loaded, auc, _call_seconds(model, image_shape, device, clock)
 
 
 def timing_model(
@@ -497,7 +529,7 @@ def estimate(
     is_done: Callable[[str], bool] = lambda run_id: False,
     steps: int = 3,
     calibrate_fn: Callable[..., Calibration] = calibrate,
-    side_fn: Callable[..., tuple[float, float, float]] | None = None,
+    side_fn: Callable[..., tuple[float, float, float, float]] | None = None,
 ) -> Estimate:
     """Size and cost of ``cfg`` on ``device`` (see the module docstring).
 
@@ -554,7 +586,8 @@ def estimate(
     cal = measured[target_key]
     # The training and evaluation rates just measured on the device; CKA's float64 products,
     # model loads and AUCs timed here (a fraction of a second).
-    rates = AnalysisRates(cal.eval_s, cal.train_s, *(side_fn or side_rates)(model, device), 0)
+    side = (side_fn or side_rates)(model, first.image_shape, torch.device("cpu"))
+    rates = AnalysisRates(cal.eval_s, cal.train_s, *side, 0)
     analyses_hours = sum(rates.seconds(w) for w in work.values()) / 3600
     calibration = {
         f"{k[0]}, {'x'.join(map(str, k[1]))} images, {k[2]} outputs, batch {k[3]}"
