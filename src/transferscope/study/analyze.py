@@ -503,7 +503,9 @@ def timing_lines(paths: dict[str, Path], computed: list[str]) -> list[str]:
     width = max(len(name) for name, _, _ in rows)
     lines = ["analysis times, estimated before each started and taken:"]
     for name, guess, took in rows:
+        # Under a second, a process's one-off costs (imports, first calls) outweigh the work.
         ratio = f"{took / guess:.2f}x the estimate" if guess > 0 else "no estimate"
+        ratio = ratio if took >= 1.0 else "under a second"
         lines.append(
             f"  {name:<{width}}  estimated {_seconds(guess):>6}  took {_seconds(took):>6}  "
             f"({ratio})"
