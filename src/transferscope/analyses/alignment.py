@@ -24,7 +24,9 @@ from transferscope.analyses.paths import (
     PathsResult,
     SkippedPair,
     barriers,
+    line_work,
     measure_pairs,
+    pair_ends,
     pair_paths,
     path_barriers,
     path_work,
@@ -137,10 +139,12 @@ class Alignment(BasinUnit, name="alignment", version=2):
 
     def work(self, options: AlignmentOptions, target: TargetSize) -> Work:
         # Every pair measure_pairs measures (three for one seed pair without a plan): the
-        # straight line and the line to the permuted B, on the model already built.
+        # straight line, shared, and the line to the permuted B.
         view = target.study
-        pairs = 3 if view is None else len(study_pairs(view, target.label))
-        return path_work(options, target, 2 * pairs) + Work(models=-2 * pairs)
+        if view is None:
+            return path_work(options, target, 2 * 3)
+        pairs = study_pairs(view, target.label)
+        return line_work(options, target, pair_ends(pairs)) + path_work(options, target, len(pairs))
 
     def compute(self, ctx: StudyContext, options: AlignmentOptions) -> AlignmentResult:
         targets = measure_pairs(ctx, options, lambda a, b: _measure(ctx, options, a, b))

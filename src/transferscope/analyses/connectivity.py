@@ -25,7 +25,9 @@ from transferscope.analyses.paths import (
     PathsResult,
     SkippedPair,
     barriers,
+    line_work,
     measure_pairs,
+    pair_ends,
     pair_paths,
     path_barriers,
     path_work,
@@ -144,16 +146,16 @@ class Connectivity(BasinUnit, name="connectivity", version=2):
 
     def work(self, options: ConnectivityOptions, target: TargetSize) -> Work:
         # Per pair of options.pairs the plan has (one each without a plan): the straight line,
-        # the curve's training steps and its points, on the model already built.
-        o, view = options, target.study
-        if view is None:
-            pairs = len(o.pairs)
-        else:
-            pairs = sum(name in o.pairs for name, _, _ in study_pairs(view, target.label))
+        # shared, the curve's training steps and its points.
+        o = options
         n = target.cap(o.max_train_examples, target.train)
         # Each step builds the curve's state at its t and swaps it in.
         fit = Work(train=o.epochs * n, calls=o.epochs * -(-n // o.batch_size))
-        return path_work(o, target, 2 * pairs) + Work(models=-2 * pairs) + fit * pairs
+        if target.study is None:
+            return (path_work(o, target, 2) + fit) * len(o.pairs)
+        pairs = [p for p in study_pairs(target.study, target.label) if p[0] in o.pairs]
+        curves = (path_work(o, target, 1) + fit) * len(pairs)
+        return line_work(o, target, pair_ends(pairs)) + curves
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
         targets = measure_pairs(

@@ -24,6 +24,8 @@ from transferscope.analyses.paths import (
     PathsEntry,
     PathsResult,
     barriers,
+    line_work,
+    pair_ends,
     path_work,
     paths_entry,
 )
@@ -39,6 +41,7 @@ from transferscope.report.rules import (
     finite,
     fmt,
 )
+from transferscope.training import checkpoints as ckpt
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -259,10 +262,17 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
         view, label = target.study, target.label
         if view is None:
             return path_work(options, target, 5)
-        pts = view.independent("P-T", label)
-        ks = [r for r in view.trajectory_runs(label) if r.checkpoint is not None] if pts else []
-        lines = len(study_pairs(view, label, same_init=True)) + len(pts) + len(ks)
-        return path_work(options, target, lines)
+        ends = pair_ends(study_pairs(view, label, same_init=True))
+        pts, p = view.independent("P-T", label), view.p_run()
+        for pt in pts:
+            ends.append(
+                ((p.id, "final") if p else (pt.id, ckpt.point_name(0)), (pt.id, "final"), True)
+            )
+        for r in view.trajectory_runs(label) if pts else []:
+            if r.checkpoint is not None:
+                pk = (p.id, ckpt.point_name(r.checkpoint)) if p else (r.id, ckpt.point_name(0))
+                ends.append((pk, (pts[0].id, "final"), True))
+        return line_work(options, target, ends)
 
     def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
         planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]

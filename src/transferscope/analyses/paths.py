@@ -68,6 +68,27 @@ def path_work(options: Any, target: TargetSize, paths: int) -> Work:
     return work + target.evaluations(points) + Work(calls=points * target.batches(examples))
 
 
+def line_work(options: Any, target: TargetSize, ends: Sequence[tuple[Any, Any, bool]]) -> Work:
+    """The straight lines between ``ends`` ((A's weights, B's weights, body only) each, weights
+    as (run id, checkpoint)) with the path ``options``, as lines that any analysis of the call
+    asking for the same one shares (:attr:`Work.lines`, keyed as
+    :meth:`~transferscope.analyses.context.StudyContext.line` keys them)."""
+    cap = getattr(options, "max_examples", None)
+    cap = None if cap is None or cap >= target.test else cap
+    one = path_work(options, target, 1)
+    keys = [
+        (a, b, options.num_points, options.recalibrate_batchnorm, body, cap,
+         options.recalibration_examples)
+        for a, b, body in ends
+    ]  # fmt: skip
+    return Work(lines=tuple((key, one) for key in keys))
+
+
+def pair_ends(pairs: Sequence[tuple[str, Any, Any]]) -> list[tuple[Any, Any, bool]]:
+    """The ends of the straight lines between the final weights of each (name, A, B)."""
+    return [((a.id, "final"), (b.id, "final"), False) for _, a, b in pairs]
+
+
 class Line(Model):
     """Test metric and loss along one path (:class:`InterpolationResult` without its metric
     name, which the target entry holds once)."""
@@ -255,8 +276,10 @@ __all__ = [
     "SkippedPair",
     "any_pair_measured",
     "barriers",
+    "line_work",
     "measure_pairs",
     "ok_pairs",
+    "pair_ends",
     "pair_paths",
     "path_barriers",
     "path_examples",

@@ -21,7 +21,7 @@ from pydantic import Field
 from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
-from transferscope.analyses.paths import path_work
+from transferscope.analyses.paths import line_work, path_work
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
 from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
@@ -408,10 +408,14 @@ class Trajectory(Analysis, name="trajectory", version=2, section=sections.TRAJEC
         view, label = target.study, target.label
         if view is None:
             return path_work(options, target, target.trajectory_runs)
-        seeds = {r.seed for r in view.independent("P-T", label)}
+        pts = {r.seed: r for r in view.independent("P-T", label)}
         runs = view.runs(kind="P@k-T", target=label, shuffle=None)
-        lines = sum(r.checkpoint is not None and r.seed in seeds for r in runs)
-        return path_work(options, target, lines)
+        ends = [
+            ((r.id, "final"), (pts[r.seed].id, "final"), False)
+            for r in runs
+            if r.checkpoint is not None and r.seed in pts
+        ]
+        return line_work(options, target, ends)
 
     def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
         specs = ctx.cfg.targets

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transferscope.analyses.results import AnalysisResult, TargetEntry
@@ -121,6 +121,10 @@ class Work:
     calls: float = 0.0
     """Model calls on weights of their own (a point of a path, a perturbed module): building
     the state and swapping it in, per batch; what a small model's evaluations mostly cost."""
+    lines: tuple[tuple[Hashable, Work], ...] = ()
+    """Straight lines, each (what it depends on, its work): measured once per call, by whichever
+    analysis asks first, so the runner counts a line shared with an analysis that runs earlier
+    only there (:meth:`alone`)."""
 
     def __add__(self, other: Work) -> Work:
         return Work(
@@ -130,9 +134,11 @@ class Work:
             self.models + other.models,
             self.aucs + other.aucs,
             self.calls + other.calls,
+            self.lines + other.lines,
         )
 
-    def __mul__(self, k: float) -> Work:
+    def __mul__(self, k: int) -> Work:
+        """``k`` times this work (a whole number: its lines are repeated, not scaled)."""
         return Work(
             self.forwards * k,
             self.train * k,
@@ -140,14 +146,28 @@ class Work:
             self.models * k,
             self.aucs * k,
             self.calls * k,
+            self.lines * int(k),
         )
 
     __rmul__ = __mul__
 
+    def alone(self, measured: set[Hashable] | None = None) -> Work:
+        """This work with its lines counted in: each distinct line once, and none already in
+        ``measured`` (the lines of the analyses that run before; the new ones are added)."""
+        total = replace(self, lines=())
+        seen = set() if measured is None else measured
+        for key, work in self.lines:
+            if key not in seen:
+                seen.add(key)
+                total += work
+        return total
+
     @property
     def passes(self) -> int:
-        """Forward-pass equivalents (a training step counts 3): the size an estimate quotes."""
-        return round(self.forwards + 3 * self.train)
+        """Forward-pass equivalents (a training step counts 3) of the work alone: the size an
+        estimate quotes."""
+        work = self.alone() if self.lines else self
+        return round(work.forwards + 3 * work.train)
 
 
 @dataclass(frozen=True)

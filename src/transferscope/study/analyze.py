@@ -255,9 +255,9 @@ class AnalysisClock:
         return work if work.passes > 0 or work.multiply_adds > 0 else None
 
     def seconds(self, work: Work) -> float:
-        """How long ``work`` takes on this machine."""
+        """How long ``work`` takes on this machine (each of its lines counted once)."""
         assert self.rates is not None
-        return self.rates.seconds(work)
+        return self.rates.seconds(work.alone() if work.lines else work)
 
     def describe(self, work: Work) -> str:
         """'~40 s (1.2M forward passes)' for ``work`` on this machine."""
@@ -320,6 +320,7 @@ def plan_analyses(
     units = registry.units() if only is None else [registry.get(n) for n in only]
     clock = AnalysisClock(cfg, plan, cache, threads, workers)
     jobs: list[Job] = []
+    works: dict[str, Work] = {}
     reused: dict[str, Path] = {}
     data = _data_inputs(cfg, cache)
     for unit in units:
@@ -337,13 +338,27 @@ def plan_analyses(
         if stale is not None and not force:
             notify(name, f"recomputing: {stale}")
         because = "--force" if force else (stale or "no earlier result")
+        jobs.append(Job(name, because, None, None, data))
         work = clock.work(unit, cfg.analyses.of(name))
-        if work is None:
-            jobs.append(Job(name, because, None, None, data))
-            continue
-        seconds = clock.seconds(work)
-        jobs.append(Job(name, because, work.passes, clock.describe(work), data, seconds))
+        if work is not None:
+            works[name] = work
+    _estimate(jobs, works, clock, workers)
     return jobs, reused
+
+
+def _estimate(jobs: list[Job], works: dict[str, Work], clock: AnalysisClock, workers: int) -> None:
+    """Each job's estimate, in the order the jobs will start (with workers the longest first,
+    else registry order), counting a straight line two analyses share at the first one only."""
+    if not works:
+        return
+    order = [j for j in jobs if j.name in works]
+    if workers > 1:
+        order.sort(key=lambda j: -clock.seconds(works[j.name].alone()))
+    measured: set[Any] = set()
+    for job in order:
+        work = works[job.name].alone(measured)
+        job.passes, job.estimate = work.passes, clock.describe(work)
+        job.seconds = clock.seconds(work)
 
 
 def compute_job(

@@ -233,7 +233,8 @@ class AnalysisRates:
     include it."""
 
     def seconds(self, work: Work) -> float:
-        """The seconds ``work`` takes at these rates."""
+        """The seconds ``work`` takes at these rates (its lines each counted once)."""
+        work = work.alone() if work.lines else work
         return (
             work.forwards * self.forward_s
             + work.train * self.train_s
@@ -580,7 +581,9 @@ def estimate(
     model = timing_model(
         cfg.model.name, first.image_shape, first.num_outputs, torch.device("cpu"), cfg.model.options
     )
-    work = analyses_work(cfg, sizes, plan, model)
+    # A straight line two analyses share is counted at the first (registry order) only.
+    lines: set[Any] = set()
+    work = {name: w.alone(lines) for name, w in analyses_work(cfg, sizes, plan, model).items()}
     forwards = {name: w.passes for name, w in work.items()}
     target_key = next(c.key for c in costs if c.kind in ("P-T", "RI-T", "P@k-T"))
     cal = measured[target_key]
