@@ -90,7 +90,7 @@ def assert_same_results(a: Path, b: Path) -> None:
 
 # What differs between two studies that computed the same results: wall-clock times and the
 # provenance of each analysis (its inputs' DONE hashes and file mtimes, and why it was computed).
-_NOT_RESULTS = ("seconds", "inputs", "computed_because")
+_NOT_RESULTS = ("seconds", "inputs", "computed_because", "timing")
 
 
 def _without_timings(doc):

@@ -11,6 +11,10 @@ import torch
 from transferscope import TransferscopeError, module_criticality
 from transferscope.analysis.criticality import (
     ProbeInputs,
+    _bisection,
+    _exhaustive,
+    _pruned,
+    alpha_grid,
     criticality_heatmap,
     rewind_modules,
     sigma_grid,
@@ -47,25 +51,79 @@ def trained():
 GRID = dict(num_alphas=5, num_sigmas=6, noise_samples=2, max_sigma=0.12, tolerance=1.3)
 
 
-def test_pruned_search_finds_the_exhaustive_grid_minimum(trained) -> None:
+def test_searches_against_the_exhaustive_grid(trained) -> None:
     model, init, final, data = trained
-    fast = module_criticality(model, init, final, data, batch_size=64, **GRID)
+    exact = module_criticality(model, init, final, data, batch_size=64, **GRID)
+    fast = module_criticality(model, init, final, data, batch_size=64, search="bisection", **GRID)
     slow = module_criticality(model, init, final, data, batch_size=64, search="grid", **GRID)
-    assert fast.modules == ["conv1", "layer1.0", "layer2.0", "layer3.0", "fc"]
+    assert exact.search == "pruned" and fast.search == "bisection"
+    assert exact.modules == ["conv1", "layer1.0", "layer2.0", "layer3.0", "fc"]
+    assert exact.mu == slow.mu, (exact.mu, exact.argmin)
+    assert exact.network_criticality == slow.network_criticality
+    # This model's grid is monotone in σ on every row bisection relies on: the same μ.
     assert fast.mu == slow.mu, (fast.mu, fast.argmin)
-    assert fast.network_criticality == slow.network_criticality
     # Non-trivial: some modules are feasible with α > 0, and the head cannot be rewound.
-    assert any(v is not None and v > 0 for v in fast.mu.values())
-    assert fast.mu["fc"] is None or fast.mu["fc"] > 0
-    assert fast.forward_passes * 3 < slow.forward_passes
+    assert any(v is not None and v > 0 for v in exact.mu.values())
+    assert exact.mu["fc"] is None or exact.mu["fc"] > 0
+    assert (
+        fast.forward_passes < exact.forward_passes
+        and exact.forward_passes * 3 < slow.forward_passes
+    )
     # every cell, every sample, L_S(θ^F) and one pass per module recording what runs before it
     assert slow.forward_passes == 5 * 5 * 6 * 2 + 1 + 5
-    assert fast.epsilon == pytest.approx(1.3 * fast.final_loss)
+    assert exact.epsilon == pytest.approx(1.3 * exact.final_loss)
     # μ is α² ‖Δθ‖² / σ² at the argmin
-    for m, v in fast.mu.items():
-        if v is not None and fast.argmin[m] is not None:
-            alpha, sigma = fast.argmin[m]
-            assert v == pytest.approx(alpha**2 * fast.distance[m] ** 2 / sigma**2)
+    for result in (fast, exact):
+        for m, v in result.mu.items():
+            if v is not None and result.argmin[m] is not None:
+                alpha, sigma = result.argmin[m]
+                assert v == pytest.approx(alpha**2 * result.distance[m] ** 2 / sigma**2)
+    with pytest.raises(TransferscopeError, match="pruned, bisection, grid"):
+        module_criticality(model, init, final, data, search="random", **GRID)
+
+
+def _decide(table: torch.Tensor, alphas: list[float], sigmas: list[float]):
+    """A feasibility callback over a fixed (α, σ) table of booleans, counting its calls."""
+    calls = []
+
+    def feasible(alpha: float, sigma: float, early: bool) -> bool:
+        calls.append((alpha, sigma))
+        return bool(table[alphas.index(alpha), sigmas.index(sigma)])
+
+    return feasible, calls
+
+
+def test_bisection_is_exact_on_monotone_rows_and_never_below_the_grid() -> None:
+    """The searches on random feasibility tables: on rows monotone in σ bisection finds the
+    grid's minimum, and on any table its μ is a feasible cell's (never below the grid's)."""
+    alphas, sigmas = alpha_grid(6), sigma_grid(11, 0.1)
+    g = torch.Generator().manual_seed(0)
+    differed = 0
+    for trial in range(300):
+        d2 = float(torch.empty(()).uniform_(0.01, 100, generator=g))
+        if trial % 2 == 0:
+            # Monotone: feasible up to a per-α boundary (-1: nowhere), any shape across α.
+            edge = torch.randint(-1, len(sigmas), (len(alphas),), generator=g)
+            table = torch.arange(len(sigmas))[None, :] <= edge[:, None]
+        else:
+            table = torch.rand(len(alphas), len(sigmas), generator=g) < 0.3
+        feasible, calls = _decide(table, alphas, sigmas)
+        grid = _exhaustive(feasible, alphas, sigmas, d2)
+        assert len(calls) == table.numel()
+        assert _pruned(_decide(table, alphas, sigmas)[0], alphas, sigmas, d2) == grid
+        feasible, calls = _decide(table, alphas, sigmas)
+        found = _bisection(feasible, alphas, sigmas, d2)
+        if trial % 2 == 0:
+            assert (found and found[0]) == (grid and grid[0]), (table, found, grid)
+            assert len(calls) < table.numel()
+        elif grid is None:
+            assert found is None
+        else:
+            assert found is None or found[0] >= grid[0]
+            if found is not None:
+                assert table[alphas.index(found[1]), sigmas.index(found[2])]
+            differed += found is None or found[0] > grid[0]
+    assert differed > 0  # random tables are rarely monotone: the assumption matters
 
 
 def test_unchanged_module_and_absolute_epsilon(trained) -> None:

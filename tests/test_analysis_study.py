@@ -79,14 +79,22 @@ def test_study_steps_write_every_analysis(study):
         cache=FakeData(),
     )
     assert set(paths) == {"curves", "mistakes", "similarity", "distance"}
-    # Before it starts, an analysis that runs models says how long it will take: 4 pairs x 2
-    # models x its 24 examples; one that reads files only says nothing.
-    said = [m for n, m in calls if n == "similarity"]
-    assert said[0].startswith("estimated: ~") and said[0].endswith(" s (192 forward passes)")
-    assert said[1:] == ["running", "done"]
-    assert [m for n, m in calls if n == "curves"] == ["running", "done"]
     docs = {name: json.loads(path.read_text()) for name, path in paths.items()}
     assert all(doc["status"] == "ok" for doc in docs.values())
+    # Before it starts, an analysis that runs models says how long it will take: 2 models x its
+    # 24 examples for every pair it then compares (the same pairs, counted from the plan); one
+    # that reads files only says nothing. Each records what it took beside the estimate.
+    pairs = len(docs["similarity"]["targets"]["digits"]["pairs"])
+    said = [m for n, m in calls if n == "similarity"]
+    assert pairs == 10
+    assert said[0].startswith("estimated: ~") and said[0].endswith(
+        f" s ({48 * pairs} forward passes)"
+    )
+    assert said[1:] == ["running", "done"]
+    assert [m for n, m in calls if n == "curves"] == ["running", "done"]
+    timing = docs["similarity"]["timing"]
+    assert timing["estimated_seconds"] > 0 and timing["seconds"] > 0 and timing["threads"] >= 1
+    assert docs["curves"]["timing"]["estimated_seconds"] is None
 
     curves = docs["curves"]["targets"]["digits"]
     assert curves["threshold"] == pytest.approx(0.73)
@@ -256,3 +264,25 @@ def test_a_failing_analysis_is_recorded_and_the_others_still_run(study, monkeypa
         store, only=["similarity"], progress=lambda n, m: calls.append((n, m)), cache=FakeData()
     )
     assert ("similarity", "done") in calls
+
+
+def test_separate_calls_share_straight_lines_through_one_folder(study, one_thread):
+    """As the Ray executor's analysis tasks do: two calls given one folder of lines; the second
+    analysis reads the straight lines the first measured instead of measuring them again, and
+    the numbers are those it would have measured itself."""
+    from transferscope.analyses.lines import call_folder
+
+    store, _, _ = study
+    folder = call_folder(store.analyses_dir)
+    only = ["interpolation", "alignment"]
+    first = run_analyses(store, only=only[:1], force=True, cache=FakeData(), lines=folder)
+    second = run_analyses(store, only=only[1:], force=True, cache=FakeData(), lines=folder)
+    timing = json.loads(second["alignment"].read_text())["timing"]["lines"]
+    assert timing["measured"] == 0 and timing["reused"] > 0, timing
+    assert json.loads(first["interpolation"].read_text())["timing"]["lines"]["measured"] > 0
+    shared = json.loads(second["alignment"].read_text())["targets"]["digits"]["pairs"]
+    alone = run_analyses(store, only=only[1:], force=True, cache=FakeData())
+    own = json.loads(alone["alignment"].read_text())
+    assert own["timing"]["lines"]["measured"] == timing["reused"]
+    assert json.dumps(own["targets"]["digits"]["pairs"]) == json.dumps(shared)
+    assert folder.is_dir()  # a folder given is the caller's to remove

@@ -37,10 +37,18 @@ def fake_calibration(name, shape, outputs, batch, eval_batch, device, steps, bf1
     return est.Calibration(train, train / 10, batch, eval_batch)
 
 
+def fake_side_rates(model, image_shape, device):
+    """1 ns per CKA multiply-add, 10 ms per model loaded, 5 ms per AUC, 1 ms per model call."""
+    return 1e-9, 1e-2, 5e-3, 1e-3
+
+
 def test_counts_examples_and_hours_follow_the_plan(tmp_path):
     cfg = small_config(tmp_path)
     cache = DataCache()
-    result = est.estimate(cfg, cache.get, est.torch.device("cpu"), calibrate_fn=fake_calibration)
+    result = est.estimate(
+        cfg, cache.get, est.torch.device("cpu"), calibrate_fn=fake_calibration,
+        side_fn=fake_side_rates,
+    )  # fmt: skip
     src, tgt = cache.get(cfg.source), cache.get(cfg.targets[0])
     n_src, n_tgt, t_tgt = len(src.train), len(tgt.train), len(tgt.test)
     assert result.runs == {"P": 1, "P-T": 2, "RI-T": 3, "P@k-T": 3}
@@ -56,10 +64,35 @@ def test_counts_examples_and_hours_follow_the_plan(tmp_path):
     assert any(line.strip().startswith("RI-T") and " 3 runs" in line for line in lines)
     done = est.estimate(
         cfg, cache.get, est.torch.device("cpu"), is_done=lambda rid: rid.startswith("RIT"),
-        calibrate_fn=fake_calibration,
+        calibrate_fn=fake_calibration, side_fn=fake_side_rates,
     )  # fmt: skip
     assert done.runs_to_train["RI-T"] == 0 and done.hours["RI-T"] == 0
     assert done.total_hours < result.total_hours
+    assert done.analyses_hours == result.analyses_hours  # the analyses read every run
+
+
+def test_analysis_rates_time_the_work_with_the_threads_it_runs_with():
+    """One thread: CPU seconds per unit of work, each a positive, plausible number, scaled by the
+    share of a core a worker can expect (in (0, 1]); the caller's thread count comes back."""
+    model = est.timing_model("fixup-small", (1, 8, 8), 10, est.torch.device("cpu"))
+    threads = est.torch.get_num_threads()
+    rates = est.analysis_rates(model, (1, 8, 8), est.torch.device("cpu"), threads=1, repeats=1)
+    assert est.torch.get_num_threads() == threads and rates.threads == 1
+    assert 0 < rates.share <= 1
+    assert 0 < rates.forward_s < rates.train_s < 1 and 0 < rates.multiply_add_s < 1e-7
+    assert 0 < rates.model_s < 5 and 0 < rates.auc_s < 5
+    alone = est.analysis_rates(
+        model, (1, 8, 8), est.torch.device("cpu"), threads=1, repeats=1, share=False
+    )
+    assert alone.share == 1.0
+    assert 0 < rates.call_s < 5
+    work = est.Work(forwards=1000, train=10, multiply_adds=1e6, models=2, aucs=3, calls=4)
+    expected = (
+        1000 * rates.forward_s + 10 * rates.train_s + 1e6 * rates.multiply_add_s
+        + 2 * rates.model_s + 3 * rates.auc_s + 4 * rates.call_s
+    )  # fmt: skip
+    assert rates.seconds(work) == pytest.approx(expected)
+    assert (work * 2).passes == 2 * work.passes == 2 * (1000 + 30)
 
 
 def test_data_not_here_is_sized_from_options_or_examples(tmp_path):

@@ -41,6 +41,7 @@ def reference(tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("micro") / "study"
     result, seconds = run_micro(out)
     assert result.returncode == 0, result.stdout + result.stderr
+    (out.parent / "stdout.txt").write_text(result.stdout)
     return out, seconds
 
 
@@ -89,6 +90,87 @@ def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
     # Every analysis said when it started and ended, from whichever worker computed it.
     for name in registry.names():
         assert f"analysis {name}: done" in result.stdout, (name, result.stdout)
+    # A straight line one worker measured the other read (they share interpolation's lines with
+    # alignment's): as few measured as in one process, and the call's folder of lines is gone.
+    one, two = _lines(reference[0]), _lines(out)
+    assert two == one and one["reused"] > 0, (one, two)
+    assert not list((out / "analyses").glob(".lines-*"))
+
+
+def _lines(root: Path) -> dict[str, int]:
+    """Straight lines measured and reused over every analysis of a study (their ``timing``)."""
+    totals = {"measured": 0, "reused": 0}
+    for path in (root / "analyses").glob("*.json"):
+        counts = (json.loads(path.read_text()).get("timing") or {}).get("lines") or {}
+        for key in totals:
+            totals[key] += counts.get(key, 0)
+    return totals
+
+
+def test_estimates_count_what_each_analysis_measures_and_hold_its_time(reference):
+    """Before it starts, each analysis's estimate counts, from the plan, the pairs and paths it
+    then measures (the forwards of every line, CKA pair and curve), and the time it states holds
+    within a factor that a loaded machine does not break; `run` lists both at the end."""
+    from transferscope.study import estimate
+    from transferscope.study.executors import DataCache
+
+    out, _ = reference
+    store = StudyStore(out)
+    cfg, plan = store.read_config(), store.read_plan()
+    cache = DataCache()
+    sizes: dict[str, estimate.DataSize | tuple[int, int]] = {}
+    for spec in cfg.targets:
+        splits = cache.get(spec)
+        sizes[spec.label] = estimate.DataSize(len(splits.train), len(splits.test), splits.info, "")
+    info = cache.get(cfg.targets[0]).info
+    model = estimate.timing_model(
+        cfg.model.name, info.image_shape, info.num_outputs, estimate.torch.device("cpu"),
+        cfg.model.options,
+    )  # fmt: skip
+    docs = {p.stem: json.loads(p.read_text()) for p in (out / "analyses").glob("*.json")}
+    for target in estimate.target_sizes(cfg, sizes, plan, model, info.image_shape):
+        work = {  # each analysis's own lines counted in, as if it ran alone
+            name: registry.get(name).work(cfg.analyses.of(name), target).alone()
+            for name in ("interpolation", "alignment", "connectivity", "similarity", "trajectory")
+        }
+        entries = {name: docs[name]["targets"][target.label] for name in work}
+        # Fixup has no BatchNorm: a path's points evaluate the test examples alone.
+        for name, lines_per_pair in (("interpolation", 1), ("alignment", 2), ("connectivity", 2)):
+            e, o = entries[name], cfg.analyses.of(name)
+            expected = lines_per_pair * len(e["pairs"]) * o.num_points * e["examples"]
+            assert work[name].forwards == expected, (name, target.label)
+        o = cfg.analyses.of("connectivity")
+        assert work["connectivity"].train == len(entries["connectivity"]["pairs"]) * o.epochs * min(
+            o.max_train_examples, target.train
+        )
+        sim = entries["similarity"]
+        assert work["similarity"].forwards == 2 * sim["subset"]["examples"] * len(sim["pairs"])
+        assert work["similarity"].multiply_adds > 0
+        partners = sum(
+            len(p.get("barrier_partners") or []) for p in entries["trajectory"]["points"]
+        )
+        per_line = cfg.analyses.of("trajectory").num_points * target.test
+        assert partners > 0 and work["trajectory"].forwards == partners * per_line
+        # A multi-label target (the mosaic) computes one AUC per label at every point of a path.
+        multilabel = entries["interpolation"]["metric_name"] == "mean_auc"
+        assert (target.labels > 0) == multilabel
+        points = (
+            len(entries["interpolation"]["pairs"]) * cfg.analyses.of("interpolation").num_points
+        )
+        assert work["interpolation"].aucs == target.labels * points
+    # Estimate against the time taken, as each document records it and `run` listed them.
+    said = (out.parent / "stdout.txt").read_text()
+    assert "analysis times, estimated before each started and taken:" in said
+    timed = {n: d["timing"] for n, d in docs.items() if d["timing"]["estimated_seconds"]}
+    assert {"similarity", "interpolation", "criticality", "connectivity"} <= set(timed)
+    for name, t in timed.items():
+        assert f"  {name} " in said and t["threads"] == int(THREADS)
+        # At least a second of work (CPU time: waiting for a busy core is not work); below
+        # that, a process's one-off costs (imports, first calls) outweigh the analysis.
+        if t["cpu_seconds"] >= 1.0:
+            assert 1 / 5 < t["seconds"] / t["estimated_seconds"] < 5, (name, t)
+    total = sum(t["seconds"] for t in timed.values())
+    assert 1 / 3 < total / sum(t["estimated_seconds"] for t in timed.values()) < 3, timed
 
 
 def test_a_trajectory_run_at_the_end_of_pretraining_reuses_its_p_t_twin(reference, tmp_path):

@@ -363,12 +363,23 @@ def _run_study(
         outcome = engine.run(plan, analyses=analyses)
     if analyses:
         console.print(f"analyses in {store.analyses_dir.resolve()}")
+        _say_timings(store.root, outcome.analyses)
         _report(store.root, force=False)
     console.print(f"study directory: {store.root.resolve()}")
     failed_runs = {k: outcome.runs[k] for k in outcome.failed_runs}
     _say_failures(store, failed_runs, outcome.failed_analyses, analysed=analyses)
     if failed_runs or outcome.failed_analyses:
         raise typer.Exit(1)
+
+
+def _say_timings(root: Path, last: dict[str, str]) -> None:
+    """Each analysis computed now: its estimate against the time it took."""
+    from transferscope.study.analyze import timing_lines
+    from transferscope.study.layout import analysis_path
+
+    computed = [n for n, m in last.items() if m == "done" or m.startswith("skipped")]
+    for line in timing_lines({n: analysis_path(root, n) for n in computed}, computed):
+        console.print(line, highlight=False)
 
 
 def _listed(names: list[str], most: int = 4) -> str:
@@ -538,6 +549,7 @@ def analyze_cmd(
     with StudyLock(directory), display.shown() as events:
         last = analyse(store, events, only=only or None, force=force, workers=workers)
     console.print(f"analyses in {store.analyses_dir.resolve()}")
+    _say_timings(store.root, last)
     failed = [name for name, message in last.items() if message.startswith("failed")]
     _say_failures(store, {}, failed)
     if failed:

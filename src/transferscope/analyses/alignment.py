@@ -16,20 +16,23 @@ from pydantic import Field
 
 from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
 from transferscope.analyses.context import StudyContext
+from transferscope.analyses.pairs import study_pairs
 from transferscope.analyses.paths import (
     Line,
     PathOptions,
     PathsEntry,
     PathsResult,
     SkippedPair,
+    line_work,
     measure_pairs,
+    pair_ends,
     pair_paths,
     path_barriers,
-    path_examples,
+    path_work,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import Model, entry
-from transferscope.analyses.unit import TargetSize, claim
+from transferscope.analyses.unit import TargetSize, Work, claim
 from transferscope.analysis.alignment import align
 from transferscope.analysis.interpolation import interpolate
 from transferscope.report.rules import (
@@ -155,9 +158,14 @@ class Alignment(BasinUnit, name="alignment", version=2):
     column = "distance to A before → after alignment"
     claims = (C9,)
 
-    def forward_passes(self, options: AlignmentOptions, target: TargetSize) -> int:
-        # 3 paths, each plain and aligned
-        return 6 * options.num_points * path_examples(options, target)
+    def work(self, options: AlignmentOptions, target: TargetSize) -> Work:
+        # Every pair measure_pairs measures (three for one seed pair without a plan): the
+        # straight line, shared, and the line to the permuted B.
+        view = target.study
+        if view is None:
+            return path_work(options, target, 2 * 3)
+        pairs = study_pairs(view, target.label)
+        return line_work(options, target, pair_ends(pairs)) + path_work(options, target, len(pairs))
 
     def compute(self, ctx: StudyContext, options: AlignmentOptions) -> AlignmentResult:
         targets = measure_pairs(ctx, options, lambda a, b: _measure(ctx, options, a, b))

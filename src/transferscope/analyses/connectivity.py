@@ -16,20 +16,23 @@ from pydantic import Field
 
 from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
 from transferscope.analyses.context import StudyContext
+from transferscope.analyses.pairs import study_pairs
 from transferscope.analyses.paths import (
     Line,
     PathOptions,
     PathsEntry,
     PathsResult,
     SkippedPair,
+    line_work,
     measure_pairs,
+    pair_ends,
     pair_paths,
     path_barriers,
-    path_examples,
+    path_work,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import entry
-from transferscope.analyses.unit import TargetSize, claim
+from transferscope.analyses.unit import TargetSize, Work, claim
 from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -145,11 +148,18 @@ class Connectivity(BasinUnit, name="connectivity", version=3):
     column = "curve's control point off the line (L2)"
     claims = (C10,)
 
-    def forward_passes(self, options: ConnectivityOptions, target: TargetSize) -> int:
-        # each pair's curve: its training (a step counts 3) and its points
+    def work(self, options: ConnectivityOptions, target: TargetSize) -> Work:
+        # Per pair of options.pairs the plan has (one each without a plan): the straight line,
+        # shared, the curve's training steps and its points.
         o = options
-        fit = 3 * o.epochs * target.cap(o.max_train_examples, target.train)
-        return len(o.pairs) * (fit + o.num_points * path_examples(o, target))
+        n = target.cap(o.max_train_examples, target.train)
+        # Each step builds the curve's state at its t and swaps it in.
+        fit = Work(train=o.epochs * n, calls=o.epochs * -(-n // o.batch_size))
+        if target.study is None:
+            return (path_work(o, target, 2) + fit) * len(o.pairs)
+        pairs = [p for p in study_pairs(target.study, target.label) if p[0] in o.pairs]
+        curves = (path_work(o, target, 1) + fit) * len(pairs)
+        return line_work(o, target, pair_ends(pairs)) + curves
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
         targets = measure_pairs(

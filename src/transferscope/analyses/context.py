@@ -4,7 +4,7 @@ A :class:`StudyContext` is made per analysis by the runner (:mod:`transferscope.
 It records which runs the analysis used and which planned runs it needed but found unfinished
 (``runs_used`` / ``runs_missing`` of the result), checks a finished run's files against its DONE
 before the first read (a damaged run is an error, never silently left out), and shares the
-straight lines already measured between the analyses of one call.
+straight lines already measured between the analyses of one call (:mod:`.lines`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferscope.analyses.lines import LineCache
 from transferscope.analysis.interpolation import InterpolationResult, interpolate
 from transferscope.config import StudyConfig
 from transferscope.data.base import TensorImageDataset
@@ -68,11 +69,19 @@ class StudyContext:
     cache: DataCache
     used: set[str] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)
-    lines: dict[tuple[Any, ...], InterpolationResult] = field(default_factory=dict)
+    lines: LineCache = field(default_factory=LineCache)
     """Straight lines measured so far in this call, shared by the analyses that measure the same
-    line with the same options (interpolation, alignment, connectivity)."""
+    line with the same options (interpolation, alignment, connectivity, trajectory), and with the
+    call's other worker processes when it has a folder."""
     progress: Callable[[int, int, str], None] = lambda done, total, what: None
     """Called as ``progress(done, total, what)`` while the analysis works through its parts."""
+
+    @classmethod
+    def of_plan(cls, cfg: StudyConfig, plan: Plan) -> StudyContext:
+        """A context that answers from the plan alone (runs by role, pairs, trajectory
+        points) and reads no file: what a unit's estimate counts its work with before the
+        study has run (:meth:`~transferscope.analyses.unit.Analysis.work`)."""
+        return cls(store=None, cfg=cfg, plan=plan, cache=None)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- runs by role
     def done(self, run: PlannedRun) -> bool:
@@ -226,37 +235,42 @@ class StudyContext:
         recalibration_examples: int | None = 2000,
     ) -> InterpolationResult:
         """Interpolate two weight files with ``model_run``'s architecture on its target's test
-        split (§3); a line already measured with the same files and options is reused."""
+        split (§3); a line already measured in this call with the same files and options, by
+        this analysis, another, or another worker process, is reused (:class:`LineCache`)."""
         files = [self.store.weights_path(*w) for w in (a, b)]
         stamps = [(f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files]
-        key = (model_run.id, a, b, *stamps, num_points, recalibrate, body_only, max_examples,
-               recalibration_examples)  # fmt: skip
-        if key in self.lines:
-            return self.lines[key]
-        model = self.start_model(model_run)
-        state_a, state_b = self.weights(*a), self.weights(*b)
-        if body_only:
-            state_a = with_head(state_a, state_b, model)
         splits = self.cache.get(model_run.spec.data)
-        # A line is shared by the analyses that measure it (and computed by whichever comes
-        # first, here or in a pool worker): what it draws depends on the line alone.
-        seed = zlib.crc32(repr((model_run.id, a, b, *key[5:])).encode())
-        with seeded(seed):
-            self.lines[key] = interpolate(
-                model,
-                state_a,
-                state_b,
-                subset(splits.test, max_examples),
-                num_points,
-                task=splits.info.task,
-                train_data=splits.train,
-                # None: recalibrate exactly when the model has BatchNorm statistics.
-                recalibrate_batchnorm=None if recalibrate else False,
-                device=self.device,
-                batch_size=model_run.spec.train.eval_batch_size,
-                recalibration_examples=recalibration_examples,
-            )
-        return self.lines[key]
+        # A cap at or above the test split's size evaluates the whole split: the same line.
+        if max_examples is not None and max_examples >= len(splits.test):
+            max_examples = None
+        key = (model_run.id, a, b, *stamps, num_points, recalibrate, body_only, max_examples,
+               recalibration_examples, str(self.device))  # fmt: skip
+
+        def measure() -> InterpolationResult:
+            model = self.start_model(model_run)
+            state_a, state_b = self.weights(*a), self.weights(*b)
+            if body_only:
+                state_a = with_head(state_a, state_b, model)
+            # A line is shared by the analyses that measure it (and computed by whichever
+            # comes first, here or in a pool worker): what it draws depends on the line alone.
+            seed = zlib.crc32(repr((model_run.id, a, b, *key[5:10])).encode())
+            with seeded(seed):
+                return interpolate(
+                    model,
+                    state_a,
+                    state_b,
+                    subset(splits.test, max_examples),
+                    num_points,
+                    task=splits.info.task,
+                    train_data=splits.train,
+                    # None: recalibrate exactly when the model has BatchNorm statistics.
+                    recalibrate_batchnorm=None if recalibrate else False,
+                    device=self.device,
+                    batch_size=model_run.spec.train.eval_batch_size,
+                    recalibration_examples=recalibration_examples,
+                )
+
+        return self.lines.get(key, measure)
 
     def final_line(self, a: PlannedRun, b: PlannedRun, opts: Any) -> InterpolationResult:
         """The straight line between two runs' final weights with the path options ``opts``

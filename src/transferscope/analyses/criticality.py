@@ -17,14 +17,16 @@ from pydantic import Field
 
 from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, skipped
+from transferscope.analyses.cost import facts
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
-from transferscope.analyses.unit import Analysis, TargetSize, claim
+from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
 from transferscope.analysis.criticality import (
     ProbeInputs,
     criticality_heatmap,
     module_criticality,
     rewind_modules,
+    search_evaluations,
 )
 from transferscope.errors import TransferscopeError
 from transferscope.models.layout import depth_units
@@ -71,6 +73,12 @@ class CriticalityOptions(AnalysisOptions):
         gt=0,
         description="smallest noise standard deviation; default max_sigma / 10^4 (vanishing "
         "noise, so μ is finite whenever the final model meets ε)",
+    )
+    search: Literal["pruned", "bisection", "grid"] = Field(
+        default="pruned",
+        description="how μ is found: 'pruned' (exact: the grid's μ), 'bisection' over σ per α "
+        "(fewer forward passes when μ is large; assumes feasibility monotone in σ, else its μ "
+        "is larger than the grid's), 'grid' (every cell)",
     )
     # The heat maps evaluate every cell (no search): a coarse grid keeps them cheap.
     heatmap_alphas: int = Field(default=4, ge=2)
@@ -123,7 +131,7 @@ class KindCriticality(Model):
     sigma_grid: str
     forward_passes: int
     examples: int
-    search: Literal["pruned", "grid"]
+    search: Literal["pruned", "bisection", "grid"]
     recalibrated_batchnorm: bool
     final_metric: float
     """Test metric of θ^F on the rewind subset."""
@@ -189,7 +197,7 @@ def _kind(
         noise_samples=opts.noise_samples, tolerance=opts.tolerance,
         epsilon=opts.epsilon, margin=opts.margin, max_sigma=opts.max_sigma,
         min_sigma=opts.min_sigma, seed=run.seed, max_examples=opts.max_examples,
-        progress=lambda i, n, m: tick(i, n + 2, f"μ of {m}"),
+        search=opts.search, progress=lambda i, n, m: tick(i, n + 2, f"μ of {m}"),
     )  # fmt: skip
     tick(len(modules), len(modules) + 2, "rewind test")
     rewind = rewind_modules(test, max_examples=opts.eval_max_examples)
@@ -301,16 +309,38 @@ class Criticality(Analysis, name="criticality", version=2, section=sections.CRIT
 
     claims = (C7,)
 
-    def forward_passes(self, options: CriticalityOptions, target: TargetSize) -> int:
-        # P-T and RI-T x modules (with the head; 18 for ResNet-50) x (the search's alphas and sigmas x noise draws + the heat map)
+    def work(self, options: CriticalityOptions, target: TargetSize) -> Work:
+        # Per kind planned (P-T and RI-T; both without a plan) and module: the μ search's
+        # evaluations of the training subset, the rewind test and the heat map on the test
+        # subset, each probe paying only for the modules from the probed one on (the ones
+        # before it are replayed, after one recording pass).
         o = options
-        search = (o.num_alphas + o.num_sigmas * o.noise_samples) * target.cap(
-            o.max_examples, target.train
-        )
+        kinds = 2
+        if target.study is not None:
+            first = target.study.cfg.seeds[0]
+            kinds = sum(
+                any(r.seed == first for r in target.study.independent(kind, target.label))
+                for kind in ("P-T", "RI-T")
+            )
+        train = target.cap(o.max_examples, target.train)
+        test = target.cap(o.eval_max_examples, target.test)
+        if target.model is None or target.image_shape is None:
+            fractions, batchnorm = [1.0] * 18, False  # a ResNet-50's blocks and head
+        else:
+            seen = facts(target.model, target.image_shape)
+            modules = [*depth_units(target.model, o.modules), model_layout(target.model).head]
+            fractions, batchnorm = [seen.suffix_fraction(m) for m in modules], seen.batchnorm
+        probes = search_evaluations(o.search, o.num_alphas, o.num_sigmas, o.noise_samples)
         heat = o.heatmap_alphas * o.heatmap_sigmas * o.heatmap_noise_samples
-        heat *= target.cap(o.eval_max_examples, target.test)
-        modules = 18 if target.model is None else len(depth_units(target.model, o.modules)) + 1
-        return 2 * modules * (search + heat)
+        forwards = sum(f * (probes * train + heat * test) for f in fractions)
+        forwards += len(fractions) * (train + test)  # each module's recording passes
+        forwards += (len(fractions) + 1) * test + train  # the rewind test; L_S(θ^F)
+        if batchnorm:  # statistics recomputed at each α searched
+            forwards += len(fractions) * o.num_alphas * train
+        scored = target.evaluations(len(fractions) * (heat + 1) + 1)
+        calls = probes * target.batches(train) + (heat + 1) * target.batches(test)
+        calls = len(fractions) * calls + target.batches(test) + target.batches(train)
+        return (Work(forwards=forwards, models=2, calls=calls) + scored) * kinds
 
     def compute(self, ctx: StudyContext, options: CriticalityOptions) -> CriticalityResult:
         return _compute(ctx, options)

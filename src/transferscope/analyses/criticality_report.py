@@ -203,7 +203,9 @@ def render_entry(page: Page, target: str, e: CriticalityEntry) -> str:
             f'<p class="small">σ grid: {len(sigmas)} geometric levels from '
             f"{esc(fmt(sigmas[0]))} to {esc(fmt(sigmas[-1]))}. A module with no "
             "feasible (α, σ) shows its lower bound ‖θ<sup>F</sup> − θ<sup>0</sup>‖² / "
-            "min σ², and the network criticality is then a lower bound too.</p>"
+            "min σ², and the network criticality is then a lower bound too."
+            + _search_note({c.search for _, c in computed})
+            + "</p>"
         )
     out = skipped_parts + summary + table(header, rows, numeric=tuple(range(1, len(header))))
     out += page.figure(
@@ -222,6 +224,18 @@ def render_entry(page: Page, target: str, e: CriticalityEntry) -> str:
         f"Test metric per module over α (init → final) and noise σ on {target}.",
     )
     return out
+
+
+def _search_note(searches: set[str]) -> str:
+    """How μ was found, said where the reader can judge it (bisection assumes monotonicity)."""
+    if searches <= {"pruned", "grid"}:
+        return " μ is the exhaustive grid's minimum."
+    note = (
+        " μ is found by bisection over σ at each α (search: bisection), which assumes that a σ "
+        "too large for ε makes every larger σ too large; where a noise draw breaks that, μ is "
+        "higher than the exhaustive grid's (search: pruned finds the grid's μ exactly)."
+    )
+    return note if searches == {"bisection"} else note.replace(" μ is", " For some runs μ is", 1)
 
 
 __all__ = ["criticality_bars", "criticality_heatmaps", "render_entry", "rewind_bars"]

@@ -23,12 +23,14 @@ from transferscope.analyses.paths import (
     PathOptions,
     PathsEntry,
     PathsResult,
-    path_examples,
+    line_work,
+    pair_ends,
+    path_work,
     paths_entry,
 )
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, entry
-from transferscope.analyses.unit import Analysis, TargetSize, claim
+from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
 from transferscope.errors import TransferscopeError
 from transferscope.report.rules import (
     BARRIER_TOLERANCE,
@@ -43,6 +45,7 @@ from transferscope.report.rules import (
     p_guard,
     without_learned_pairs,
 )
+from transferscope.training import checkpoints as ckpt
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -294,10 +297,23 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
 
     claims = (C6,)
 
-    def forward_passes(self, options: InterpolationOptions, target: TargetSize) -> int:
-        # 5 paths (P-T/P-T, RI-T/RI-T, P-T/RI-T, same-init RI-T, control pair) x points x (test
-        # examples + BatchNorm recalibration)
-        return 5 * options.num_points * path_examples(options, target)
+    def work(self, options: InterpolationOptions, target: TargetSize) -> Work:
+        # Every line of _paths: the pairs (with the same-init and control pairs), P/P-T per P-T
+        # run and P@k/P-T per trajectory point; without a plan, the five pairs of one seed pair.
+        view, label = target.study, target.label
+        if view is None:
+            return path_work(options, target, 5)
+        ends = pair_ends(study_pairs(view, label, same_init=True))
+        pts, p = view.independent("P-T", label), view.p_run()
+        for pt in pts:
+            ends.append(
+                ((p.id, "final") if p else (pt.id, ckpt.point_name(0)), (pt.id, "final"), True)
+            )
+        for r in view.trajectory_runs(label) if pts else []:
+            if r.checkpoint is not None:
+                pk = (p.id, ckpt.point_name(r.checkpoint)) if p else (r.id, ckpt.point_name(0))
+                ends.append((pk, (pts[0].id, "final"), True))
+        return line_work(options, target, ends)
 
     def compute(self, ctx: StudyContext, options: InterpolationOptions) -> InterpolationDocument:
         planned = [(spec, *_paths(ctx, spec.label)) for spec in ctx.cfg.targets]

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from transferscope.analyses.context import subset
+from transferscope.analyses.cost import facts
 from transferscope.analyses.pairs import PairName, pair_entry, study_pairs
 from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
-from transferscope.analyses.unit import TargetSize
+from transferscope.analyses.unit import TargetSize, Work
 from transferscope.analysis.interpolation import InterpolationResult
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -45,12 +46,47 @@ class PathOptions(AnalysisOptions):
 
 def path_examples(options: Any, target: TargetSize) -> int:
     """Examples evaluated at each point of a path: the test examples (``max_examples`` when the
-    options have it) plus the BatchNorm recalibration examples (an upper bound: models without
-    BatchNorm skip them). ``options``: a :class:`PathOptions`, or any options with its
-    ``recalibrate_batchnorm`` and ``recalibration_examples`` (the trajectory's)."""
+    options have it) plus the BatchNorm recalibration examples when the study's model has
+    running statistics (when the model is unknown, always: an upper bound). ``options``: a
+    :class:`PathOptions`, or any options with its ``recalibrate_batchnorm`` and
+    ``recalibration_examples`` (the trajectory's)."""
     test = target.cap(getattr(options, "max_examples", None), target.test)
     recal = target.cap(options.recalibration_examples, target.train)
+    known = target.model is not None and target.image_shape is not None
+    if known and not facts(target.model, target.image_shape).batchnorm:
+        recal = 0
     return test + (recal if options.recalibrate_batchnorm else 0)
+
+
+def path_work(options: Any, target: TargetSize, paths: int) -> Work:
+    """The work of measuring ``paths`` paths of ``options.num_points`` points on ``target``:
+    every point's examples (:func:`path_examples`) and metric, and per path a model built with
+    the two end points' weights loaded."""
+    points = paths * options.num_points
+    examples = path_examples(options, target)
+    work = Work(forwards=points * examples, models=2 * paths)
+    return work + target.evaluations(points) + Work(calls=points * target.batches(examples))
+
+
+def line_work(options: Any, target: TargetSize, ends: Sequence[tuple[Any, Any, bool]]) -> Work:
+    """The straight lines between ``ends`` ((A's weights, B's weights, body only) each, weights
+    as (run id, checkpoint)) with the path ``options``, as lines that any analysis of the call
+    asking for the same one shares (:attr:`Work.lines`, keyed as
+    :meth:`~transferscope.analyses.context.StudyContext.line` keys them)."""
+    cap = getattr(options, "max_examples", None)
+    cap = None if cap is None or cap >= target.test else cap
+    one = path_work(options, target, 1)
+    keys = [
+        (a, b, options.num_points, options.recalibrate_batchnorm, body, cap,
+         options.recalibration_examples)
+        for a, b, body in ends
+    ]  # fmt: skip
+    return Work(lines=tuple((key, one) for key in keys))
+
+
+def pair_ends(pairs: Sequence[tuple[str, Any, Any]]) -> list[tuple[Any, Any, bool]]:
+    """The ends of the straight lines between the final weights of each (name, A, B)."""
+    return [((a.id, "final"), (b.id, "final"), False) for _, a, b in pairs]
 
 
 class Line(Model):
@@ -240,10 +276,13 @@ __all__ = [
     "SkippedPair",
     "any_pair_measured",
     "barriers",
+    "line_work",
     "measure_pairs",
     "ok_pairs",
+    "pair_ends",
     "pair_paths",
     "path_barriers",
     "path_examples",
+    "path_work",
     "paths_entry",
 ]

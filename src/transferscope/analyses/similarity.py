@@ -18,12 +18,15 @@ from pydantic import Field
 
 from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, failed, skipped, take
+from transferscope.analyses.cost import facts
 from transferscope.analyses.pairs import Pair, PairName, pairs_of, study_pairs
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, TargetSize, claim
+from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
+from transferscope.analysis.cka import exact_state_bytes
+from transferscope.analysis.cka import multiply_adds as cka_multiply_adds
 from transferscope.analysis.sampling import dataset_targets, stratified_indices
-from transferscope.analysis.similarity import layer_similarity
+from transferscope.analysis.similarity import layer_similarity, resolve_layers
 from transferscope.config import DataSpec
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
@@ -298,9 +301,20 @@ class Similarity(Analysis, name="similarity", version=2, section=sections.SIMILA
 
     claims = (C4,)
 
-    def forward_passes(self, options: SimilarityOptions, target: TargetSize) -> int:
-        # 4 pairs x 2 models over the shared test subset
-        return 8 * target.cap(options.max_examples, target.test)
+    def work(self, options: SimilarityOptions, target: TargetSize) -> Work:
+        # Per pair of _pairs (four without a plan): both models over the shared test subset, and
+        # each layer's CKA (most of the time: n x n Gram matrices of flattened conv maps).
+        n = target.cap(options.max_examples, target.test)
+        pairs = 4 if target.study is None else len(_pairs(target.study, target.label))
+        per_pair = Work(forwards=2 * n, models=2)
+        if target.model is not None and target.image_shape is not None:
+            seen = facts(target.model, target.image_shape)
+            for path in resolve_layers(target.model, target.model, options.layers).values():
+                p = seen.features(path, options.pooled)
+                minibatch = exact_state_bytes(p, p, n) > options.max_exact_bytes
+                adds = cka_multiply_adds(p, p, n, minibatch, options.batch_size)
+                per_pair += Work(multiply_adds=adds)
+        return per_pair * pairs
 
     def compute(self, ctx: StudyContext, options: SimilarityOptions) -> SimilarityResult:
         plan: list[tuple[DataSpec, list]] = [(t, _pairs(ctx, t.label)) for t in ctx.cfg.targets]

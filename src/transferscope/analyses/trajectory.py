@@ -21,10 +21,10 @@ from pydantic import Field
 from transferscope.analyses import sections
 from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
-from transferscope.analyses.paths import path_examples
+from transferscope.analyses.paths import line_work, path_work
 from transferscope.analyses.registry import register
 from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, TargetSize, claim
+from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
 from transferscope.analysis import curves as curves_lib
 from transferscope.analysis import statistics as stats
 from transferscope.analysis.trajectory import trajectory_point
@@ -485,11 +485,21 @@ class Trajectory(Analysis, name="trajectory", version=3, section=sections.TRAJEC
 
     claims = (C8,)
 
-    def forward_passes(self, options: TrajectoryOptions, target: TargetSize) -> int:
-        # one P@k-T -> P-T path per checkpoint: test examples + BatchNorm recalibration
+    def work(self, options: TrajectoryOptions, target: TargetSize) -> Work:
+        # One path per P@k-T run to the P-T run of its seed (_point's matched pairs).
         if not options.barrier:
-            return 0
-        return target.trajectory_runs * options.num_points * path_examples(options, target)
+            return Work()
+        view, label = target.study, target.label
+        if view is None:
+            return path_work(options, target, target.trajectory_runs)
+        pts = {r.seed: r for r in view.independent("P-T", label)}
+        runs = view.runs(kind="P@k-T", target=label, shuffle=None)
+        ends = [
+            ((r.id, "final"), (pts[r.seed].id, "final"), False)
+            for r in runs
+            if r.checkpoint is not None and r.seed in pts
+        ]
+        return line_work(options, target, ends)
 
     def compute(self, ctx: StudyContext, options: TrajectoryOptions) -> TrajectoryResult:
         specs = ctx.cfg.targets

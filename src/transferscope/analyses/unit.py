@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transferscope.analyses.results import AnalysisResult, TargetEntry
@@ -122,8 +122,81 @@ def claim(
 
 
 @dataclass(frozen=True)
+class Work:
+    """What an analysis spends its time on, in units the runner times on the machine it runs on
+    (:class:`~transferscope.study.estimate.AnalysisRates`): its estimate before it starts.
+
+    Counts, not seconds: a unit counts them from its options and the study's plan and sizes
+    (:meth:`Analysis.work`); the runner multiplies each by its measured seconds.
+    """
+
+    forwards: float = 0.0
+    """Examples sent through a model in eval mode (no gradient), at full cost: a forward that
+    replays the modules before the one probed counts only the fraction it computes."""
+    train: float = 0.0
+    """Examples through a training step (forward, backward, optimiser update)."""
+    multiply_adds: float = 0.0
+    """Float64 multiply-adds outside the model (CKA's Gram matrices and feature products)."""
+    models: float = 0.0
+    """Models built and weight files loaded into them."""
+    aucs: float = 0.0
+    """ROC AUCs computed over a multi-label target's test subset, one per label and evaluation
+    (an evaluation of a multi-class target, its accuracy, costs nothing beside the forwards)."""
+    calls: float = 0.0
+    """Model calls on weights of their own (a point of a path, a perturbed module): building
+    the state and swapping it in, per batch; what a small model's evaluations mostly cost."""
+    lines: tuple[tuple[Hashable, Work], ...] = ()
+    """Straight lines, each (what it depends on, its work): measured once per call, by whichever
+    analysis asks first, so the runner counts a line shared with an analysis that runs earlier
+    only there (:meth:`alone`)."""
+
+    def __add__(self, other: Work) -> Work:
+        return Work(
+            self.forwards + other.forwards,
+            self.train + other.train,
+            self.multiply_adds + other.multiply_adds,
+            self.models + other.models,
+            self.aucs + other.aucs,
+            self.calls + other.calls,
+            self.lines + other.lines,
+        )
+
+    def __mul__(self, k: int) -> Work:
+        """``k`` times this work (a whole number: its lines are repeated, not scaled)."""
+        return Work(
+            self.forwards * k,
+            self.train * k,
+            self.multiply_adds * k,
+            self.models * k,
+            self.aucs * k,
+            self.calls * k,
+            self.lines * int(k),
+        )
+
+    __rmul__ = __mul__
+
+    def alone(self, measured: set[Hashable] | None = None) -> Work:
+        """This work with its lines counted in: each distinct line once, and none already in
+        ``measured`` (the lines of the analyses that run before; the new ones are added)."""
+        total = replace(self, lines=())
+        seen = set() if measured is None else measured
+        for key, work in self.lines:
+            if key not in seen:
+                seen.add(key)
+                total += work
+        return total
+
+    @property
+    def passes(self) -> int:
+        """Forward-pass equivalents (a training step counts 3) of the work alone: the size an
+        estimate quotes."""
+        work = self.alone() if self.lines else self
+        return round(work.forwards + 3 * work.train)
+
+
+@dataclass(frozen=True)
 class TargetSize:
-    """One target as a unit's cost estimate sees it (:meth:`Analysis.forward_passes`)."""
+    """One target as a unit's cost estimate sees it (:meth:`Analysis.work`)."""
 
     label: str
     train: int
@@ -135,6 +208,26 @@ class TargetSize:
     model: Any = None
     """The study's architecture for the target (any weights), when the estimate has one: for
     units whose work grows with the model's modules."""
+    image_shape: tuple[int, int, int] | None = None
+    """(C, H, W) of the target's images, the input ``model`` takes."""
+    study: Any = None
+    """The plan's runs by role (a :class:`~transferscope.analyses.context.StudyContext` that
+    answers from the plan alone, without reading files): the pairs and paths a unit will
+    measure, counted the way it picks them. None when the estimate has no plan."""
+    eval_batch: int = 256
+    """Examples per evaluation batch of the target's runs."""
+    labels: int = 0
+    """Labels of a multi-label target (each evaluation computes one AUC per label); 0 for a
+    multi-class one."""
+
+    def evaluations(self, n: float) -> Work:
+        """The metric of ``n`` evaluations of the test subset: one AUC per label each for a
+        multi-label target (nothing beyond the forwards for a multi-class one)."""
+        return Work(aucs=n * self.labels)
+
+    def batches(self, examples: int) -> int:
+        """Evaluation batches of ``examples`` examples."""
+        return -(-examples // max(self.eval_batch, 1))
 
     @staticmethod
     def cap(n: int | None, total: int) -> int:
@@ -197,11 +290,23 @@ class Analysis:
         """
         raise NotImplementedError
 
+    def work(self, options: Any, target: TargetSize) -> Work:
+        """What the unit spends its time on for one target (:class:`Work`): its time estimate
+        before it starts and its share of ``transferscope estimate``. The default counts
+        :meth:`forward_passes` as full forwards; nothing, for a unit that reads files only."""
+        return Work(forwards=self.forward_passes(options, target))
+
     def forward_passes(self, options: Any, target: TargetSize) -> int:
         """Examples the unit sends through a model for one target (a forward pass each; a
-        training step counts 3): its time estimate before it starts and its share of
-        ``transferscope estimate``. 0, the default, for a unit that reads files only."""
+        training step counts 3), for a unit that counts no finer than that (:meth:`work`
+        counts each kind of work apart). 0, the default, for a unit that reads files only."""
         return 0
+
+    @classmethod
+    def estimates_work(cls) -> bool:
+        """Whether the unit says what it costs (it overrides :meth:`work` or
+        :meth:`forward_passes`); a unit that reads files only does not."""
+        return cls.work is not Analysis.work or cls.forward_passes is not Analysis.forward_passes
 
     def has_results(self, result: AnalysisResult) -> bool:
         """Whether ``result`` measured anything (else the JSON's status is 'skipped')."""
@@ -247,4 +352,4 @@ def _entry_ok(entry: TargetEntry) -> bool:
     return any(getattr(p, "status", None) == "ok" for p in pairs or [])
 
 
-__all__ = ["Analysis", "Claim", "ReportSection", "TargetSize", "claim"]
+__all__ = ["Analysis", "Claim", "ReportSection", "TargetSize", "Work", "claim"]

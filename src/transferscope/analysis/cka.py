@@ -371,6 +371,24 @@ def _column_mean(x: Tensor) -> Tensor:
     return torch.cat([x[:, s : s + step].to(torch.float64).mean(dim=0) for s in range(0, p, step)])
 
 
+def multiply_adds(p: int, q: int, n: int, minibatch: bool = False, batch: int = 256) -> float:
+    """Float64 multiply-adds of the CKA of ``n`` examples with ``p`` and ``q`` features, by the
+    route :class:`CKAAccumulator` takes for them: what a time estimate counts.
+
+    Exact ('auto' strategy): rows while they are smaller than the sums, then running sums
+    (n (p² + q² + pq)); rows that stay rows end as feature products (the same count) when the
+    examples outnumber the features, else as two centred n x n Gram matrices (n² (p + q)).
+    Minibatch: one b x b Gram per side and batch of ``batch`` examples (n b (p + q)).
+    """
+    products = float(n) * (p * p + q * q + p * q)
+    if minibatch:
+        return float(n) * min(batch, n) * (p + q)
+    rows, sums = 4 * n * (p + q), 8 * (p * p + q * q + p * q + p + q)
+    if rows > sums or n * (p + q) >= p * p + q * q + p * q:
+        return products
+    return float(n) * n * (p + q)
+
+
 def exact_state_bytes(p: int, q: int, n: int | None) -> int:
     """Bytes the exact accumulator needs at most: the smaller of the rows of n examples (float32)
     and the float64 sums (p x p, q x q, p x q); the sums alone when n is unknown."""
@@ -387,4 +405,5 @@ __all__ = [
     "hsic_unbiased",
     "linear_cka",
     "linear_cka_gram",
+    "multiply_adds",
 ]

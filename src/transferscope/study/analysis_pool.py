@@ -8,7 +8,9 @@ that need a model run the longest first (by forward passes), each in a worker st
 are said here as they arrive, in the order the analyses start and finish.
 
 Results are the same as one after another in one process: every analysis reads only the study's
-files and seeds its own draws. A damaged run stops every worker and is raised here.
+files and seeds its own draws, and a straight line one worker measured is read by the others
+from the call's folder, exactly as it would have been kept in memory. A damaged run stops every
+worker and is raised here.
 """
 
 from __future__ import annotations
@@ -22,21 +24,33 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
+from transferscope.analyses.lines import LineCache
 from transferscope.errors import TransferscopeWarning
 from transferscope.processes import end_with_parent
-from transferscope.study.analyze import Job, ProgressFn, TickFn, compute_job, is_last_message
+from transferscope.study.analyze import (
+    Job,
+    ProgressFn,
+    TickFn,
+    compute_job,
+    is_last_message,
+    worker_threads,
+)
 from transferscope.study.executors import DataCache
 from transferscope.study.store import StudyStore
 
 _QUEUE: Any = None
 _CACHE: DataCache | None = None
-_LINES: dict[tuple[Any, ...], Any] = {}
+_LINES: LineCache | None = None
 
 
 def _init_worker(
-    threads: int, messages: Any, parent: int, loader_workers: int | None = None
+    threads: int,
+    messages: Any,
+    parent: int,
+    lines: str | None,
+    loader_workers: int | None = None,
 ) -> None:
-    global _QUEUE, _CACHE
+    global _QUEUE, _CACHE, _LINES
     import torch
 
     from transferscope.training.loaders import set_default_workers
@@ -49,6 +63,7 @@ def _init_worker(
     # The data's warnings were shown once, when the study was planned; not again per worker.
     warnings.simplefilter("ignore", TransferscopeWarning)
     _QUEUE, _CACHE = messages, DataCache()
+    _LINES = LineCache(None if lines is None else Path(lines))
 
 
 def _compute_in_worker(study_dir: str, job: Job) -> str:
@@ -61,7 +76,8 @@ def _compute_in_worker(study_dir: str, job: Job) -> str:
     def tick(name: str, done: int, total: int, what: str) -> None:
         _QUEUE.put(("tick", name, done, total, what))
 
-    # Lines (interpolations) are shared by the analyses one worker computes, as in one process.
+    # Lines (interpolations) are shared by the analyses one worker computes, as in one process,
+    # and through the call's folder with the other workers.
     store = StudyStore(Path(study_dir))
     cfg, plan = store.read_config(), store.read_plan()
     path = compute_job(store, cfg, plan, job, _CACHE, notify, tick, _LINES)
@@ -75,17 +91,19 @@ def compute_in_pool(
     notify: ProgressFn,
     tick: TickFn | None = None,
     threads: int | None = None,
+    lines: Path | None = None,
 ) -> dict[str, Path]:
-    """Compute ``jobs`` in ``workers`` processes, the most forward passes first; name -> path.
+    """Compute ``jobs`` in ``workers`` processes, the longest estimate first; name -> path.
 
     ``threads``: torch threads per worker (default: the study's ``num_threads``, else the cores
-    shared out among the workers).
+    shared out among the workers). ``lines``: a folder through which the workers share the
+    straight lines they measure (:class:`~transferscope.analyses.lines.LineCache`).
     """
     cfg = store.read_config()
-    per_worker = threads or cfg.num_threads or max(1, (os.cpu_count() or 1) // workers)
+    per_worker = threads or worker_threads(cfg, workers) or 1
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    order = sorted(jobs, key=lambda j: -(j.passes or 0))
+    order = sorted(jobs, key=lambda j: -(j.seconds or 0))
     out: dict[str, Path] = {}
 
     said_last: set[str] = set()  # analyses whose last message ('done', 'failed: ...') is here
@@ -113,6 +131,7 @@ def compute_in_pool(
             per_worker,
             messages,
             os.getpid(),
+            None if lines is None else str(lines),
             max(0, min(8, (os.cpu_count() or 1) // workers - 1)),
         ),
     ) as pool:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import time
 import traceback
 import zlib
 from collections.abc import Callable
@@ -27,18 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from transferscope import atomic, runfiles
 from transferscope.analyses import registry
 from transferscope.analyses.context import StudyContext
+from transferscope.analyses.lines import LineCache, call_folder
 from transferscope.analyses.results import (
     AnalysisResult,
     ResultMismatch,
     skipped_parts,
     validate_result,
 )
-from transferscope.analyses.unit import Analysis, TargetSize
-from transferscope.analysis.interpolation import InterpolationResult
+from transferscope.analyses.unit import Analysis, TargetSize, Work
 from transferscope.config import StudyConfig, changed_keys
 from transferscope.data.digest import DIGEST_VERSION
 from transferscope.errors import DamagedRunError, TransferscopeError
@@ -215,48 +219,76 @@ def _envelope(
     }
 
 
+def worker_threads(cfg: StudyConfig, workers: int) -> int | None:
+    """Torch threads of each analysis worker process when ``workers`` > 1 (the study's
+    ``num_threads``, else the cores shared out among the workers); None for one worker: the
+    analyses then run in this process, with its threads."""
+    if workers <= 1:
+        return None
+    return cfg.num_threads or max(1, (os.cpu_count() or 1) // workers)
+
+
 class AnalysisClock:
-    """How long an analysis will take, said before it starts: its unit's forward passes for the
-    study's targets (:meth:`~transferscope.analyses.unit.Analysis.forward_passes`) times the
-    seconds of one forward pass of the study's model on this machine, timed once, when the first
-    analysis that needs a model starts (about a second; at 224 px on a CPU a few)."""
+    """How long an analysis will take, said before it starts: its unit's work for the study's
+    targets (:meth:`~transferscope.analyses.unit.Analysis.work`: forwards, training steps,
+    CKA's float64 products, model loads) times the seconds of each on this machine
+    (:func:`~transferscope.study.estimate.analysis_rates`), timed once, with the threads the
+    analyses will run with, when the first analysis that needs a model is planned (about a
+    second; at 224 px on a CPU a few)."""
 
-    def __init__(self, cfg: StudyConfig, plan: Plan, cache: DataCache) -> None:
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        plan: Plan,
+        cache: DataCache,
+        threads: int | None = None,
+        workers: int = 1,
+    ) -> None:
         self.cfg, self.plan, self.cache = cfg, plan, cache
+        self.threads, self.workers = threads, workers
         self._targets: list[TargetSize] = []
-        self._per_forward = 0.0
+        self.rates: estimate.AnalysisRates | None = None
 
-    def forward_passes(self, unit: Analysis, options: Any) -> int | None:
-        """The unit's forward passes over the study's targets, or None when it reads files only
-        or the count cannot be made (the data does not load: the analysis itself says why)."""
-        if type(unit).forward_passes is Analysis.forward_passes:
+    def work(self, unit: Analysis, options: Any) -> Work | None:
+        """The unit's work over the study's targets, or None when it reads files only or the
+        count cannot be made (the data does not load: the analysis itself says why)."""
+        if not unit.estimates_work():
             return None  # reads files only: no data to load, no model to build or time
         try:
             if not self._targets:
                 self._measure()
-            passes = sum(unit.forward_passes(options, t) for t in self._targets)
+            work = sum((unit.work(options, t) for t in self._targets), Work())
         except (TransferscopeError, OSError, RuntimeError, ValueError):
             return None
-        return passes if passes > 0 else None
+        return work if work.passes > 0 or work.multiply_adds > 0 else None
 
-    def describe(self, passes: int) -> str:
-        """'~40 s (1.2M forward passes)' for ``passes`` on this machine."""
-        seconds = passes * self._per_forward
-        return f"~{estimate.duration(seconds)} ({estimate.human(passes)} forward passes)"
+    def seconds(self, work: Work) -> float:
+        """How long ``work`` takes on this machine (each of its lines counted once)."""
+        assert self.rates is not None
+        return self.rates.seconds(work.alone() if work.lines else work)
+
+    def describe(self, work: Work) -> str:
+        """'~40 s (1.2M forward passes)' for ``work`` on this machine."""
+        passes = estimate.human(work.passes)
+        return f"~{estimate.duration(self.seconds(work))} ({passes} forward passes)"
 
     def _measure(self) -> None:
-        """The targets' sizes, and one forward pass of the study's model timed on its device."""
-        sizes = {s.label: self.cache.get(s).sizes() for s in self.cfg.targets}
-        pairs = {k: (v["train"], v["test"]) for k, v in sizes.items()}
+        """The targets' sizes, and the work's rates timed on the study's device."""
+        sizes: dict[str, estimate.DataSize | tuple[int, int]] = {}
+        for spec in self.cfg.targets:
+            splits = self.cache.get(spec)
+            n = splits.sizes()
+            sizes[spec.label] = estimate.DataSize(n["train"], n["test"], splits.info, "data")
         info = self.cache.get(self.cfg.targets[0]).info
         device = pick_device(self.cfg.device)
         model = estimate.timing_model(
             self.cfg.model.name, info.image_shape, info.num_outputs, device, self.cfg.model.options
         )
-        self._per_forward = estimate.forward_seconds(
-            model, info.image_shape, device, batch=CPU_FORWARD_ROWS
+        self._targets = estimate.target_sizes(self.cfg, sizes, self.plan, model, info.image_shape)
+        batch = self._targets[0].eval_batch if self._targets else CPU_FORWARD_ROWS
+        self.rates = estimate.analysis_rates(
+            model, info.image_shape, device, threads=self.threads, workers=self.workers, batch=batch
         )
-        self._targets = estimate.target_sizes(self.cfg, pairs, self.plan, model)
 
 
 @dataclass
@@ -272,6 +304,8 @@ class Job:
     data: dict[str, str]
     """The digest of each data source's splits the decision to compute was made on
     (:func:`_data_inputs`), recorded in the result's ``inputs``."""
+    seconds: float | None = None
+    """The estimate in seconds (None: the unit reads files only)."""
 
 
 def plan_analyses(
@@ -282,15 +316,19 @@ def plan_analyses(
     notify: ProgressFn,
     force: bool,
     cache: DataCache,
+    threads: int | None = None,
+    workers: int = 1,
 ) -> tuple[list[Job], dict[str, Path]]:
     """(the analyses to compute, in registry order; name -> path of every result reused).
 
-    Says 'disabled', 'cached' and 'recomputing: <why>' as it goes. Each job's forward passes
-    are counted here, and the study's model timed once, before any analysis runs.
+    Says 'disabled', 'cached' and 'recomputing: <why>' as it goes. Each job's work is counted
+    here, and its rates timed once, before any analysis runs, with ``threads`` torch threads
+    (the analysis workers'; None: this process's) for ``workers`` analyses side by side.
     """
     units = registry.units() if only is None else [registry.get(n) for n in only]
-    clock = AnalysisClock(cfg, plan, cache)
+    clock = AnalysisClock(cfg, plan, cache, threads, workers)
     jobs: list[Job] = []
+    works: dict[str, Work] = {}
     reused: dict[str, Path] = {}
     data = _data_inputs(cfg, cache)
     for unit in units:
@@ -308,10 +346,27 @@ def plan_analyses(
         if stale is not None and not force:
             notify(name, f"recomputing: {stale}")
         because = "--force" if force else (stale or "no earlier result")
-        passes = clock.forward_passes(unit, cfg.analyses.of(name))
-        estimate = None if passes is None else clock.describe(passes)
-        jobs.append(Job(name, because, passes, estimate, data))
+        jobs.append(Job(name, because, None, None, data))
+        work = clock.work(unit, cfg.analyses.of(name))
+        if work is not None:
+            works[name] = work
+    _estimate(jobs, works, clock, workers)
     return jobs, reused
+
+
+def _estimate(jobs: list[Job], works: dict[str, Work], clock: AnalysisClock, workers: int) -> None:
+    """Each job's estimate, in the order the jobs will start (with workers the longest first,
+    else registry order), counting a straight line two analyses share at the first one only."""
+    if not works:
+        return
+    order = [j for j in jobs if j.name in works]
+    if workers > 1:
+        order.sort(key=lambda j: -clock.seconds(works[j.name].alone()))
+    measured: set[Any] = set()
+    for job in order:
+        work = works[job.name].alone(measured)
+        job.passes, job.estimate = work.passes, clock.describe(work)
+        job.seconds = clock.seconds(work)
 
 
 def compute_job(
@@ -322,7 +377,7 @@ def compute_job(
     cache: DataCache,
     notify: ProgressFn,
     tick: TickFn | None = None,
-    lines: dict[tuple[Any, ...], InterpolationResult] | None = None,
+    lines: LineCache | None = None,
 ) -> Path:
     """Compute one planned analysis and write its document; returns its path. A failure is
     written and said, not raised, unless a run is damaged (:class:`DamagedRunError`)."""
@@ -330,7 +385,7 @@ def compute_job(
     if job.estimate is not None:
         notify(job.name, f"estimated: {job.estimate}")
     notify(job.name, "running")
-    ctx = StudyContext(store, cfg, plan, cache, lines={} if lines is None else lines)
+    ctx = StudyContext(store, cfg, plan, cache, lines=LineCache() if lines is None else lines)
     if tick is not None:
         ctx.progress = lambda done, total, what, name=job.name: tick(name, done, total, what)
     return _compute(unit, job, ctx, cfg, plan, store, notify)
@@ -344,6 +399,7 @@ def run_analyses(
     cache: DataCache | None = None,
     tick: TickFn | None = None,
     workers: int = 1,
+    lines: Path | None = None,
 ) -> dict[str, Path]:
     """Run the registered analyses of a study and write ``analyses/<name>.json`` for each.
 
@@ -357,6 +413,9 @@ def run_analyses(
         workers: analyses computed side by side in that many worker processes
             (:mod:`transferscope.study.analysis_pool`), the longest first; 1: one after another
             in this process. The results are the same either way.
+        lines: a folder of straight lines shared with other calls running side by side (the
+            Ray executor's tasks; :class:`~transferscope.analyses.lines.LineCache`); by
+            default this call's own, in memory or, with workers, a folder it removes at the end.
 
     Returns:
         name -> path of its JSON, for every analysis that has one (computed, reused, skipped or
@@ -365,15 +424,22 @@ def run_analyses(
     cache = cache or DataCache()
     notify = progress or (lambda name, message: None)
     cfg, plan = store.read_config(), store.read_plan()
-    jobs, out = plan_analyses(store, cfg, plan, only, notify, force, cache)
+    threads = worker_threads(cfg, workers)
+    jobs, out = plan_analyses(store, cfg, plan, only, notify, force, cache, threads, workers)
     if workers > 1 and len(jobs) > 1:
         from transferscope.study.analysis_pool import compute_in_pool
 
-        out.update(compute_in_pool(store, jobs, workers, notify, tick))
+        # The workers share the straight lines they measure through a folder of this call.
+        folder = lines or call_folder(store.analyses_dir)
+        try:
+            out.update(compute_in_pool(store, jobs, workers, notify, tick, lines=folder))
+        finally:
+            if lines is None:
+                shutil.rmtree(folder, ignore_errors=True)
     else:
-        lines: dict[tuple[Any, ...], InterpolationResult] = {}
+        shared = LineCache(lines)
         for job in jobs:
-            out[job.name] = compute_job(store, cfg, plan, job, cache, notify, tick, lines)
+            out[job.name] = compute_job(store, cfg, plan, job, cache, notify, tick, shared)
     order = registry.names()
     return dict(sorted(out.items(), key=lambda kv: order.index(kv[0])))
 
@@ -390,6 +456,8 @@ def _compute(
     name = unit.name
     path = layout.analysis_path(store.root, name)
     options = _options(cfg, name)
+    started, cpu = time.perf_counter(), time.process_time()
+    lines = ctx.lines.measured, ctx.lines.reused
     try:
         # Whatever an analysis draws from torch's global generator derives from the study's
         # first seed and the analysis's name: `analyze --force` twice writes the same file.
@@ -411,12 +479,24 @@ def _compute(
         notify(name, f"failed: {failure}")
         return path
     status = "ok" if unit.has_results(result) else "skipped"
+    # What it took against what was said before it started (the CLI lists both at the end).
+    # CPU seconds beside them: on a loaded machine (or with several threads) the two part.
+    timing = {
+        "seconds": round(time.perf_counter() - started, 3),
+        "cpu_seconds": round(time.process_time() - cpu, 3),
+        "estimated_seconds": None if job.seconds is None else round(job.seconds, 3),
+        "threads": torch.get_num_threads(),
+    }
+    measured, reused = ctx.lines.measured - lines[0], ctx.lines.reused - lines[1]
+    if measured or reused:  # straight lines: measured here, or taken as another measured them
+        timing["lines"] = {"measured": measured, "reused": reused}
     doc = {
         **_envelope(result, name, unit.version, options),
         "status": status,
         "runs_used": sorted(ctx.used),
         "runs_missing": sorted(ctx.missing - ctx.used),
         "computed_because": job.because,
+        "timing": timing,
         "inputs": {
             "plan": _plan_digest(plan),
             "plan_runs": sorted(r.id for r in plan.runs),
@@ -430,6 +510,37 @@ def _compute(
     atomic.write_json(path, doc)
     notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
     return path
+
+
+def timing_lines(paths: dict[str, Path], computed: list[str]) -> list[str]:
+    """Estimated against actual time of each analysis in ``computed`` that had an estimate
+    (from the ``timing`` its document records), so that an estimate that drifts shows."""
+    rows = []
+    for name in computed:
+        try:
+            timing = json.loads(paths[name].read_text()).get("timing") or {}
+        except (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue
+        guess, took = timing.get("estimated_seconds"), timing.get("seconds")
+        if isinstance(guess, int | float) and isinstance(took, int | float):
+            rows.append((name, guess, took))
+    if not rows:
+        return []
+    width = max(len(name) for name, _, _ in rows)
+    lines = ["analysis times, estimated before each started and taken:"]
+    for name, guess, took in rows:
+        # Under a second, a process's one-off costs (imports, first calls) outweigh the work.
+        ratio = f"{took / guess:.2f}x the estimate" if guess > 0 else "no estimate"
+        ratio = ratio if took >= 1.0 else "under a second"
+        lines.append(
+            f"  {name:<{width}}  estimated {_seconds(guess):>6}  took {_seconds(took):>6}  "
+            f"({ratio})"
+        )
+    return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 90 else f"{value / 60:.1f} min"
 
 
 def _why_nothing(result: AnalysisResult, missing: set[str]) -> str:
@@ -451,4 +562,6 @@ __all__ = [
     "is_last_message",
     "plan_analyses",
     "run_analyses",
+    "timing_lines",
+    "worker_threads",
 ]

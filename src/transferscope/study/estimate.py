@@ -5,9 +5,11 @@ and evaluates (epochs x training examples; one pass over the test split at every
 point). :func:`calibrate` times a few training steps and evaluation batches of each distinct
 (model, image shape, batch size) on the device it runs on, with synthetic tensors already on the
 device: it measures the model's compute, not the input pipeline (``bench/input_pipeline.py``
-measures that ratio). :func:`estimate` puts both together, adds the analyses' share from a count
-of their forward passes (approximate: the analyses' own estimates, shown as each starts, are
-finer), and :func:`format_estimate` prints it.
+measures that ratio). :func:`estimate` puts both together, adds the analyses' share from each
+unit's count of its work (:meth:`~transferscope.analyses.unit.Analysis.work`: forwards, training
+steps, CKA's products, model loads, AUCs) at those rates, and :func:`format_estimate` prints it.
+:func:`analysis_rates` times that work with the threads the analyses run with: the runner's
+estimate shown before each analysis starts.
 
 Data that is not on this machine (a preset's ``/data/...`` roots) is sized from the source's own
 options (``subsample``, ``train_size`` / ``test_size``) or from ``examples`` given by the caller
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 
 from transferscope.analyses import registry
-from transferscope.analyses.unit import TargetSize
+from transferscope.analyses.unit import TargetSize, Work
 from transferscope.config import DataSpec, StudyConfig, TrainSpec
 from transferscope.data.base import DataInfo
 from transferscope.errors import TransferscopeError
@@ -206,29 +208,209 @@ def calibrate(
     return Calibration(train_s, eval_s, batch, eval_batch)
 
 
-def forward_seconds(
+@dataclass(frozen=True)
+class AnalysisRates:
+    """Seconds per unit of an analysis's :class:`~transferscope.analyses.unit.Work` on this
+    machine, timed with the torch threads the analyses run with (:func:`analysis_rates`)."""
+
+    forward_s: float
+    """Per example of an eval-mode float32 forward pass at the evaluation batch size."""
+    train_s: float
+    """Per example of a training step (forward, backward, SGD update)."""
+    multiply_add_s: float
+    """Per float64 multiply-add of a large matrix product (CKA)."""
+    model_s: float
+    """Building the model and loading a weights file into it."""
+    auc_s: float
+    """One ROC AUC over a thousand examples (scikit-learn's, as the metric computes it)."""
+    call_s: float
+    """Building a state dict (one ``lerp`` per entry) and calling the model on it, beside the
+    examples' own cost."""
+    threads: int
+    """The torch threads these were timed with."""
+    share: float = 1.0
+    """The share of a core each analysis was expected to get (:func:`core_share`); the rates
+    include it."""
+
+    def seconds(self, work: Work) -> float:
+        """The seconds ``work`` takes at these rates (its lines each counted once)."""
+        work = work.alone() if work.lines else work
+        return (
+            work.forwards * self.forward_s
+            + work.train * self.train_s
+            + work.multiply_adds * self.multiply_add_s
+            + work.models * self.model_s
+            + work.aucs * self.auc_s
+            + work.calls * self.call_s
+        )
+
+
+def analysis_rates(
     model: torch.nn.Module,
     image_shape: tuple[int, int, int],
     device: torch.device,
     *,
-    batch: int = 64,
-    steps: int = 2,
-) -> float:
-    """Seconds per example of an eval-mode float32 forward pass of ``model`` (on ``device``)
-    on synthetic inputs, what the analyses run, after one warm-up.
+    threads: int | None = None,
+    workers: int = 1,
+    batch: int = 256,
+    train_batch: int = 64,
+    repeats: int = 3,
+    share: bool = True,
+) -> AnalysisRates:
+    """Time the work analyses are made of, with ``threads`` torch threads (default: this
+    process's; put back afterwards): what the analyses will run with, one thread each in
+    ``workers`` worker processes. Each rate is the median of ``repeats`` short timings (fewer
+    once they have taken 2 s: a 224-px ResNet-50 on a CPU); about a second for a small model.
 
-    On the CPU the batch starts at 8 (a 224-px ResNet-50 forward of 64 takes seconds there) and
-    grows 4x while a forward takes under 50 ms, up to ``batch``: a small model's time per
-    example at batch 8 is mostly per-call overhead that the analyses' large batches do not pay.
+    One thread on a CPU: the timings are CPU time, divided by the share of a core each of the
+    ``workers`` can expect (:func:`core_share`). A short wall-clock timing on a shared machine
+    gets a core more often than a long computation does (the scheduler favours a process that
+    has just slept), so wall-clock rates promised analyses 2-3x too fast there. With several
+    threads or on a GPU the timings are wall clock. ``share`` False leaves the core share out
+    (1.0): the cost on this machine when nothing else runs.
     """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    one_core = device.type != "cuda" and torch.get_num_threads() == 1
+    clock = time.process_time if one_core else time.perf_counter
+    try:
+        times: list[tuple[float, ...]] = []
+        started = time.perf_counter()
+        for _ in range(repeats):
+            times.append(_rates_once(model, image_shape, device, batch, train_batch, clock))
+            if time.perf_counter() - started > 2.0:
+                break  # a large model: one long timing is steady enough, and repeats cost
+        expected = core_share(workers) if one_core and share else 1.0
+    finally:
+        torch.set_num_threads(before)
+    median = [sorted(t[i] for t in times)[len(times) // 2] / expected for i in range(6)]
+    return AnalysisRates(*median, threads=threads or before, share=expected)
+
+
+def core_share(workers: int = 1, seconds: float = 0.3) -> float:
+    """The share of a core each of ``workers`` one-thread processes can expect now: as many
+    threads as workers multiply matrices for ``seconds`` side by side (torch releases the
+    interpreter's lock while it computes, and runs each product on its calling thread at one
+    torch thread), and the CPU time they got is divided by the time they ran. 1.0 on an idle
+    machine with a core per worker. Measured side by side because a machine shared through
+    quotas gives several processes of one user no more than one (on a loaded 2-core machine:
+    0.65 of a core for one, 0.33 each for two), which neither the load average nor one spinning
+    process shows."""
+    import threading
+
+    workers = max(workers, 1)
+    stop = time.perf_counter() + seconds
+
+    def spin() -> None:
+        a = torch.randn(128, 128)
+        while time.perf_counter() < stop:
+            a @ a
+
+    threads = [threading.Thread(target=spin) for _ in range(workers)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9) / workers
+    return min(1.0, max(got, 1e-3))
+
+
+# Multiply-adds one timing should hold at most on a CPU (about a tenth of a second there): the
+# batch is as large as that allows, up to the analyses' own, since a small model's time per
+# example at a small batch is mostly per-call overhead. Chosen by the model's size rather than by
+# how long a first small batch took: on a loaded machine that first timing is slow for reasons
+# that have nothing to do with the model, and stopping there overstated the cost 10-50x.
+CPU_TIMING_MACS = 2e9
+
+
+def _rates_once(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    batch: int,
+    train_batch: int,
+    clock: Callable[[], float],
+) -> tuple[float, float, float, float, float, float]:
+    import copy
+
+    from transferscope.analyses.cost import facts
+    from transferscope.training.loaders import CPU_FORWARD_ROWS
+
     if device.type == "cuda":
-        return _eval_seconds(model, image_shape, batch, device, steps, bf16=False)
-    size = min(batch, 8)
-    while True:
-        per_example = _eval_seconds(model, image_shape, size, device, steps, bf16=False)
-        if per_example * size >= 0.05 or size >= batch:
-            return per_example
-        size = min(4 * size, batch)
+        size, train_size = batch, train_batch
+    else:
+        macs = max(1, sum(m for _, m in facts(model, image_shape).macs))
+        fits = max(1, int(CPU_TIMING_MACS // macs))
+        size, train_size = min(batch, CPU_FORWARD_ROWS, fits), min(train_batch, max(1, fits // 3))
+    forward = _eval_seconds(model, image_shape, size, device, 1, bf16=False, clock=clock)
+    work = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(work.parameters(), lr=1e-6, momentum=0.9)
+    x = _inputs(train_size, image_shape, device)
+    y = torch.zeros(train_size, dtype=torch.long, device=device)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(work(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    train = _timed(step, 1, device, clock) / train_size
+    return (forward, train, *side_rates(model, image_shape, device, clock))
+
+
+def _call_seconds(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    clock: Callable[[], float],
+) -> float:
+    """A model call on a state of its own (one example): lerp every entry, swap them in."""
+    from torch.func import functional_call
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x = _inputs(1, image_shape, device)
+    model.eval()
+
+    def call() -> None:
+        with torch.no_grad():
+            moved = {
+                k: torch.lerp(v, v, 0.5) if v.is_floating_point() else v for k, v in state.items()
+            }
+            functional_call(model, moved, (x,))
+
+    return _timed(call, 3, device, clock)
+
+
+def side_rates(
+    model: torch.nn.Module,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float, float, float]:
+    """Seconds per float64 multiply-add (CKA), per model loaded (a copy of ``model`` with a
+    state dict loaded into it), per AUC over 1,000 examples and per model call on a state of its
+    own: the analyses' work beside the model's forwards and steps (:class:`AnalysisRates`), by
+    ``clock``."""
+    import copy
+
+    from transferscope.training.metrics import per_task_auc
+
+    a = torch.randn(512, 256, dtype=torch.float64, device=device)
+    c = torch.zeros(256, 256, dtype=torch.float64, device=device)
+    mad = _timed(lambda: c.addmm_(a.T, a), 2, device, clock) / (512 * 256 * 256)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    started = clock()
+    copy.deepcopy(model).load_state_dict(state)
+    loaded = clock() - started
+    g = torch.Generator().manual_seed(0)
+    scores, labels = torch.rand(1000, 4, generator=g), torch.rand(1000, 4, generator=g) < 0.3
+    per_task_auc(scores[:, :1], labels[:, :1].float())  # the first call imports scikit-learn
+    started = clock()
+    per_task_auc(scores, labels.float())
+    auc = (clock() - started) / 4
+    return mad, loaded, auc, _call_seconds(model, image_shape, device, clock)
 
 
 def timing_model(
@@ -255,8 +437,14 @@ def _inputs(batch: int, image_shape: tuple[int, int, int], device: torch.device)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
-    """Mean seconds of ``fn`` over ``n`` calls after one warm-up (cuDNN autotuning, allocator)."""
+def _timed(
+    fn: Callable[[], None],
+    n: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Mean seconds of ``fn`` over ``n`` calls after one warm-up (cuDNN autotuning, allocator),
+    by ``clock`` (wall clock; ``time.process_time`` for this process's CPU time)."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -264,11 +452,11 @@ def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
 
     fn()
     sync()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         fn()
     sync()
-    return (time.perf_counter() - start) / n
+    return (clock() - start) / n
 
 
 def _eval_seconds(
@@ -278,6 +466,7 @@ def _eval_seconds(
     device: torch.device,
     steps: int,
     bf16: bool,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     x = _inputs(batch, image_shape, device)
     model.eval()
@@ -286,7 +475,7 @@ def _eval_seconds(
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             model(x)
 
-    return _timed(step, steps, device) / batch
+    return _timed(step, steps, device, clock) / batch
 
 
 def target_sizes(
@@ -294,32 +483,41 @@ def target_sizes(
     sizes: dict[str, DataSize | tuple[int, int]],
     plan: Plan,
     model: torch.nn.Module | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> list[TargetSize]:
-    """Each target's sizes and trajectory runs (and ``model``, the study's architecture), as
-    the units' cost estimates read them."""
+    """Each target's sizes, its runs by role (from the plan) and ``model``, the study's
+    architecture, taking images of ``image_shape``: what the units' cost estimates read."""
+    from transferscope.analyses.context import StudyContext
+
+    view = StudyContext.of_plan(cfg, plan)
     out = []
     for target in cfg.targets:
         size = sizes[target.label]
         train, test = (size.train, size.test) if isinstance(size, DataSize) else size
-        ks = len(plan.select(kind="P@k-T", target=target.label))
-        out.append(TargetSize(target.label, train, test, ks, model))
+        shape = size.info.image_shape if isinstance(size, DataSize) else image_shape
+        runs = plan.select(target=target.label)
+        ks = sum(r.spec.kind == "P@k-T" for r in runs)
+        batch = next((r.spec.train.eval_batch_size for r in runs), 256)
+        info = size.info if isinstance(size, DataSize) else None
+        labels = info.num_outputs if info is not None and info.task == "multilabel" else 0
+        out.append(TargetSize(target.label, train, test, ks, model, shape, view, batch, labels))
     return out
 
 
-def analyses_forwards(
+def analyses_work(
     cfg: StudyConfig,
     sizes: dict[str, DataSize],
     plan: Plan,
     model: torch.nn.Module | None = None,
-) -> dict[str, int]:
-    """Forward passes (examples x passes) of each enabled analysis over all targets, from each
-    unit's own count (:meth:`~transferscope.analyses.unit.Analysis.forward_passes`)."""
+) -> dict[str, Work]:
+    """The work of each enabled analysis over all targets, from each unit's own count
+    (:meth:`~transferscope.analyses.unit.Analysis.work`)."""
     targets = target_sizes(cfg, sizes, plan, model)
     out = {}
     for unit in registry.units():
         options = cfg.analyses.of(unit.name)
         if options.enabled:
-            out[unit.name] = sum(unit.forward_passes(options, t) for t in targets)
+            out[unit.name] = sum((unit.work(options, t) for t in targets), Work())
     return out
 
 
@@ -332,6 +530,7 @@ def estimate(
     is_done: Callable[[str], bool] = lambda run_id: False,
     steps: int = 3,
     calibrate_fn: Callable[..., Calibration] = calibrate,
+    side_fn: Callable[..., tuple[float, float, float, float]] | None = None,
 ) -> Estimate:
     """Size and cost of ``cfg`` on ``device`` (see the module docstring).
 
@@ -382,9 +581,17 @@ def estimate(
     model = timing_model(
         cfg.model.name, first.image_shape, first.num_outputs, torch.device("cpu"), cfg.model.options
     )
-    forwards = analyses_forwards(cfg, sizes, plan, model)
+    # A straight line two analyses share is counted at the first (registry order) only.
+    lines: set[Any] = set()
+    work = {name: w.alone(lines) for name, w in analyses_work(cfg, sizes, plan, model).items()}
+    forwards = {name: w.passes for name, w in work.items()}
     target_key = next(c.key for c in costs if c.kind in ("P-T", "RI-T", "P@k-T"))
-    analyses_hours = sum(forwards.values()) * measured[target_key].eval_s / 3600
+    cal = measured[target_key]
+    # The training and evaluation rates just measured on the device; CKA's float64 products,
+    # model loads and AUCs timed here (a fraction of a second).
+    side = (side_fn or side_rates)(model, first.image_shape, torch.device("cpu"))
+    rates = AnalysisRates(cal.eval_s, cal.train_s, *side, 0)
+    analyses_hours = sum(rates.seconds(w) for w in work.values()) / 3600
     calibration = {
         f"{k[0]}, {'x'.join(map(str, k[1]))} images, {k[2]} outputs, batch {k[3]}"
         + (f" timed at {cal.batch}" if cal.batch != k[3] else ""): {

@@ -23,6 +23,7 @@ failed is reported by the analyses as missing, as after a local study.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import warnings
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transferscope.analyses.lines import call_folder
 from transferscope.config import StudyConfig
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.study.events import StudyEvents, StudyOutcome
@@ -155,8 +157,11 @@ def train_task(
     return run_id, summary, error
 
 
-def analysis_task(study_dir: str, name: str, num_threads: int) -> tuple[str, str, float]:
-    """Body of one analysis's Ray task: returns (name, last progress message, seconds)."""
+def analysis_task(
+    study_dir: str, name: str, num_threads: int, lines: str | None = None
+) -> tuple[str, str, float]:
+    """Body of one analysis's Ray task: returns (name, last progress message, seconds).
+    ``lines``: the driver's folder of this call's straight lines, shared by the tasks."""
     import time
 
     import torch
@@ -169,7 +174,10 @@ def analysis_task(study_dir: str, name: str, num_threads: int) -> tuple[str, str
     started = time.perf_counter()
     try:
         run_analyses(
-            StudyStore(Path(study_dir)), only=[name], progress=lambda _, m: messages.append(m)
+            StudyStore(Path(study_dir)),
+            only=[name],
+            progress=lambda _, m: messages.append(m),
+            lines=None if lines is None else Path(lines),
         )
     except TransferscopeError as e:
         messages.append(f"failed: {e}")
@@ -255,14 +263,22 @@ class RayExecutor:
 
         remote = self._remote(ray, analysis_task)
         study_dir = str(self.store.root.resolve())
-        pending = [remote.remote(study_dir, name, self._threads) for name in registry.names()]
-        out: dict[str, str] = {}
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            name, message, seconds = ray.get(ready[0])
-            out[name] = message
-            if self.events.analysis:
-                self.events.analysis(name, message, seconds)
+        # The tasks share the straight lines they measure through a folder of the study.
+        folder = call_folder(self.store.analyses_dir)
+        try:
+            pending = [
+                remote.remote(study_dir, name, self._threads, str(folder.resolve()))
+                for name in registry.names()
+            ]
+            out: dict[str, str] = {}
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                name, message, seconds = ray.get(ready[0])
+                out[name] = message
+                if self.events.analysis:
+                    self.events.analysis(name, message, seconds)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return out
 
     def _run(self, ray: Any, plan: Plan) -> dict[str, str]:
