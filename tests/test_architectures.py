@@ -160,9 +160,14 @@ def check_study(root: Path) -> transferscope.Study:
 
 
 def verdicts(study: transferscope.Study) -> dict[str, str]:
-    """Claim -> overall verdict (what the closing note of a matrix run reports)."""
+    """Claim -> its overall verdicts, paper / controlled (what a matrix run reports)."""
     table = study.findings.drop_duplicates("claim")
-    return dict(zip(table.claim, table.overall, strict=True))
+    return {
+        claim: f"{paper} / {controlled if isinstance(controlled, str) else '—'}"
+        for claim, paper, controlled in zip(
+            table.claim, table.paper_overall, table.controlled_overall, strict=True
+        )
+    }
 
 
 # Per architecture: the CKA layers (from its layout), whether it has BatchNorm statistics to
@@ -204,4 +209,4 @@ def check_architecture(arch: str, study: transferscope.Study) -> None:
     else:
         assert alignment.status == "skipped" and unsupported in str(alignment.reason)
         c9 = study.findings.set_index("claim").loc["C9"]
-        assert c9.verdict == "not measured" and unsupported in c9.measured
+        assert c9.paper == "not measured" and unsupported in c9.measured

@@ -100,8 +100,8 @@ def test_two_runs_at_once_give_the_same_results(reference, tmp_path):
 def _lines(root: Path) -> dict[str, int]:
     """Straight lines measured and reused over every analysis of a study (their ``timing``)."""
     totals = {"measured": 0, "reused": 0}
-    for path in (root / "analyses").glob("*.json"):
-        counts = (json.loads(path.read_text()).get("timing") or {}).get("lines") or {}
+    for path in (root / "analyses" / "timings").glob("*.json"):
+        counts = json.loads(path.read_text()).get("lines") or {}
         for key in totals:
             totals[key] += counts.get(key, 0)
     return totals
@@ -161,7 +161,10 @@ def test_estimates_count_what_each_analysis_measures_and_hold_its_time(reference
     # Estimate against the time taken, as each document records it and `run` listed them.
     said = (out.parent / "stdout.txt").read_text()
     assert "analysis times, estimated before each started and taken:" in said
-    timed = {n: d["timing"] for n, d in docs.items() if d["timing"]["estimated_seconds"]}
+    timings = {
+        n: json.loads((out / "analyses" / "timings" / f"{n}.json").read_text()) for n in docs
+    }
+    timed = {n: t for n, t in timings.items() if t["estimated_seconds"]}
     assert {"similarity", "interpolation", "criticality", "connectivity"} <= set(timed)
     for name, t in timed.items():
         assert f"  {name} " in said and t["threads"] == int(THREADS)

@@ -375,10 +375,10 @@ def _run_study(
 def _say_timings(root: Path, last: dict[str, str]) -> None:
     """Each analysis computed now: its estimate against the time it took."""
     from transferscope.study.analyze import timing_lines
-    from transferscope.study.layout import analysis_path
+    from transferscope.study.layout import timing_path
 
     computed = [n for n, m in last.items() if m == "done" or m.startswith("skipped")]
-    for line in timing_lines({n: analysis_path(root, n) for n in computed}, computed):
+    for line in timing_lines({n: timing_path(root, n) for n in computed}, computed):
         console.print(line, highlight=False)
 
 

@@ -89,7 +89,6 @@ class AnalysisResult(Model):
     runs_missing: list[str] = Field(default_factory=list)
     computed_because: str | None = None
     inputs: dict[str, Any] | None = None
-    timing: dict[str, Any] | None = None
     targets: dict[str, Any] = Field(default_factory=dict)
 
 

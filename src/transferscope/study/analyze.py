@@ -496,7 +496,6 @@ def _compute(
         "runs_used": sorted(ctx.used),
         "runs_missing": sorted(ctx.missing - ctx.used),
         "computed_because": job.because,
-        "timing": timing,
         "inputs": {
             "plan": _plan_digest(plan),
             "plan_runs": sorted(r.id for r in plan.runs),
@@ -507,6 +506,7 @@ def _compute(
     if status == "skipped":
         doc["reason"] = _why_nothing(result, ctx.missing)
     unit.Result.model_validate(doc)  # what is written must read back
+    atomic.write_json(layout.timing_path(store.root, name), timing)
     atomic.write_json(path, doc)
     notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
     return path
@@ -514,12 +514,15 @@ def _compute(
 
 def timing_lines(paths: dict[str, Path], computed: list[str]) -> list[str]:
     """Estimated against actual time of each analysis in ``computed`` that had an estimate
-    (from the ``timing`` its document records), so that an estimate that drifts shows."""
+    (from its timing file, ``paths``: :func:`~transferscope.study.layout.timing_path`), so that
+    an estimate that drifts shows."""
     rows = []
     for name in computed:
         try:
-            timing = json.loads(paths[name].read_text()).get("timing") or {}
-        except (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            timing = json.loads(paths[name].read_text())
+        except (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(timing, dict):
             continue
         guess, took = timing.get("estimated_seconds"), timing.get("seconds")
         if isinstance(guess, int | float) and isinstance(took, int | float):

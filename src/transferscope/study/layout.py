@@ -46,6 +46,7 @@ FAILED = "FAILED"
 RUN_LOG = "train.log"
 ANALYSES = "analyses"
 MISTAKE_EXAMPLES = "mistakes"
+TIMINGS = "timings"
 REPORT = "report"
 REPORT_PAGE = "index.html"
 FIGURES = "figures"
@@ -82,6 +83,12 @@ def run_dir(root: Path, run_id: str) -> Path:
 
 def analysis_path(root: Path, name: str) -> Path:
     return child(Path(root) / ANALYSES, f"{name}.json", "analysis")
+
+
+def timing_path(root: Path, name: str) -> Path:
+    """Where an analysis's last computation records its time, estimated and taken: beside its
+    result, not in it, so that a recomputed result is the same bytes."""
+    return child(Path(root) / ANALYSES / TIMINGS, f"{name}.json", "analysis")
 
 
 def mistake_examples_path(root: Path, target: str) -> Path:
