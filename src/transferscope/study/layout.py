@@ -15,6 +15,7 @@ STUDY/runs/<id>/FAILED                   why the run stopped, and the last lines
 STUDY/runs/<id>/train.log                what each attempt at the run did and printed
 STUDY/analyses/<name>.json               one result per analysis (transferscope.analyses)
 STUDY/analyses/mistakes/<target>.npz     example images of the mistakes cells
+STUDY/analyses/timings/<name>.json       its last computation's time, estimated and taken
 STUDY/report/index.html, figures/        the report; .inputs.json stamps what it was built from
 ```
 
