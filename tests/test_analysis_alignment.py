@@ -79,6 +79,13 @@ MODELS = {
     "resnet18": (lambda: build_model("resnet18", 5, 3), (2, 3, 32, 32)),
     # The paper's model at full width (its widths are fixed): only a forward on a tiny input.
     "fixup-resnet50": (lambda: build_model("fixup-resnet50", 5, 3), (1, 3, 32, 32)),
+    # A BatchNorm ResNet sized for small images, built by timm (named as torchvision's).
+    "timm-resnet": (
+        lambda: build_model(
+            "timm:resnet18", 5, 1, channels=[4, 8, 8, 16], layers=[1, 2, 1, 1], stem_width=4
+        ),
+        (2, 1, 32, 32),
+    ),
     "vit": (_vit, (3, 1, 8, 8)),
     # Mean-pooled tokens with a norm before the head, register tokens, LayerScale, q/k norms.
     "vit-variants": (
@@ -232,7 +239,11 @@ def test_convnext_spec_follows_depthwise_convs_and_starts_a_stream_at_each_downs
     assert axes["head.norm.weight"][0] == axes["head.fc.weight"][1] == last
 
 
-def test_a_vit_with_a_layer_alignment_does_not_know_is_refused_by_name() -> None:
+def test_a_model_with_a_layer_alignment_does_not_know_is_refused_by_name() -> None:
     model = _vit(global_pool="map")  # attention pooling: a latent query of its own
     with pytest.raises(TransferscopeError, match=r"VisionTransformer with 'attn_pool\.latent'"):
         permutation_spec(model)
+    # timm's SE-ResNet: the squeeze-excitation layers are not in a ResNet's spec.
+    se = build_model("timm:seresnet18", 5, 1, channels=[4, 8, 8, 16], stem_width=4)
+    with pytest.raises(TransferscopeError, match=r"ResNet with 'layer1\.0\.se\.fc1\.weight'"):
+        permutation_spec(se)

@@ -44,12 +44,13 @@ convolution (one filter per channel), LayerNorm, MLP output and layer scale ``ga
 each block's MLP hidden channels; the downsampling layer's LayerNorm and input channels follow the
 previous stage's stream; the head's LayerNorm and inputs follow the last.
 
-Every floating entry of a ViT's or ConvNeXt's state dict must be claimed by a permutation or be
-known to be unaffected (the head's bias, per-head query/key norms): a variant with a layer this
-module does not know (a gated attention, an attention-pooling head) is refused by name rather
-than aligned wrongly. Supported: :class:`~transferscope.models.fixup.FixupResNet` (fixup-small,
-fixup-resnet50), torchvision's ResNet (resnet18/34/50/...), timm's ``VisionTransformer`` and
-``ConvNeXt``; anything else is a TransferscopeError.
+Every floating entry of the state dict must be claimed by a permutation or be known to be
+unaffected (the head's bias, Fixup's scalars, a ViT's per-head query/key norms): a variant with a
+layer this module does not know (squeeze-excitation, a deep stem, a gated attention, an
+attention-pooling head) is refused by name rather than aligned wrongly. Supported: :class:`~transferscope.models.fixup.FixupResNet` (fixup-small,
+fixup-resnet50), torchvision's ResNet (resnet18/34/50/...) and timm's ResNet with the same
+layers, timm's ``VisionTransformer`` and ``ConvNeXt``; anything else, and a variant with a layer
+the spec does not know, is a TransferscopeError.
 """
 
 from __future__ import annotations
@@ -147,14 +148,23 @@ def _family(model: nn.Module) -> tuple[_Family, list[str]]:
         stages = [f"layer{i}" for i in range(1, 5)]
         first = model.layer1[0]
         return (_TV_BASIC if isinstance(first, BasicBlock) else _TV_BOTTLENECK), stages
+    try:  # timm's ResNet names its layers as torchvision's does
+        from timm.models.resnet import BasicBlock as TimmBasicBlock
+        from timm.models.resnet import ResNet as TimmResNet
+    except ImportError:  # timm is optional
+        TimmResNet = TimmBasicBlock = None  # type: ignore[assignment,misc]
+    if TimmResNet is not None and isinstance(model, TimmResNet):
+        stages = [f"layer{i}" for i in range(1, 5)]
+        first = model.layer1[0]
+        return (_TV_BASIC if isinstance(first, TimmBasicBlock) else _TV_BOTTLENECK), stages
     raise _unsupported(model)
 
 
 def _unsupported(model: nn.Module, why: str = "") -> TransferscopeError:
     return TransferscopeError(
         f"permutation alignment does not support {type(model).__name__}{why}: supported are "
-        "fixup-small, fixup-resnet50, torchvision ResNets (resnet18, resnet50, ...) and timm's "
-        "VisionTransformer and ConvNeXt"
+        "fixup-small, fixup-resnet50, torchvision and timm ResNets (resnet18, resnet50, ...) and "
+        "timm's VisionTransformer and ConvNeXt"
     )
 
 
@@ -216,7 +226,22 @@ def _resnet_spec(model: nn.Module) -> PermutationSpec:
     sizes = {
         name: int(state[entries[0][0]].shape[entries[0][1]]) for name, entries in perms.items()
     }
-    return PermutationSpec({k: tuple(v) for k, v in perms.items()}, sizes)
+    spec = PermutationSpec({k: tuple(v) for k, v in perms.items()}, sizes)
+    from transferscope.models.fixup import scalar_parameter_names
+
+    _check_claimed(model, spec, {f"{family.head}.bias", *scalar_parameter_names(model)})
+    return spec
+
+
+def _check_claimed(model: nn.Module, spec: PermutationSpec, unaffected: set[str]) -> None:
+    """Refuse a model with a floating state entry that no permutation reorders and that is not
+    known to be unaffected: a layer the spec does not know (a squeeze-excitation module, a deep
+    stem, an attention-pooling head) would otherwise be left in place and break the function."""
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and key not in spec.axes and key not in unaffected:
+            raise _unsupported(
+                model, f" with '{key}' (a layer permutation alignment does not know how to reorder)"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,12 +292,7 @@ class _Builder:
         result = PermutationSpec(
             {k: tuple(v) for k, v in self.perms.items()}, dict(self.sizes), units=self.units
         )
-        for key, value in self.state.items():
-            if value.is_floating_point() and key not in result.axes and key not in self.unaffected:
-                raise _unsupported(
-                    self.model,
-                    f" with '{key}' (a layer permutation alignment does not know how to reorder)",
-                )
+        _check_claimed(self.model, result, self.unaffected)
         return result
 
 
