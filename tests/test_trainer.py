@@ -166,8 +166,9 @@ def tiny_vit():
 @pytest.mark.usefixtures("one_thread")
 def test_interrupted_adamw_run_resumes_to_identical_weights_and_moments(tmp_path):
     """AdamW with warmup and layer decay on a small ViT, stopped inside the warmup and inside an
-    epoch: the resumed run ends on the same weights and evaluations as the uninterrupted one;
-    the resume file holds both moments and the step count of every parameter."""
+    epoch: a fresh trainer and model (nothing kept in memory, as after a SIGKILL) end on the same
+    weights and evaluations as a run never stopped, from a resume file that holds both moments
+    and the step count of every parameter."""
     stop_at = 5  # the warmup lasts 9 steps, an epoch 6
     train, test = toy_data()
     reference = tiny_vit()
@@ -188,7 +189,7 @@ def test_interrupted_adamw_run_resumes_to_identical_weights_and_moments(tmp_path
     assert {k.partition("/")[0] for k in saved} == {"exp_avg", "exp_avg_sq", "step"}
     assert float(saved["step/head.weight"]) == stop_at - 1
     resumed = tiny_vit()
-    torch.nn.init.normal_(resumed.head.weight)
+    torch.nn.init.normal_(resumed.head.weight)  # the weights must come from the resume file
     out = Trainer(ADAMW, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
     for k, v in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[k], v), k

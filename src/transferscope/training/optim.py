@@ -102,7 +102,8 @@ def parameter_groups(model: nn.Module, spec: TrainSpec) -> list[dict[str, Any]]:
                 "weight_decay": spec.weight_decay,
             }
         ]
-    scalars = {id(p) for n, p in model.named_parameters() if n in scalar_parameter_names(model)}
+    scalar_names = scalar_parameter_names(model)
+    scalars = {id(p) for n, p in model.named_parameters() if n in scalar_names}
     out = []
     for group in groups:
         scale = float(group.get("lr_scale", 1.0))
