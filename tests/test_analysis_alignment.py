@@ -119,7 +119,8 @@ def test_permuted_model_computes_the_same_function(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["fixup-small", "fixup-small-2-blocks", "fixup-bottleneck", "vit", "convnext"]
+    "name",
+    ["fixup-small", "fixup-small-2-blocks", "fixup-bottleneck", "timm-resnet", "vit", "convnext"],
 )
 def test_align_recovers_a_hidden_permutation_and_keeps_the_function(name: str) -> None:
     build, shape = MODELS[name]
@@ -247,3 +248,24 @@ def test_a_model_with_a_layer_alignment_does_not_know_is_refused_by_name() -> No
     se = build_model("timm:seresnet18", 5, 1, channels=[4, 8, 8, 16], stem_width=4)
     with pytest.raises(TransferscopeError, match=r"ResNet with 'layer1\.0\.se\.fc1\.weight'"):
         permutation_spec(se)
+
+
+def test_batchnorm_statistics_follow_their_units_but_do_not_decide_the_match() -> None:
+    """Running statistics are buffers: permuted with their channels, never matched. Statistics
+    a hundred times the size of the weights (a stem's, on unnormalised inputs), and unrelated to
+    A's, must not pull the permutation away from the one the weights give."""
+    build, _ = MODELS["timm-resnet"]
+    model = build().double()
+    spec = permutation_spec(model)
+    assert "bn1.running_var" in spec.followers and "bn1.weight" not in spec.followers
+    a = _randomised(model, 0)
+    b = permute_state(spec, a, _random_perms(model, 3))
+    g = torch.Generator().manual_seed(9)
+    for k in b:
+        if "running" in k:
+            b[k] = 100 * torch.rand(b[k].shape, generator=g, dtype=torch.float64)
+    result = align(model, a, b)
+    assert result.distance_after == pytest.approx(0.0, abs=1e-9)  # over the weights
+    for k, v in a.items():
+        if "running" not in k:
+            torch.testing.assert_close(result.state[k], v, atol=0, rtol=0)

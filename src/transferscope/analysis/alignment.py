@@ -24,7 +24,9 @@ Which tensor axes share a permutation is a :class:`PermutationSpec`, built from 
   reordering of channels).
 
 BatchNorm weight, bias and running statistics follow their conv; ``num_batches_tracked`` is a
-count.
+count. The running statistics are buffers, not weights: they move with their units but take no
+part in the matching (in a stem they can be hundreds of times the size of the weights and would
+decide the permutation alone), nor in the distances reported.
 
 For a timm Vision Transformer (Dosovitskiy et al. 2021):
 
@@ -79,6 +81,8 @@ class PermutationSpec:
             the axis: each unit is ``width`` consecutive entries, and the axis holds ``sections``
             consecutive blocks of ``sizes`` units (the fused q/k/v projection of an attention
             layer: 3 sections, heads ``head_dim`` wide). Absent: (1, 1), one entry per unit.
+        followers: state keys that move with their units but are not matched (BatchNorm's
+            running statistics: buffers, not weights; Git Re-Basin matches weights).
         axes: state key -> {axis: permutation name} (derived).
     """
 
@@ -86,6 +90,7 @@ class PermutationSpec:
     sizes: dict[str, int]
     axes: dict[str, dict[int, str]] = field(default_factory=dict)
     units: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    followers: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name, entries in self.perms.items():
@@ -177,9 +182,11 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     and ``stages.<s>.blocks.<b>.mlp``.
     """
     builder = _timm_spec_builder(model)
-    if builder is not None:
-        return builder(model)
-    return _resnet_spec(model)
+    spec = builder(model) if builder is not None else _resnet_spec(model)
+    # Buffers (running statistics) follow their units; matching them too would let them outvote
+    # the weights: a stem's running variance can be in the hundreds while its weights are ~0.1.
+    buffers = frozenset(name for name, _ in model.named_buffers()) & frozenset(spec.axes)
+    return PermutationSpec(spec.perms, spec.sizes, units=spec.units, followers=buffers)
 
 
 def _resnet_spec(model: nn.Module) -> PermutationSpec:
@@ -429,12 +436,12 @@ def _flat(w: Tensor, axis: int, width: int = 1, sections: int = 1) -> Tensor:
     return grouped.reshape(n, -1).double()
 
 
-def _distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
-    """L2 distance over every floating entry (float64)."""
+def _distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor], keys: set[str]) -> float:
+    """L2 distance over the floating entries ``keys`` (float64)."""
     total = sum(
         float((v.detach().double() - b[k].detach().double()).pow(2).sum())
         for k, v in a.items()
-        if v.is_floating_point()
+        if k in keys and v.is_floating_point()
     )
     return total**0.5
 
@@ -447,7 +454,8 @@ class AlignmentResult:
         state: B's state dict, permuted (same keys, shapes and function as B).
         permutations: permutation name -> (units,) int64: unit i of the result is B's unit
             ``permutations[name][i]``.
-        distance_before, distance_after: L2 distance ‖θ_A − θ_B‖ over every floating entry,
+        distance_before, distance_after: L2 distance ‖θ_A − θ_B‖ over every weight (the
+            model's parameters: the entries matched; BatchNorm's running statistics left out),
             before and after alignment (the weights' units).
         sweeps: coordinate-descent sweeps over all permutations until none improved.
     """
@@ -481,8 +489,8 @@ def weight_matching(
     """Permutations of B's units that locally maximise Σ⟨θ_A, π(θ_B)⟩ (Git Re-Basin, alg. 1).
 
     Each sweep visits the permutations in a seeded random order; for each, the cost matrix
-    C[i, j] = Σ_(key, axis) ⟨A's unit i, B's unit j⟩ (other axes already permuted) is solved as a
-    linear assignment problem, and the new permutation is kept only if it strictly improves the
+    C[i, j] = Σ_(key, axis) ⟨A's unit i, B's unit j⟩ (other axes already permuted; the spec's
+    followers left out) is solved as a linear assignment problem, and the new permutation is kept only if it strictly improves the
     objective (so the loop ends, and the distance to A never grows). Returns the permutations and
     the number of sweeps.
     """
@@ -500,6 +508,8 @@ def weight_matching(
             n = spec.sizes[name]
             cost = torch.zeros(n, n, dtype=torch.float64)
             for key, axis in spec.perms[name]:
+                if key in spec.followers:
+                    continue
                 w_b = permute_state(spec, {key: b[key]}, perms, except_axis=(key, axis))[key]
                 shape = spec.units.get((key, axis), (1, 1))
                 cost += _flat(a[key], axis, *shape) @ _flat(w_b, axis, *shape).T
@@ -541,7 +551,8 @@ def align(
     perms, sweeps = weight_matching(spec, state_a, state_b, seed=seed, max_sweeps=max_sweeps)
     b = {k: v.detach() for k, v in state_b.items()}
     aligned = permute_state(spec, b, perms)
-    before, after = _distance(state_a, b), _distance(state_a, aligned)
+    weights = {name for name, _ in model.named_parameters()}
+    before, after = _distance(state_a, b, weights), _distance(state_a, aligned, weights)
     return AlignmentResult(aligned, perms, before, after, sweeps)
 
 
