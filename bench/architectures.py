@@ -48,7 +48,7 @@ import yaml
 
 RESULT = Path(__file__).parent / "results" / "architectures.json"
 GOAL = 0.25
-# About an hour on a 2-core CPU: `make bench` (every benchmark) leaves it out; name it to run it.
+# Half an hour on a 2-core CPU: `make bench` (every benchmark) leaves it out; name it to run it.
 BY_NAME_ONLY = True
 
 # What every architecture's study shares: data, seeds, shuffles and the analyses' sizes.
