@@ -132,7 +132,7 @@ class TrainSpec(Section):
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not all(0 <= b < 1 for b in v):
-            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+            raise ValueError("each beta must be in [0, 1)")
         return v
 
     @model_validator(mode="after")
