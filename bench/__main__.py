@@ -1,4 +1,8 @@
-"""Run every benchmark in bench/ and print a summary table; results go to bench/results/."""
+"""Run every benchmark in bench/ and print a summary table; results go to bench/results/.
+
+``python -m bench NAME ...`` runs the named ones. A benchmark that sets ``BY_NAME_ONLY`` (the
+hour-long studies of ``architectures``) runs only when named.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ def main(names: list[str]) -> None:
         if info.name.startswith("_") or (names and info.name not in names):
             continue
         module = importlib.import_module(f"bench.{info.name}")
-        if not hasattr(module, "main"):
+        if not hasattr(module, "main") or (getattr(module, "BY_NAME_ONLY", False) and not names):
             continue
         result = module.main()
         print(json.dumps(result))

@@ -1,5 +1,7 @@
 """Permutation alignment by weight matching (beyond PAPER.md §3): function preserved, identity on
-itself, never further from A, and a hidden permutation recovered exactly."""
+itself, never further from A, and a hidden permutation recovered exactly, for ResNets, timm ViTs
+(residual stream, attention heads, MLP units) and timm ConvNeXts (stages' streams, depthwise
+convolutions, downsampling layers)."""
 
 from __future__ import annotations
 
@@ -56,6 +58,17 @@ def _small_bottleneck() -> nn.Module:
     return FixupResNet(FixupBottleneck, [2, 1], [8, 16], 5, in_channels=3, stem="imagenet")
 
 
+def _vit(**options: object) -> nn.Module:
+    shape = {"img_size": 8, "patch_size": 4, "embed_dim": 16, "depth": 2, "num_heads": 4}
+    return build_model("timm:vit_tiny_patch16_224", 5, 1, **{**shape, "mlp_ratio": 2.0, **options})
+
+
+def _convnext(name: str = "convnext_atto", **options: object) -> nn.Module:
+    # Four stages (timm's ConvNeXt has four), three downsamplings: 8 px -> 1 px.
+    shape = {"depths": [1, 1, 2, 1], "dims": [4, 8, 8, 16], "patch_size": 1}
+    return build_model(f"timm:{name}", 5, 1, **{**shape, **options})
+
+
 MODELS = {
     "fixup-small": (lambda: build_model("fixup-small", 5, 1, widths=[4, 8, 8]), (3, 1, 12, 12)),
     "fixup-small-2-blocks": (
@@ -66,6 +79,29 @@ MODELS = {
     "resnet18": (lambda: build_model("resnet18", 5, 3), (2, 3, 32, 32)),
     # The paper's model at full width (its widths are fixed): only a forward on a tiny input.
     "fixup-resnet50": (lambda: build_model("fixup-resnet50", 5, 3), (1, 3, 32, 32)),
+    # A BatchNorm ResNet sized for small images, built by timm (named as torchvision's).
+    "timm-resnet": (
+        lambda: build_model(
+            "timm:resnet18", 5, 1, channels=[4, 8, 8, 16], layers=[1, 2, 1, 1], stem_width=4
+        ),
+        (2, 1, 32, 32),
+    ),
+    "vit": (_vit, (3, 1, 8, 8)),
+    # Mean-pooled tokens with a norm before the head, register tokens, LayerScale, q/k norms.
+    "vit-variants": (
+        lambda: _vit(
+            class_token=False, global_pool="avg", reg_tokens=2, init_values=0.1, qk_norm=True
+        ),
+        (3, 1, 8, 8),
+    ),
+    "convnext": (_convnext, (3, 1, 8, 8)),
+    # Linear MLPs on channels-last activations, no layer scale.
+    "convnext-linear-mlp": (
+        lambda: _convnext(conv_mlp=False, ls_init_value=None),
+        (3, 1, 8, 8),
+    ),
+    # ConvNeXt V2: a global response norm over the MLP's hidden channels.
+    "convnextv2": (lambda: _convnext("convnextv2_atto"), (3, 1, 8, 8)),
 }
 
 
@@ -82,7 +118,10 @@ def test_permuted_model_computes_the_same_function(name: str) -> None:
     torch.testing.assert_close(y_perm, y, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["fixup-small", "fixup-small-2-blocks", "fixup-bottleneck"])
+@pytest.mark.parametrize(
+    "name",
+    ["fixup-small", "fixup-small-2-blocks", "fixup-bottleneck", "timm-resnet", "vit", "convnext"],
+)
 def test_align_recovers_a_hidden_permutation_and_keeps_the_function(name: str) -> None:
     build, shape = MODELS[name]
     model = build().double()
@@ -136,3 +175,97 @@ def test_unsupported_architecture_is_a_clear_error() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(16, 2))
     with pytest.raises(TransferscopeError, match="does not support Sequential: supported are"):
         align(model, model.state_dict(), model.state_dict())
+
+
+def test_vit_spec_moves_each_head_whole_and_shares_the_stream_across_blocks() -> None:
+    model = _vit()
+    spec = permutation_spec(model)
+    axes = spec.axes
+    stream = axes["patch_embed.proj.weight"][0]
+    for key in ("cls_token", "pos_embed"):
+        assert axes[key] == {2: stream}
+    for key in ("blocks.0.norm1.weight", "blocks.1.attn.proj.bias", "blocks.1.mlp.fc2.weight"):
+        assert axes[key][0] == stream, key
+    assert axes["blocks.1.attn.qkv.weight"][1] == axes["head.weight"][1] == stream
+    assert axes["norm.weight"][0] == stream and "head.bias" not in axes
+    assert spec.sizes["blocks.0.heads"] == 4 and spec.sizes["blocks.0.mlp"] == 32
+    # Swap heads 0 and 1 of block 0 only: every one of their q, k and v rows and their columns
+    # of the output projection trade places; nothing else moves.
+    state = _randomised(model, 0)
+    perms = {name: torch.arange(n) for name, n in spec.sizes.items()}
+    perms["blocks.0.heads"] = torch.tensor([1, 0, 2, 3])
+    out = permute_state(spec, state, perms)
+    width, dim = 4, 16  # head_dim, embedding
+    qkv, new = state["blocks.0.attn.qkv.weight"], out["blocks.0.attn.qkv.weight"]
+    for section in range(3):  # q, k, v
+        first = section * dim
+        torch.testing.assert_close(
+            new[first : first + width], qkv[first + width : first + 2 * width]
+        )
+        torch.testing.assert_close(
+            new[first + width : first + 2 * width], qkv[first : first + width]
+        )
+        torch.testing.assert_close(
+            new[first + 2 * width : first + dim], qkv[first + 2 * width : first + dim]
+        )
+    proj, new_proj = state["blocks.0.attn.proj.weight"], out["blocks.0.attn.proj.weight"]
+    torch.testing.assert_close(new_proj[:, :width], proj[:, width : 2 * width])
+    changed = {k for k in state if not torch.equal(state[k], out[k])}
+    assert changed == {
+        "blocks.0.attn.qkv.weight",
+        "blocks.0.attn.qkv.bias",
+        "blocks.0.attn.proj.weight",
+    }
+
+
+def test_convnext_spec_follows_depthwise_convs_and_starts_a_stream_at_each_downsampling() -> None:
+    axes = permutation_spec(_convnext()).axes
+    first = axes["stem.0.weight"][0]
+    assert axes["stem.1.weight"][0] == axes["stages.0.blocks.0.conv_dw.weight"][0] == first
+    assert (
+        axes["stages.0.blocks.0.gamma"][0] == axes["stages.0.blocks.0.mlp.fc2.weight"][0] == first
+    )
+    assert axes["stages.0.blocks.0.conv_dw.weight"] == {0: first}  # (C, 1, 7, 7): one per channel
+    # Downsampling: its norm and input channels on the previous stream, its output a new one.
+    assert (
+        axes["stages.1.downsample.0.weight"][0] == axes["stages.1.downsample.1.weight"][1] == first
+    )
+    second = axes["stages.1.downsample.1.weight"][0]
+    assert second != first and axes["stages.1.blocks.0.norm.bias"][0] == second
+    assert axes["stages.2.blocks.1.conv_dw.bias"][0] == axes["stages.2.blocks.0.conv_dw.bias"][0]
+    hidden = axes["stages.2.blocks.1.mlp.fc1.weight"][0]
+    assert hidden != axes["stages.2.blocks.0.mlp.fc1.weight"][0]
+    assert axes["stages.2.blocks.1.mlp.fc2.weight"][1] == hidden
+    last = axes["stages.3.downsample.1.weight"][0]
+    assert axes["head.norm.weight"][0] == axes["head.fc.weight"][1] == last
+
+
+def test_a_model_with_a_layer_alignment_does_not_know_is_refused_by_name() -> None:
+    model = _vit(global_pool="map")  # attention pooling: a latent query of its own
+    with pytest.raises(TransferscopeError, match=r"VisionTransformer with 'attn_pool\.latent'"):
+        permutation_spec(model)
+    # timm's SE-ResNet: the squeeze-excitation layers are not in a ResNet's spec.
+    se = build_model("timm:seresnet18", 5, 1, channels=[4, 8, 8, 16], stem_width=4)
+    with pytest.raises(TransferscopeError, match=r"ResNet with 'layer1\.0\.se\.fc1\.weight'"):
+        permutation_spec(se)
+
+
+def test_batchnorm_statistics_follow_their_units_but_do_not_decide_the_match() -> None:
+    """Running statistics are buffers: permuted with their channels, never matched. Statistics
+    a hundred times the size of the weights (a stem's, on unnormalised inputs), and unrelated to
+    A's, must not pull the permutation away from the one the weights give."""
+    build, _ = MODELS["timm-resnet"]
+    model = build().double()
+    spec = permutation_spec(model)
+    assert "bn1.running_var" in spec.followers and "bn1.weight" not in spec.followers
+    a = _randomised(model, 0)
+    b = permute_state(spec, a, _random_perms(model, 3))
+    g = torch.Generator().manual_seed(9)
+    for k in b:
+        if "running" in k:
+            b[k] = 100 * torch.rand(b[k].shape, generator=g, dtype=torch.float64)
+    result = align(model, a, b)
+    assert result.distance_after == pytest.approx(0.0, abs=1e-9)  # over the weights
+    for k, v in a.items():
+        if "running" not in k:
+            torch.testing.assert_close(result.state[k], v, atol=0, rtol=0)

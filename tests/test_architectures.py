@@ -171,19 +171,23 @@ def verdicts(study: transferscope.Study) -> dict[str, str]:
 
 
 # Per architecture: the CKA layers (from its layout), whether it has BatchNorm statistics to
-# recompute, and why alignment does not apply (None: it does).
-EXPECTED: dict[str, tuple[list[str], bool, str | None]] = {
-    "fixup-small": (["conv1", "layer1", "layer2", "layer3"], False, None),
-    "resnet18": (["conv1", "layer1", "layer2", "layer3", "layer4"], True, None),
+# recompute, and the permutations alignment matches (a subset of their names).
+EXPECTED: dict[str, tuple[list[str], bool, set[str]]] = {
+    "fixup-small": (["conv1", "layer1", "layer2", "layer3"], False, {"stream0", "layer1.0.conv1"}),
+    "resnet18": (
+        ["conv1", "layer1", "layer2", "layer3", "layer4"],
+        True,
+        {"stream0", "stream3", "layer4.1.conv1"},
+    ),
     "convnext": (
         ["stem", "stages.0", "stages.1", "stages.2", "stages.3"],
         False,
-        "permutation alignment does not support ConvNeXt",
+        {"stream0", "stream3", "stages.3.blocks.0.mlp"},
     ),
     "vit": (
         ["patch_embed", "blocks.0", "blocks.1", "blocks.2"],
         False,
-        "permutation alignment does not support VisionTransformer",
+        {"stream", "blocks.2.heads", "blocks.2.mlp"},
     ),
 }
 
@@ -197,16 +201,18 @@ def test_nano_study(arch: str, tmp_path: Path) -> None:
 
 
 def check_architecture(arch: str, study: transferscope.Study) -> None:
-    """What the architecture changes: layers, BatchNorm, alignment's applicability."""
-    layers, batchnorm, unsupported = EXPECTED[arch]
+    """What the architecture changes: layers, BatchNorm, the units alignment permutes."""
+    layers, batchnorm, permutations = EXPECTED[arch]
     assert list(dict.fromkeys(study.cka.layer)) == layers
     # BatchNorm statistics are recomputed on every path and for criticality, where they exist.
     assert (study.barriers.batchnorm_recalibrated == batchnorm).all()
     assert (study.criticality.recalibrated_batchnorm == batchnorm).all()
     alignment = study.result("alignment")
-    if unsupported is None:
-        assert alignment.status == "ok"
-    else:
-        assert alignment.status == "skipped" and unsupported in str(alignment.reason)
-        c9 = study.findings.set_index("claim").loc["C9"]
-        assert c9.paper == "not measured" and unsupported in c9.measured
+    assert alignment.status == "ok"
+    for entry in alignment.targets.values():
+        for pair in entry.pairs:
+            assert pair.status == "ok"
+            assert permutations <= set(pair.alignment.units_moved), arch
+            assert pair.alignment.distance_after <= pair.alignment.distance_before
+    c9 = study.findings.set_index("claim").loc["C9"]
+    assert "RI-T/RI-T" in c9.measured

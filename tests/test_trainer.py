@@ -182,6 +182,95 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(tmp_path, threads):
         assert torch.equal(resumed.state_dict()[k], v), k
 
 
+ADAMW = SPEC.model_copy(
+    update={
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "weight_decay": 0.05,
+        "warmup_epochs": 1.5,
+        "layer_decay": 0.7,
+    }
+)
+
+
+def tiny_vit():
+    from transferscope.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(
+        "timm:vit_tiny_patch16_224",
+        4,
+        1,
+        img_size=8,
+        patch_size=4,
+        embed_dim=8,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2.0,
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_interrupted_adamw_run_resumes_to_identical_weights_and_moments(tmp_path):
+    """AdamW with warmup and layer decay on a small ViT, stopped inside the warmup and inside an
+    epoch: a fresh trainer and model (nothing kept in memory, as after a SIGKILL) end on the same
+    weights and evaluations as a run never stopped, from a resume file that holds both moments
+    and the step count of every parameter."""
+    stop_at = 5  # the warmup lasts 9 steps, an epoch 6
+    train, test = toy_data()
+    reference = tiny_vit()
+    ref = Trainer(ADAMW, "multiclass", seed=1).fit(reference, train, test)
+
+    def boom(step, total):
+        if step == stop_at:
+            raise Interrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        Trainer(ADAMW, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
+            tiny_vit(), train, test
+        )
+    _, saved, info = ckpt.load_resume(run_dir / "checkpoints" / ckpt.RESUME)
+    # Saved before the step that was interrupted.
+    assert info["step"] == stop_at - 1
+    assert {k.partition("/")[0] for k in saved} == {"exp_avg", "exp_avg_sq", "step"}
+    assert float(saved["step/head.weight"]) == stop_at - 1
+    resumed = tiny_vit()
+    torch.nn.init.normal_(resumed.head.weight)  # the weights must come from the resume file
+    out = Trainer(ADAMW, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
+    for k, v in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    assert [r["metric"] for r in out.history] == [r["metric"] for r in ref.history]
+
+
+def test_a_resume_file_with_momentum_buffers_of_the_earlier_format_still_resumes(tmp_path):
+    """Resume files written before the whole optimizer state was kept hold SGD's buffers as
+    momentum/<name>: a run stopped then resumes to the same weights."""
+    train, test = toy_data()
+    reference = fresh()
+    Trainer(SPEC, "multiclass", seed=1).fit(reference, train, test)
+
+    def boom(step, total):
+        if step == 9:
+            raise Interrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
+            fresh(), train, test
+        )
+    path = run_dir / "checkpoints" / ckpt.RESUME
+    tensors = ckpt.load_weights(path)
+    meta = ckpt.read_metadata(path)
+    old = {k.replace("optimizer/momentum_buffer/", "momentum/"): v for k, v in tensors.items()}
+    assert any(k.startswith("momentum/") for k in old)
+    ckpt.save_weights(path, old, meta=meta)
+    resumed = fresh()
+    Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
+    for k, v in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
 def test_multilabel_reports_per_task_auc():
     train, test = toy_data(n=200, multilabel=True)
     spec = TrainSpec(epochs=5, batch_size=16, lr=0.1)

@@ -84,10 +84,12 @@ class ModelSpec(Section):
 
 
 Schedule = Literal["constant", "multistep", "cosine"]
+Optimizer = Literal["sgd", "adamw"]
 
 
 class TrainSpec(Section):
-    """One training recipe (the paper's training setup)."""
+    """One training recipe: the paper's (SGD with momentum, Fixup's scalars at lr/10) or the one
+    ViTs and ConvNeXts are trained with (AdamW, warmup, layer-wise lr decay; docs/methods.md)."""
 
     epochs: int = Field(default=3, ge=0)
     batch_size: int = Field(default=128, ge=1)
@@ -95,8 +97,36 @@ class TrainSpec(Section):
     scale_lr_by_batch: bool = Field(
         default=False, description="multiply lr by batch_size/256, as the paper does"
     )
-    momentum: float = Field(default=0.9, ge=0, lt=1)
+    optimizer: Optimizer = Field(
+        default="sgd",
+        description="sgd (with momentum, the paper's) or adamw (decoupled weight decay, as "
+        "timm, DeiT, BEiT and MAE train ViTs and ConvNeXts)",
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd's momentum")
+    betas: tuple[float, float] = Field(
+        default=(0.9, 0.999), description="adamw's moment decay rates (MAE pre-trains with 0.95)"
+    )
     weight_decay: float = Field(default=1e-4, ge=0)
+    decay_norms_and_biases: bool | None = Field(
+        default=None,
+        description="weight decay on biases, norm weights, position embeddings and class tokens "
+        "too; default: yes for sgd (the paper's recipe decays every weight), no for adamw (timm's "
+        "rule: every 1-d parameter and the model's no_weight_decay() list are left undecayed)",
+    )
+    warmup_epochs: float = Field(
+        default=0,
+        ge=0,
+        description="raise lr linearly from 0 over these (fractional) epochs; the schedule "
+        "then runs over the remaining epochs",
+    )
+    layer_decay: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="layer-wise lr decay (BEiT, MAE fine-tuning): the head trains at lr, the "
+        "block below at lr x layer_decay, the one below that at lr x layer_decay^2, down to the "
+        "embedding; layers from the model's timm group_matcher, else its stem and blocks",
+    )
     scalar_lr_factor: float = Field(
         default=0.1, gt=0, description="lr factor for Fixup's scalar biases and scales"
     )
@@ -121,9 +151,32 @@ class TrainSpec(Section):
         _non_negative_sorted
     )
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainSpec:
+        if self.epochs > 0 and self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs:g}) is longer than the {self.epochs} "
+                "epochs of training; shorten the warmup or train longer"
+            )
+        return self
+
     @property
     def effective_lr(self) -> float:
         return self.lr * self.batch_size / 256 if self.scale_lr_by_batch else self.lr
+
+    @property
+    def decays_every_weight(self) -> bool:
+        """Whether weight decay also applies to biases, norms, position embeddings and tokens."""
+        if self.decay_norms_and_biases is not None:
+            return self.decay_norms_and_biases
+        return self.optimizer == "sgd"
 
 
 class PretrainedSpec(Section):
@@ -227,6 +280,7 @@ class ResourcesSpec(Section):
 __all__ = [
     "DataSpec",
     "ModelSpec",
+    "Optimizer",
     "PerformanceSpec",
     "PretrainedSpec",
     "ReportSpec",

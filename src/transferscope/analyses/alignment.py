@@ -64,7 +64,8 @@ class AlignmentStats(Model):
     """How far alignment moved B (:meth:`~transferscope.analysis.alignment.AlignmentResult.to_dict`)."""
 
     distance_before: float
-    """L2 distance ‖θ_A − θ_B‖ over every floating entry before alignment (weight units)."""
+    """L2 distance ‖θ_A − θ_B‖ over every weight before alignment (weight units; BatchNorm's
+    running statistics, which follow their units but are not matched, left out)."""
     distance_after: float
     """The same after permuting B (never larger)."""
     sweeps: int
@@ -151,7 +152,7 @@ def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
 
 
 @register
-class Alignment(BasinUnit, name="alignment", version=2):
+class Alignment(BasinUnit, name="alignment", version=3):
     """Barriers after permutation alignment (weight matching; beyond the paper)."""
 
     path = PathStyle("aligned", "line after alignment", "#009E73", "--")

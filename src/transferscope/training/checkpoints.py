@@ -3,8 +3,9 @@
 Weights of a run live in ``checkpoints/epoch-<k>.safetensors`` (k a fractional epoch, e.g. 0,
 0.125, 1, 2) and ``final.safetensors``. ``epoch-0`` is the run's initial weights, kept because
 module criticality (Neyshabur et al. 2020, §3.4) needs θ⁰ for RI-T too. ``resume.safetensors`` holds what an
-interrupted run needs to continue bit-identically on CPU: weights, momentum buffers, and a JSON
-header with the step and the RNG states.
+interrupted run needs to continue bit-identically on CPU: weights, the optimizer's state (SGD's
+momentum buffers, AdamW's moments and step count), and a JSON header with the step and the RNG
+states.
 """
 
 from __future__ import annotations
@@ -62,21 +63,38 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def save_resume(
     path: str | Path,
     model_state: dict[str, torch.Tensor],
-    momentum: dict[str, torch.Tensor],
+    optimizer_state: dict[str, torch.Tensor],
     info: dict[str, Any],
 ) -> None:
-    """One file, so weights, optimizer and position can never disagree after a crash."""
+    """One file, so weights, optimizer and position can never disagree after a crash.
+
+    ``optimizer_state``: ``"<entry>/<parameter name>"`` -> tensor (SGD's momentum buffers,
+    AdamW's moments and step; :func:`transferscope.training.optim.optimizer_state`).
+    """
     tensors = {f"model/{k}": v for k, v in model_state.items()}
-    tensors.update({f"momentum/{k}": v for k, v in momentum.items()})
+    tensors.update({f"optimizer/{k}": v for k, v in optimizer_state.items()})
     save_weights(path, tensors, meta={"resume": json.dumps(info)})
 
 
 def load_resume(
     path: str | Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
-    """Inverse of :func:`save_resume`: (model state, momentum buffers, info)."""
+    """Inverse of :func:`save_resume`: (model state, optimizer state, info).
+
+    A resume file written before the optimizer state was kept whole holds SGD's momentum
+    buffers as ``momentum/<name>``: they are read as ``momentum_buffer/<name>``.
+    """
     tensors = load_weights(path)
     info = json.loads(read_metadata(path)["resume"])
     model = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    momentum = {k[len("momentum/") :]: v for k, v in tensors.items() if k.startswith("momentum/")}
-    return model, momentum, info
+    optimizer = {
+        k[len("optimizer/") :]: v for k, v in tensors.items() if k.startswith("optimizer/")
+    }
+    optimizer.update(
+        {
+            "momentum_buffer/" + k[len("momentum/") :]: v
+            for k, v in tensors.items()
+            if k.startswith("momentum/")
+        }
+    )
+    return model, optimizer, info

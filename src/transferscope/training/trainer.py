@@ -1,7 +1,8 @@
 """The training loop shared by P, P-T and RI-T (the paper's training setup).
 
-SGD with momentum and weight decay (Fixup's scalar biases and scales at ``scalar_lr_factor`` x lr),
-a schedule recomputed from the step, optional mixup. On CUDA it trains in bf16 autocast with
+SGD with momentum or AdamW (:mod:`transferscope.training.optim`: timm's parameter groups, layer-wise
+lr decay, Fixup's scalar biases and scales at ``scalar_lr_factor`` x lr), a schedule with optional
+warmup recomputed from the step, optional mixup. On CUDA it trains in bf16 autocast with
 channels-last convolutions, keeps in-memory data on the device (or copies batches from pinned
 memory without blocking) and can ``torch.compile`` the model. It evaluates at epoch 0,
 after every epoch and at requested fractional epochs, and keeps weights at requested fractional
@@ -30,7 +31,6 @@ from transferscope import atomic
 from transferscope.config import TrainSpec
 from transferscope.data.base import Task, TensorImageDataset
 from transferscope.errors import TransferscopeError, TransferscopeWarning
-from transferscope.models import scalar_parameter_names
 from transferscope.study.layout import CHECKPOINTS, METRICS, PREDICTIONS, TEST_OUTPUTS, TEST_TARGETS
 from transferscope.training import checkpoints as ckpt
 from transferscope.training import distributed as dist_lib
@@ -46,6 +46,7 @@ from transferscope.training.loaders import (
     step_seed,
 )
 from transferscope.training.metrics import Evaluation, evaluate, loss_fn
+from transferscope.training.optim import load_optimizer_state, make_optimizer, optimizer_state
 from transferscope.training.schedule import lr_at
 
 
@@ -72,22 +73,6 @@ def pick_device(name: str = "auto") -> torch.device:
             f"device '{name}' asked for, but CUDA is not available here; use auto or cpu"
         )
     return device
-
-
-def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
-    """SGD with two groups: ordinary weights at lr, scalar (Fixup) parameters at lr x factor."""
-    scalars = scalar_parameter_names(model)
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if n not in scalars], "lr_factor": 1.0},
-        {
-            "params": [p for n, p in model.named_parameters() if n in scalars],
-            "lr_factor": spec.scalar_lr_factor,
-        },
-    ]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.SGD(
-        groups, lr=spec.effective_lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
 
 
 def _points_to_steps(points: list[float], steps_per_epoch: int, total: int) -> dict[int, float]:
@@ -289,7 +274,6 @@ class Trainer:
         ckpt_steps = _points_to_steps([0.0, *spec.checkpoint_points], steps_per_epoch, total)
 
         optimizer = make_optimizer(model, spec)
-        params = dict(model.named_parameters())
         mix_rng = np.random.default_rng([self.seed, 7])
         rows: list[dict[str, Any]] = []
         step, elapsed, train_losses = 0, 0.0, []
@@ -297,10 +281,9 @@ class Trainer:
 
         resumed = self._resume_state()
         if resumed is not None:
-            model_state, momentum, info = resumed
+            model_state, optimizer_saved, info = resumed
             model.load_state_dict(model_state)
-            for name, buf in momentum.items():
-                optimizer.state[params[name]]["momentum_buffer"] = buf.to(self.device)
+            load_optimizer_state(optimizer, model, optimizer_saved)
             step, elapsed = info["step"], info["elapsed"]
             mix_rng.bit_generator.state = info["mix_rng"]
             train_losses = info["train_losses"]
@@ -346,9 +329,7 @@ class Trainer:
                     and step > 0
                     and (epoch_end or time.perf_counter() - last_resume_save > self.resume_every_s)
                 ):
-                    self._save_resume(
-                        model, optimizer, params, step, start_time, mix_rng, train_losses
-                    )
+                    self._save_resume(model, optimizer, step, start_time, mix_rng, train_losses)
                     last_resume_save = time.perf_counter()
             if step >= total:
                 break
@@ -420,7 +401,7 @@ class Trainer:
         mix_rng: np.random.Generator,
         n_global: int | None = None,
     ) -> float:
-        """One SGD step; returns the batch's mean loss.
+        """One optimizer step; returns the batch's mean loss.
 
         ``n_global`` (distributed only): the global batch's size; ``x`` is this rank's share. The
         loss is weighted by ``len(x) * world / n_global`` so DDP's gradient average is the
@@ -482,18 +463,11 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        params: dict[str, nn.Parameter],
         step: int,
         start_time: float,
         mix_rng: np.random.Generator,
         train_losses: list[float],
     ) -> None:
-        names = {id(p): n for n, p in params.items()}
-        momentum = {
-            names[id(p)]: s["momentum_buffer"]
-            for p, s in optimizer.state.items()
-            if s.get("momentum_buffer") is not None
-        }
         info = {
             "step": step,
             "elapsed": time.perf_counter() - start_time,
@@ -501,7 +475,12 @@ class Trainer:
             "train_losses": train_losses,
             "threads": torch.get_num_threads(),
         }
-        ckpt.save_resume(self._path(CHECKPOINTS, ckpt.RESUME), model.state_dict(), momentum, info)
+        ckpt.save_resume(
+            self._path(CHECKPOINTS, ckpt.RESUME),
+            model.state_dict(),
+            optimizer_state(optimizer, model),
+            info,
+        )
 
 
 def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
