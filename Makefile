@@ -67,17 +67,22 @@ test-packages:
 demo: venv data
 	$(VENV)/bin/transferscope run --out $(STUDY)
 
+# ruff for style, import-linter for the layers (pyproject.toml), mypy for the types.
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Two test processes, one per core of the 2-core machines CI runs on (TEST_WORKERS=auto uses every
 # core; TEST_WORKERS=0 runs in this process); --dist loadfile keeps each test module, and the study
 # its module-scoped fixture trains, in one process; --no-loadscope-reorder keeps the order
 # tests/conftest.py gives the modules (the longest first, from tests/module_seconds.json).
+# --doctest-modules runs the examples in the docstrings of the measures (src/transferscope/measures).
 TEST_WORKERS ?= 2
 test: lint test-packages
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --doctest-modules tests src/transferscope/measures
 
 bench: venv
 	$(PY) -m bench

@@ -130,6 +130,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "trajectory": {"checkpoints": [0, 1]},
     },
     "convnext": {
+        # Four stages of one block; patch 1 keeps a 3x3 map after the three downsamplings.
         "model": {
             "name": "timm:convnext_atto",
             "options": {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64], "patch_size": 1},
@@ -205,29 +206,22 @@ def _above_chance(metric: float | None, chance: float | None) -> float | None:
 def summarise(arch: str, root: Path, seconds: float) -> dict[str, Any]:
     """What the result file keeps of one study: recipe, runs, verdict grid, wall time."""
     import transferscope
+    from transferscope.notebook import run_row
 
     study = transferscope.open_study(root)
     runs = []
     for r in study.plan:
-        summary = r.summary or {}
+        # The notebook's row of the run up to its final metric, then how far above chance.
+        row = run_row(r)
+        later = ("final_loss", "steps", "seconds", "chance_level", "error")
         chance = (r.chance or {}).get("chance")
-        metric = summary.get("final_metric")
         runs.append(
             {
-                "run": r.id,
-                "kind": r.kind,
-                "target": r.target,
-                "seed": r.seed,
-                "shuffle": r.shuffle,
-                "checkpoint": r.checkpoint,
-                "same_init_as": r.same_init_as,
-                "state": r.state,
-                "metric_name": summary.get("metric_name"),
-                "final_metric": metric,
+                **{k: v for k, v in row.items() if k not in later},
                 "chance": chance,
-                "above_chance": _above_chance(metric, chance),
-                "chance_level": r.chance_level,
-                "seconds": summary.get("seconds"),
+                "above_chance": _above_chance(row["final_metric"], chance),
+                "chance_level": row["chance_level"],
+                "seconds": row["seconds"],
             }
         )
     findings = study.findings

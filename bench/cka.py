@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from transferscope.analysis.cka import CKAAccumulator, linear_cka_gram
+from transferscope.measures.cka import CKAAccumulator, linear_cka_gram
 
 N_STREAM, N_GRAM, LAYERS, DIM, BATCH = 20_000, 5_000, 5, 512, 500
 _PAGE = resource.getpagesize()

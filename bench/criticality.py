@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from transferscope.analysis.criticality import module_criticality
-from transferscope.analysis.module_probe import PerturbedModule, ProbeInputs
 from transferscope.data.base import TensorImageDataset
+from transferscope.measures.criticality import module_criticality
+from transferscope.measures.module_probe import PerturbedModule, ProbeInputs
 from transferscope.models import build_model
 
 N, STEPS = 128, 40
@@ -54,7 +54,7 @@ def _problem() -> tuple[torch.nn.Module, dict, dict, TensorImageDataset]:
 def _grid_table(model, init, final, data, epsilon: float, mu: dict) -> tuple[int, int, int]:
     """(rows where feasibility is monotone in σ, rows, forward passes an exact search needs at
     least) from every (module, α, σ, sample) loss, each cell decided as the grid decides it."""
-    from transferscope.analysis.criticality import alpha_grid, sigma_grid
+    from transferscope.measures.criticality import alpha_grid, sigma_grid
 
     setup = ProbeInputs(model, init, final, data, batch_size=N).setup(N, 0)
     alphas = alpha_grid(GRID["num_alphas"])

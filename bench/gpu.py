@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from transferscope.analysis.interpolation import interpolate
 from transferscope.config import TrainSpec
 from transferscope.data.base import TensorImageDataset
+from transferscope.measures.interpolation import interpolate
 from transferscope.models import build_model
 from transferscope.training.trainer import Trainer
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from transferscope.analysis.interpolation import interpolate
 from transferscope.data.folder_common import FileImageDataset, classification_transform
+from transferscope.measures.interpolation import interpolate
 from transferscope.models import build_model
 
 N_IMAGES, SIZE, CLASSES, K, BATCH = 2000, 32, 10, 21, 250

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from transferscope.study.analyze import run_analyses
-from transferscope.study.store import StudyStore
+from transferscope.studydir.store import StudyStore
 
 
 def _study(tmp: Path) -> Path:

@@ -9,9 +9,9 @@ import torch
 from transferscope.config import StudyConfig
 from transferscope.data.base import DataInfo, Splits, TensorImageDataset
 from transferscope.models import build_model
-from transferscope.study.executors import DataCache
-from transferscope.study.plan import Plan, build_plan
-from transferscope.study.store import StudyStore
+from transferscope.studydir.inputs import DataCache
+from transferscope.studydir.plan import Plan, build_plan
+from transferscope.studydir.store import StudyStore
 
 INFO = DataInfo("digits", "multiclass", 10, (1, 8, 8), tuple(str(d) for d in range(10)))
 

@@ -76,7 +76,7 @@ def install(point: str, n: int) -> None:
 
         atomic.atomic_path = torn
     elif point == "analysis":
-        from transferscope.analyses import registry
+        from transferscope import registry
 
         def killing(fn: Callable[..., Any]) -> Callable[..., Any]:
             def compute(ctx: Any, options: Any) -> Any:

@@ -37,8 +37,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from transferscope import config
-from transferscope.analyses import registry
+from transferscope import config, registry
 
 from fixtures_data import CHEXPERT_HEADER
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import yaml
 
-from transferscope.study.store import StudyStore
+from transferscope import paths
+from transferscope.studydir.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
 PNG_END = b"IEND\xaeB`\x82"
@@ -84,7 +85,7 @@ def assert_same_results(a: Path, b: Path) -> None:
         assert rows(store_a.run_dir(run.id) / "metrics.jsonl") == rows(
             store_b.run_dir(run.id) / "metrics.jsonl"
         )
-    leftovers = [p for p in b.rglob("*") if p.name.endswith(".tmp") or p.name == ckpt.RESUME]
+    leftovers = [p for p in b.rglob("*") if p.name.endswith(".tmp") or p.name == paths.RESUME]
     assert not leftovers
 
 

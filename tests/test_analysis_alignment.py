@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from transferscope import TransferscopeError, align
-from transferscope.analysis.alignment import permutation_spec, permute_state
+from transferscope.measures.alignment import permutation_spec, permute_state
 from transferscope.models import build_model
 from transferscope.models.fixup import FixupBottleneck, FixupResNet
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from transferscope import TransferscopeError, evaluate_curve, fit_curve, interpolate
-from transferscope.analysis.connectivity import bezier_state
-from transferscope.analysis.interpolation import interpolated_state
 from transferscope.config import StudyConfig
 from transferscope.data import registry
 from transferscope.data.base import TensorImageDataset
+from transferscope.measures.connectivity import bezier_state
+from transferscope.measures.interpolation import interpolated_state
 from transferscope.models import build_model
 from transferscope.study.analyze import run_analyses
 from transferscope.training import checkpoints as ckpt
@@ -183,8 +183,8 @@ def test_alignment_and_connectivity_steps(study) -> None:
 @pytest.mark.parametrize("name", ["alignment", "connectivity"])
 def test_a_document_missing_a_field_names_the_file_and_the_field(study, name) -> None:
     """A result file that lost a field is an error naming the file and the field on load."""
-    from transferscope.analyses import registry
-    from transferscope.analyses.results import ResultMismatch, load_result
+    from transferscope import registry
+    from transferscope.unitkit.results import ResultMismatch, load_result
 
     unit = registry.get(name)
     path = run_analyses(study, only=[name], cache=FakeData())[name]

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from transferscope.analyses.cost import facts
-from transferscope.analyses.unit import Work
-from transferscope.analysis.cka import CKAAccumulator, multiply_adds
+from transferscope.measures.cka import CKAAccumulator, multiply_adds
 from transferscope.models import build_model
 from transferscope.models.layout import layout
+from transferscope.unitkit.cost import facts
+from transferscope.unitkit.unit import Work
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

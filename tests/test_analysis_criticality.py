@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from transferscope import TransferscopeError, module_criticality
-from transferscope.analysis.criticality import (
+from transferscope.data.base import TensorImageDataset
+from transferscope.measures.criticality import (
     ProbeInputs,
     _bisection,
     _exhaustive,
@@ -19,8 +20,7 @@ from transferscope.analysis.criticality import (
     rewind_modules,
     sigma_grid,
 )
-from transferscope.analysis.interpolation import recalibrate_batchnorm
-from transferscope.data.base import TensorImageDataset
+from transferscope.measures.interpolation import recalibrate_batchnorm
 from transferscope.models import build_model
 
 # Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.

@@ -14,7 +14,7 @@ from transferscope import (
     shuffle_gaps,
     time_to_threshold,
 )
-from transferscope.analysis.curves import area_between, chance_metric, common_threshold
+from transferscope.measures.curves import area_between, chance_metric, common_threshold
 
 
 def run(metrics: list[float], steps_per_epoch: int = 10) -> list[dict]:
@@ -54,7 +54,7 @@ def test_a_side_at_chance_does_not_set_the_bar():
     assert common_threshold(0.1, [0.13, 0.12], 0.9, floor=0.135) is None  # no side learned
     pt = [[{"epoch": e, "step": e, "metric": m} for e, m in enumerate([0.1, 0.7, 0.75])]]
     rit = [[{"epoch": e, "step": e, "metric": m} for e, m in enumerate([0.1, 0.13, 0.12])]]
-    from transferscope.analysis.curves import compare_curves
+    from transferscope.measures.curves import compare_curves
 
     out = compare_curves(pt, rit, 0.1, 0.9, floor=0.135)
     assert out["P-T"]["epochs_to_threshold"] == [1.0]

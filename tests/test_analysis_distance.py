@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transferscope import TransferscopeError, parameter_distance
-from transferscope.analysis.distance import layout_modules, module_of
+from transferscope.measures.distance import layout_modules, module_of
 from transferscope.models import build_model, transfer
 
 
@@ -100,9 +100,9 @@ def test_module_of_default_grouping():
 def test_a_result_missing_a_field_fails_on_load_naming_the_file_and_field(tmp_path):
     import json
 
-    from transferscope.analyses import registry
+    from transferscope import registry
     from transferscope.analyses.distance import DistancePair
-    from transferscope.analyses.results import ResultMismatch, load_result
+    from transferscope.unitkit.results import ResultMismatch, load_result
 
     result = parameter_distance(_model(0).state_dict(), _model(1).state_dict())
     start = {"pair": "P@k-T/P-T", "runs": ["PkT-0", "PT-0"], "seeds": [0, 0], "k": 0.5}

@@ -16,16 +16,16 @@ import torch
 from typer.testing import CliRunner
 
 from test_findings_rules import cmp, curves, gap, run_row, shuffled, side, unshuffled
-from transferscope.analyses import registry
-from transferscope.analysis import domain as D
+from transferscope import registry
 from transferscope.cli import app
 from transferscope.data.base import TensorImageDataset
 from transferscope.data.shuffle import shuffle_images
+from transferscope.measures import domain as D
 from transferscope.report import build_report, evaluate_findings, load_study
 from transferscope.report.findings import ACROSS_TARGETS, StudyData
-from transferscope.report.rules import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
-from transferscope.study.plan import build_plan
-from transferscope.study.store import StudyStore
+from transferscope.studydir.plan import build_plan
+from transferscope.studydir.store import StudyStore
+from transferscope.unitkit.rules import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
 
 from conftest import requires_fashion
 from fake_study import INFO, FakeData, fake_config, write_runs

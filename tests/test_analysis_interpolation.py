@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from transferscope import TransferscopeError, interpolate
-from transferscope.analysis.interpolation import barrier, recalibrate_batchnorm
 from transferscope.data.base import TensorImageDataset
+from transferscope.measures.interpolation import barrier, recalibrate_batchnorm
 from transferscope.training.metrics import evaluate
 
 # Tiny models on a shared machine: extra OpenMP threads only wait for busy cores.
@@ -135,7 +135,7 @@ def test_a_document_missing_a_field_names_the_file_and_the_field(tmp_path) -> No
     import json
 
     from transferscope.analyses.interpolation import Interpolation, InterpolationEntry
-    from transferscope.analyses.results import ResultMismatch, load_result
+    from transferscope.unitkit.results import ResultMismatch, load_result
 
     line = {
         "pair": "P-T/P-T", "k": None, "runs": ["a", "b"], "checkpoints": ["final", "final"],

@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from transferscope.analyses.lines import PREFIX, LineCache, call_folder
-from transferscope.analysis.interpolation import InterpolationResult
+from transferscope.measures.interpolation import InterpolationResult
+from transferscope.unitkit.line_cache import PREFIX, LineCache, call_folder
 
 
 def _line(seed: float) -> InterpolationResult:

@@ -73,7 +73,7 @@ def _document(tmp_path, pair: dict) -> tuple:
     """A mistakes.json holding one target with ``pair``, and the unit that reads it."""
     import json
 
-    from transferscope.analyses import registry
+    from transferscope import registry
 
     unit = registry.get("mistakes")
     doc = {
@@ -91,7 +91,7 @@ def _document(tmp_path, pair: dict) -> tuple:
 
 def test_a_result_missing_a_field_fails_on_load_naming_the_file_and_field(tmp_path):
     from transferscope.analyses.mistakes import MistakePair
-    from transferscope.analyses.results import ResultMismatch, load_result
+    from transferscope.unitkit.results import ResultMismatch, load_result
 
     result = compare_mistakes(np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([0, 1, 0]))
     start = {"pair": "P-T/RI-T", "runs": ["PT-0", "RIT-0"], "seeds": [0, 0]}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from transferscope.analysis.replay import PrefixReplay
+from transferscope.measures.replay import PrefixReplay
 from transferscope.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

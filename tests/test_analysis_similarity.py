@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from transferscope import TransferscopeError
-from transferscope.analysis.sampling import stratified_indices
-from transferscope.analysis.similarity import (
+from transferscope.measures.sampling import stratified_indices
+from transferscope.measures.similarity import (
     MINIBATCH,
     CKAAccumulator,
     exact_state_bytes,
@@ -264,9 +264,9 @@ def test_stratified_subset_keeps_class_shares_and_is_seeded():
 def test_a_result_missing_a_field_fails_on_load_naming_the_file_and_field(tmp_path):
     import json
 
-    from transferscope.analyses import registry
-    from transferscope.analyses.results import ResultMismatch, load_result
+    from transferscope import registry
     from transferscope.analyses.similarity import SimilarityPair
+    from transferscope.unitkit.results import ResultMismatch, load_result
 
     a, b = _models()
     layers = layer_similarity(a, b, [torch.randn(8, 1, 8, 8)])

@@ -237,7 +237,7 @@ def test_unknown_analysis_name_is_an_error(study):
 
 def test_a_failing_analysis_is_recorded_and_the_others_still_run(study, monkeypatch):
     """One analysis's crash (a memory error at 224 px, a bug) costs that analysis only."""
-    from transferscope.analyses import registry
+    from transferscope import registry
     from transferscope.report import load_study
 
     store, _, _ = study
@@ -272,7 +272,7 @@ def test_separate_calls_share_straight_lines_through_one_folder(study, one_threa
     """As the Ray executor's analysis tasks do: two calls given one folder of lines; the second
     analysis reads the straight lines the first measured instead of measuring them again, and
     the numbers are those it would have measured itself."""
-    from transferscope.analyses.lines import call_folder
+    from transferscope.unitkit.line_cache import call_folder
 
     store, _, _ = study
     folder = call_folder(store.analyses_dir)
@@ -292,6 +292,6 @@ def test_separate_calls_share_straight_lines_through_one_folder(study, one_threa
 
 def _timing(store, name: str) -> dict:
     """What an analysis's last computation recorded of its time (analyses/timings/)."""
-    from transferscope.study.layout import timing_path
+    from transferscope.paths import timing_path
 
     return json.loads(timing_path(store.root, name).read_text())

@@ -14,24 +14,23 @@ import pytest
 from pydantic import Field, ValidationError
 from typer.testing import CliRunner
 
-from transferscope import config
-from transferscope.analyses import registry
-from transferscope.analyses.context import StudyContext, skipped
-from transferscope.analyses.results import (
-    AnalysisResult,
-    ResultMismatch,
-    TargetEntry,
-    entry,
-    load_result,
-)
-from transferscope.analyses.unit import Analysis, Claim, ReportSection, claim
+from transferscope import config, registry
 from transferscope.cli import app
 from transferscope.errors import TransferscopeError
 from transferscope.options import AnalysisOptions
 from transferscope.report import build_report, evaluate_findings, load_study
-from transferscope.report.rules import HOLDS, UNMEASURED, TargetResult
 from transferscope.study.analyze import run_analyses
-from transferscope.study.store import StudyStore
+from transferscope.studydir.store import StudyStore
+from transferscope.unitkit.context import StudyContext, skipped
+from transferscope.unitkit.results import (
+    AnalysisResult,
+    Entry,
+    ResultMismatch,
+    TargetEntry,
+    load_result,
+)
+from transferscope.unitkit.rules import HOLDS, UNMEASURED, TargetResult
+from transferscope.unitkit.unit import Analysis, Claim, ReportSection, claim
 
 from fake_study import FakeData, fake_config, fake_study, write_runs
 
@@ -46,7 +45,7 @@ class CountEntry(TargetEntry):
 
 
 class CountResult(AnalysisResult):
-    targets: dict[str, entry(CountEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[CountEntry]] = Field(default_factory=dict)
 
 
 @claim("X1", "Some P-T run finished.", "at least one finished P-T run", order=99)

@@ -8,6 +8,7 @@ on any architecture; where one cannot apply, its result and the report say so an
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,37 +18,38 @@ import torch
 import yaml
 
 import transferscope
-from transferscope.analyses import registry
+from transferscope import registry
 from transferscope.config import StudyConfig
 from transferscope.report import build_report
-from transferscope.study.executors import DataCache, LocalExecutor, plan_study
-from transferscope.study.store import StudyStore
+from transferscope.study.executors import LocalExecutor
+from transferscope.studydir.inputs import DataCache, plan_study
+from transferscope.studydir.store import StudyStore
 
 from conftest import requires_fashion
 
 pytestmark = [requires_fashion, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_model(arch: str) -> dict[str, Any]:
+    """``arch``'s model in the architectures benchmark (``bench/architectures.py``), sized for
+    28x28 images: the same ConvNeXt and ViT run here at nano scale."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.architectures import ARCHITECTURES as BENCH
+    finally:
+        sys.path.remove(str(ROOT))
+    return BENCH[arch]["model"]
+
 
 # Small enough for 28x28 images and a few seconds a run on one core; resnet18 (11M parameters,
 # 0.6 s a step of 32 on one core) trains on fewer examples.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "fixup-small": {"name": "fixup-small", "options": {"widths": [8, 16, 16], "stem_stride": 2}},
     "resnet18": {"name": "resnet18"},
-    # Four stages of one block; patch 1 keeps a 3x3 map after the three downsamplings.
-    "convnext": {
-        "name": "timm:convnext_atto",
-        "options": {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64], "patch_size": 1},
-    },
-    "vit": {
-        "name": "timm:vit_tiny_patch16_224",
-        "options": {
-            "img_size": 28,
-            "patch_size": 4,
-            "embed_dim": 32,
-            "depth": 3,
-            "num_heads": 2,
-            "mlp_ratio": 2.0,
-        },
-    },
+    "convnext": _bench_model("convnext"),
+    "vit": _bench_model("vit"),
 }
 # Source examples, pre-training epochs, target training examples, target epochs, learning rate
 # (fine-tuning uses half), examples each analysis reads. What the tests check (layers, BatchNorm,
@@ -65,7 +67,7 @@ def nano_config(arch: str, out: Path) -> StudyConfig:
     """The micro preset cut to one small target, a few dozen steps a run and the fewest grid
     points, with ``arch``'s model."""
     micro = yaml.safe_load(
-        resources.files("transferscope.presets").joinpath("micro.yaml").read_text()
+        resources.files("transferscope.config").joinpath("presets", "micro.yaml").read_text()
     )
     a = micro["analyses"]
     source, epochs, examples, target_epochs, lr, read = RECIPES[arch]

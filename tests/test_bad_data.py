@@ -24,8 +24,9 @@ from transferscope.config import DataSpec, check_references, load_preset, with_s
 from transferscope.data import domainnet, imagefolder
 from transferscope.data.folder_common import BadImageError, drop_bad_images
 from transferscope.errors import TransferscopeError, TransferscopeWarning
-from transferscope.study.executors import BAD_IMAGES, DataCache
-from transferscope.study.store import StudyStore
+from transferscope.study.executors import BAD_IMAGES
+from transferscope.studydir.inputs import DataCache
+from transferscope.studydir.store import StudyStore
 from transferscope.training.loaders import iterate
 
 from fixtures_data import make_domainnet, make_imagefolder, write_huge_png
@@ -311,7 +312,7 @@ def test_counts_beyond_what_the_machine_has_are_refused(tmp_path: Path) -> None:
     """Threads, runs at once, analyses at once, data-loader and figure workers: more than 4 per
     usable core is one line naming the value, the limit and the cores (``--threads 10000``
     would exhaust the machine's thread limit for every user on it)."""
-    from transferscope.report.figure_saver import FigureSaver
+    from transferscope.unitkit.figure_saver import FigureSaver
 
     cores = limits.usable_cores()
     most = 4 * cores

@@ -8,13 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from transferscope import config
-from transferscope.analyses import registry as analyses_registry
+from transferscope import registry as analyses_registry
 from transferscope.cli import app
+from transferscope.cli.progress import runs_description as _runs_description
 from transferscope.data import registry
 from transferscope.data.base import DataInfo
-from transferscope.progress import runs_description as _runs_description
-from transferscope.study.plan import build_plan
-from transferscope.study.store import StudyStore
+from transferscope.studydir.plan import build_plan
+from transferscope.studydir.store import StudyStore
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_an_analysis_estimate_is_printed_before_it_starts_and_labels_its_bar(qui
 
     from rich.console import Console
 
-    from transferscope.progress import StudyDisplay
+    from transferscope.cli.progress import StudyDisplay
 
     out = io.StringIO()
     console = Console(file=out, width=80, force_terminal=not quiet)

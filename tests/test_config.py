@@ -150,16 +150,16 @@ def test_an_id_made_from_a_name_and_a_domain_is_checked_too():
 def test_every_write_resolves_inside_the_study(tmp_path):
     """plan.json holds the run ids every run directory is named by: one edited by hand to a path
     is refused when read, and the directory helpers refuse anything but one name."""
-    from transferscope.study import layout
-    from transferscope.study.store import StudyStore
+    from transferscope import paths
+    from transferscope.studydir.store import StudyStore
 
     for bad in ("../../ESCAPED", "a/b", "..", ".", "", "x" * 300):
         with pytest.raises(TransferscopeError, match="is not a file name inside"):
-            layout.run_dir(tmp_path, bad)
+            paths.run_dir(tmp_path, bad)
     for bad in ("../../ESCAPED", "a/b", "x" * 300):
         with pytest.raises(TransferscopeError, match="is not a file name inside"):
-            layout.mistake_examples_path(tmp_path, bad)
-    assert layout.run_dir(tmp_path, "PT-digits-0123456789").parent == tmp_path / "runs"
+            paths.mistake_examples_path(tmp_path, bad)
+    assert paths.run_dir(tmp_path, "PT-digits-0123456789").parent == tmp_path / "runs"
     (tmp_path / "study.yaml").write_text("name: x\n")
     run = {"id": "../../ESCAPED", "target": "t", "seed": 0, "spec": {}}
     (tmp_path / "plan.json").write_text(json.dumps({"runs": [run]}))

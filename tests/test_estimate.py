@@ -10,7 +10,7 @@ import yaml
 from transferscope import config
 from transferscope.errors import TransferscopeError
 from transferscope.study import estimate as est
-from transferscope.study.executors import DataCache
+from transferscope.studydir.inputs import DataCache
 
 from study_checks import invoke
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from transferscope.study.store import StudyStore
+from transferscope.studydir.store import StudyStore
 
 from conftest import requires_fashion
 from study_checks import assert_intact, assert_same_analyses, assert_same_results, invoke

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from transferscope.analyses import registry
+from transferscope import registry
 from transferscope.report.findings import (
     FAILS,
     HOLDS,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transferscope.analysis.interpolation import interpolate
 from transferscope.config import TrainSpec
 from transferscope.data import registry
 from transferscope.data.base import TensorImageDataset
 from transferscope.data.shuffle import block_shuffle, pixel_shuffle
+from transferscope.measures.interpolation import interpolate
 from transferscope.models import build_model
 from transferscope.training.loaders import iterate
 from transferscope.training.trainer import Trainer

@@ -16,7 +16,7 @@ import yaml
 
 from transferscope.report import evaluate_findings, load_study
 from transferscope.report.findings import HOLDS, INCONCLUSIVE
-from transferscope.study.store import StudyStore
+from transferscope.studydir.store import StudyStore
 
 from conftest import requires_fashion
 from study_checks import invoke

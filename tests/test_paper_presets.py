@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from transferscope import config
-from transferscope.study.executors import DataCache, execute_run, plan_study
-from transferscope.study.store import StudyStore
+from transferscope.study.executors import execute_run
+from transferscope.studydir.inputs import DataCache, plan_study
+from transferscope.studydir.store import StudyStore
 
 from fixtures_data import make_chexpert, make_domainnet, make_imagefolder
 

@@ -7,8 +7,8 @@ import yaml
 from transferscope import config
 from transferscope.data.base import DataInfo
 from transferscope.errors import TransferscopeError, TransferscopeWarning
-from transferscope.study.plan import RunSpec, build_plan
-from transferscope.study.store import StudyStore
+from transferscope.studydir.plan import RunSpec, build_plan
+from transferscope.studydir.store import StudyStore
 
 from conftest import requires_fashion
 from study_checks import invoke
@@ -169,7 +169,7 @@ def test_pixel_shuffle_of_one_channel_images_is_block_one():
 
 
 def test_p_never_shares_its_random_init_with_an_ri_t_run():
-    from transferscope.study.executors import build_start_model
+    from transferscope.studydir.inputs import build_start_model
 
     cfg = micro()
     infos = infos_for(cfg)
@@ -197,8 +197,8 @@ def test_control_pair_can_be_turned_off_and_needs_two_seeds():
 
 
 def test_pt_heads_are_random_from_the_seed_unless_zero_is_asked(monkeypatch, tmp_path):
-    from transferscope.study import executors
-    from transferscope.study.store import StudyStore
+    from transferscope.studydir import inputs
+    from transferscope.studydir.store import StudyStore
 
     cfg = micro()
     infos = infos_for(cfg)
@@ -213,14 +213,12 @@ def test_pt_heads_are_random_from_the_seed_unless_zero_is_asked(monkeypatch, tmp
     assert {r.id for r in plan.select(kind="RI-T")} == {r.id for r in zero.select(kind="RI-T")}
     # P's weights: its own random init stands in for the trained file.
     p = plan.select(kind="P")[0]
-    p_state = executors.build_start_model(p.spec, infos[cfg.source.label], None, None).state_dict()
-    monkeypatch.setattr(executors.ckpt, "load_weights", lambda path: p_state)
+    p_state = inputs.build_start_model(p.spec, infos[cfg.source.label], None, None).state_dict()
+    monkeypatch.setattr(inputs.ckpt, "load_weights", lambda path: p_state)
     store = StudyStore(tmp_path)
 
     def head(run) -> torch.Tensor:
-        model = executors.build_start_model(
-            run.spec, infos["digits"], infos[cfg.source.label], store
-        )
+        model = inputs.build_start_model(run.spec, infos["digits"], infos[cfg.source.label], store)
         return model.fc.weight.detach()
 
     a, b = head(pts[0]), head(pts[1])

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transferscope import config
-from transferscope.analysis.distance import parameter_distance
-from transferscope.analysis.similarity import linear_cka
 from transferscope.data.shuffle import block_shuffle, pixel_shuffle
+from transferscope.measures.distance import parameter_distance
+from transferscope.measures.similarity import linear_cka
 
 # Deterministic runs in CI; a small number of examples keeps the file to a few seconds.
 FAST = settings(

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from transferscope import config as config_mod
+from transferscope import paths
 from transferscope.errors import TransferscopeError
 from transferscope.study.analyze import ANALYSES
 from transferscope.study.ray_executor import CRASH_ENV
-from transferscope.study.store import StudyStore
+from transferscope.studydir.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 
 from conftest import requires_fashion
@@ -90,7 +91,7 @@ def assert_runs_match(ref: Path, out: Path) -> None:
         sa, sb = a.summary(run.id), b.summary(run.id)
         for key in ("final_metric", "final_loss", "steps", "metric_name"):
             assert sa[key] == sb[key], (run.id, key)
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == ckpt.RESUME]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == paths.RESUME]
 
 
 @requires_fashion
@@ -184,7 +185,7 @@ def test_resources_are_checked_and_leave_run_ids_alone():
     asked = config_mod.load_preset("micro", resources={"gpus_per_run": 2, "cpus_per_run": 8})
     assert asked.resources.gpus("cpu") == 2 and plain.resources.gpus("cuda") == 1
     assert plain.resources.gpus("cpu") == 0
-    from transferscope.study.executors import DataCache, plan_study
+    from transferscope.studydir.inputs import DataCache, plan_study
 
     cache = DataCache()
     assert [r.id for r in plan_study(plain, cache).runs] == [

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transferscope.analyses import registry
-from transferscope.analyses.results import ResultMismatch, load_result
+from transferscope import registry
 from transferscope.errors import TransferscopeError
 from transferscope.report import build_report, evaluate_findings, load_study, markdown_summary
 from transferscope.report.findings import (
@@ -28,6 +27,7 @@ from transferscope.report.findings import (
     depth_order,
     spearman,
 )
+from transferscope.unitkit.results import ResultMismatch, load_result
 
 EVIL = "<script>alert(1)</script>"
 TARGETS = ("digits", EVIL)
@@ -657,7 +657,7 @@ def test_figure_formats(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from transferscope.analyses import curves
-    from transferscope.report import figures
+    from transferscope.unitkit import figures
 
     with figures.style():
         fig = curves.learning_curves(curves.CurvesEntry.model_validate(_curves_entry()), "t")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from test_report import make_study
-from transferscope.analyses import registry
+from transferscope import registry
 from transferscope.report import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from transferscope import paths
 from transferscope.config import TrainSpec
 from transferscope.data import imagefolder
-from transferscope.training import checkpoints as ckpt
 from transferscope.training.trainer import Trainer
 
 from fixtures_data import make_imagefolder
@@ -86,7 +86,7 @@ def test_augmented_run_resumed_mid_epoch_gives_the_same_weights(splits, tmp_path
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupt):
         train(splits, workers=2, run_dir=run_dir, resume_every_s=0.0, on_step=stop)
-    assert (run_dir / "checkpoints" / ckpt.RESUME).exists()
+    assert (run_dir / "checkpoints" / paths.RESUME).exists()
     assert_same(reference, train(splits, workers=0, run_dir=run_dir))
 
 

@@ -19,8 +19,8 @@ from transferscope.data.base import DataInfo, TensorImageDataset
 from transferscope.errors import TransferscopeError
 from transferscope.models import build_model
 from transferscope.models.weights import read_state
-from transferscope.study.executors import build_start_model
-from transferscope.study.plan import RunSpec
+from transferscope.studydir.inputs import build_start_model
+from transferscope.studydir.plan import RunSpec
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.trainer import Trainer
 

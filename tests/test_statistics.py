@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from transferscope.analysis.statistics import cluster_ranks, noisy_spearman, spearman_trend
 from transferscope.errors import TransferscopeError
+from transferscope.measures.statistics import cluster_ranks, noisy_spearman, spearman_trend
 
 
 def test_cluster_ranks_are_scipys_average_ranks_without_a_tolerance() -> None:
@@ -98,7 +98,7 @@ def test_power_of_more_seeds_matches_the_noncentral_t() -> None:
     whose power reaches 0.8."""
     from scipy.stats import nct, t
 
-    from transferscope.analysis.statistics import seeds_to_decide
+    from transferscope.measures.statistics import seeds_to_decide
 
     def power(d: float, n: int) -> float:
         df, nc = 2 * n - 2, d * math.sqrt(n / 2)
@@ -119,7 +119,7 @@ def test_power_of_more_seeds_matches_the_noncentral_t() -> None:
 def test_examples_to_decide_matches_the_normal_formula() -> None:
     from scipy.stats import norm
 
-    from transferscope.analysis.statistics import examples_for_sign_test, examples_to_decide
+    from transferscope.measures.statistics import examples_for_sign_test, examples_to_decide
 
     for effect, sd in ((0.02, 0.3), (0.05, 0.5), (0.1, 0.45)):
         formula = ((norm.ppf(0.975) + norm.ppf(0.8)) * sd / effect) ** 2

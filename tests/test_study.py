@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from transferscope.analyses import registry
-from transferscope.study.store import StudyStore
+from transferscope import registry
+from transferscope.studydir.store import StudyStore
 
 from conftest import requires_fashion
 from study_checks import assert_same_analyses, assert_same_results, invoke, rows
@@ -112,7 +112,7 @@ def test_estimates_count_what_each_analysis_measures_and_hold_its_time(reference
     then measures (the forwards of every line, CKA pair and curve), and the time it states holds
     within a factor that a loaded machine does not break; `run` lists both at the end."""
     from transferscope.study import estimate
-    from transferscope.study.executors import DataCache
+    from transferscope.studydir.inputs import DataCache
 
     out, _ = reference
     store = StudyStore(out)
@@ -183,7 +183,8 @@ def test_a_trajectory_run_at_the_end_of_pretraining_reuses_its_p_t_twin(referenc
 
     import torch
 
-    from transferscope.study.executors import DataCache, execute_run
+    from transferscope.study.executors import execute_run
+    from transferscope.studydir.inputs import DataCache
     from transferscope.training import checkpoints as ckpt
 
     ref = StudyStore(reference[0])

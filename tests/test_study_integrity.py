@@ -27,11 +27,11 @@ from transferscope.errors import TransferscopeError
 from transferscope.report.findings import load_study
 from transferscope.report.html import render_html
 from transferscope.study.analyze import run_analyses
-from transferscope.study.data_changes import changed_runs
-from transferscope.study.executors import DataCache
-from transferscope.study.lock import LOCK, StudyLock
-from transferscope.study.plan import Plan, build_plan
-from transferscope.study.store import StudyStore
+from transferscope.studydir.data_changes import changed_runs
+from transferscope.studydir.inputs import DataCache
+from transferscope.studydir.lock import LOCK, StudyLock
+from transferscope.studydir.plan import Plan, build_plan
+from transferscope.studydir.store import StudyStore
 from transferscope.training import checkpoints as ckpt
 from transferscope.training.metrics import chance_level
 from transferscope.training.trainer import read_metrics
@@ -463,7 +463,7 @@ def test_a_damaged_or_missing_study_yaml_is_never_trusted(tmp_path: Path) -> Non
 
 HOLD = """
 import sys, time
-from transferscope.study.lock import StudyLock
+from transferscope.studydir.lock import StudyLock
 with StudyLock(sys.argv[1], "transferscope run tiny.yaml --out study"):
     print("locked", flush=True)
     time.sleep(120)
@@ -525,7 +525,7 @@ def test_a_lock_held_by_the_orphans_of_a_dead_command_names_them(tmp_path: Path)
     """The processes of a command that died still hold its lock (workers that did not end with
     it): the next command waits for them briefly, then says what holds the lock, not that the
     dead command does."""
-    from transferscope.study import lock as lock_mod
+    from transferscope.studydir import lock as lock_mod
 
     with StudyLock(tmp_path, "first"):
         # The record names a process that is gone; this process plays its orphan.
@@ -742,7 +742,7 @@ def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None
     final.safetensors each time: its crops and flips (drawn in the loader's worker processes)
     came from whatever state the global generator of the process that trained it was in, which
     depends on the runs that process trained before. The same P-T trained right after P in one
-    `transferscope run`, and alone in a fresh process (`python -m transferscope.train_run`), must
+    `transferscope run`, and alone in a fresh process (`python -m transferscope.cli.train_run`), must
     give the same weights."""
     _, config_file = image_folder_study(tmp_path, "finetune: {epochs: 2, batch_size: 4")
     whole, alone = tmp_path / "whole", tmp_path / "alone"
@@ -756,7 +756,7 @@ def test_pt_on_an_augmented_image_folder_is_reproducible(tmp_path: Path) -> None
     p, pt = plan.select(kind="P")[0], plan.select(kind="P-T")[0]
     for run in (p, pt):
         trained = subprocess.run(
-            [sys.executable, "-m", "transferscope.train_run", str(alone / "runs" / run.id)],
+            [sys.executable, "-m", "transferscope.cli.train_run", str(alone / "runs" / run.id)],
             capture_output=True,
             text=True,
             timeout=600,

@@ -1,4 +1,4 @@
-"""`python -m transferscope.train_run RUN_DIR`, alone and under torchrun (2 gloo processes, CPU).
+"""`python -m transferscope.cli.train_run RUN_DIR`, alone and under torchrun (2 gloo processes, CPU).
 
 The two-process run shards each global batch of 64 over the ranks (digits with 29% held out for
 test: 1277 training images, so every epoch ends with a batch of 61, split 31/30) and must follow
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from transferscope.study.store import StudyStore
-from transferscope.training import checkpoints as ckpt
+from transferscope import paths
+from transferscope.studydir.store import StudyStore
 from transferscope.training.distributed import Distributed, shard_order
 
 from conftest import requires_fashion
@@ -82,7 +82,7 @@ def free_port() -> int:
 
 
 def train(run_dir: Path, processes: int) -> subprocess.CompletedProcess:
-    module = ["-m", "transferscope.train_run", str(run_dir)]
+    module = ["-m", "transferscope.cli.train_run", str(run_dir)]
     if processes == 1:
         cmd = [sys.executable, *module]
     else:
@@ -136,7 +136,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(reference, tmp_pat
     # Rank 0 alone wrote, the same files as one process; DONE says how many processes trained.
     files = {p.relative_to(one.run_dir(run_id)) for p in one.run_dir(run_id).rglob("*")}
     assert files == {p.relative_to(two.run_dir(run_id)) for p in two.run_dir(run_id).rglob("*")}
-    assert not any(p.name == ckpt.RESUME for p in two.run_dir(run_id).rglob("*"))
+    assert not any(p.name == paths.RESUME for p in two.run_dir(run_id).rglob("*"))
     assert two.summary(run_id)["processes"] == 2
     assert two.summary(run_id)["steps"] == one.summary(run_id)["steps"]
     again = train(two.run_dir(run_id), 1)
@@ -145,7 +145,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(reference, tmp_pat
 
 def test_a_directory_outside_the_plan_is_a_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "transferscope.train_run", str(tmp_path / "runs" / "x")],
+        [sys.executable, "-m", "transferscope.cli.train_run", str(tmp_path / "runs" / "x")],
         capture_output=True,
         text=True,
     )
@@ -161,12 +161,12 @@ def test_torchrun_resumes_a_run_killed_in_one_process(reference, tmp_path):
     two = fresh_copy(one, run_id, tmp_path / "two")
     run_dir = two.run_dir(run_id)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "transferscope.train_run", str(run_dir)],
+        [sys.executable, "-m", "transferscope.cli.train_run", str(run_dir)],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    resume = run_dir / "checkpoints" / ckpt.RESUME
+    resume = run_dir / "checkpoints" / paths.RESUME
     deadline = time.monotonic() + 120
     while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

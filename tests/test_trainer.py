@@ -5,6 +5,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from transferscope import paths
 from transferscope.config import TrainSpec
 from transferscope.data.base import TensorImageDataset
 from transferscope.errors import DiskFullError, TransferscopeError
@@ -109,31 +110,41 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stop_at", [5, 9, 12])
-def test_interrupted_run_resumes_to_identical_weights(tmp_path, stop_at):
-    train, test = toy_data()
-    reference = fresh()
-    ref = Trainer(SPEC, "multiclass", seed=1, run_dir=tmp_path / "ref").fit(reference, train, test)
+def interrupt_at(stop_at, run_dir, train, test, spec=SPEC, model=fresh):
+    """Train a fresh ``model()`` with seed 1 until step ``stop_at`` raises, as a killed run does,
+    leaving its resume file in ``run_dir``."""
 
     def boom(step, total):
         if step == stop_at:
             raise Interrupt
 
-    run_dir = tmp_path / "run"
     with pytest.raises(Interrupt):
-        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
-            fresh(), train, test
+        Trainer(spec, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
+            model(), train, test
         )
-    assert (run_dir / "checkpoints" / ckpt.RESUME).exists()
+
+
+def assert_same_weights(model, reference):
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("stop_at", [5, 9, 12])
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, stop_at):
+    train, test = toy_data()
+    reference = fresh()
+    ref = Trainer(SPEC, "multiclass", seed=1, run_dir=tmp_path / "ref").fit(reference, train, test)
+    run_dir = tmp_path / "run"
+    interrupt_at(stop_at, run_dir, train, test)
+    assert (run_dir / "checkpoints" / paths.RESUME).exists()
     resumed = fresh()
     # A different init proves the weights come from the resume file.
     torch.nn.init.normal_(resumed.fc.weight)
     out = Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
-    for k, v in reference.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+    assert_same_weights(resumed, reference)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(out.history) == strip(ref.history)
-    assert not (run_dir / "checkpoints" / ckpt.RESUME).exists()
+    assert not (run_dir / "checkpoints" / paths.RESUME).exists()
 
 
 @pytest.fixture
@@ -162,24 +173,15 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(tmp_path, threads):
     assert Trainer(SPEC, "multiclass", seed=1).fit(one, train, test).threads == 1
     if torch.equal(one.fc.weight, reference.fc.weight):
         pytest.skip("1 and 2 threads give the same weights on this machine: nothing to tell apart")
-
-    def boom(step, total):
-        if step == 9:
-            raise Interrupt
-
     run_dir = tmp_path / "run"
     threads(2)
-    with pytest.raises(Interrupt):
-        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
-            fresh(), train, test
-        )
+    interrupt_at(9, run_dir, train, test)
     threads(1)
     resumed = fresh()
     with pytest.warns(TransferscopeWarning, match="resumes with the 2 torch threads it started"):
         out = Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
     assert out.threads == 2 and torch.get_num_threads() == 1  # this process's count is back
-    for k, v in reference.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+    assert_same_weights(resumed, reference)
 
 
 ADAMW = SPEC.model_copy(
@@ -220,17 +222,9 @@ def test_interrupted_adamw_run_resumes_to_identical_weights_and_moments(tmp_path
     train, test = toy_data()
     reference = tiny_vit()
     ref = Trainer(ADAMW, "multiclass", seed=1).fit(reference, train, test)
-
-    def boom(step, total):
-        if step == stop_at:
-            raise Interrupt
-
     run_dir = tmp_path / "run"
-    with pytest.raises(Interrupt):
-        Trainer(ADAMW, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
-            tiny_vit(), train, test
-        )
-    _, saved, info = ckpt.load_resume(run_dir / "checkpoints" / ckpt.RESUME)
+    interrupt_at(stop_at, run_dir, train, test, spec=ADAMW, model=tiny_vit)
+    _, saved, info = ckpt.load_resume(run_dir / "checkpoints" / paths.RESUME)
     # Saved before the step that was interrupted.
     assert info["step"] == stop_at - 1
     assert {k.partition("/")[0] for k in saved} == {"exp_avg", "exp_avg_sq", "step"}
@@ -238,8 +232,7 @@ def test_interrupted_adamw_run_resumes_to_identical_weights_and_moments(tmp_path
     resumed = tiny_vit()
     torch.nn.init.normal_(resumed.head.weight)  # the weights must come from the resume file
     out = Trainer(ADAMW, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
-    for k, v in reference.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+    assert_same_weights(resumed, reference)
     assert [r["metric"] for r in out.history] == [r["metric"] for r in ref.history]
 
 
@@ -249,17 +242,9 @@ def test_a_resume_file_with_momentum_buffers_of_the_earlier_format_still_resumes
     train, test = toy_data()
     reference = fresh()
     Trainer(SPEC, "multiclass", seed=1).fit(reference, train, test)
-
-    def boom(step, total):
-        if step == 9:
-            raise Interrupt
-
     run_dir = tmp_path / "run"
-    with pytest.raises(Interrupt):
-        Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir, resume_every_s=0.0, on_step=boom).fit(
-            fresh(), train, test
-        )
-    path = run_dir / "checkpoints" / ckpt.RESUME
+    interrupt_at(9, run_dir, train, test)
+    path = run_dir / "checkpoints" / paths.RESUME
     tensors = ckpt.load_weights(path)
     meta = ckpt.read_metadata(path)
     old = {k.replace("optimizer/momentum_buffer/", "momentum/"): v for k, v in tensors.items()}
@@ -267,8 +252,7 @@ def test_a_resume_file_with_momentum_buffers_of_the_earlier_format_still_resumes
     ckpt.save_weights(path, old, meta=meta)
     resumed = fresh()
     Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
-    for k, v in reference.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+    assert_same_weights(resumed, reference)
 
 
 def test_multilabel_reports_per_task_auc():
@@ -337,7 +321,7 @@ def test_finished_but_unmarked_run_does_not_retrain(tmp_path):
     train, test = toy_data()
     first = fresh()
     Trainer(SPEC, "multiclass", seed=2, run_dir=tmp_path, keep_resume=True).fit(first, train, test)
-    assert (tmp_path / "checkpoints" / ckpt.RESUME).exists()
+    assert (tmp_path / "checkpoints" / paths.RESUME).exists()
     steps = []
     again = fresh()
     trainer = Trainer(
@@ -346,7 +330,7 @@ def test_finished_but_unmarked_run_does_not_retrain(tmp_path):
     trainer.fit(again, train, test)
     assert steps == []
     assert all(torch.equal(again.state_dict()[k], v) for k, v in first.state_dict().items())
-    assert not (tmp_path / "checkpoints" / ckpt.RESUME).exists()
+    assert not (tmp_path / "checkpoints" / paths.RESUME).exists()
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_file(tmp_path, monkeypatch):
@@ -377,20 +361,19 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_file(tmp_pat
     message = str(err.value)
     assert isinstance(err.value, DiskFullError)
     assert (
-        f"no space left on the device to write {run_dir / 'checkpoints' / ckpt.RESUME}" in message
+        f"no space left on the device to write {run_dir / 'checkpoints' / paths.RESUME}" in message
     )
     assert "free there; the file alone takes" in message and "previous version" in message
     assert "rerun the same command to resume" in message
     assert not list(run_dir.rglob("*.tmp"))
-    assert not (run_dir / "checkpoints" / ckpt.RESUME).exists()
+    assert not (run_dir / "checkpoints" / paths.RESUME).exists()
     for name in ("epoch-0", "epoch-0.25", "epoch-1"):
         ckpt.load_weights(run_dir / "checkpoints" / f"{name}.safetensors")
 
     monkeypatch.setattr(ckpt, "save_file", save_file)
     resumed = fresh()
     Trainer(SPEC, "multiclass", seed=1, run_dir=run_dir).fit(resumed, train, test)
-    for k, v in reference.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+    assert_same_weights(resumed, reference)
 
 
 @pytest.mark.parametrize(

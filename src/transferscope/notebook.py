@@ -19,11 +19,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferscope.analyses.results import AnalysisResult, skipped_parts
+from transferscope import paths
 from transferscope.errors import TransferscopeError
-from transferscope.report.findings import Finding, depth_order, evaluate_findings
-from transferscope.report.study_data import RunRow, StudyData, load_study
-from transferscope.study import layout
+from transferscope.report.findings import Finding, evaluate_findings
+from transferscope.unitkit.results import AnalysisResult, skipped_parts
+from transferscope.unitkit.study_data import RunRow, StudyData, load_study
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -40,8 +40,27 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _ok(value: Any) -> bool:
-    return getattr(value, "status", None) == "ok"
+def run_row(r: RunRow) -> dict[str, Any]:
+    """One planned run as a row of :attr:`Study.runs`: its roles, state and, once finished,
+    its ``DONE`` summary (final metric and loss, steps, seconds)."""
+    summary = r.summary or {}
+    return {
+        "run": r.id,
+        "kind": r.kind,
+        "target": r.target,
+        "seed": r.seed,
+        "shuffle": r.shuffle,
+        "checkpoint": r.checkpoint,
+        "same_init_as": r.same_init_as,
+        "state": r.state,
+        "metric_name": summary.get("metric_name"),
+        "final_metric": summary.get("final_metric"),
+        "final_loss": summary.get("final_loss"),
+        "steps": summary.get("steps"),
+        "seconds": summary.get("seconds"),
+        "chance_level": r.chance_level,
+        "error": r.error,
+    }
 
 
 @dataclass
@@ -88,7 +107,7 @@ class Study:
         """Run ``run_id``'s evaluation rows (``runs/<id>/metrics.jsonl``), in order."""
         from transferscope.training.trainer import read_metrics
 
-        return read_metrics(layout.run_dir(self.root, self.run(run_id).id))
+        return read_metrics(paths.run_dir(self.root, self.run(run_id).id))
 
     @property
     def results(self) -> dict[str, AnalysisResult | None]:
@@ -97,7 +116,7 @@ class Study:
 
     def result(self, name: str) -> AnalysisResult:
         """Analysis ``name``'s typed result; an error saying why when it has none."""
-        from transferscope.analyses import registry
+        from transferscope import registry
 
         registry.get(name)  # an unknown name lists the valid ones
         doc = self.data.analyses.get(name)
@@ -116,29 +135,7 @@ class Study:
     @property
     def runs(self) -> pd.DataFrame:
         """One row per planned run: roles, state and the final metric of finished ones."""
-        rows = []
-        for r in self.data.runs:
-            summary = r.summary or {}
-            rows.append(
-                {
-                    "run": r.id,
-                    "kind": r.kind,
-                    "target": r.target,
-                    "seed": r.seed,
-                    "shuffle": r.shuffle,
-                    "checkpoint": r.checkpoint,
-                    "same_init_as": r.same_init_as,
-                    "state": r.state,
-                    "metric_name": summary.get("metric_name"),
-                    "final_metric": summary.get("final_metric"),
-                    "final_loss": summary.get("final_loss"),
-                    "steps": summary.get("steps"),
-                    "seconds": summary.get("seconds"),
-                    "chance_level": r.chance_level,
-                    "error": r.error,
-                }
-            )
-        return _frame(rows, _RUN_COLUMNS)
+        return _frame([run_row(r) for r in self.data.runs], _RUN_COLUMNS)
 
     @property
     def learning_curves(self) -> pd.DataFrame:
@@ -153,105 +150,47 @@ class Study:
                 rows.append({**roles, "shuffle": r.shuffle, "checkpoint": r.checkpoint, **row})
         return _frame(rows, [*_CURVE_ROLES, *fields])
 
+    def table(self, name: str) -> pd.DataFrame:
+        """The table ``name`` (one of :attr:`table_names`) that the analysis units flatten
+        their results into, one row per measured number (each unit's
+        :meth:`~transferscope.unitkit.unit.Analysis.tables`); several units may add rows to one
+        table (``barriers``: interpolation, alignment and connectivity)."""
+        found = self._unit_tables().get(name)
+        if found is None:
+            raise TransferscopeError(
+                f"no table '{name}' in this study; tables: {', '.join(self.table_names)}"
+            )
+        columns, rows = found
+        return _frame(rows, columns)
+
+    @property
+    def table_names(self) -> list[str]:
+        """The names :meth:`table` accepts, one or more per registered analysis unit."""
+        return list(self._unit_tables())
+
     @property
     def cka(self) -> pd.DataFrame:
         """CKA per pair and layer (Neyshabur et al. 2020, §3.2), layers input to output."""
-        rows = []
-        for target, pair in self._pairs("similarity"):
-            # Input to output: the JSON stores layers in key order ("stem" after "stages.3").
-            for layer in depth_order(pair.layers):
-                value = pair.layers[layer]
-                rows.append(
-                    {
-                        **_pair_columns(target, pair),
-                        "layer": layer,
-                        "cka": value.cka,
-                        "estimator": value.estimator,
-                        "examples": value.examples,
-                    }
-                )
-        return _frame(rows, [*_PAIR_COLUMNS, "layer", "cka", "estimator", "examples"])
+        return self.table("cka")
 
     @property
     def distances(self) -> pd.DataFrame:
         """Parameter distance per pair and module (§3.3); ``total`` repeats the pair's whole
         L2 distance on each of its rows."""
-        rows = []
-        for target, pair in self._pairs("distance"):
-            for module, value in pair.per_module.items():
-                rows.append(
-                    {
-                        **_pair_columns(target, pair),
-                        "k": pair.k,
-                        "module": module,
-                        "distance": value,
-                        "relative": pair.per_module_relative.get(module),
-                        "rms": pair.per_module_rms.get(module),
-                        "elements": pair.module_elements.get(module),
-                        "total": pair.total,
-                    }
-                )
-        columns = ["k", "module", "distance", "relative", "rms", "elements", "total"]
-        return _frame(rows, [*_PAIR_COLUMNS, *columns])
+        return self.table("distances")
 
     @property
     def barriers(self) -> pd.DataFrame:
         """Every measured path's barrier: the straight lines of interpolation (§3.3), and the
         aligned lines and trained curves of alignment and connectivity beside their straight
         lines. ``path`` names which (linear, aligned, curve)."""
-        paths = {
-            "interpolation": (("linear", None),),
-            "alignment": (("linear", "linear"), ("aligned", "aligned")),
-            "connectivity": (("linear", "linear"), ("curve", "curve")),
-        }
-        rows = []
-        for analysis, kinds in paths.items():
-            for target, pair in self._pairs(analysis):
-                for path, attr in kinds:
-                    line = pair if attr is None else getattr(pair, attr)
-                    rows.append(
-                        {
-                            "analysis": analysis,
-                            **_pair_columns(target, pair),
-                            "k": getattr(pair, "k", None),
-                            "path": path,
-                            "barrier_metric": line.barrier_metric,
-                            "barrier_loss": line.barrier_loss,
-                            "batchnorm_recalibrated": line.batchnorm_recalibrated,
-                        }
-                    )
-        columns = ["k", "path", "barrier_metric", "barrier_loss", "batchnorm_recalibrated"]
-        return _frame(rows, ["analysis", *_PAIR_COLUMNS, *columns])
+        return self.table("barriers")
 
     @property
     def criticality(self) -> pd.DataFrame:
         """Module criticality per kind (P-T, RI-T) and module (§3.4): μ (None when no grid
         point was feasible, then ``mu_bound`` bounds it), distance and the rewound metric."""
-        rows = []
-        doc = self.data.result("criticality")
-        for target, entry in (doc.targets if doc is not None else {}).items():
-            if not _ok(entry):
-                continue
-            for kind, result in (("P-T", entry.pt), ("RI-T", entry.rit)):
-                if not _ok(result):
-                    continue
-                for module in result.modules:
-                    rows.append(
-                        {
-                            "target": target,
-                            "kind": kind,
-                            "run": result.run,
-                            "module": module,
-                            "mu": result.mu.get(module),
-                            "mu_bound": result.mu_bound.get(module),
-                            "distance": result.distance.get(module),
-                            "rewind_metric": result.rewind.get(module),
-                            "rewind_loss": result.rewind_loss.get(module),
-                            "network_criticality": result.network_criticality,
-                            "recalibrated_batchnorm": result.recalibrated_batchnorm,
-                        }
-                    )
-        return _frame(rows, _CRITICALITY_COLUMNS)
+        return self.table("criticality")
 
     @property
     def findings(self) -> pd.DataFrame:
@@ -308,13 +247,16 @@ class Study:
         return _frame(rows, ["analysis", "target", "part", "status", "reason"])
 
     # ----------------------------------------------------------------- helpers
-    def _pairs(self, name: str) -> list[tuple[str, Any]]:
-        """(target, pair) of every measured pair of analysis ``name``."""
-        doc = self.data.result(name)
-        out = []
-        for target, entry in (doc.targets if doc is not None else {}).items():
-            if _ok(entry):
-                out += [(target, p) for p in entry.pairs if _ok(p)]
+    def _unit_tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+        """Every unit's tables, in the registry's order: name -> (columns, rows)."""
+        from transferscope import registry
+
+        out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+        for unit in registry.units():
+            for name, table in unit.tables(self.data.result(unit.name)).items():
+                columns, rows = out.setdefault(name, ([], []))
+                columns += [c for c in table.columns if c not in columns]
+                rows += table.rows
         return out
 
 
@@ -337,29 +279,6 @@ _RUN_COLUMNS = [
 ]
 _CURVE_ROLES = ["run", "kind", "target", "seed", "shuffle", "checkpoint"]
 _CURVE_FIELDS = ["epoch", "step", "split", "metric_name", "metric", "loss"]
-_PAIR_COLUMNS = ["target", "pair", "runs", "seeds"]
-_CRITICALITY_COLUMNS = [
-    "target",
-    "kind",
-    "run",
-    "module",
-    "mu",
-    "mu_bound",
-    "distance",
-    "rewind_metric",
-    "rewind_loss",
-    "network_criticality",
-    "recalibrated_batchnorm",
-]
-
-
-def _pair_columns(target: str, pair: Any) -> dict[str, Any]:
-    return {
-        "target": target,
-        "pair": pair.pair,
-        "runs": tuple(pair.runs),
-        "seeds": tuple(getattr(pair, "seeds", ())),
-    }
 
 
 def _gap(
@@ -378,8 +297,9 @@ def open_study(root: str | Path) -> Study:
     """Open the study directory ``root`` (what ``transferscope run --out`` wrote) for Python.
 
     Reads ``plan.json``, the runs' state and every ``analyses/<name>.json`` into its unit's
-    result model; the DataFrame properties (``runs``, ``learning_curves``, ``cka``,
-    ``distances``, ``barriers``, ``criticality``, ``findings``, ``not_measured``) need pandas.
+    result model; the DataFrame properties (``runs``, ``learning_curves``, ``findings``,
+    ``not_measured``, and the units' tables: ``cka``, ``distances``, ``barriers``,
+    ``criticality``, any other through ``table(name)``) need pandas.
 
     Raises:
         TransferscopeError: ``root`` is not a study directory (no ``plan.json``).
@@ -387,4 +307,4 @@ def open_study(root: str | Path) -> Study:
     return Study(load_study(Path(root).expanduser()))
 
 
-__all__ = ["Study", "open_study"]
+__all__ = ["Study", "open_study", "run_row"]

@@ -1,7 +1,7 @@
 """Barriers after permutation alignment (weight matching; beyond the paper): claim C9.
 
 Per target and pair (P-T/P-T, RI-T/RI-T, P-T/RI-T), B's hidden units are permuted to match A's
-(weight matching, Ainsworth et al. 2022, "Git Re-Basin"; :mod:`transferscope.analysis.alignment`)
+(weight matching, Ainsworth et al. 2022, "Git Re-Basin"; :mod:`transferscope.measures.alignment`)
 and the straight line from A to the permuted B is measured like the plain one (§3 of Neyshabur
 et al. 2020), which is stored beside it: a barrier that vanishes after alignment separated two
 permutations of one basin.
@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
-from transferscope.analyses.context import StudyContext
-from transferscope.analyses.pairs import study_pairs
-from transferscope.analyses.paths import (
+from transferscope.measures.alignment import align
+from transferscope.measures.interpolation import interpolate
+from transferscope.registry import register
+from transferscope.unitkit.basins import BasinPair, BasinUnit, PathStyle
+from transferscope.unitkit.context import StudyContext
+from transferscope.unitkit.model_paths import (
     Line,
     PathOptions,
     PathsEntry,
@@ -30,12 +32,9 @@ from transferscope.analyses.paths import (
     path_barriers,
     path_work,
 )
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import Model, entry
-from transferscope.analyses.unit import TargetSize, Work, claim
-from transferscope.analysis.alignment import align
-from transferscope.analysis.interpolation import interpolate
-from transferscope.report.rules import (
+from transferscope.unitkit.pairs import study_pairs
+from transferscope.unitkit.results import Entry, Model
+from transferscope.unitkit.rules import (
     BARRIER_TOLERANCE,
     UNMEASURED,
     Decide,
@@ -48,10 +47,11 @@ from transferscope.report.rules import (
     mean,
     without_learned_pairs,
 )
+from transferscope.unitkit.unit import TargetSize, Work, claim
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transferscope.report.findings import StudyData
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.study_data import StudyData
 
 
 class AlignmentOptions(PathOptions):
@@ -61,7 +61,7 @@ class AlignmentOptions(PathOptions):
 
 
 class AlignmentStats(Model):
-    """How far alignment moved B (:meth:`~transferscope.analysis.alignment.AlignmentResult.to_dict`)."""
+    """How far alignment moved B (:meth:`~transferscope.measures.alignment.AlignmentResult.to_dict`)."""
 
     distance_before: float
     """L2 distance ‖θ_A − θ_B‖ over every weight before alignment (weight units; BatchNorm's
@@ -88,7 +88,7 @@ class AlignmentEntry(PathsEntry):
 
 
 class AlignmentResult(PathsResult):
-    targets: dict[str, entry(AlignmentEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[AlignmentEntry]] = Field(default_factory=dict)
     method: str = "weight matching (Git Re-Basin)"
 
 
@@ -135,7 +135,7 @@ def C9(e: AlignmentEntry, target: str, data: StudyData) -> TargetResult:
     direction = 1 if change > max(noise, BARRIER_TOLERANCE) else (-1 if change < -noise else 0)
     decide = ""
     if direction == 0:
-        from transferscope.analysis.statistics import examples_to_decide
+        from transferscope.measures.statistics import examples_to_decide
 
         # noise = 2 s.e. of the difference: the per-example spread is noise / 2 × sqrt(n).
         sd = noise / 2 * math.sqrt(e.examples) if e.examples else 0.0

@@ -2,7 +2,7 @@
 
 Per target and chosen pair (``pairs``: RI-T/RI-T and P-T/RI-T by default), the middle control
 point of a quadratic Bezier curve between the two final models is trained on the target's
-training split (Garipov et al. 2018; :mod:`transferscope.analysis.connectivity`), then the test
+training split (Garipov et al. 2018; :mod:`transferscope.measures.connectivity`), then the test
 metric and loss are measured along the curve exactly like the straight line (§3 of Neyshabur et
 al. 2020), which is stored beside it: a curve without a barrier joins models that the straight
 line separates.
@@ -14,50 +14,46 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from transferscope.analyses.basins import BasinPair, BasinUnit, PathStyle
-from transferscope.analyses.context import StudyContext
-from transferscope.analyses.pairs import study_pairs
-from transferscope.analyses.paths import (
+from transferscope.measures.connectivity import curve_summary, evaluate_curve, fit_curve
+from transferscope.registry import register
+from transferscope.unitkit import model_paths
+from transferscope.unitkit.basins import BasinPair, BasinUnit, PathStyle
+from transferscope.unitkit.context import StudyContext
+from transferscope.unitkit.model_paths import (
     Line,
     PathOptions,
     PathsEntry,
     PathsResult,
     SkippedPair,
-    line_work,
-    measure_pairs,
-    pair_ends,
-    pair_paths,
-    path_barriers,
-    path_work,
 )
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import entry
-from transferscope.analyses.unit import TargetSize, Work, claim
-from transferscope.analysis.connectivity import curve_summary, evaluate_curve, fit_curve
-from transferscope.report.rules import (
+from transferscope.unitkit.pairs import study_pairs
+from transferscope.unitkit.results import Entry
+from transferscope.unitkit.rules import (
     BARRIER_TOLERANCE,
-    INCONCLUSIVE,
     TargetResult,
-    barrier_decide,
-    barrier_verdict,
-    decide_text,
+    barrier_result,
     fmt,
     learned_barriers,
     mean,
     without_learned_pairs,
 )
+from transferscope.unitkit.unit import TargetSize, Work, claim
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transferscope.report.findings import StudyData
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.study_data import StudyData
 
 CurvePair = Literal["RI-T/RI-T", "P-T/RI-T", "P-T/P-T"]
+
+
+def _default_pairs() -> list[CurvePair]:
+    return ["RI-T/RI-T", "P-T/RI-T"]
 
 
 class ConnectivityOptions(PathOptions):
     """Quadratic Bezier curves trained between two models (non-linear low-loss paths)."""
 
-    pairs: list[CurvePair] = Field(default_factory=lambda: ["RI-T/RI-T", "P-T/RI-T"])
+    pairs: list[CurvePair] = Field(default_factory=_default_pairs)
     epochs: int = Field(default=10, ge=0, description="curve training epochs")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=0.05, gt=0)
@@ -81,22 +77,19 @@ class CurvedPair(BasinPair):
     """L2 distance of the trained control point from the straight line's midpoint."""
 
 
-CurvePairEntry = Annotated[CurvedPair | SkippedPair, Field(discriminator="status")]
-
-
 class ConnectivityEntry(PathsEntry):
-    pairs: list[CurvePairEntry]
+    pairs: list[Annotated[CurvedPair | SkippedPair, Field(discriminator="status")]]
 
 
 class ConnectivityResult(PathsResult):
-    targets: dict[str, entry(ConnectivityEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[ConnectivityEntry]] = Field(default_factory=dict)
     curve: str = "quadratic Bezier (Garipov et al. 2018)"
 
 
 def _measure(
     ctx: StudyContext, opts: ConnectivityOptions, a: PlannedRun, b: PlannedRun
 ) -> dict[str, Any]:
-    p = pair_paths(ctx, opts, a, b)
+    p = model_paths.pair_paths(ctx, opts, a, b)
     curve = fit_curve(
         p.model, p.state_a, p.state_b, p.splits.train,
         task=p.splits.info.task, epochs=opts.epochs, batch_size=opts.batch_size,
@@ -121,32 +114,26 @@ def _measure(
     short="a trained curve joins two RI-T models",
 )
 def C10(e: ConnectivityEntry, target: str, data: StudyData) -> TargetResult:
+    linear = model_paths.path_barriers(e.pairs, "RI-T/RI-T", lambda p: p.linear)
     curves, dead = learned_barriers(e.pairs, "RI-T/RI-T", e.examples, data, lambda p: p.curve)
-    linear = path_barriers(e.pairs, "RI-T/RI-T", lambda p: p.linear)
     if not curves:
         return without_learned_pairs(target, "RI-T/RI-T curve", dead)
     worst = max(v for v, _ in curves)
     text = f"RI-T/RI-T curve barrier max {fmt(worst)} (linear {fmt(mean(linear))})"
-    pt_rit = path_barriers(e.pairs, "P-T/RI-T", lambda p: p.curve)
+    pt_rit = model_paths.path_barriers(e.pairs, "P-T/RI-T", lambda p: p.curve)
     if pt_rit:
         text += f"; P-T/RI-T curve max {fmt(max(pt_rit))}"
-    verdict = barrier_verdict(flat=curves)
-    return TargetResult(
-        target,
-        verdict,
-        text,
-        f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e.",
-        decide=decide_text([barrier_decide(curves, e.examples)]) if verdict == INCONCLUSIVE else "",
-    )
+    stat = f"flat: ≤ {BARRIER_TOLERANCE:g}; a barrier: > {BARRIER_TOLERANCE:g} + 2 s.e."
+    return barrier_result(target, curves, [], text, stat, e.examples)
 
 
 @register
 class Connectivity(BasinUnit, name="connectivity", version=3):
     """Non-linear low-loss paths: quadratic Bezier curves (beyond the paper)."""
 
+    claims = (C10,)
     path = PathStyle("curve", "trained Bezier curve", "#CC79A7", "-.")
     column = "curve's control point off the line (L2)"
-    claims = (C10,)
 
     def work(self, options: ConnectivityOptions, target: TargetSize) -> Work:
         # Per pair of options.pairs the plan has (one each without a plan): the straight line,
@@ -156,13 +143,13 @@ class Connectivity(BasinUnit, name="connectivity", version=3):
         # Each step builds the curve's state at its t and swaps it in.
         fit = Work(train=o.epochs * n, calls=o.epochs * -(-n // o.batch_size))
         if target.study is None:
-            return (path_work(o, target, 2) + fit) * len(o.pairs)
+            return (model_paths.path_work(o, target, 2) + fit) * len(o.pairs)
         pairs = [p for p in study_pairs(target.study, target.label) if p[0] in o.pairs]
-        curves = (path_work(o, target, 1) + fit) * len(pairs)
-        return line_work(o, target, pair_ends(pairs)) + curves
+        curves = (model_paths.path_work(o, target, 1) + fit) * len(pairs)
+        return model_paths.line_work(o, target, model_paths.pair_ends(pairs)) + curves
 
     def compute(self, ctx: StudyContext, options: ConnectivityOptions) -> ConnectivityResult:
-        targets = measure_pairs(
+        targets = model_paths.measure_pairs(
             ctx,
             options,
             lambda a, b: _measure(ctx, options, a, b),

@@ -4,7 +4,7 @@ Per target, for the first seed's P-T run (θ⁰ = P with P-T's fresh head) and R
 random init): the criticality μ_i(ε) of each module (one per weight layer, or per block, then the
 head) on a fixed subset of the training split, the test metric after rewinding one module to θ⁰,
 and per module the test metric over a grid of (α along θ⁰ → θ^F, noise σ). The math is in
-:mod:`transferscope.analysis.criticality`; μ is in units of squared weight distance over squared
+:mod:`transferscope.measures.criticality`; μ is in units of squared weight distance over squared
 σ, losses in nats, metrics fractions. Its report section is drawn by
 :mod:`transferscope.analyses.criticality_report`.
 """
@@ -15,24 +15,24 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, skipped
-from transferscope.analyses.cost import facts
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Model, Skipped, TargetEntry
-from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
-from transferscope.analysis.criticality import (
+from transferscope.errors import TransferscopeError
+from transferscope.measures.criticality import (
     ProbeInputs,
     criticality_heatmap,
     module_criticality,
     rewind_modules,
     search_evaluations,
 )
-from transferscope.errors import TransferscopeError
 from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
 from transferscope.options import GRANULARITY_HELP, AnalysisOptions, Granularity
-from transferscope.report.rules import (
+from transferscope.registry import register
+from transferscope.training import checkpoints as ckpt
+from transferscope.unitkit import sections
+from transferscope.unitkit.context import StudyContext, skipped
+from transferscope.unitkit.cost import facts
+from transferscope.unitkit.results import AnalysisResult, Model, Skipped, TargetEntry
+from transferscope.unitkit.rules import (
     INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
@@ -44,12 +44,13 @@ from transferscope.report.rules import (
     p_guard,
     voided,
 )
-from transferscope.training import checkpoints as ckpt
+from transferscope.unitkit.tables import Table, measured
+from transferscope.unitkit.unit import Analysis, TargetSize, Work, claim
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 
 class CriticalityOptions(AnalysisOptions):
@@ -90,7 +91,7 @@ class CriticalityOptions(AnalysisOptions):
 
 
 class Heatmap(Model):
-    """One module's test metric over the (α, σ) grid (:func:`~transferscope.analysis.criticality.criticality_heatmap`)."""
+    """One module's test metric over the (α, σ) grid (:func:`~transferscope.measures.criticality.criticality_heatmap`)."""
 
     alphas: list[float]
     """[A] positions along θ⁰ → θ^F (0 = init, 1 = final)."""
@@ -105,7 +106,7 @@ class Heatmap(Model):
 
 
 class KindCriticality(Model):
-    """One run's (P-T's or RI-T's) criticality result (:class:`~transferscope.analysis.criticality.CriticalityResult`)."""
+    """One run's (P-T's or RI-T's) criticality result (:class:`~transferscope.measures.criticality.CriticalityResult`)."""
 
     status: Literal["ok"] = "ok"
     run: str
@@ -268,7 +269,7 @@ def _compute(ctx: StudyContext, opts: CriticalityOptions) -> CriticalityResult:
 )
 def C7(e: CriticalityEntry, target: str, data: StudyData) -> TargetResult:
     from transferscope.analyses.distance import trend_decide
-    from transferscope.analysis.statistics import spearman_trend
+    from transferscope.measures.statistics import spearman_trend
 
     pt = e.pt
     if not isinstance(pt, KindCriticality):
@@ -309,6 +310,39 @@ class Criticality(Analysis, name="criticality", version=2, section=sections.CRIT
 
     claims = (C7,)
 
+    def tables(self, result: CriticalityResult | None) -> dict[str, Table]:
+        """``criticality``: module criticality per kind (P-T, RI-T) and module (§3.4): μ (None
+        when no grid point was feasible, then ``mu_bound`` bounds it), distance and the
+        rewound metric."""
+        rows = []
+        for target, entry in (result.targets if result is not None else {}).items():
+            if not measured(entry):
+                continue
+            for kind, side in (("P-T", entry.pt), ("RI-T", entry.rit)):
+                if not isinstance(side, KindCriticality):
+                    continue
+                for module in side.modules:
+                    rows.append(
+                        {
+                            "target": target,
+                            "kind": kind,
+                            "run": side.run,
+                            "module": module,
+                            "mu": side.mu.get(module),
+                            "mu_bound": side.mu_bound.get(module),
+                            "distance": side.distance.get(module),
+                            "rewind_metric": side.rewind.get(module),
+                            "rewind_loss": side.rewind_loss.get(module),
+                            "network_criticality": side.network_criticality,
+                            "recalibrated_batchnorm": side.recalibrated_batchnorm,
+                        }
+                    )
+        columns = (
+            "target", "kind", "run", "module", "mu", "mu_bound", "distance", "rewind_metric",
+            "rewind_loss", "network_criticality", "recalibrated_batchnorm",
+        )  # fmt: skip
+        return {"criticality": Table(columns, rows)}
+
     def work(self, options: CriticalityOptions, target: TargetSize) -> Work:
         # Per kind planned (P-T and RI-T; both without a plan) and module: the μ search's
         # evaluations of the training subset, the rewind test and the heat map on the test
@@ -345,13 +379,13 @@ class Criticality(Analysis, name="criticality", version=2, section=sections.CRIT
     def compute(self, ctx: StudyContext, options: CriticalityOptions) -> CriticalityResult:
         return _compute(ctx, options)
 
-    def has_results(self, result: AnalysisResult) -> bool:
-        return any(e.computed() for e in result.targets.values())
-
     def render(self, page: Page, target: str, entry: CriticalityEntry) -> str:
         from transferscope.analyses.criticality_report import render_entry
 
         return render_entry(page, target, entry)
+
+    def has_results(self, result: AnalysisResult) -> bool:
+        return any(e.computed() for e in result.targets.values())
 
 
 __all__ = [

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferscope.analyses.criticality import CriticalityEntry, KindCriticality, KindSkipped
-from transferscope.report.rules import finite, fmt
+from transferscope.unitkit.rules import finite, fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.page import Page
+    from transferscope.unitkit.page import Page
 
 
 def _modules(kinds: list[tuple[str, KindCriticality]], key: str = "") -> list[str]:
@@ -32,7 +32,7 @@ def _modules(kinds: list[tuple[str, KindCriticality]], key: str = "") -> list[st
 
 def criticality_bars(e: CriticalityEntry, title: str) -> Figure | None:
     """Module criticality μ per module, P-T and RI-T side by side (log scale)."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     kinds = e.computed()
     modules = _modules(kinds)
@@ -76,7 +76,7 @@ def criticality_bars(e: CriticalityEntry, title: str) -> Figure | None:
 
 def rewind_bars(e: CriticalityEntry, title: str) -> Figure | None:
     """Test metric after rewinding one module to its initial value, P-T against RI-T."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     kinds = [(k, c) for k, c in e.computed() if c.rewind]
     if not kinds:
@@ -104,7 +104,7 @@ def rewind_bars(e: CriticalityEntry, title: str) -> Figure | None:
 
 def criticality_heatmaps(e: CriticalityEntry, title: str) -> Figure | None:
     """Per module: test metric over (α = distance along θ^0 → θ^F, σ = noise level)."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     kinds = [(k, c) for k, c in e.computed() if c.heatmap]
     if not kinds:
@@ -159,7 +159,7 @@ def _network(c: KindCriticality) -> str:
 
 def render_entry(page: Page, target: str, e: CriticalityEntry) -> str:
     """The criticality section of one target: the μ and rewind tables, then the figures."""
-    from transferscope.report.page import esc, not_run, table
+    from transferscope.unitkit.page import esc, not_run, table
 
     computed = e.computed()
     kinds = [k for k, _ in computed]
@@ -208,21 +208,18 @@ def render_entry(page: Page, target: str, e: CriticalityEntry) -> str:
             + "</p>"
         )
     out = skipped_parts + summary + table(header, rows, numeric=tuple(range(1, len(header))))
-    out += page.figure(
-        criticality_bars(e, f"Module criticality, target {target}"),
-        f"criticality-{target}",
-        f"Module criticality μ per module, P-T and RI-T, on {target}.",
-    )
-    out += page.figure(
-        rewind_bars(e, f"Rewinding one module, target {target}"),
-        f"rewind-{target}",
-        f"Test metric after rewinding one module to its initial value on {target}.",
-    )
-    out += page.figure(
-        criticality_heatmaps(e, f"Performance over distance and noise, target {target}"),
-        f"heatmaps-{target}",
-        f"Test metric per module over α (init → final) and noise σ on {target}.",
-    )
+    # (draw, title, file stem, caption), each about this target.
+    figures = (
+        (criticality_bars, "Module criticality", "criticality",
+         "Module criticality μ per module, P-T and RI-T,"),
+        (rewind_bars, "Rewinding one module", "rewind",
+         "Test metric after rewinding one module to its initial value"),
+        (criticality_heatmaps, "Performance over distance and noise", "heatmaps",
+         "Test metric per module over α (init → final) and noise σ"),
+    )  # fmt: skip
+    for draw, title, stem, caption in figures:
+        fig = draw(e, f"{title}, target {target}")
+        out += page.figure(fig, f"{stem}-{target}", f"{caption} on {target}.")
     return out
 
 

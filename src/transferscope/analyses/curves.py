@@ -5,7 +5,7 @@ time each run needs to reach one threshold common to the runs compared (``thresh
 the way from chance to the lower final metric), the final metric compared on the same test
 examples (sign test / paired bootstrap), and per block size or pixel shuffle the relative drop
 100·(A(P-T) − A(RI-T))/A(P-T), the speed gap, and how much the drop shrinks against the
-unshuffled runs (paired bootstrap). The math is in :mod:`transferscope.analysis.curves`; method
+unshuffled runs (paired bootstrap). The math is in :mod:`transferscope.measures.curves`; method
 notes in ``docs/methods.md``.
 """
 
@@ -19,30 +19,30 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, guarded, skipped
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import (
+from transferscope.errors import TransferscopeError
+from transferscope.measures import curves as curves_lib
+from transferscope.measures import statistics as stats
+from transferscope.options import SpeedOptions
+from transferscope.registry import register
+from transferscope.unitkit import rules, sections
+from transferscope.unitkit.context import StudyContext, guarded, skipped
+from transferscope.unitkit.results import (
     AnalysisResult,
     Comparison,
+    Entry,
     Model,
     TargetEntry,
-    entry,
 )
-from transferscope.analyses.unit import Analysis, claim
-from transferscope.analysis import curves as curves_lib
-from transferscope.analysis import statistics as stats
-from transferscope.errors import TransferscopeError
-from transferscope.options import SpeedOptions
-from transferscope.report import rules
-from transferscope.report.rules import INCONCLUSIVE, UNMEASURED, TargetResult, combine, finite, fmt
+from transferscope.unitkit.rules import INCONCLUSIVE, UNMEASURED, TargetResult, combine, finite, fmt
+from transferscope.unitkit.unit import Analysis, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.study.plan import PlannedRun
+    from transferscope.data.base import Task
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 
 class CurvesOptions(SpeedOptions):
@@ -50,7 +50,7 @@ class CurvesOptions(SpeedOptions):
 
 
 class Curve(Model):
-    """Test metric per evaluated epoch over seeds (:func:`~transferscope.analysis.curves.aggregate_curves`)."""
+    """Test metric per evaluated epoch over seeds (:func:`~transferscope.measures.curves.aggregate_curves`)."""
 
     epoch: list[float]
     mean: list[float]
@@ -97,11 +97,11 @@ class ShuffleGap(Gap):
     shuffle: str | None
     block_size: int | None
     pixel: bool
-    drop_test: entry(Comparison) | None = None
+    drop_test: Entry[Comparison] | None = None
     """drop(unshuffled) − drop(shuffled), points of percent, paired bootstrap."""
-    gain_test: entry(Comparison) | None = None
+    gain_test: Entry[Comparison] | None = None
     """gain(unshuffled) − gain(shuffled) of the headroom gain
-    (:func:`~transferscope.analysis.curves.headroom_gain`), paired bootstrap."""
+    (:func:`~transferscope.measures.curves.headroom_gain`), paired bootstrap."""
 
 
 class ControlGap(Model):
@@ -112,7 +112,7 @@ class ControlGap(Model):
     pt: Side = Field(alias="P-T")
     control: Side = Field(alias="P@0-T")
     threshold: float | None
-    final_test: entry(Comparison)
+    final_test: Entry[Comparison]
     """P-T − P@0-T final test metric on the same examples."""
     runs: dict[Literal["P-T", "P@0-T"], list[str]]
 
@@ -121,23 +121,23 @@ class CurvesEntry(Gap, TargetEntry):
     """One target's curves result (unshuffled runs), with every shuffle."""
 
     metric_name: str | None
-    final_test: entry(Comparison)
+    final_test: Entry[Comparison]
     """P-T − RI-T final test metric on the same examples."""
-    drop_interval: entry(Comparison) | None = None
+    drop_interval: Entry[Comparison] | None = None
     """The relative drop (percent) with a paired bootstrap interval over test examples."""
-    gain_interval: entry(Comparison) | None = None
+    gain_interval: Entry[Comparison] | None = None
     """The headroom gain (A(P-T) − A(RI-T)) / (1 − A(RI-T)) with a paired bootstrap interval:
     the measure C11 ranks targets by, the same for accuracy and mean AUC."""
     chance_band: float | None = None
     """The top of the chance band on the target's test set (chance plus 2.576 standard errors):
     a side that ends below it does not set the speed bar."""
-    control: entry(ControlGap) | None = None
+    control: Entry[ControlGap] | None = None
     """P-T against P@0-T; None when the plan has no P@0-T run."""
     shuffles: list[ShuffleGap]
 
 
 class CurvesResult(AnalysisResult):
-    targets: dict[str, entry(CurvesEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[CurvesEntry]] = Field(default_factory=dict)
     threshold_fraction: float | None = None
 
 
@@ -237,14 +237,14 @@ def _gain_interval(
     return _drop_bootstrap(ctx, task, [pts, rits], "headroom gain", measure="gain")
 
 
-def _chance_floor(ctx: StudyContext, task: str, outputs: int, pts: list[PlannedRun]) -> float:
+def _chance_floor(ctx: StudyContext, task: Task, outputs: int, pts: list[PlannedRun]) -> float:
     """The top of the chance band on the target's test set (as a run's chance-level flag)."""
     from transferscope.training.metrics import chance_level
 
     _, y = ctx.outputs(pts[:1])
     positives = [int(p) for p in np.asarray(y).sum(0)] if task == "multilabel" else None
     chance = curves_lib.chance_metric(task, outputs)
-    check = chance_level(task, outputs, len(y), chance, positives=positives)  # type: ignore[arg-type]
+    check = chance_level(task, outputs, len(y), chance, positives=positives)
     return check.chance + check.band
 
 
@@ -355,7 +355,7 @@ def _speed_direction(pt: Side, rit: Side, margin: float = 0.0) -> tuple[int, str
 def _speed_decide(pt: Side, other: Side, name: str) -> rules.Decide:
     """What would separate two sides' epochs to the bar: the seeds per side at which a t-test
     on them detects the observed gap against their spread across seeds."""
-    from transferscope.analysis.statistics import pooled_sd, seeds_to_decide
+    from transferscope.measures.statistics import pooled_sd, seeds_to_decide
 
     a = [float(e) for e in pt.epochs_to_threshold if e is not None]
     b = [float(e) for e in other.epochs_to_threshold if e is not None]
@@ -522,7 +522,7 @@ def shuffle_label(s: ShuffleGap) -> str:
 
 def learning_curves(e: CurvesEntry, title: str) -> Figure | None:
     """Test metric per epoch, P-T against RI-T: mean over seeds, band from min to max."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     fig, ax = F.subplots(figsize=(5.0, 3.2))
     drawn = False
@@ -553,13 +553,16 @@ def learning_curves(e: CurvesEntry, title: str) -> Figure | None:
 
 def shuffle_bars(e: CurvesEntry, title: str) -> Figure | None:
     """Relative drop (%) and speed gap (epochs) per block size / pixel shuffle."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     if len(e.shuffles) < 2:  # only the unshuffled point: nothing to compare
         return None
     labels = [shuffle_label(s) for s in e.shuffles]
     drops = [s.relative_drop if finite(s.relative_drop) else 0.0 for s in e.shuffles]
-    gaps = [s.speed_gap_epochs if finite(s.speed_gap_epochs) else 0.0 for s in e.shuffles]
+    gaps = [
+        s.speed_gap_epochs if s.speed_gap_epochs is not None and finite(s.speed_gap_epochs) else 0.0
+        for s in e.shuffles
+    ]
     fig, axes = F.subplots(1, 2, figsize=(8.0, 3.0))
     x = np.arange(len(labels))
     for ax, values, ylabel in (
@@ -598,7 +601,7 @@ class Curves(Analysis, name="curves", version=4, section=sections.FEATURE_REUSE)
         return CurvesResult.model_validate({"targets": targets, "threshold_fraction": fraction})
 
     def render(self, page: Page, target: str, e: CurvesEntry) -> str:
-        from transferscope.report.page import Raw, esc, table
+        from transferscope.unitkit.page import Raw, esc, table
 
         out = page.figure(
             learning_curves(e, f"Learning curves, target {target}"),

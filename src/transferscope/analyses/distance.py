@@ -6,7 +6,7 @@ same-init RI-T pair, the control pair, P-T/RI-T across seeds), each final model 
 (P-T/P, RI-T/P; heads left out: P's answers the source's question), and along the pre-training
 trajectory (P@k/P-T, P@k-T/P-T, with the checkpoint ``k`` in epochs of pre-training). Per module
 also the size-free change ‖θ_A − θ_B‖/‖θ_B‖ and the root-mean-square entry difference. The math
-is in :mod:`transferscope.analysis.distance`.
+is in :mod:`transferscope.measures.distance`.
 """
 
 from __future__ import annotations
@@ -19,34 +19,26 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, Weights, skipped
-from transferscope.analyses.pairs import Pair, PairName, SkippedPair, pairs_of, study_pairs
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, claim
-from transferscope.analysis.distance import parameter_distance
 from transferscope.errors import TransferscopeError
+from transferscope.measures.distance import parameter_distance
 from transferscope.models.layout import depth_units
 from transferscope.models.layout import layout as model_layout
 from transferscope.options import GRANULARITY_HELP, AnalysisOptions, Granularity
-from transferscope.report import rules
-from transferscope.report.rules import (
-    DISTANCE_FLOOR,
-    INCONCLUSIVE,
-    UNMEASURED,
-    TargetResult,
-    combine,
-    finite,
-    fmt,
-)
+from transferscope.registry import register
+from transferscope.unitkit import rules, sections
+from transferscope.unitkit.context import StudyContext, Weights, skipped
+from transferscope.unitkit.pairs import Pair, PairName, Pairs, SkippedPair, study_pairs
+from transferscope.unitkit.results import AnalysisResult, Entry, TargetEntry
+from transferscope.unitkit.rules import TargetResult, fmt
+from transferscope.unitkit.tables import Table, pair_table
+from transferscope.unitkit.unit import Analysis, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 
 class DistanceOptions(AnalysisOptions):
@@ -58,7 +50,7 @@ class DistanceOptions(AnalysisOptions):
 
 
 class DistancePair(Pair):
-    """One measured pair (:meth:`~transferscope.analysis.distance.ParameterDistance.to_dict`)."""
+    """One measured pair (:meth:`~transferscope.measures.distance.ParameterDistance.to_dict`)."""
 
     status: Literal["ok"] = "ok"
     checkpoints: list[str]
@@ -87,14 +79,14 @@ class SkippedDistancePair(SkippedPair):
 
 
 class DistanceEntry(TargetEntry):
-    pairs: pairs_of(DistancePair, SkippedDistancePair) = Field(default_factory=list)
+    pairs: Pairs[DistancePair, SkippedDistancePair] = Field(default_factory=list)
     depth_units: list[str] | None = None
     """The modules of C5's depth trend, input to output (head left out); None when the plan has
     no run to read the architecture from."""
 
 
 class DistanceResult(AnalysisResult):
-    targets: dict[str, entry(DistanceEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[DistanceEntry]] = Field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +214,7 @@ def criticality_modules(data: StudyData, target: str) -> list[str] | None:
 def trend_decide(trend: Any, modules: int) -> rules.Decide:
     """What would decide a depth trend left undecided: not seeds, since the modules ranked are
     the model's."""
-    rho = f"ρ {trend.estimate:+.2f}" if finite(trend.estimate) else "no order"
+    rho = f"ρ {trend.estimate:+.2f}" if rules.finite(trend.estimate) else "no order"
     return rules.Decide(
         f"depth trend {rho} over the model's {modules} modules (one-sided p "
         f"{fmt(trend.p_value, 2)}; finer modules, `modules: layers`, give more to rank)",
@@ -235,7 +227,7 @@ def trend_decide(trend: Any, modules: int) -> rules.Decide:
     "P-T models are closer to each other in parameter space, and their distance to P grows "
     "with depth.",
     "whole-network distance of P-T/P-T pairs is below that of RI-T/RI-T pairs from "
-    f"independent inits (beyond the pair spread and {DISTANCE_FLOOR:.0%}), and the "
+    f"independent inits (beyond the pair spread and {rules.DISTANCE_FLOOR:.0%}), and the "
     "size-normalised change ‖θ_P-T − θ_P‖/‖θ_P‖ per module rises with depth (Spearman ρ, "
     "one-sided permutation p < 0.05; head and Fixup scalars left out).",
     controlled="the distance part against the same-init RI-T/RI-T pair and the control pair "
@@ -246,7 +238,7 @@ def trend_decide(trend: Any, modules: int) -> rules.Decide:
     short="P-T pairs closer in weights, more so deeper",
 )
 def C5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
-    from transferscope.analysis.statistics import spearman_trend
+    from transferscope.measures.statistics import spearman_trend
 
     per = _mean_per_module(_ok(e, "P-T/P"))
     units = e.depth_units or criticality_modules(data, target)
@@ -256,16 +248,16 @@ def C5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
     def judged(baselines: Sequence[str]) -> TargetResult:
         closer = rules.group_rule(
             e, lambda p: p["total"], -1, "pairs", baselines, data,
-            seeds=data.seeds, relative_floor=DISTANCE_FLOOR,
+            seeds=data.seeds, relative_floor=rules.DISTANCE_FLOOR,
         )  # fmt: skip
         if closer.direction is None:
-            return TargetResult(target, UNMEASURED, "missing: " + closer.text)
+            return TargetResult(target, rules.UNMEASURED, "missing: " + closer.text)
         if trend is None:
             return TargetResult(
-                target, UNMEASURED, "P-T/P size-normalised distances for 3+ modules missing"
+                target, rules.UNMEASURED, "P-T/P size-normalised distances for 3+ modules missing"
             )
-        rho = f"ρ = {trend.estimate:+.2f}" if finite(trend.estimate) else "no change"
-        verdict = combine(closer.direction, trend.direction)
+        rho = f"ρ = {trend.estimate:+.2f}" if rules.finite(trend.estimate) else "no change"
+        verdict = rules.combine(closer.direction, trend.direction)
         decide = list(closer.decide) if closer.direction == 0 else []
         if trend.direction == 0:
             decide.append(trend_decide(trend, len(order)))
@@ -275,7 +267,7 @@ def C5(e: DistanceEntry, target: str, data: StudyData) -> TargetResult:
             f"whole network {closer.text}; P-T/P relative change ‖Δ‖/‖θ_P‖ vs depth "
             f"{rho} over {len(order)} modules",
             f"{closer.statistic}; depth: {trend.method}, p = {fmt(trend.p_value, 2)}",
-            decide=rules.decide_text(decide) if verdict == INCONCLUSIVE else "",
+            decide=rules.decide_text(decide) if verdict == rules.INCONCLUSIVE else "",
         )
 
     paper = judged(rules.PAPER_BASELINES)
@@ -290,7 +282,7 @@ def distance_modules(
     e: DistanceEntry, title: str, reference: Sequence[str] | None = None
 ) -> Figure | None:
     """Per-module L2 parameter distance, one line per pair (log scale: RI-T is far away)."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     pairs = [p for p in _ok(e) if p.per_module]
     if not pairs:
@@ -306,11 +298,11 @@ def distance_modules(
     positive = False
     # The shared pair styles read plain pair entries; P@k pairs are shaded by their k.
     plain = [{"pair": p.pair, "k": p.k} for p in pairs]
-    shades = F._checkpoint_styles(plain, "k")
+    shades = F.checkpoint_styles(plain, "k")
     for p, q in zip(pairs, plain, strict=True):
-        color, ls, label = F._pair_line(q, "k", shades)
-        y = [p.per_module.get(m) for m in modules]
-        y = [v if finite(v) and v > 0 else np.nan for v in y]
+        color, ls, label = F.pair_line(q, "k", shades)
+        values = [p.per_module.get(m) for m in modules]
+        y = [v if v is not None and rules.finite(v) and v > 0 else np.nan for v in values]
         positive = positive or any(not math.isnan(v) for v in y)
         ax.plot(x, y, color=color, linestyle=ls, marker="o", markersize=3, label=label)
     if positive:
@@ -319,8 +311,17 @@ def distance_modules(
     ax.set_xlabel("module (input → output)")
     ax.set_ylabel("L2 distance of the module's parameters")
     ax.set_title(title)
-    F._legend_once(ax, outside=True)
+    F.legend_once(ax, outside=True)
     return fig
+
+
+def _module_rows(p: DistancePair) -> list[tuple[Any, ...]]:
+    """The ``distances`` table's values of pair ``p``: one row per module."""
+    return [
+        (p.k, m, v, p.per_module_relative.get(m), p.per_module_rms.get(m),
+         p.module_elements.get(m), p.total)
+        for m, v in p.per_module.items()
+    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,6 +333,12 @@ class Distance(Analysis, name="distance", version=2, section=sections.DISTANCE):
     """Parameter distance, whole network and per module (§3.2)."""
 
     claims = (C5,)
+
+    def tables(self, result: DistanceResult | None) -> dict[str, Table]:
+        """``distances``: parameter distance per pair and module (§3.3); ``total`` repeats
+        the pair's whole L2 distance on each of its rows."""
+        columns = ("k", "module", "distance", "relative", "rms", "elements", "total")
+        return {"distances": pair_table(result, columns, _module_rows)}
 
     def compute(self, ctx: StudyContext, options: DistanceOptions) -> DistanceResult:
         labels = [t.label for t in ctx.cfg.targets]
@@ -351,7 +358,7 @@ class Distance(Analysis, name="distance", version=2, section=sections.DISTANCE):
         return DistanceResult.model_validate({"targets": targets})
 
     def render(self, page: Page, target: str, e: DistanceEntry) -> str:
-        from transferscope.report.page import Raw, esc, table
+        from transferscope.unitkit.page import Raw, esc, table
 
         rows = [
             (

@@ -8,25 +8,24 @@ target's distance has the same sample-size bias. The Fréchet distance of fitted
 FID) decides the claim; the RBF-kernel MMD² (one bandwidth for all targets: the median distance
 between the source's features) is recorded alongside. Claim C11 then relates these distances to
 the curves analysis's benefit and shuffle loss, across targets. The math is in
-:mod:`transferscope.analysis.domain`; method notes in ``docs/methods.md``.
+:mod:`transferscope.measures.domain`; method notes in ``docs/methods.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from pydantic import Field
 
-from transferscope.analyses.context import StudyContext, skipped, subset
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, ReportSection, TargetSize, claim
-from transferscope.analysis import domain as domain_lib
-from transferscope.analysis.curves import headroom_gain
+from transferscope.measures import domain as domain_lib
+from transferscope.measures.curves import headroom_gain
 from transferscope.options import AnalysisOptions, Seed
-from transferscope.report.rules import (
+from transferscope.registry import register
+from transferscope.unitkit.context import StudyContext, skipped, subset
+from transferscope.unitkit.results import AnalysisResult, Entry, TargetEntry
+from transferscope.unitkit.rules import (
     INCONCLUSIVE,
     UNMEASURED,
     TargetResult,
@@ -35,13 +34,16 @@ from transferscope.report.rules import (
     fmt,
     p_guard,
 )
+from transferscope.unitkit.unit import Analysis, ReportSection, TargetSize, claim
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sized
+
     from matplotlib.figure import Figure
 
     from transferscope.analyses.curves import ShuffleGap
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 Measure = Literal["frechet", "mmd"]
 MEASURE_NAMES = {"frechet": "Fréchet distance", "mmd": "MMD² (RBF)"}
@@ -76,7 +78,7 @@ class DomainEntry(TargetEntry):
 
 
 class DomainResult(AnalysisResult):
-    targets: dict[str, entry(DomainEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[DomainEntry]] = Field(default_factory=dict)
     measure: Measure = "frechet"
     """The distance C11 ranks targets by."""
     source: str | None = None
@@ -114,8 +116,9 @@ def _compute(ctx: StudyContext, options: DomainOptions) -> dict[str, Any]:
     if isinstance(got, str):
         return {"targets": {t: skipped(got) for t in labels}}
     model, p_id = got
-    source = ctx.cache.get(ctx.cfg.source).test
-    tests = {spec.label: ctx.cache.get(spec).test for spec in ctx.cfg.targets}
+    # Map-style datasets, all sized (torch's Dataset does not declare __len__).
+    source = cast("Sized", ctx.cache.get(ctx.cfg.source).test)
+    tests = {spec.label: cast("Sized", ctx.cache.get(spec).test) for spec in ctx.cfg.targets}
     # One size for every domain: the distances' sample-size bias is then the same for all.
     n = min(len(source), *(len(t) for t in tests.values()))
     if options.max_examples is not None:
@@ -182,7 +185,7 @@ class Point:
     benefit: float
     """Headroom gain (A(P-T) − A(RI-T)) / (1 − A(RI-T)), unshuffled: the share of RI-T's
     distance to a perfect score that P-T closes, the same for accuracy and mean AUC
-    (:func:`~transferscope.analysis.curves.headroom_gain`)."""
+    (:func:`~transferscope.measures.curves.headroom_gain`)."""
     benefit_se: float | None
     """Its standard error from the paired bootstrap over the target's test examples."""
     lost: float | None
@@ -260,7 +263,7 @@ def _trend(
     """(direction the claim's way, ρ text, statistic) of ``values`` (one per point, nearest
     first) against the distance: the claim wants them to fall as the distance grows (ρ < 0),
     beyond each value's test-set noise."""
-    from transferscope.analysis.statistics import noisy_spearman
+    from transferscope.measures.statistics import noisy_spearman
 
     missing = [p.target for p, e in zip(pts, errors, strict=True) if e is None]
     trend = noisy_spearman(
@@ -355,7 +358,7 @@ def _with_se(value: float | None, se: float | None) -> str:
 
 def benefit_figure(pts: list[Point], measure: str) -> Figure | None:
     """Headroom gain and the part lost to shuffling against the distance, one point a target."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     if not pts:
         return None
@@ -386,7 +389,7 @@ def shuffle_figure(result: DomainResult, data: StudyData, pts: list[Point]) -> F
     from matplotlib.colors import Normalize
 
     from transferscope.analyses.curves import CurvesEntry, shuffle_label
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     curves = data.result("curves")
     lines: list[tuple[Point, list[ShuffleGap]]] = []
@@ -437,7 +440,7 @@ class Domain(Analysis, name="domain", version=2, section=SECTION):
         return DomainResult.model_validate({**doc, "measure": options.measure})
 
     def render_section(self, page: Page, result: AnalysisResult | None) -> str:
-        from transferscope.report.page import esc, not_run, table
+        from transferscope.unitkit.page import esc, not_run, table
 
         reason = page.data.not_run_reason(self.name)
         if reason is not None or not isinstance(result, DomainResult):
@@ -445,7 +448,7 @@ class Domain(Analysis, name="domain", version=2, section=SECTION):
         measure = MEASURE_NAMES[result.measure]
         pts, _ = points(result, page.data)
         by_target = {p.target: p for p in pts}
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for target, e in result.targets.items():
             if not isinstance(e, DomainEntry):
                 rows.append((target, "-", "-", "-", "-", "-", f"skipped: {e.reason}"))

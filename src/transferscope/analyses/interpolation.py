@@ -5,7 +5,7 @@ pair of the catalogue (P-T/P-T, RI-T/RI-T, P-T/RI-T, the same-init RI-T pair and
 pair), between P and each P-T (body only: P's head answers the source's question) and between
 each trajectory checkpoint P@k and the first P-T, measured on the target's test split
 (BatchNorm statistics recomputed at every λ when the model has them). The math is in
-:mod:`transferscope.analysis.interpolation`.
+:mod:`transferscope.measures.interpolation`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, Weights
-from transferscope.analyses.pairs import CONTROL_PAIR, PairName, study_pairs
-from transferscope.analyses.paths import (
+from transferscope.errors import TransferscopeError
+from transferscope.registry import register
+from transferscope.training import checkpoints as ckpt
+from transferscope.unitkit import sections
+from transferscope.unitkit.context import StudyContext, Weights
+from transferscope.unitkit.model_paths import (
     Line,
     PathOptions,
     PathsEntry,
@@ -28,32 +30,26 @@ from transferscope.analyses.paths import (
     path_work,
     paths_entry,
 )
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Model, Skipped, entry
-from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
-from transferscope.errors import TransferscopeError
-from transferscope.report.rules import (
+from transferscope.unitkit.pairs import CONTROL_PAIR, PairName, study_pairs
+from transferscope.unitkit.results import AnalysisResult, Entry, Model, Skipped
+from transferscope.unitkit.rules import (
     BARRIER_TOLERANCE,
-    INCONCLUSIVE,
     TargetResult,
-    barrier_decide,
-    barrier_verdict,
-    decide_text,
+    barrier_result,
     finite,
     fmt,
     learned_barriers,
     p_guard,
-    without_learned_pairs,
 )
-from transferscope.training import checkpoints as ckpt
+from transferscope.unitkit.tables import Table, barrier_rows
+from transferscope.unitkit.unit import Analysis, TargetSize, Work, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.report.study_data import RunRow
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 
 class InterpolationOptions(PathOptions):
@@ -98,7 +94,7 @@ class InterpolationEntry(PathsEntry):
 
 
 class InterpolationDocument(PathsResult):
-    targets: dict[str, entry(InterpolationEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[InterpolationEntry]] = Field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +155,7 @@ def _paths(ctx: StudyContext, target: str) -> tuple[list[_Path], list[SkippedPat
 
 
 def _measure(ctx: StudyContext, path: _Path, opts: InterpolationOptions) -> PathEntry:
-    ref = {
+    ref: dict[str, Any] = {
         "pair": path.pair,
         "k": path.k,
         "runs": [path.a[0], path.b[0]],
@@ -182,28 +178,6 @@ def _measure(ctx: StudyContext, path: _Path, opts: InterpolationOptions) -> Path
 
 # ----------------------------------------------------------------------------------------------
 # claims
-
-
-def _barrier_result(
-    target: str,
-    flat: list[tuple[float, float]],
-    walls: list[tuple[float, float]],
-    text: str,
-    statistic: str,
-    examples: int | None,
-    dead: list[RunRow],
-    missing: str,
-) -> TargetResult:
-    """A barrier rule's result: ``flat`` pairs must be flat and ``walls`` pairs show a barrier;
-    ``missing`` names a group left empty (not measured, or voided when its pairs held runs at
-    chance level: ``dead``)."""
-    if missing:
-        return without_learned_pairs(target, missing, dead)
-    verdict = barrier_verdict(flat=flat, walls=walls)
-    decide = (
-        decide_text([barrier_decide([*flat, *walls], examples)]) if verdict == INCONCLUSIVE else ""
-    )
-    return TargetResult(target, verdict, text, statistic, decide=decide)
 
 
 @claim(
@@ -240,13 +214,13 @@ def C6(e: InterpolationEntry, target: str, data: StudyData) -> TargetResult:
         f"P-T/P-T max {worst(pt)}, RI-T/RI-T min {worst(rit, min)}, same init {worst(same, min)}"
     )
     missing = ", ".join(n for n, v in (("P-T/P-T", pt), ("RI-T/RI-T", rit)) if not v)
-    paper = _barrier_result(
+    paper = barrier_result(
         target, pt, rit + same, paper_text, noise_text, e.examples,
         dead_pt + dead_rit + dead_same, missing,
     )  # fmt: skip
     control_text = f"P-T/P-T max {worst(pt)}, control pair {CONTROL_PAIR} min {worst(control, min)}"
     missing = ", ".join(n for n, v in (("P-T/P-T", pt), (CONTROL_PAIR, control)) if not v)
-    controlled = _barrier_result(
+    controlled = barrier_result(
         target, pt, control, control_text, noise_text, e.examples, dead_pt + dead_control, missing
     )
     return replace(paper, controlled=p_guard(data, controlled))
@@ -260,15 +234,15 @@ def interpolation_curves(e: InterpolationEntry, title: str) -> Figure | None:
     """Test metric and loss along the linear path between the two models of every pair."""
     import numpy as np
 
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     pairs = [p for p in e.pairs if isinstance(p, InterpolationPair) and p.lambdas]
     if not pairs:
         return None
     fig, axes = F.subplots(1, 2, figsize=(9.0, 3.3))
-    shades = F._checkpoint_styles([{"k": p.k} for p in pairs], "k")
+    shades = F.checkpoint_styles([{"k": p.k} for p in pairs], "k")
     for p in pairs:
-        color, ls, label = F._pair_line({"pair": p.pair, "k": p.k}, "k", shades)
+        color, ls, label = F.pair_line({"pair": p.pair, "k": p.k}, "k", shades)
         lam = np.asarray(p.lambdas, dtype=float)
         for ax, values in ((axes[0], p.metric), (axes[1], p.loss)):
             if len(values) != len(lam):
@@ -281,7 +255,7 @@ def interpolation_curves(e: InterpolationEntry, title: str) -> Figure | None:
         ax.set_xlabel("λ: θ(λ) = (1 − λ)·θ_A + λ·θ_B")
     axes[0].set_title("metric along the path")
     axes[1].set_title("loss along the path")
-    F._legend_once(axes[1], outside=True)
+    F.legend_once(axes[1], outside=True)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -296,6 +270,10 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
     """Performance barriers along straight lines between models (§3.3)."""
 
     claims = (C6,)
+
+    def tables(self, result: InterpolationDocument | None) -> dict[str, Table]:
+        """``barriers``: each straight line's barrier (§3.3)."""
+        return {"barriers": barrier_rows(self.name, result, [("linear", None)])}
 
     def work(self, options: InterpolationOptions, target: TargetSize) -> Work:
         # Every line of _paths: the pairs (with the same-init and control pairs), P/P-T per P-T
@@ -345,7 +323,7 @@ class Interpolation(Analysis, name="interpolation", version=2, section=sections.
         )
 
     def render(self, page: Page, target: str, e: InterpolationEntry) -> str:
-        from transferscope.report.page import Raw, esc, table
+        from transferscope.unitkit.page import Raw, esc, table
 
         def k(p: PathEntry) -> str:
             return "-" if p.k is None else fmt(p.k)

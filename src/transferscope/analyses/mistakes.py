@@ -5,7 +5,7 @@ pair P@0-T/P@0-T, and P-T/RI-T across seeds): on the saved test outputs, the fra
 examples both get right, exactly one gets wrong (A only, B only: *uncommon* mistakes) and both
 get wrong. Multi-label targets count (example, label) decisions. The test images behind the first
 P-T/RI-T pair's uncommon cells are saved for the report's image grids. The math is in
-:mod:`transferscope.analysis.mistakes`.
+:mod:`transferscope.measures.mistakes`.
 """
 
 from __future__ import annotations
@@ -18,27 +18,25 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from transferscope import atomic
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, skipped
-from transferscope.analyses.pairs import Pair, PairName, pair_entry, pairs_of, study_pairs
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, claim
-from transferscope.analysis.mistakes import compare_mistakes
+from transferscope import atomic, paths
 from transferscope.errors import TransferscopeError
+from transferscope.measures.mistakes import compare_mistakes
 from transferscope.names import name_problem
 from transferscope.options import AnalysisOptions
-from transferscope.report import rules
-from transferscope.report.rules import TargetResult, fmt
-from transferscope.study import layout
+from transferscope.registry import register
+from transferscope.unitkit import rules, sections
+from transferscope.unitkit.context import StudyContext, skipped
+from transferscope.unitkit.pairs import Pair, PairName, Pairs, SkippedPair, pair_entry, study_pairs
+from transferscope.unitkit.results import AnalysisResult, Entry, Model, TargetEntry
+from transferscope.unitkit.rules import TargetResult, fmt
+from transferscope.unitkit.unit import Analysis, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 # How many example indices of each cell go into the JSON (the counts are always full).
 MAX_INDICES = 64
@@ -91,7 +89,7 @@ class Indices(Model):
 
 
 class Cells(Model):
-    """The four cells over n test examples (:meth:`~transferscope.analysis.mistakes.MistakeCells.to_dict`)."""
+    """The four cells over n test examples (:meth:`~transferscope.measures.mistakes.MistakeCells.to_dict`)."""
 
     n: int
     counts: Counts
@@ -109,11 +107,11 @@ class MistakePair(Pair, Cells):
 
 
 class MistakesEntry(TargetEntry):
-    pairs: pairs_of(MistakePair) = Field(default_factory=list)
+    pairs: Pairs[MistakePair, SkippedPair] = Field(default_factory=list)
 
 
 class MistakesResult(AnalysisResult):
-    targets: dict[str, entry(MistakesEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[MistakesEntry]] = Field(default_factory=dict)
     max_indices_per_cell: int | None = None
 
 
@@ -161,8 +159,9 @@ def _write_examples(ctx: StudyContext, pt: PlannedRun, cells: Any, tasks: int) -
         arrays[cell] = np.stack([np.asarray(test[int(i)][0], dtype=np.float32) for i in examples])
         arrays[f"{cell}_indices"] = examples.astype(np.int64)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic.write_bytes(layout.mistake_examples_path(ctx.store.root, pt.target), buffer.getvalue())
+    # numpy's default, spelt out: numpy's stubs would otherwise match **arrays against it.
+    np.savez_compressed(buffer, allow_pickle=True, **arrays)
+    atomic.write_bytes(paths.mistake_examples_path(ctx.store.root, pt.target), buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,9 +175,7 @@ def _write_examples(ctx: StudyContext, pt: PlannedRun, cells: Any, tasks: int) -
     "that of RI-T/RI-T pairs from independent inits, by more than the pair spread and twice "
     "the binomial error, ranges not overlapping; pairs holding a run at chance level are left "
     "out (its mistakes are guesses).",
-    controlled=rules.CONTROLLED_PAIRS_RULE,
-    meaning=rules.PAIRS_MEANING,
-    guards_chance=True,
+    **rules.PAIRS_CLAIM,
     short="P-T pairs make fewer uncommon mistakes",
 )
 def C3(e: MistakesEntry, target: str, data: StudyData) -> TargetResult:
@@ -212,7 +209,7 @@ def image_grid(
     The mistakes analysis stores normalised tensors; per-image min-max scaling makes them viewable
     without knowing the dataset's normalisation.
     """
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     arr = np.asarray(images, dtype=float)
     if arr.ndim == 3:
@@ -252,11 +249,11 @@ def image_grid(
 
 def mistake_examples(page: Page, target: str, e: MistakesEntry) -> str:
     """Image grids from analyses/mistakes/<target>.npz, or the example indices."""
-    from transferscope.report.page import esc, not_run, table
+    from transferscope.unitkit.page import esc, not_run, table
 
     path = None
     if name_problem(target) is None:  # a study written before ids were checked may hold others
-        path = layout.mistake_examples_path(page.data.root, target)
+        path = paths.mistake_examples_path(page.data.root, target)
     out = []
     if path is not None and path.is_file():
         try:
@@ -290,7 +287,7 @@ def mistake_examples(page: Page, target: str, e: MistakesEntry) -> str:
         f"<h4>Examples (test-set indices, runs {esc(' / '.join(pair.runs))})</h4>"
         + table(("cell", "test indices (first ones)"), rows)
         + '<p class="small">No example images saved for this target '
-        f"(analyses/{layout.MISTAKE_EXAMPLES}/&lt;target&gt;.npz).</p>"
+        f"(analyses/{paths.MISTAKE_EXAMPLES}/&lt;target&gt;.npz).</p>"
     )
 
 
@@ -329,9 +326,9 @@ class Mistakes(Analysis, name="mistakes", version=2, section=sections.MISTAKES):
         )
 
     def render(self, page: Page, target: str, e: MistakesEntry) -> str:
-        from transferscope.report.page import Raw, esc, table
+        from transferscope.unitkit.page import Raw, esc, table
 
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for p in e.pairs:
             if not isinstance(p, MistakePair):
                 skip = Raw(f"<em>skipped: {esc(p.reason)}</em>")

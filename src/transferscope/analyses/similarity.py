@@ -4,7 +4,7 @@ Per target and pair of final models (P-T/P-T, RI-T/RI-T, the same-init RI-T pair
 pair, P-T/RI-T across seeds, and P/P-T): linear CKA (Kornblith et al. 2019) of each layer's
 features, in [0, 1], on one seeded, class-stratified test subset shared by every pair. A layer
 whose exact CKA state would not fit ``max_exact_bytes`` uses the minibatch estimator. The math is
-in :mod:`transferscope.analysis.similarity`.
+in :mod:`transferscope.measures.similarity`.
 """
 
 from __future__ import annotations
@@ -16,22 +16,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, failed, skipped, take
-from transferscope.analyses.cost import facts
-from transferscope.analyses.pairs import Pair, PairName, pairs_of, study_pairs
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
-from transferscope.analysis.cka import exact_state_bytes
-from transferscope.analysis.cka import multiply_adds as cka_multiply_adds
-from transferscope.analysis.sampling import dataset_targets, stratified_indices
-from transferscope.analysis.similarity import layer_similarity, resolve_layers
 from transferscope.config import DataSpec
 from transferscope.errors import TransferscopeError
+from transferscope.measures.cka import exact_state_bytes
+from transferscope.measures.cka import multiply_adds as cka_multiply_adds
+from transferscope.measures.sampling import dataset_targets, stratified_indices
+from transferscope.measures.similarity import layer_similarity, resolve_layers
 from transferscope.options import AnalysisOptions
-from transferscope.report import rules
-from transferscope.report.rules import (
+from transferscope.registry import register
+from transferscope.training.loaders import iterate
+from transferscope.unitkit import rules, sections
+from transferscope.unitkit.context import StudyContext, failed, skipped, take
+from transferscope.unitkit.cost import facts
+from transferscope.unitkit.pairs import Pair, PairName, Pairs, SkippedPair, study_pairs
+from transferscope.unitkit.results import AnalysisResult, Entry, Model, TargetEntry
+from transferscope.unitkit.rules import (
     CKA_FLOOR,
     INCONCLUSIVE,
     UNMEASURED,
@@ -39,14 +38,15 @@ from transferscope.report.rules import (
     finite,
     fmt,
 )
-from transferscope.training.loaders import iterate
+from transferscope.unitkit.tables import Table, pair_table
+from transferscope.unitkit.unit import Analysis, TargetSize, Work, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
 
 
 class SimilarityOptions(AnalysisOptions):
@@ -71,7 +71,7 @@ class SimilarityOptions(AnalysisOptions):
 
 
 class Layer(Model):
-    """How one layer's CKA was measured (:class:`~transferscope.analysis.similarity.LayerSimilarity`)."""
+    """How one layer's CKA was measured (:class:`~transferscope.measures.similarity.LayerSimilarity`)."""
 
     cka: float | None
     """Linear CKA in [0, 1] (NaN for a constant layer), None when ``error``."""
@@ -104,12 +104,12 @@ class Subset(Model):
 
 
 class SimilarityEntry(TargetEntry):
-    pairs: pairs_of(SimilarityPair) = Field(default_factory=list)
+    pairs: Pairs[SimilarityPair, SkippedPair] = Field(default_factory=list)
     subset: Subset
 
 
 class SimilarityResult(AnalysisResult):
-    targets: dict[str, entry(SimilarityEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[SimilarityEntry]] = Field(default_factory=dict)
     split: Literal["test"] | None = None
     pooled: bool | None = None
     max_examples: int | None = None
@@ -205,9 +205,7 @@ def _ok(e: SimilarityEntry, name: str | None = None) -> list[SimilarityPair]:
     f"every layer, each by more than the pair spread and {CKA_FLOOR:g}, ranges not "
     "overlapping; pairs holding a run at chance level are left out (the features of a model "
     "that learned nothing mean nothing).",
-    controlled=rules.CONTROLLED_PAIRS_RULE,
-    meaning=rules.PAIRS_MEANING,
-    guards_chance=True,
+    **rules.PAIRS_CLAIM,
     short="P-T pairs more alike in features (CKA)",
 )
 def C4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
@@ -251,9 +249,8 @@ def C4(e: SimilarityEntry, target: str, data: StudyData) -> TargetResult:
 
 def _saturated(e: SimilarityEntry, layer: str) -> bool:
     """Whether every measured pair's CKA at ``layer`` is within the floor of 1."""
-    values = [p.cka.get(layer) for p in _ok(e)]
-    values = [v for v in values if finite(v)]
-    return bool(values) and min(values) >= 1 - CKA_FLOOR  # type: ignore[type-var]
+    values = [v for v in (p.cka.get(layer) for p in _ok(e)) if v is not None and finite(v)]
+    return bool(values) and min(values) >= 1 - CKA_FLOOR
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +267,7 @@ def _layers(pairs: list[SimilarityPair]) -> list[str]:
 
 def cka_lines(e: SimilarityEntry, title: str) -> Figure | None:
     """Linear CKA per layer, one line per pair of models."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     pairs = [p for p in _ok(e) if p.cka]
     if not pairs:
@@ -287,7 +284,7 @@ def cka_lines(e: SimilarityEntry, title: str) -> Figure | None:
     ax.set_xlabel("layer (input → output)")
     ax.set_ylabel("linear CKA (0 = unrelated, 1 = identical)")
     ax.set_title(title)
-    F._legend_once(ax, outside=True)
+    F.legend_once(ax, outside=True)
     return fig
 
 
@@ -300,6 +297,16 @@ class Similarity(Analysis, name="similarity", version=2, section=sections.SIMILA
     """Feature similarity: linear CKA per layer (§3.2)."""
 
     claims = (C4,)
+
+    def tables(self, result: SimilarityResult | None) -> dict[str, Table]:
+        """``cka``: CKA per pair and layer (§3.2), layers input to output."""
+
+        def values(pair: SimilarityPair) -> list[tuple[Any, ...]]:
+            # Input to output: the JSON stores layers in key order ("stem" after "stages.3").
+            layers = [(n, pair.layers[n]) for n in rules.depth_order(pair.layers)]
+            return [(n, v.cka, v.estimator, v.examples) for n, v in layers]
+
+        return {"cka": pair_table(result, ("layer", "cka", "estimator", "examples"), values)}
 
     def work(self, options: SimilarityOptions, target: TargetSize) -> Work:
         # Per pair of _pairs (four without a plan): both models over the shared test subset, and
@@ -339,7 +346,7 @@ class Similarity(Analysis, name="similarity", version=2, section=sections.SIMILA
         )
 
     def render(self, page: Page, target: str, e: SimilarityEntry) -> str:
-        from transferscope.report.page import esc, table
+        from transferscope.unitkit.page import esc, table
 
         pairs = _ok(e)
         layers = _layers(pairs)

@@ -5,8 +5,8 @@ Per target and per pre-training checkpoint k: the P@k-T runs' mean final test me
 to one threshold common to every point (``threshold_fraction`` of the way from chance to the
 final P-T's metric), the difference to P-T of the same seeds on the same test examples (paired
 bootstrap), and the barrier (metric and loss) on the straight line from P@k-T to P-T; the final
-P-T is the last point. The math is in :mod:`transferscope.analysis.trajectory` and
-:mod:`transferscope.analysis.interpolation`; k is in pre-training epochs (fractional), metrics
+P-T is the last point. The math is in :mod:`transferscope.measures.trajectory` and
+:mod:`transferscope.measures.interpolation`; k is in pre-training epochs (fractional), metrics
 are fractions, losses nats.
 """
 
@@ -18,20 +18,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from transferscope.analyses import sections
-from transferscope.analyses.context import StudyContext, guarded, skipped
 from transferscope.analyses.curves import CurvesEntry
-from transferscope.analyses.paths import line_work, path_work
-from transferscope.analyses.registry import register
-from transferscope.analyses.results import AnalysisResult, Comparison, Model, TargetEntry, entry
-from transferscope.analyses.unit import Analysis, TargetSize, Work, claim
-from transferscope.analysis import curves as curves_lib
-from transferscope.analysis import statistics as stats
-from transferscope.analysis.trajectory import trajectory_point
 from transferscope.errors import TransferscopeError
+from transferscope.measures import curves as curves_lib
+from transferscope.measures import statistics as stats
+from transferscope.measures.trajectory import trajectory_point
 from transferscope.options import SpeedOptions
-from transferscope.report import rules
-from transferscope.report.rules import (
+from transferscope.registry import register
+from transferscope.training.metrics import metric_name
+from transferscope.unitkit import rules, sections
+from transferscope.unitkit.context import StudyContext, guarded, skipped
+from transferscope.unitkit.model_paths import line_work, path_work
+from transferscope.unitkit.results import AnalysisResult, Comparison, Entry, Model, TargetEntry
+from transferscope.unitkit.rules import (
     CHECKPOINT_TOLERANCE,
     FAILS,
     HOLDS,
@@ -45,23 +44,21 @@ from transferscope.report.rules import (
     p_guard,
     voided,
 )
-from transferscope.training.metrics import metric_name
+from transferscope.unitkit.unit import Analysis, TargetSize, Work, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from transferscope.report.findings import StudyData
-    from transferscope.report.page import Page
-    from transferscope.study.plan import PlannedRun
+    from transferscope.studydir.plan import PlannedRun
+    from transferscope.unitkit.page import Page
+    from transferscope.unitkit.study_data import StudyData
+
+
+EARLY_HELP = "a checkpoint k is early when k <= this × the final pre-training epoch"
 
 
 class TrajectoryOptions(SpeedOptions):
-    early_fraction: float = Field(
-        default=0.5,
-        gt=0,
-        lt=1,
-        description="a checkpoint k is early when k <= this × the final pre-training epoch",
-    )
+    early_fraction: float = Field(default=0.5, gt=0, lt=1, description=EARLY_HELP)
     barrier: bool = Field(default=True, description="interpolate P@k-T to P-T (§3-§5)")
     num_points: int = Field(default=11, ge=2)
     recalibrate_batchnorm: bool = True
@@ -87,9 +84,9 @@ class Point(Model):
     early: bool
     """0 < k ≤ early_fraction × the final pre-training epoch (k = 0 is P's untrained init: the
     control, not a checkpoint of pre-training)."""
-    vs_final: entry(Comparison) | None = None
+    vs_final: Entry[Comparison] | None = None
     """P@k-T − P-T final metric on the same test examples (paired bootstrap over examples)."""
-    vs_start: entry(Comparison) | None = None
+    vs_start: Entry[Comparison] | None = None
     """P@k-T − P@0-T (the fine-tune of P's untrained init) on the same test examples, same
     seeds (paired bootstrap): what pre-training up to k adds; early points only."""
     barrier_partners: list[str] | None = None
@@ -110,7 +107,7 @@ class TrajectoryEntry(TargetEntry):
 
 
 class TrajectoryResult(AnalysisResult):
-    targets: dict[str, entry(TrajectoryEntry)] = Field(default_factory=dict)
+    targets: dict[str, Entry[TrajectoryEntry]] = Field(default_factory=dict)
     threshold_fraction: float | None = None
     early_fraction: float | None = None
 
@@ -333,10 +330,9 @@ def C8(e: TrajectoryEntry, target: str, data: StudyData) -> TargetResult:
         f"final P-T {fmt(final)}; {which} = {fmt(best.k)} gives "
         f"{fmt(best.final_metric)} (Δ {fmt(estimate)} [{fmt(low)}, {fmt(high)}])"
     )
+    parts = [rules.comparison_decide(t, f"k = {fmt(best.k)} vs P-T", offset=tol)]
     decide = (
-        rules.decide_text([rules.comparison_decide(t, f"k = {fmt(best.k)} vs P-T", offset=tol)])
-        if verdict == INCONCLUSIVE
-        else ""
+        rules.decide_text([d for d in parts if d is not None]) if verdict == INCONCLUSIVE else ""
     )
     paper = TargetResult(
         target,
@@ -378,7 +374,9 @@ def _c8_controlled(
         verdict,
         f"k = {fmt(p.k)} (as good as the final P-T) vs P@0-T: {test}",
         "paired bootstrap of P@k-T − P@0-T (same seeds)",
-        decide=rules.decide_text([rules.comparison_decide(t, f"k = {fmt(p.k)} vs P@0-T")])
+        decide=rules.decide_text(
+            [d for d in [rules.comparison_decide(t, f"k = {fmt(p.k)} vs P@0-T")] if d is not None]
+        )
         if verdict == INCONCLUSIVE
         else "",
     )
@@ -391,7 +389,7 @@ def _c8_controlled(
 
 def trajectory_plot(e: TrajectoryEntry, title: str, final_pt: float | None = None) -> Figure | None:
     """Final P@k-T metric against the pre-training checkpoint k, and the P@k-T↔P-T barrier."""
-    from transferscope.report import figures as F
+    from transferscope.unitkit import figures as F
 
     # P-T's own point (fine-tuned from the final P) is the horizontal reference line instead.
     points = sorted(
@@ -430,7 +428,7 @@ def _versus(p: Point) -> str:
 
 
 def _render(page: Page, target: str, e: TrajectoryEntry) -> str:
-    from transferscope.report.page import esc, table
+    from transferscope.unitkit.page import esc, table
 
     points = sorted((p for p in e.points if finite(p.k)), key=lambda p: p.k)
     rows = [

@@ -88,9 +88,10 @@ class Splits:
     dev: Dataset | None = None
 
     def sizes(self) -> dict[str, int]:
-        out = {"train": len(self.train), "test": len(self.test)}
+        # torch's Dataset declares no __len__; every dataset of a Splits has one.
+        out = {"train": len(self.train), "test": len(self.test)}  # type: ignore[arg-type]
         if self.dev is not None:
-            out["dev"] = len(self.dev)
+            out["dev"] = len(self.dev)  # type: ignore[arg-type]
         return out
 
 

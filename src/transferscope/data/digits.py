@@ -20,15 +20,9 @@ from transferscope.errors import TransferscopeError
 from transferscope.options import PositiveInt
 
 
-@register(
-    "digits",
-    description="scikit-learn's bundled handwritten digits (1,797 images)",
-)
+@register("digits", description="scikit-learn's bundled handwritten digits (1,797 images)")
 def build(
-    root: Path | None,
-    seed: int,
-    test_fraction: float = 0.3,
-    image_size: PositiveInt = 28,
+    root: Path | None, seed: int, test_fraction: float = 0.3, image_size: PositiveInt = 28
 ) -> Splits:
     """Digits: about 1,258 train / 539 test images (1, image_size, image_size), 10 classes.
 

@@ -20,11 +20,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from transferscope.data.base import Splits
-from transferscope.errors import TransferscopeError, check_option_names, unknown_name
+from transferscope.errors import TransferscopeError, check_option_names
+from transferscope.named import NamedRegistry
 
 Builder = Callable[..., Splits]
-_SOURCES: dict[str, Builder] = {}
-_PREFIXES: dict[str, Builder] = {}
+# The members register when the package's __init__ imports them; this module imports none of them
+# (a leaf registry, as timm's models/_registry.py).
+_SOURCES: NamedRegistry[Builder] = NamedRegistry(
+    "data source", "transferscope.data", "Name", empty_rest=True
+)
 _DESCRIPTIONS: dict[str, str] = {}
 
 
@@ -37,48 +41,26 @@ def register(
     """
 
     def wrap(fn: Builder) -> Builder:
-        (_PREFIXES if prefix else _SOURCES)[name] = fn
-        _DESCRIPTIONS[f"{name}:<Name>" if prefix else name] = description
+        _DESCRIPTIONS[_SOURCES.add(name, fn, prefix=prefix)] = description
         return fn
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the modules registers their sources.
-    from transferscope.data import (  # noqa: F401
-        chexpert,
-        digits,
-        domainnet,
-        fashion_mnist,
-        imagefolder,
-        mosaic,
-        rotated,
-        torchvision_source,
-    )
-
-
 def available() -> list[str]:
     """Every registered name; prefixed families appear as ``prefix:<Name>``."""
-    _ensure_loaded()
-    return sorted(_SOURCES) + sorted(f"{p}:<Name>" for p in _PREFIXES)
+    return _SOURCES.available()
 
 
 def describe(name: str) -> str:
     """The one-line description of a name listed by :func:`available` ('' if it has none)."""
-    _ensure_loaded()
+    _SOURCES.ensure_loaded()
     return _DESCRIPTIONS.get(name, "")
 
 
 def resolve(name: str) -> tuple[Builder, dict[str, Any]]:
     """The builder for ``name`` and the fixed keyword arguments its name implies."""
-    _ensure_loaded()
-    if name in _SOURCES:
-        return _SOURCES[name], {}
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in _PREFIXES:
-        return _PREFIXES[prefix], {"name": rest}
-    raise unknown_name("data source", name, available())
+    return _SOURCES.resolve(name)
 
 
 def _unquoted_is_not_text(value: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,15 @@ MAX_IN_MEMORY_SIDE = 64
 MAX_IN_MEMORY_BYTES = 2 * 1024**3
 _NOT_CLASSIFICATION = frozenset({"VisionDataset", "DatasetFolder", "ImageFolder", "FakeData"})
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights PIL's convert("L") uses
+
+
+class _Base(Protocol):
+    """A ``torchvision.datasets`` dataset as this module reads it: sized and indexed (torch's
+    ``Dataset`` declares no ``__len__``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
 
 
 def _torchvision() -> tuple[Any, Any]:
@@ -60,7 +69,7 @@ def dataset_names() -> list[str]:
     )
 
 
-def _instantiate(cls: type, root: Path, train: bool) -> Dataset:
+def _instantiate(cls: type[Any], root: Path, train: bool) -> _Base:
     params = inspect.signature(cls.__init__).parameters
     extra: dict[str, Any] = {"download": False} if "download" in params else {}
     if "train" in params:
@@ -86,7 +95,7 @@ def _instantiate(cls: type, root: Path, train: bool) -> Dataset:
     )
 
 
-def _open(name: str, root: Path, train: bool) -> Dataset:
+def _open(name: str, root: Path, train: bool) -> _Base:
     cls = getattr(_torchvision()[0], name)
     try:
         return _instantiate(cls, root, train)
@@ -106,7 +115,7 @@ def _open(name: str, root: Path, train: bool) -> Dataset:
         ) from exc
 
 
-def _target_array(ds: Dataset) -> np.ndarray | None:
+def _target_array(ds: _Base) -> np.ndarray | None:
     for attr in ("targets", "labels", "_labels"):
         value = getattr(ds, attr, None)
         if value is not None:
@@ -140,7 +149,7 @@ def _as_int(target: Any, name: str) -> int:
         ) from exc
 
 
-def _fast_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _fast_arrays(ds: _Base) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(uint8 (N, C, H, W), int64 (N,)) straight from ``ds.data`` when its layout is unambiguous."""
     data = getattr(ds, "data", None)
     targets = _target_array(ds)
@@ -158,7 +167,7 @@ def _fast_arrays(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     return arr.contiguous(), torch.from_numpy(targets)
 
 
-def _to_tensors(ds: Dataset, name: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_tensors(ds: _Base, name: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, channels, H, W) images and int64 (N,) targets of a small dataset."""
     fast = _fast_arrays(ds)
     if fast is not None:
@@ -199,7 +208,7 @@ def _float_images(images: torch.Tensor, size: tuple[int, int] | None) -> torch.T
     return out
 
 
-def _native(ds: Dataset, name: str) -> tuple[int, int, int]:
+def _native(ds: _Base, name: str) -> tuple[int, int, int]:
     """(channels, height, width) of the first training image, as torchvision returns it."""
     fast = _fast_arrays(ds)
     if fast is not None:
@@ -217,7 +226,7 @@ def _native(ds: Dataset, name: str) -> tuple[int, int, int]:
 class TorchvisionStream(Dataset):
     """A torchvision dataset mapped to ``(float32 (C, S, S) normalised, int64 target)``."""
 
-    def __init__(self, base: Dataset, name: str, channels: int, image_size: int) -> None:
+    def __init__(self, base: _Base, name: str, channels: int, image_size: int) -> None:
         self.base = base
         self.name = name
         self.mode = "L" if channels == 1 else "RGB"
@@ -244,10 +253,13 @@ class TorchvisionStream(Dataset):
         return image, torch.tensor(_as_int(target, self.name), dtype=torch.int64)
 
 
-def _class_names(ds: Dataset, targets: np.ndarray | None, name: str) -> tuple[str, ...]:
+def _class_names(ds: _Base, targets: np.ndarray | None, name: str) -> tuple[str, ...]:
     classes = getattr(ds, "classes", None)
-    named = bool(classes) and all(isinstance(c, str) for c in classes)
-    if named and (targets is None or int(targets.max()) < len(classes)):
+    if (
+        classes
+        and all(isinstance(c, str) for c in classes)
+        and (targets is None or int(targets.max()) < len(classes))
+    ):
         return tuple(classes)
     if targets is None:
         raise TransferscopeError(

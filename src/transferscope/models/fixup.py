@@ -64,11 +64,50 @@ def fixup_factor(num_branches: int, layers_per_branch: int) -> float:
     return num_branches ** (-1.0 / (2 * layers_per_branch - 2))
 
 
-class FixupBasicBlock(nn.Module):
+class _FixupBlock(nn.Module):
+    """What the Fixup blocks share: the shortcut, the sum of branch and shortcut, and the Fixup
+    init of the branch's convolutions (``branch_convs``, in order; the last starts at zero)."""
+
+    layers_per_branch: int
+    expansion: int
+    branch_convs: tuple[str, ...]
+    bias1a: nn.Parameter
+    downsample: nn.Conv2d | None
+
+    def _add_downsample(self, in_channels: int, out_channels: int, stride: int) -> None:
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+    def init_fixup(self, num_branches: int) -> None:
+        """Fixup init of this block for a network with ``num_branches`` residual branches."""
+        factor = fixup_factor(num_branches, self.layers_per_branch)
+        *scaled, last = (getattr(self, name) for name in self.branch_convs)
+        for conv in scaled:
+            _he_normal_(conv.weight, factor)
+        nn.init.zeros_(last.weight)
+        if self.downsample is not None:
+            _he_normal_(self.downsample.weight, mode="fan_in")
+
+    def branch(self, x: Tensor) -> Tensor:
+        """The residual branch alone (zero at init)."""
+        raise NotImplementedError
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        """The skip path: identity, or a strided 1x1 convolution when the shape changes."""
+        return x if self.downsample is None else self.downsample(x + self.bias1a)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # No in-place ops: analysis hooks may hold references to intermediate outputs.
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
+class FixupBasicBlock(_FixupBlock):
     """Two 3x3 convolutions with Fixup scalars; (B, C_in, H, W) -> (B, C_out, H/s, W/s)."""
 
     layers_per_branch = 2
     expansion = 1
+    branch_convs = ("conv1", "conv2")
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -80,36 +119,19 @@ class FixupBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, out_channels, 3, padding=1, bias=False)
         self.scale = _scalar(1.0)
         self.bias2b = _scalar(0.0)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-
-    def init_fixup(self, num_branches: int) -> None:
-        """Fixup init of this block for a network with ``num_branches`` residual branches."""
-        _he_normal_(self.conv1.weight, fixup_factor(num_branches, self.layers_per_branch))
-        nn.init.zeros_(self.conv2.weight)
-        if self.downsample is not None:
-            _he_normal_(self.downsample.weight, mode="fan_in")
+        self._add_downsample(in_channels, out_channels, stride)
 
     def branch(self, x: Tensor) -> Tensor:
-        """The residual branch alone (zero at init)."""
         out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
         return self.conv2(out + self.bias2a) * self.scale + self.bias2b
 
-    def shortcut(self, x: Tensor) -> Tensor:
-        """The skip path: identity, or a strided 1x1 convolution when the shape changes."""
-        return x if self.downsample is None else self.downsample(x + self.bias1a)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # No in-place ops: analysis hooks may hold references to intermediate outputs.
-        return F.relu(self.branch(x) + self.shortcut(x))
-
-
-class FixupBottleneck(nn.Module):
+class FixupBottleneck(_FixupBlock):
     """1x1 -> 3x3 (stride) -> 1x1 (x4 channels) with Fixup scalars, as in Fixup ResNet-50."""
 
     layers_per_branch = 3
     expansion = 4
+    branch_convs = ("conv1", "conv2", "conv3")
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -124,31 +146,12 @@ class FixupBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.scale = _scalar(1.0)
         self.bias3b = _scalar(0.0)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-
-    def init_fixup(self, num_branches: int) -> None:
-        """Fixup init of this block for a network with ``num_branches`` residual branches."""
-        factor = fixup_factor(num_branches, self.layers_per_branch)
-        _he_normal_(self.conv1.weight, factor)
-        _he_normal_(self.conv2.weight, factor)
-        nn.init.zeros_(self.conv3.weight)
-        if self.downsample is not None:
-            _he_normal_(self.downsample.weight, mode="fan_in")
+        self._add_downsample(in_channels, out_channels, stride)
 
     def branch(self, x: Tensor) -> Tensor:
-        """The residual branch alone (zero at init)."""
         out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
         out = F.relu(self.conv2(out + self.bias2a) + self.bias2b)
         return self.conv3(out + self.bias3a) * self.scale + self.bias3b
-
-    def shortcut(self, x: Tensor) -> Tensor:
-        """The skip path: identity, or a strided 1x1 convolution when the shape changes."""
-        return x if self.downsample is None else self.downsample(x + self.bias1a)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.branch(x) + self.shortcut(x))
 
 
 class FixupResNet(nn.Module):
@@ -215,7 +218,7 @@ class FixupResNet(nn.Module):
         """Fixup initialisation of every weight (scalars to 0, scales to 1, fc to 0)."""
         _he_normal_(self.conv1.weight, mode="fan_in")
         for module in self.modules():
-            if isinstance(module, FixupBasicBlock | FixupBottleneck):
+            if isinstance(module, _FixupBlock):
                 module.init_fixup(self.num_branches)
                 for name, param in module.named_parameters(recurse=False):
                     nn.init.constant_(param, 1.0 if name == "scale" else 0.0)

@@ -19,9 +19,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from transferscope.errors import TransferscopeError, check_option_names, did_you_mean, unknown_name
+from transferscope.errors import TransferscopeError, check_option_names, did_you_mean
 from transferscope.models.layout import layout, set_layout
 from transferscope.models.weights import SUFFIXES, adapt_stem, load_state, read_state
+from transferscope.named import NamedRegistry
 
 Builder = Callable[..., nn.Module]
 # Given an ImageNet variant name (e.g. "IMAGENET1K_V1"), the state dict from the local cache.
@@ -35,8 +36,11 @@ class _Entry:
     imagenet: ImagenetLoader | None = None
 
 
-_MODELS: dict[str, _Entry] = {}
-_PREFIXES: dict[str, _Entry] = {}
+# The builders register when the package's __init__ imports their modules; this module imports
+# none of them (a leaf registry, as timm's models/_registry.py).
+_MODELS: NamedRegistry[_Entry] = NamedRegistry(
+    "model", "transferscope.models", "name", empty_rest=False
+)
 
 
 def register(
@@ -48,31 +52,19 @@ def register(
     """
 
     def wrap(fn: Builder) -> Builder:
-        (_PREFIXES if prefix else _MODELS)[name] = _Entry(fn, imagenet)
+        _MODELS.add(name, _Entry(fn, imagenet), prefix=prefix)
         return fn
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the modules registers their builders.
-    from transferscope.models import adapters  # noqa: F401
-
-
 def available_models() -> list[str]:
     """Every registered model name; prefixed families appear as ``prefix:<name>``."""
-    _ensure_loaded()
-    return sorted(_MODELS) + sorted(f"{p}:<name>" for p in _PREFIXES)
+    return _MODELS.available()
 
 
 def _resolve(name: str) -> tuple[_Entry, dict[str, Any]]:
-    _ensure_loaded()
-    if name in _MODELS:
-        return _MODELS[name], {}
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in _PREFIXES and rest:
-        return _PREFIXES[prefix], {"name": rest}
-    raise unknown_name("model", name, available_models())
+    return _MODELS.resolve(name)
 
 
 def model_options(name: str) -> list[str]:

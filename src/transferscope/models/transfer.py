@@ -49,9 +49,10 @@ def replace_head(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        if callable(getattr(model, "reset_classifier", None)):
+        reset_classifier = getattr(model, "reset_classifier", None)
+        if callable(reset_classifier):
             # timm's own way, which also updates model.num_classes and pooling.
-            model.reset_classifier(num_outputs)
+            reset_classifier(num_outputs)
             new: nn.Module = model.get_submodule(path)
         elif isinstance(old, nn.Linear):
             new = nn.Linear(old.in_features, num_outputs, bias=old.bias is not None)

@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # Where each public name lives. They are imported on first use: the analyses import
-# ``transferscope.report.rules`` for their verdicts, and importing the page builder (matplotlib,
+# ``transferscope.unitkit.rules`` for their verdicts, and importing the page builder (matplotlib,
 # ~0.7 s) with it would slow every command that plans a study.
 _HOMES = {
     "BARRIER_TOLERANCE": "findings",

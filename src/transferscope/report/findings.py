@@ -1,7 +1,7 @@
 """The findings table: every claim of every registered analysis unit, judged per target.
 
 Each claim of Neyshabur et al. (2020) (C1-C8), and the follow-up claims C9-C11 beyond it, is
-declared by the analysis unit that measures it (:class:`transferscope.analyses.unit.Claim`).
+declared by the analysis unit that measures it (:class:`transferscope.unitkit.unit.Claim`).
 :func:`evaluate_findings` applies each claim's judge to every target's result and returns one
 :class:`Finding` per claim: the numbers measured, the verdicts (:mod:`.rules`) and the rules that
 produced them, in words a reader can check, with the statistic that decided.
@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from transferscope.analyses import registry
-from transferscope.analyses.results import Skipped
-from transferscope.analyses.unit import Analysis, Claim
-from transferscope.report.rules import (
+from transferscope import registry
+from transferscope.unitkit.results import Skipped
+from transferscope.unitkit.rules import (
     BARRIER_TOLERANCE,
     CHECKPOINT_TOLERANCE,
     FAILS,
@@ -39,7 +38,8 @@ from transferscope.report.rules import (
     mean,
     spearman,
 )
-from transferscope.report.study_data import RunRow, StudyData, load_study
+from transferscope.unitkit.study_data import RunRow, StudyData, load_study
+from transferscope.unitkit.unit import Analysis, Claim
 
 ACROSS_TARGETS = "across targets"
 """The 'target' of a claim judged once over every target (``Claim.across``)."""
@@ -93,7 +93,7 @@ def evaluate_findings(data: StudyData) -> list[Finding]:
     """Every registered claim (C1-C8 of Neyshabur et al. 2020, C9-C11 beyond it, and any a
     plug-in unit adds), each with its rule, per-target numbers, statistic and verdict."""
     claims = [(unit, claim) for unit in registry.units() for claim in unit.claims]
-    claims.sort(key=lambda uc: uc[1].order)
+    claims.sort(key=lambda uc: uc[1].order or 0.0)  # never None: Claim.__post_init__ sets it
     return [
         Finding(
             claim.id,

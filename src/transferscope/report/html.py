@@ -23,30 +23,17 @@ from typing import Any
 
 import yaml
 
-from transferscope import atomic
-from transferscope.analyses import registry
+from transferscope import atomic, paths, registry
 from transferscope.errors import TransferscopeError
-from transferscope.report import figures as F
-from transferscope.report.figure_saver import FigureSaver
-from transferscope.report.findings import (
-    ACROSS_TARGETS,
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    NO_CONTROL,
-    UNMEASURED,
-    Finding,
-    StudyData,
-    TargetResult,
-    evaluate_findings,
-    finite,
-    fmt,
-    load_study,
-)
-from transferscope.report.page import Page, Raw, esc, not_run, table
-from transferscope.study import layout
+from transferscope.report.findings import ACROSS_TARGETS, Finding, TargetResult, evaluate_findings
+from transferscope.unitkit import figures as F
+from transferscope.unitkit import rules
+from transferscope.unitkit.figure_saver import FigureSaver
+from transferscope.unitkit.page import Page, Raw, esc, not_run, table
+from transferscope.unitkit.rules import FAILS, HOLDS, INCONCLUSIVE, NO_CONTROL, UNMEASURED, fmt
+from transferscope.unitkit.study_data import StudyData, load_study
 
-FIGURES_DIR = layout.FIGURES
+FIGURES_DIR = paths.FIGURES
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
@@ -139,7 +126,7 @@ class _Page(Page):
         seconds = sum(
             float(r.summary.get("seconds", 0.0))
             for r in d.runs
-            if r.summary and finite(r.summary.get("seconds"))
+            if r.summary and rules.finite(r.summary.get("seconds"))
         )
         devices = sorted(
             {str(r.summary["device"]) for r in d.runs if r.summary and r.summary.get("device")}
@@ -147,7 +134,8 @@ class _Page(Page):
         recorded: dict[str, set[str]] = {}
         for r in d.runs:
             s = r.summary or {}
-            versions = s.get("versions") if isinstance(s.get("versions"), dict) else s
+            nested = s.get("versions")
+            versions: dict[str, Any] = nested if isinstance(nested, dict) else s
             for key in ("python", "torch", "transferscope"):
                 if versions.get(key):
                     recorded.setdefault(key, set()).add(str(versions[key]))
@@ -170,7 +158,7 @@ class _Page(Page):
             state = _Raw(f'<span class="state-{esc(r.state)}">{esc(r.state)}</span>')
             if r.error:
                 state = _Raw(state.html + f'<br><span class="small">{esc(r.error[:300])}</span>')
-            shown = esc(f"{fmt(metric, 4)} {name}".strip()) if finite(metric) else "-"
+            shown = esc(f"{fmt(metric, 4)} {name}".strip()) if rules.finite(metric) else "-"
             if r.chance_level and r.chance:
                 band = f"{fmt(r.chance.get('chance'))} ± {fmt(r.chance.get('band'), 2)}"
                 shown += f'<br><span class="chance small">at chance ({esc(band)})</span>'
@@ -183,7 +171,7 @@ class _Page(Page):
                     r.shuffle or "-",
                     "-" if r.checkpoint is None else fmt(r.checkpoint),
                     _Raw(shown),
-                    f"{float(s['seconds']):.1f}" if finite(s.get("seconds")) else "-",
+                    f"{float(s['seconds']):.1f}" if rules.finite(s.get("seconds")) else "-",
                     state,
                 )
             )
@@ -243,9 +231,14 @@ class _Page(Page):
         )
 
 
-VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
+VERDICT_CLASS: dict[str, str] = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive"}
 # One word per verdict in the grid (the findings table below spells them out).
-GRID_WORD = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive", UNMEASURED: "n/m"}
+GRID_WORD: dict[str, str] = {
+    HOLDS: "holds",
+    FAILS: "fails",
+    INCONCLUSIVE: "inconclusive",
+    UNMEASURED: "n/m",
+}
 
 
 def _word(verdict: str | None) -> str:
@@ -494,7 +487,7 @@ def figure_formats(study_dir: Path) -> tuple[str, ...]:
     """The figure formats the study asks for (``report.figures`` in its study.yaml, written
     validated by ``transferscope run``); PNG and PDF when it says nothing."""
     try:
-        cfg = yaml.safe_load((Path(study_dir) / layout.STUDY_CONFIG).read_text())
+        cfg = yaml.safe_load((Path(study_dir) / paths.STUDY_CONFIG).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return DEFAULT_FORMATS  # load_study names the damaged file
     return _formats_of(cfg)

@@ -24,7 +24,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from transferscope.analyses.lines import LineCache
 from transferscope.errors import TransferscopeWarning
 from transferscope.processes import end_with_parent
 from transferscope.study.analyze import (
@@ -35,8 +34,9 @@ from transferscope.study.analyze import (
     is_last_message,
     worker_threads,
 )
-from transferscope.study.executors import DataCache
-from transferscope.study.store import StudyStore
+from transferscope.studydir.inputs import DataCache
+from transferscope.studydir.store import StudyStore
+from transferscope.unitkit.line_cache import LineCache
 
 _QUEUE: Any = None
 _CACHE: DataCache | None = None
@@ -97,7 +97,7 @@ def compute_in_pool(
 
     ``threads``: torch threads per worker (default: the study's ``num_threads``, else the cores
     shared out among the workers). ``lines``: a folder through which the workers share the
-    straight lines they measure (:class:`~transferscope.analyses.lines.LineCache`).
+    straight lines they measure (:class:`~transferscope.unitkit.line_cache.LineCache`).
     """
     cfg = store.read_config()
     per_worker = threads or worker_threads(cfg, workers) or 1

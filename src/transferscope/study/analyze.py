@@ -17,6 +17,7 @@ match its DONE is an error naming the file, never silently left out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,26 +33,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferscope import atomic, runfiles
-from transferscope.analyses import registry
-from transferscope.analyses.context import StudyContext
-from transferscope.analyses.lines import LineCache, call_folder
-from transferscope.analyses.results import (
+from transferscope import atomic, paths, registry
+from transferscope.config import StudyConfig, changed_keys
+from transferscope.data.digest import DIGEST_VERSION
+from transferscope.errors import DamagedRunError, TransferscopeError
+from transferscope.measures import statistics
+from transferscope.study import estimate
+from transferscope.studydir import integrity
+from transferscope.studydir.inputs import DataCache
+from transferscope.studydir.plan import Plan
+from transferscope.studydir.store import StudyStore
+from transferscope.training.loaders import CPU_FORWARD_ROWS, seeded
+from transferscope.training.trainer import pick_device
+from transferscope.unitkit.context import StudyContext
+from transferscope.unitkit.line_cache import LineCache, call_folder
+from transferscope.unitkit.results import (
     AnalysisResult,
     ResultMismatch,
     skipped_parts,
     validate_result,
 )
-from transferscope.analyses.unit import Analysis, TargetSize, Work
-from transferscope.config import StudyConfig, changed_keys
-from transferscope.data.digest import DIGEST_VERSION
-from transferscope.errors import DamagedRunError, TransferscopeError
-from transferscope.study import estimate, layout
-from transferscope.study.executors import DataCache
-from transferscope.study.plan import Plan
-from transferscope.study.store import StudyStore
-from transferscope.training.loaders import CPU_FORWARD_ROWS, seeded
-from transferscope.training.trainer import pick_device
+from transferscope.unitkit.unit import Analysis, TargetSize, Work
 
 ProgressFn = Callable[[str, str], None]
 """``progress(name, message)``: 'running', 'done', 'cached', 'disabled', 'skipped: <reason>',
@@ -96,10 +98,10 @@ def _run_inputs(store: StudyStore, run_ids: set[str]) -> dict[str, Any]:
     """For each run: SHA-256 of its DONE, and size and mtime of each of its files."""
     out = {}
     for rid in sorted(run_ids):
-        done = store.run_dir(rid) / layout.DONE
+        done = store.run_dir(rid) / paths.DONE
         out[rid] = {
             "done": hashlib.sha256(done.read_bytes()).hexdigest() if done.is_file() else None,
-            "files": runfiles.fingerprint(store.run_dir(rid)),
+            "files": integrity.fingerprint(store.run_dir(rid)),
         }
     return out
 
@@ -230,7 +232,7 @@ def worker_threads(cfg: StudyConfig, workers: int) -> int | None:
 
 class AnalysisClock:
     """How long an analysis will take, said before it starts: its unit's work for the study's
-    targets (:meth:`~transferscope.analyses.unit.Analysis.work`: forwards, training steps,
+    targets (:meth:`~transferscope.unitkit.unit.Analysis.work`: forwards, training steps,
     CKA's float64 products, model loads) times the seconds of each on this machine
     (:func:`~transferscope.study.estimate.analysis_rates`), timed once, with the threads the
     analyses will run with, when the first analysis that needs a model is planned (about a
@@ -333,7 +335,7 @@ def plan_analyses(
     data = _data_inputs(cfg, cache)
     for unit in units:
         name = unit.name
-        path = layout.analysis_path(store.root, name)
+        path = paths.analysis_path(store.root, name)
         options = _options(cfg, name)
         if not options.get("enabled", True):
             notify(name, "disabled")
@@ -387,7 +389,7 @@ def compute_job(
     notify(job.name, "running")
     ctx = StudyContext(store, cfg, plan, cache, lines=LineCache() if lines is None else lines)
     if tick is not None:
-        ctx.progress = lambda done, total, what, name=job.name: tick(name, done, total, what)
+        ctx.progress = functools.partial(tick, job.name)
     return _compute(unit, job, ctx, cfg, plan, store, notify)
 
 
@@ -414,7 +416,7 @@ def run_analyses(
             (:mod:`transferscope.study.analysis_pool`), the longest first; 1: one after another
             in this process. The results are the same either way.
         lines: a folder of straight lines shared with other calls running side by side (the
-            Ray executor's tasks; :class:`~transferscope.analyses.lines.LineCache`); by
+            Ray executor's tasks; :class:`~transferscope.unitkit.line_cache.LineCache`); by
             default this call's own, in memory or, with workers, a folder it removes at the end.
 
     Returns:
@@ -444,6 +446,18 @@ def run_analyses(
     return dict(sorted(out.items(), key=lambda kv: order.index(kv[0])))
 
 
+def _load_data(ctx: StudyContext, cfg: StudyConfig) -> None:
+    """Load the source's and every target's data into the context's cache (once per process).
+    Data that fails to load (not on this machine, as an external P's source, or unreadable) is
+    left to the analyses that need it: each meets the error again inside its own failure
+    isolation and records it."""
+    for spec in [cfg.source, *cfg.targets]:
+        try:
+            ctx.cache.get(spec)
+        except Exception:  # recorded by the analysis that needs the data
+            continue
+
+
 def _compute(
     unit: Analysis,
     job: Job,
@@ -454,8 +468,15 @@ def _compute(
     notify: ProgressFn,
 ) -> Path:
     name = unit.name
-    path = layout.analysis_path(store.root, name)
+    path = paths.analysis_path(store.root, name)
     options = _options(cfg, name)
+    # What every analysis of a process shares is done before the clock starts, so that none is
+    # charged for it (its time is its own work, which its estimate counts): loading the study's
+    # data (its first analysis in a worker process would load it all) and importing scipy.stats
+    # (about a second of CPU; several analyses import it on first use).
+    if unit.estimates_work():  # it runs models on the data; one that reads files only does not
+        _load_data(ctx, cfg)
+    statistics.scipy_stats()
     started, cpu = time.perf_counter(), time.process_time()
     lines = ctx.lines.measured, ctx.lines.reused
     try:
@@ -481,7 +502,7 @@ def _compute(
     status = "ok" if unit.has_results(result) else "skipped"
     # What it took against what was said before it started (the CLI lists both at the end).
     # CPU seconds beside them: on a loaded machine (or with several threads) the two part.
-    timing = {
+    timing: dict[str, Any] = {
         "seconds": round(time.perf_counter() - started, 3),
         "cpu_seconds": round(time.process_time() - cpu, 3),
         "estimated_seconds": None if job.seconds is None else round(job.seconds, 3),
@@ -506,20 +527,20 @@ def _compute(
     if status == "skipped":
         doc["reason"] = _why_nothing(result, ctx.missing)
     unit.Result.model_validate(doc)  # what is written must read back
-    atomic.write_json(layout.timing_path(store.root, name), timing)
+    atomic.write_json(paths.timing_path(store.root, name), timing)
     atomic.write_json(path, doc)
     notify(name, "done" if status == "ok" else f"skipped: {doc['reason']}")
     return path
 
 
-def timing_lines(paths: dict[str, Path], computed: list[str]) -> list[str]:
+def timing_lines(timing_files: dict[str, Path], computed: list[str]) -> list[str]:
     """Estimated against actual time of each analysis in ``computed`` that had an estimate
-    (from its timing file, ``paths``: :func:`~transferscope.study.layout.timing_path`), so that
+    (from its timing file, ``timing_files``: :func:`~transferscope.paths.timing_path`), so that
     an estimate that drifts shows."""
     rows = []
     for name in computed:
         try:
-            timing = json.loads(paths[name].read_text())
+            timing = json.loads(timing_files[name].read_text())
         except (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         if not isinstance(timing, dict):

@@ -6,7 +6,7 @@ point). :func:`calibrate` times a few training steps and evaluation batches of e
 (model, image shape, batch size) on the device it runs on, with synthetic tensors already on the
 device: it measures the model's compute, not the input pipeline (``bench/input_pipeline.py``
 measures that ratio). :func:`estimate` puts both together, adds the analyses' share from each
-unit's count of its work (:meth:`~transferscope.analyses.unit.Analysis.work`: forwards, training
+unit's count of its work (:meth:`~transferscope.unitkit.unit.Analysis.work`: forwards, training
 steps, CKA's products, model loads, AUCs) at those rates, and :func:`format_estimate` prints it.
 :func:`analysis_rates` times that work with the threads the analyses run with: the runner's
 estimate shown before each analysis starts.
@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from transferscope.analyses import registry
-from transferscope.analyses.unit import TargetSize, Work
+from transferscope import registry
 from transferscope.config import DataSpec, StudyConfig, TrainSpec
-from transferscope.data.base import DataInfo
+from transferscope.data.base import DataInfo, Task
 from transferscope.errors import TransferscopeError
-from transferscope.study.plan import Plan, build_plan
+from transferscope.studydir.plan import Plan, build_plan
+from transferscope.unitkit.unit import TargetSize, Work
 
 KINDS = ("P", "P-T", "RI-T", "P@k-T")
 
@@ -92,13 +92,13 @@ def data_size(
         return DataSize(train, test or default_test, info, "given")
     if splits is not None:
         return DataSize(len(splits.train), len(splits.test), splits.info, "data")
-    train, test = _declared(spec)
-    if train is None or test is None:
+    declared_train, declared_test = _declared(spec)
+    if declared_train is None or declared_test is None:
         raise TransferscopeError(
             f"cannot size '{label}' without its data ({problem}); give its size with "
             f"--examples {label}=TRAIN/TEST"
         )
-    return DataSize(train, test, _assumed_info(spec), "options")
+    return DataSize(declared_train, declared_test, _assumed_info(spec), "options")
 
 
 def _assumed_info(spec: DataSpec) -> DataInfo:
@@ -106,7 +106,7 @@ def _assumed_info(spec: DataSpec) -> DataInfo:
     size = int(spec.options.get("image_size", 224))
     channels = int(spec.options.get("channels", 3))
     outputs = {"domainnet": 345, "chexpert": 5}.get(spec.name, 1000)
-    task = "multilabel" if spec.name == "chexpert" else "multiclass"
+    task: Task = "multilabel" if spec.name == "chexpert" else "multiclass"
     names = tuple(f"class_{i}" for i in range(outputs))
     return DataInfo(spec.label, task, outputs, (channels, size, size), names)
 
@@ -162,7 +162,12 @@ def run_costs(plan: Plan, sizes: dict[str, DataSize]) -> list[RunCost]:
         size = sizes[run.spec.data.label]
         t = run.spec.train
         n = min(size.train, t.max_train_examples or size.train)
-        key = (run.spec.model.name, size.info.image_shape, size.info.num_outputs, t.batch_size)
+        key: tuple[Any, ...] = (
+            run.spec.model.name,
+            size.info.image_shape,
+            size.info.num_outputs,
+            t.batch_size,
+        )
         key += (t.eval_batch_size, json.dumps(run.spec.model.options, sort_keys=True))
         out.append(RunCost(run.spec.kind, t.epochs * n, _evaluations(t) * size.test, key))
     return out
@@ -210,7 +215,7 @@ def calibrate(
 
 @dataclass(frozen=True)
 class AnalysisRates:
-    """Seconds per unit of an analysis's :class:`~transferscope.analyses.unit.Work` on this
+    """Seconds per unit of an analysis's :class:`~transferscope.unitkit.unit.Work` on this
     machine, timed with the torch threads the analyses run with (:func:`analysis_rates`)."""
 
     forward_s: float
@@ -284,8 +289,19 @@ def analysis_rates(
         expected = core_share(workers) if one_core and share else 1.0
     finally:
         torch.set_num_threads(before)
-    median = [sorted(t[i] for t in times)[len(times) // 2] / expected for i in range(6)]
-    return AnalysisRates(*median, threads=threads or before, share=expected)
+    forward_s, train_s, multiply_add_s, model_s, auc_s, call_s = (
+        sorted(t[i] for t in times)[len(times) // 2] / expected for i in range(6)
+    )
+    return AnalysisRates(
+        forward_s,
+        train_s,
+        multiply_add_s,
+        model_s,
+        auc_s,
+        call_s,
+        threads=threads or before,
+        share=expected,
+    )
 
 
 def core_share(workers: int = 1, seconds: float = 0.3) -> float:
@@ -335,8 +351,8 @@ def _rates_once(
 ) -> tuple[float, float, float, float, float, float]:
     import copy
 
-    from transferscope.analyses.cost import facts
     from transferscope.training.loaders import CPU_FORWARD_ROWS
+    from transferscope.unitkit.cost import facts
 
     if device.type == "cuda":
         size, train_size = batch, train_batch
@@ -438,7 +454,7 @@ def _inputs(batch: int, image_shape: tuple[int, int, int], device: torch.device)
 
 
 def _timed(
-    fn: Callable[[], None],
+    fn: Callable[[], object],
     n: int,
     device: torch.device,
     clock: Callable[[], float] = time.perf_counter,
@@ -480,14 +496,14 @@ def _eval_seconds(
 
 def target_sizes(
     cfg: StudyConfig,
-    sizes: dict[str, DataSize | tuple[int, int]],
+    sizes: Mapping[str, DataSize | tuple[int, int]],
     plan: Plan,
     model: torch.nn.Module | None = None,
     image_shape: tuple[int, int, int] | None = None,
 ) -> list[TargetSize]:
     """Each target's sizes, its runs by role (from the plan) and ``model``, the study's
     architecture, taking images of ``image_shape``: what the units' cost estimates read."""
-    from transferscope.analyses.context import StudyContext
+    from transferscope.unitkit.context import StudyContext
 
     view = StudyContext.of_plan(cfg, plan)
     out = []
@@ -511,7 +527,7 @@ def analyses_work(
     model: torch.nn.Module | None = None,
 ) -> dict[str, Work]:
     """The work of each enabled analysis over all targets, from each unit's own count
-    (:meth:`~transferscope.analyses.unit.Analysis.work`)."""
+    (:meth:`~transferscope.unitkit.unit.Analysis.work`)."""
     targets = target_sizes(cfg, sizes, plan, model)
     out = {}
     for unit in registry.units():

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transferscope.study.executors import DataCache
-    from transferscope.study.plan import Plan, PlannedRun
-    from transferscope.study.store import StudyStore
+    from transferscope.studydir.inputs import DataCache
+    from transferscope.studydir.plan import Plan, PlannedRun
+    from transferscope.studydir.store import StudyStore
 
 
 @dataclass

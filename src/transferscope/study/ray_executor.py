@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transferscope.analyses.lines import call_folder
 from transferscope.config import StudyConfig
 from transferscope.errors import TransferscopeError, TransferscopeWarning
 from transferscope.study.events import StudyEvents, StudyOutcome
-from transferscope.study.plan import Plan
-from transferscope.study.store import StudyStore
+from transferscope.studydir.plan import Plan
+from transferscope.studydir.store import StudyStore
+from transferscope.unitkit.line_cache import call_folder
 
 INSTALL_HINT = "--executor ray needs Ray; install it with: pip install 'transferscope[ray]'"
 
@@ -119,7 +119,8 @@ def train_task(
     """
     import torch
 
-    from transferscope.study.executors import DataCache, attempt_run
+    from transferscope.study.executors import attempt_run
+    from transferscope.studydir.inputs import DataCache
     from transferscope.training.trainer import pick_device
 
     global _WORKER_CACHE
@@ -146,7 +147,7 @@ def train_task(
         board.started.remote(run_id)
     try:
         summary, error = attempt_run(
-            run, cfg, store, _WORKER_CACHE, pick_device(cfg.device), _crash_hook(run_id)
+            store, run, pick_device(cfg.device), cfg, _WORKER_CACHE, _crash_hook(run_id)
         )
     except TransferscopeError as e:  # unreadable images: on a cluster this run fails alone
         store.mark_failed(run_id, str(e))
@@ -259,7 +260,7 @@ class RayExecutor:
         )
 
     def _analyze(self, ray: Any) -> dict[str, str]:
-        from transferscope.analyses import registry
+        from transferscope import registry
 
         remote = self._remote(ray, analysis_task)
         study_dir = str(self.store.root.resolve())

@@ -21,7 +21,6 @@ from safetensors.torch import load_file, save_file
 from transferscope import atomic
 from transferscope.errors import TransferscopeError
 
-RESUME = "resume.safetensors"
 FINAL = "final.safetensors"
 
 

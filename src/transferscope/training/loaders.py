@@ -21,7 +21,7 @@ GPU and in worker processes otherwise; ``device`` and ``workers`` force one path
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -100,7 +100,7 @@ class SeededItems(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
@@ -211,35 +211,29 @@ def _loader(
 ) -> tuple[DataLoader, _Kept | None]:
     """A DataLoader over ``sampler``: the one kept for ``dataset`` (:func:`kept_loaders`) when
     there is one and no pass over it is under way, else a new one for this pass."""
+
+    def make(order: Iterable[Any], persistent: bool) -> DataLoader:
+        return DataLoader(
+            SeededItems(dataset),
+            batch_size=batch_size,
+            sampler=order,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=persistent,
+        )
+
     kept = _KEPT.get()
     if kept is not None and workers > 0:
         key = (id(dataset), batch_size, workers, pin)
         entry = kept.get(key)
         if entry is None:
             order = _Order()
-            loader = DataLoader(
-                SeededItems(dataset),
-                batch_size=batch_size,
-                sampler=order,
-                shuffle=False,
-                num_workers=workers,
-                pin_memory=pin,
-                persistent_workers=True,
-            )
-            entry = kept[key] = _Kept(dataset, order, loader)
+            entry = kept[key] = _Kept(dataset, order, make(order, persistent=True))
         if not entry.busy:
             entry.order.items = sampler
             return entry.loader, entry
-    loader = DataLoader(
-        SeededItems(dataset),
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin,
-        persistent_workers=False,
-    )
-    return loader, None
+    return make(sampler, persistent=False), None
 
 
 def iterate(

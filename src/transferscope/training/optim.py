@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from transferscope.config.sections import TrainSpec
 from transferscope.errors import TransferscopeError
 from transferscope.models import scalar_parameter_names
-from transferscope.specs import TrainSpec
 
 # timm's names of the two optimizers: "momentum" is torch's SGD with classical momentum
 # (timm's "sgd" is Nesterov's), "adamw" is torch.optim.AdamW.
@@ -178,7 +178,7 @@ def load_optimizer_state(
                 f"the resume state has optimizer state for '{name}', which the model does not have"
             )
         per_param.setdefault(name, {})[key] = value
-    index = {}
+    index: dict[int, int] = {}
     for group in optimizer.param_groups:
         for param in group["params"]:
             index[id(param)] = len(index)

@@ -16,7 +16,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,14 @@ from transferscope import atomic
 from transferscope.config import TrainSpec
 from transferscope.data.base import Task, TensorImageDataset
 from transferscope.errors import TransferscopeError, TransferscopeWarning
-from transferscope.study.layout import CHECKPOINTS, METRICS, PREDICTIONS, TEST_OUTPUTS, TEST_TARGETS
+from transferscope.paths import (
+    CHECKPOINTS,
+    METRICS,
+    PREDICTIONS,
+    RESUME,
+    TEST_OUTPUTS,
+    TEST_TARGETS,
+)
 from transferscope.training import checkpoints as ckpt
 from transferscope.training import distributed as dist_lib
 from transferscope.training.distributed import Distributed
@@ -173,6 +180,11 @@ class Trainer:
     def _path(self, *parts: str) -> Path | None:
         return self.run_dir.joinpath(*parts) if self.run_dir is not None else None
 
+    def _written(self, *parts: str) -> Path:
+        """The path of a file this process writes: only called when it :attr:`_writes`."""
+        assert self.run_dir is not None, "a trainer without a run_dir writes no files"
+        return self.run_dir.joinpath(*parts)
+
     @property
     def _writes(self) -> bool:
         """Whether this process writes the run's files (rank 0 of a process group)."""
@@ -184,13 +196,13 @@ class Trainer:
             atomic.write_jsonl(path, rows)
 
     def _resume_state(self) -> tuple[dict, dict, dict[str, Any]] | None:
-        path = self._path(CHECKPOINTS, ckpt.RESUME)
+        path = self._path(CHECKPOINTS, RESUME)
         if path is None or not path.exists():
             return None
         return ckpt.load_resume(path)
 
     def discard_resume(self) -> None:
-        path = self._path(CHECKPOINTS, ckpt.RESUME)
+        path = self._path(CHECKPOINTS, RESUME)
         if path is not None and self._writes:
             path.unlink(missing_ok=True)
 
@@ -221,7 +233,7 @@ class Trainer:
     @contextmanager
     def _threads_it_started_with(self) -> Iterator[None]:
         """torch's thread count set to the one the resume state recorded, if it differs."""
-        path = self._path(CHECKPOINTS, ckpt.RESUME)
+        path = self._path(CHECKPOINTS, RESUME)
         recorded = None
         if path is not None and path.is_file():
             try:
@@ -255,7 +267,7 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
             transform = channels_last_batches(transform)
         train, test = self._on_device(train), self._on_device(test)
-        n = len(train)
+        n = len(train)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
         if spec.max_train_examples is not None and spec.max_train_examples < n:
             subset = torch.from_numpy(
                 np.sort(np.random.default_rng(self.seed).permutation(n)[: spec.max_train_examples])
@@ -297,7 +309,7 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if self.compile:
-            net = torch.compile(net)
+            net = torch.compile(net)  # type: ignore[assignment]  # an nn.Module (OptimizedModule), typed as a callable
         start_time = time.perf_counter() - elapsed
         last_resume_save = time.perf_counter()
         saved: dict[float, Path] = {}
@@ -318,7 +330,7 @@ class Trainer:
                     if self.on_eval:
                         self.on_eval(rows[-1])
                 if step in ckpt_steps and self._writes:
-                    path = self._path(
+                    path = self._written(
                         CHECKPOINTS, ckpt.point_name(ckpt_steps[step]) + ".safetensors"
                     )
                     ckpt.save_weights(path, model.state_dict())
@@ -385,9 +397,11 @@ class Trainer:
             )
         seconds = time.perf_counter() - start_time
         if self._writes:
-            ckpt.save_weights(self._path(CHECKPOINTS, ckpt.FINAL), model.state_dict())
-            atomic.write_npy(self._path(PREDICTIONS, TEST_OUTPUTS), final_eval.outputs.numpy())
-            atomic.write_npy(self._path(PREDICTIONS, TEST_TARGETS), final_eval.targets.numpy())
+            # evaluate() keeps the outputs and targets of every evaluation it returns
+            assert final_eval.outputs is not None and final_eval.targets is not None
+            ckpt.save_weights(self._written(CHECKPOINTS, ckpt.FINAL), model.state_dict())
+            atomic.write_npy(self._written(PREDICTIONS, TEST_OUTPUTS), final_eval.outputs.numpy())
+            atomic.write_npy(self._written(PREDICTIONS, TEST_TARGETS), final_eval.targets.numpy())
             if not self.keep_resume:
                 self.discard_resume()
         return FitResult(final_eval, rows, total, seconds, saved, torch.get_num_threads())
@@ -476,14 +490,14 @@ class Trainer:
             "threads": torch.get_num_threads(),
         }
         ckpt.save_resume(
-            self._path(CHECKPOINTS, ckpt.RESUME),
+            self._written(CHECKPOINTS, RESUME),
             model.state_dict(),
             optimizer_state(optimizer, model),
             info,
         )
 
 
-def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
+def _jsonable(state: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(state, default=int))
 
 
@@ -493,8 +507,9 @@ def _read_rows(path: Path | None) -> list[dict[str, Any]]:
     stop that would drop every later evaluation."""
     if path is None or not path.exists():
         return []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        problem: str | None
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
