@@ -155,7 +155,7 @@ class Study:
         their results into, one row per measured number (each unit's
         :meth:`~transferscope.unitkit.unit.Analysis.tables`); several units may add rows to one
         table (``barriers``: interpolation, alignment and connectivity)."""
-        found = self._unit_tables().get(name)
+        found = self._tables.get(name)
         if found is None:
             raise TransferscopeError(
                 f"no table '{name}' in this study; tables: {', '.join(self.table_names)}"
@@ -166,7 +166,7 @@ class Study:
     @property
     def table_names(self) -> list[str]:
         """The names :meth:`table` accepts, one or more per registered analysis unit."""
-        return list(self._unit_tables())
+        return list(self._tables)
 
     @property
     def cka(self) -> pd.DataFrame:
@@ -247,8 +247,10 @@ class Study:
         return _frame(rows, ["analysis", "target", "part", "status", "reason"])
 
     # ----------------------------------------------------------------- helpers
-    def _unit_tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
-        """Every unit's tables, in the registry's order: name -> (columns, rows)."""
+    @cached_property
+    def _tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+        """Every unit's tables, in the registry's order: name -> (columns, rows); built once,
+        from the results read when the study was opened (as :attr:`claims`)."""
         from transferscope import registry
 
         out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}

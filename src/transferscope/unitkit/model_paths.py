@@ -24,6 +24,7 @@ from transferscope.unitkit.cost import facts
 from transferscope.unitkit.pairs import PairName, pair_entry, study_pairs
 from transferscope.unitkit.results import AnalysisResult, Model, Skipped, TargetEntry
 from transferscope.unitkit.rules import barrier_noise, finite
+from transferscope.unitkit.tables import measured_pairs
 from transferscope.unitkit.unit import TargetSize, Work
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -259,12 +260,7 @@ def paths_entry(ctx: StudyContext, spec: Any, opts: Any, pairs: list[Any]) -> di
 def any_pair_measured(result: AnalysisResult) -> bool:
     """Whether a result whose target entries hold pairs measured one (a target entry is
     written even when every pair was skipped)."""
-    return any(
-        p.status == "ok"
-        for e in result.targets.values()
-        if e.status == "ok"
-        for p in getattr(e, "pairs", [])
-    )
+    return bool(measured_pairs(result))
 
 
 __all__ = [
