@@ -86,7 +86,9 @@ def analyse(
         if message == "running":
             started[name] = time.perf_counter()
         finished = is_last_message(message)
-        seconds = time.perf_counter() - started.get(name, time.perf_counter()) if finished else None
+        # An analysis that never started (disabled, cached, skipped up front) took no time.
+        began = started.get(name)
+        seconds = time.perf_counter() - began if finished and began is not None else None
         last[name] = message
         if events.analysis:
             events.analysis(name, message, seconds)
