@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import torch
 from pydantic import Field, ValidationError
 from typer.testing import CliRunner
 
@@ -230,3 +232,49 @@ def test_every_registered_analysis_gives_its_claims_the_fields_they_need(tmp_pat
         for t in finding.per_target:
             if t.verdict == UNMEASURED:
                 assert any(n in t.measured for n in needs_an_effect), (finding.id, t.measured)
+
+
+def test_a_start_model_asked_again_is_a_copy_of_the_one_built(tmp_path, monkeypatch):
+    """A run's start model asked for again, by the same analysis or another, is a copy of the one
+    built (no second initialisation), equal in every parameter and buffer to a fresh build, and
+    its own: changing it changes no later copy. Retraining P (its file changes) builds P-T's
+    again; what is kept stays within START_MODEL_BYTES."""
+    from transferscope.unitkit import context as context_mod
+
+    store = _study(tmp_path, _config())
+    plan = store.read_plan()
+    cfg = store.read_config()
+    pt, rit = plan.select(kind="P-T")[0], plan.select(kind="RI-T")[0]
+    monkeypatch.setattr(context_mod, "_start_models", context_mod.OrderedDict())
+    fresh = StudyContext(store, cfg, plan, FakeData()).start_model(pt)
+    builds: list[str] = []
+    real_build = context_mod.build_start_model
+
+    def counting(spec, *args):
+        builds.append(spec.kind)
+        return real_build(spec, *args)
+
+    monkeypatch.setattr(context_mod, "build_start_model", counting)
+    first = StudyContext(store, cfg, plan, FakeData()).start_model(pt)
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)
+    again = StudyContext(store, cfg, plan, FakeData()).start_model(pt)
+    assert again is not first and builds == []
+    assert again.state_dict().keys() == fresh.state_dict().keys()
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in again.state_dict().items())
+    ctx = StudyContext(store, cfg, plan, FakeData())
+    state = torch.random.get_rng_state()
+    ctx.start_model(rit)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG untouched
+    assert builds == ["RI-T"]
+    parent = store.weights_path(pt.spec.parent, pt.spec.parent_checkpoint or "final")
+    parent.touch()  # P retrained: a new file
+    os.utime(parent, ns=(parent.stat().st_atime_ns, parent.stat().st_mtime_ns + 10**9))
+    ctx.start_model(pt)
+    assert builds == ["RI-T", "P-T"]
+    monkeypatch.setattr(context_mod, "START_MODEL_BYTES", 1)  # nothing fits: built each time
+    monkeypatch.setattr(context_mod, "_start_models", context_mod.OrderedDict())
+    ctx.start_model(rit)
+    ctx.start_model(rit)
+    assert builds == ["RI-T", "P-T", "RI-T", "RI-T"] and not context_mod._start_models

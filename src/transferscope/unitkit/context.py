@@ -9,8 +9,10 @@ straight lines already measured between the analyses of one call (:mod:`.lines`)
 
 from __future__ import annotations
 
+import copy
 import itertools
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +59,41 @@ def guarded(compute: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any
         raise
     except TransferscopeError as e:
         return skipped(str(e))
+
+
+START_MODEL_BYTES = 512 << 20
+"""What the start models kept to copy from may hold together (parameters and buffers); a model
+larger than this is built each time."""
+_start_models: OrderedDict[tuple[Any, ...], nn.Module] = OrderedDict()
+
+
+def _stamp(path: Any) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except (OSError, AttributeError):
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _bytes(model: nn.Module) -> int:
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def cached_start_model(key: tuple[Any, ...], build: Callable[[], nn.Module]) -> nn.Module:
+    """A copy of the model ``build()`` gives, built once per ``key`` in this process while the
+    start models kept stay within :data:`START_MODEL_BYTES` (least recently used dropped)."""
+    built = _start_models.get(key)
+    if built is None:
+        built = build()
+        size = _bytes(built)
+        if size > START_MODEL_BYTES:
+            return built
+        _start_models[key] = built
+        while sum(_bytes(m) for m in _start_models.values()) > START_MODEL_BYTES:
+            _start_models.popitem(last=False)
+    _start_models.move_to_end(key)
+    return copy.deepcopy(built)
 
 
 @dataclass
@@ -202,9 +239,25 @@ class StudyContext:
         spec = run.spec
         info = self.cache.get(spec.data).info
         source = self.cache.get(self.cfg.source).info if spec.parent else None
-        # build_start_model seeds the global RNG for random inits; keep the caller's untouched.
-        with torch.random.fork_rng(devices=[]):
-            return build_start_model(spec, info, source, self.store)
+
+        def build() -> nn.Module:
+            # build_start_model seeds the global RNG for random inits; keep the caller's
+            # untouched.
+            with torch.random.fork_rng(devices=[]):
+                return build_start_model(spec, info, source, self.store)
+
+        # The analyses of a study ask for the same runs' models again and again (a line per
+        # pair, a probe per module, one analysis after another): a copy costs a tenth of building
+        # one (ResNet-18: 0.18 s to initialise, 0.02 s to copy) and is the same module,
+        # parameters and buffers. The run id names the spec; the files it starts from are
+        # stamped, so a retrained P is read again.
+        parent = (
+            self.store.weights_path(spec.parent, spec.parent_checkpoint or "final")
+            if spec.parent is not None
+            else None
+        )
+        key = (str(self.store.root), run.id, _stamp(parent), _stamp(spec.init_file))
+        return cached_start_model(key, build)
 
     def final_model(self, run: PlannedRun) -> nn.Module:
         """A run's architecture (as it was trained) with its final weights."""
