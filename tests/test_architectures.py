@@ -57,7 +57,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 # parameters, 0.6 s a step of 32 on one core) trains the least.
 RECIPES: dict[str, tuple[int, int, int, int, float, int]] = {
     "fixup-small": (512, 4, 320, 3, 0.1, 100),
-    "resnet18": (128, 2, 96, 1, 0.05, 50),
+    "resnet18": (64, 2, 64, 1, 0.05, 24),
     "convnext": (256, 3, 160, 2, 0.05, 50),
     "vit": (256, 3, 160, 2, 0.05, 50),
 }
@@ -77,7 +77,7 @@ def nano_config(arch: str, out: Path) -> StudyConfig:
         **micro,
         "name": f"nano {arch}",
         "source": {"name": "fashion-mnist", "options": {"train_size": source, "test_size": 100}},
-        "targets": [{"name": "digits", "options": {"test_fraction": 0.15}}],
+        "targets": [{"name": "digits", "options": {"test_fraction": 0.1}}],
         "model": ARCHITECTURES[arch],
         "pretrain": {"epochs": epochs, "batch_size": 32, "lr": lr, "checkpoint_points": [1]},
         "finetune": {**target, "lr": lr / 2},

@@ -58,6 +58,13 @@ def test_micro_study_completes_with_every_run_done(reference):
     p = plan.select(kind="P")[0]
     for k in ("epoch-0.25", "epoch-2"):
         assert store.weights_path(p.id, k).is_file()
+    # Criticality on the multi-label mosaic (its rewind test and heat maps score the mean AUC):
+    # the only multi-label criticality of the suite (the chexpert rehearsal turns it off).
+    crit = json.loads((out / "analyses" / "criticality.json").read_text())["targets"]
+    for kind in ("P-T", "RI-T"):
+        entry = crit["fashion-mosaic"][kind]
+        assert entry["status"] == "ok" and 0 < entry["final_metric"] < 1, entry.get("reason")
+        assert set(entry["heatmap"]) == set(entry["modules"])
     # The relative drop of the metrics rows and that of the saved test outputs (whose bootstrap
     # gives C11 its noise) are the same number: both read the final evaluation.
     curves = json.loads((out / "analyses" / "curves.json").read_text())["targets"]
