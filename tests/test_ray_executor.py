@@ -96,28 +96,13 @@ def assert_runs_match(ref: Path, out: Path) -> None:
 
 @requires_fashion
 @pytest.mark.slow
-def test_micro_study_on_ray_equals_the_local_executor(ray_address, local_micro, tmp_path):
-    out = tmp_path / "study"
+def test_micro_study_on_ray_with_a_task_killed_mid_run_equals_the_local_executor(
+    ray_address, local_micro, tmp_path
+):
+    """Every kind of run as a Ray task, one of them SIGKILLed mid-run: Ray retries it from its
+    resume point, every run's weights equal the local executor's, the analyses run as Ray tasks
+    and the report is built from them; a rerun trains nothing."""
     config = str(local_micro.parent / "reference.yaml")
-    run_study(out, "--no-analyses", "--executor", "ray", "--address", ray_address, config=config)
-    a, b = StudyStore(local_micro), StudyStore(out)
-    assert [r.id for r in a.read_plan().runs] == [r.id for r in b.read_plan().runs]
-    assert {r.spec.kind for r in b.read_plan().runs} >= {"P", "P-T", "RI-T", "P@k-T"}
-    assert any(r.shuffle for r in b.read_plan().runs)
-    assert_runs_match(local_micro, out)
-    # Rerunning skips every finished run, as locally.
-    result = cli(
-        "run", config, "--out", str(out), "--quiet", "--no-analyses",
-        "--executor", "ray", "--address", ray_address,
-    )  # fmt: skip
-    assert result.returncode == 0 and "0 to train" in result.stdout, result.stderr
-
-
-@requires_fashion
-@pytest.mark.slow
-def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, local_micro, tmp_path):
-    config = tmp_path / "small.yaml"
-    config.write_text(SMALL)
     marker = tmp_path / "killed"
     out = tmp_path / "study"
     # The first task to reach step 40 (in its second epoch: P has 32 steps per epoch, digits 23)
@@ -128,12 +113,16 @@ def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, loc
         "ray",
         "--address",
         ray_address,
-        config=str(config),
+        config=config,
         env={CRASH_ENV: f"40:{marker}"},
     )
+    a, b = StudyStore(local_micro), StudyStore(out)
+    assert [r.id for r in a.read_plan().runs] == [r.id for r in b.read_plan().runs]
+    assert {r.spec.kind for r in b.read_plan().runs} >= {"P", "P-T", "RI-T", "P@k-T"}
+    assert any(r.shuffle for r in b.read_plan().runs)
     killed = marker.read_text()
     resumed_from = int(marker.with_suffix(".resumed").read_text())
-    assert killed in {r.id for r in StudyStore(out).read_plan().runs}
+    assert killed in {r.id for r in b.read_plan().runs}
     assert 0 < resumed_from < 40
     assert_runs_match(local_micro, out)
     # The analyses ran as Ray tasks once the runs were done, and the report was built from them.
@@ -142,6 +131,12 @@ def test_a_task_killed_mid_run_is_retried_from_its_resume_point(ray_address, loc
         assert doc["status"] in ("ok", "skipped") and not doc["runs_missing"], name
     assert json.loads((out / "analyses" / "curves.json").read_text())["status"] == "ok"
     assert (out / "report" / "index.html").is_file()
+    # Rerunning skips every finished run, as locally.
+    result = cli(
+        "run", config, "--out", str(out), "--quiet", "--no-analyses",
+        "--executor", "ray", "--address", ray_address,
+    )  # fmt: skip
+    assert result.returncode == 0 and "0 to train" in result.stdout, result.stderr
 
 
 @requires_fashion
