@@ -274,6 +274,31 @@ def test_auc_matches_definition_and_handles_single_class_task():
     assert score("multilabel", outputs, targets).metric == pytest.approx(0.75)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_equals_scikit_learn_with_ties_and_any_class_balance(seed):
+    """per_task_auc against scikit-learn's roc_auc_score (the independent formulation): scores
+    rounded so that many tie, within and across classes, and columns from 1 positive to 1
+    negative; the pair-counting definition checked on the first column too."""
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(seed)
+    n = 60
+    outputs = torch.round(torch.randn(n, 6, generator=g) * 3) / 3  # few distinct values
+    targets = torch.rand(n, 6, generator=g) < torch.tensor([0.5, 0.1, 0.9, 0.3, 0.5, 0.5])
+    targets = targets.float()
+    targets[:, 4] = 0
+    targets[seed, 4] = 1  # a single positive
+    targets[:, 5] = 1
+    targets[seed, 5] = 0  # a single negative
+    aucs = per_task_auc(outputs, targets)
+    for k in range(6):
+        expected = roc_auc_score(targets[:, k].numpy(), outputs[:, k].numpy())
+        assert aucs[k] == pytest.approx(expected, abs=1e-12), k
+    pos, neg = outputs[targets[:, 0] == 1, 0], outputs[targets[:, 0] == 0, 0]
+    pairs = (pos[:, None] > neg[None, :]).float() + 0.5 * (pos[:, None] == neg[None, :]).float()
+    assert aucs[0] == pytest.approx(pairs.mean().item(), abs=1e-6)
+
+
 def test_divergence_names_epoch_and_step():
     train, test = toy_data()
     spec = TrainSpec(epochs=2, batch_size=16, lr=1e6, momentum=0.0)

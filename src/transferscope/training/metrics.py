@@ -32,18 +32,32 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
 def per_task_auc(outputs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """ROC AUC of each column of ``outputs`` (N, K) against 0/1 ``targets`` (N, K).
 
-    A task whose test targets hold one class only has no AUC: NaN.
+    The Mann-Whitney form: the probability that a positive scores above a negative, ties counting
+    half (scikit-learn's ``roc_auc_score``, to rounding), from the average ranks of each column's
+    scores: 0.13 ms for 4 columns of 200 examples where ``roc_auc_score`` takes ~7 ms a column
+    (its input checks), and a multi-label target computes AUCs at every evaluation and every
+    point of a path. A task whose test targets hold one class
+    only has no AUC: NaN.
     """
-    from sklearn.metrics import roc_auc_score
-
+    y = targets.cpu().numpy() > 0.5
+    s = outputs.float().cpu().numpy().astype(np.float64)
     out = []
-    y = targets.cpu().numpy()
-    s = outputs.float().cpu().numpy()
     for k in range(y.shape[1]):
-        if len(np.unique(y[:, k])) < 2:
+        pos = y[:, k]
+        n_pos = int(pos.sum())
+        n_neg = len(pos) - n_pos
+        if n_pos == 0 or n_neg == 0:
             out.append(float("nan"))
-        else:
-            out.append(float(roc_auc_score(y[:, k], s[:, k])))
+            continue
+        order = np.argsort(s[:, k], kind="mergesort")
+        ordered = s[order, k]
+        # 1-based average rank of each run of equal scores: (first + last) / 2.
+        first = np.searchsorted(ordered, ordered, side="left") + 1
+        last = np.searchsorted(ordered, ordered, side="right")
+        ranks = np.empty(len(ordered))
+        ranks[order] = (first + last) / 2
+        u = float(ranks[pos].sum()) - n_pos * (n_pos + 1) / 2
+        out.append(u / (n_pos * n_neg))
     return out
 
 
