@@ -158,7 +158,7 @@ def shrink(data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
             "epochs": 1,
             "batch_size": 4,
             "num_points": 2,
-            "pairs": ["RI-T/RI-T"],
+            "pairs": ["P-T/RI-T"],  # a pair one seed has
             "max_train_examples": 4,
             "recalibration_examples": 4,
         },
