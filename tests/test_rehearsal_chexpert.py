@@ -1,11 +1,11 @@
-"""The chexpert preset end to end at 224 px: full Fixup ResNet-50, CheXpert's CSV and PNG files
+"""The chexpert preset end to end at 224 px: full Fixup ResNet-50, CheXpert's CSV and JPEG files
 (the rehearsal: ``tests/rehearsal.py``).
 
 What this rehearsal adds to the domainnet one is CheXpert's files and its multi-label task (mean
 AUC in every run and analysis) at full size: one seed, no shuffle and no trajectory point. Every
-kind of run and pair at 224 px is rehearsed by ``test_rehearsal_domainnet.py``; here the runs
-are P, P-T, RI-T and the control pair, and every analysis but criticality still runs (those that
-need a second seed say so and skip that part). Criticality is the rehearsals' longest analysis
+kind of run at 224 px is rehearsed by ``test_rehearsal_domainnet.py``; here the runs are P, P-T
+and RI-T, and every analysis but criticality runs (those that need a second seed or P@k-T runs
+say so and skip that part). Criticality is the rehearsals' longest analysis
 (~45 s of ResNet-50 forwards at 224 px); at full size it is rehearsed by the domainnet module, and
 on a multi-label target (the mean AUC of its rewind test and heat maps) by the micro study's
 mosaic in ``test_study.py``: here it would add time and nothing else."""
