@@ -78,11 +78,12 @@ lint: venv
 # core; TEST_WORKERS=0 runs in this process); --dist loadfile keeps each test module, and the study
 # its module-scoped fixture trains, in one process; --no-loadscope-reorder keeps the order
 # tests/conftest.py gives the modules (the longest first, from tests/module_seconds.json).
-# --doctest-modules runs the examples in the docstrings of the measures (src/transferscope/measures).
+# --doctest-modules runs the examples in the docstrings of the measures (src/transferscope/measures)
+# and of the metrics the trainer and the measures share (training/metrics.py).
 TEST_WORKERS ?= 2
 test: lint test-packages
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-	  --doctest-modules tests src/transferscope/measures
+	  --doctest-modules tests src/transferscope/measures src/transferscope/training/metrics.py
 
 bench: venv
 	$(PY) -m bench

@@ -11,7 +11,8 @@ rule can say *holds*, *does not hold* or *inconclusive* and show the statistic i
   to several runs per side by averaging each example's correctness over the runs).
 - :func:`bootstrap_interval`: a paired bootstrap over test examples of any statistic of example
   weights (used for mean AUC, relative drops and metric differences).
-- :func:`weighted_auc`: ROC AUC of each label under many bootstrap weightings at once.
+- :func:`weighted_auc`: ROC AUC of each label under many bootstrap weightings at once (defined
+  in :mod:`transferscope.training.metrics`, whose per-task AUC is its one-weighting case).
 - :func:`compare_groups`: two sets of pairwise measures (CKA, distance, uncommon mistakes) over
   seed pairs: the difference of means against the pair-to-pair spread and a stated floor, and the
   two ranges must not overlap.
@@ -41,6 +42,7 @@ from types import ModuleType
 import numpy as np
 
 from transferscope.errors import TransferscopeError
+from transferscope.training.metrics import weighted_auc
 
 ALPHA = 0.05  # two-sided level of every test here (one-sided tests use it on their side)
 BOOTSTRAP_SAMPLES = 1000
@@ -247,54 +249,6 @@ def bootstrap_interval(
     return Comparison(
         direction, estimate, low, high, method=f"{method}; {words}" if method else words, n=n
     )
-
-
-def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC of each label under each row of example weights.
-
-    Args:
-        scores: (n, K) scores (logits); labels: (n, K) 0/1 targets; weights: (B, n) non-negative
-            example weights (bootstrap counts).
-
-    Returns:
-        (B, K) AUCs: the weighted probability that a positive example scores above a negative one
-        (ties count half). NaN where a label has no weighted positive or negative example.
-
-    Example:
-        >>> import numpy as np
-        >>> from transferscope.measures.statistics import weighted_auc
-        >>> scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
-        >>> weighted_auc(scores, labels, np.ones((1, 4))).tolist()  # 3 of 4 pairs in order
-        [[0.75]]
-        >>> weighted_auc(np.zeros(4), labels, np.ones((1, 4))).tolist()  # all tied
-        [[0.5]]
-        >>> weighted_auc(scores, labels, np.array([[1, 0, 1, 1]])).tolist()  # 0.4 left out
-        [[1.0]]
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels) > 0.5
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if scores.ndim == 1:
-        scores, labels = scores[:, None], labels[:, None]
-    out = np.empty((weights.shape[0], scores.shape[1]))
-    for k in range(scores.shape[1]):
-        order = np.argsort(scores[:, k], kind="mergesort")
-        s, pos = scores[order, k], labels[order, k]
-        w = weights[:, order]
-        wn = np.where(pos, 0.0, w)
-        wp = np.where(pos, w, 0.0)
-        # Negatives strictly below each example, and tied negatives (counted half): from the
-        # cumulative negative weight at the start and end of each run of equal scores.
-        starts = np.searchsorted(s, s, side="left")
-        ends = np.searchsorted(s, s, side="right")
-        cum = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(wn, axis=1)], axis=1)
-        below = cum[:, starts]
-        tied = cum[:, ends] - below
-        num = (wp * (below + 0.5 * tied)).sum(axis=1)
-        den = wp.sum(axis=1) * wn.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, k] = np.where(den > 0, num / den, np.nan)
-    return out
 
 
 def mean_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -29,36 +29,64 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return (outputs.argmax(1) == targets).float().mean().item()
 
 
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of each label under each row of example weights.
+
+    Args:
+        scores: (n, K) scores (logits); labels: (n, K) 0/1 targets; weights: (B, n) non-negative
+            example weights (bootstrap counts).
+
+    Returns:
+        (B, K) AUCs: the weighted probability that a positive example scores above a negative one
+        (ties count half). NaN where a label has no weighted positive or negative example.
+
+    Example:
+        >>> import numpy as np
+        >>> from transferscope.training.metrics import weighted_auc
+        >>> scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+        >>> weighted_auc(scores, labels, np.ones((1, 4))).tolist()  # 3 of 4 pairs in order
+        [[0.75]]
+        >>> weighted_auc(np.zeros(4), labels, np.ones((1, 4))).tolist()  # all tied
+        [[0.5]]
+        >>> weighted_auc(scores, labels, np.array([[1, 0, 1, 1]])).tolist()  # 0.4 left out
+        [[1.0]]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels) > 0.5
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if scores.ndim == 1:
+        scores, labels = scores[:, None], labels[:, None]
+    out = np.empty((weights.shape[0], scores.shape[1]))
+    for k in range(scores.shape[1]):
+        order = np.argsort(scores[:, k], kind="mergesort")
+        s, pos = scores[order, k], labels[order, k]
+        w = weights[:, order]
+        wn = np.where(pos, 0.0, w)
+        wp = np.where(pos, w, 0.0)
+        # Negatives strictly below each example, and tied negatives (counted half): from the
+        # cumulative negative weight at the start and end of each run of equal scores.
+        starts = np.searchsorted(s, s, side="left")
+        ends = np.searchsorted(s, s, side="right")
+        cum = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(wn, axis=1)], axis=1)
+        below = cum[:, starts]
+        tied = cum[:, ends] - below
+        num = (wp * (below + 0.5 * tied)).sum(axis=1)
+        den = wp.sum(axis=1) * wn.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, k] = np.where(den > 0, num / den, np.nan)
+    return out
+
+
 def per_task_auc(outputs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """ROC AUC of each column of ``outputs`` (N, K) against 0/1 ``targets`` (N, K).
 
-    The Mann-Whitney form: the probability that a positive scores above a negative, ties counting
-    half (scikit-learn's ``roc_auc_score``, to rounding), from the average ranks of each column's
-    scores: 0.13 ms for 4 columns of 200 examples where ``roc_auc_score`` takes ~7 ms a column
+    :func:`weighted_auc` with every example weighted 1 (scikit-learn's ``roc_auc_score``, to
+    rounding): 0.27 ms for 4 columns of 200 examples where ``roc_auc_score`` takes ~7 ms a column
     (its input checks), and a multi-label target computes AUCs at every evaluation and every
-    point of a path. A task whose test targets hold one class
-    only has no AUC: NaN.
+    point of a path. A task whose test targets hold one class only has no AUC: NaN.
     """
-    y = targets.cpu().numpy() > 0.5
-    s = outputs.float().cpu().numpy().astype(np.float64)
-    out = []
-    for k in range(y.shape[1]):
-        pos = y[:, k]
-        n_pos = int(pos.sum())
-        n_neg = len(pos) - n_pos
-        if n_pos == 0 or n_neg == 0:
-            out.append(float("nan"))
-            continue
-        order = np.argsort(s[:, k], kind="mergesort")
-        ordered = s[order, k]
-        # 1-based average rank of each run of equal scores: (first + last) / 2.
-        first = np.searchsorted(ordered, ordered, side="left") + 1
-        last = np.searchsorted(ordered, ordered, side="right")
-        ranks = np.empty(len(ordered))
-        ranks[order] = (first + last) / 2
-        u = float(ranks[pos].sum()) - n_pos * (n_pos + 1) / 2
-        out.append(u / (n_pos * n_neg))
-    return out
+    scores = outputs.float().cpu().numpy()
+    return weighted_auc(scores, targets.cpu().numpy(), np.ones((1, len(scores))))[0].tolist()
 
 
 def metric_name(task: Task) -> str:
