@@ -15,6 +15,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,10 +68,13 @@ larger than this is built each time."""
 _start_models: OrderedDict[tuple[Any, ...], nn.Module] = OrderedDict()
 
 
-def _stamp(path: Any) -> tuple[int, int] | None:
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file a start model is read from; None without one."""
+    if path is None:
+        return None
     try:
         stat = path.stat()
-    except (OSError, AttributeError):
+    except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size
 
